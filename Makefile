@@ -1,0 +1,72 @@
+# Switchboard developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+BIN       := $(CURDIR)/.cache/bin
+GRPCURL_VERSION := v1.9.4
+BUF_VERSION     := v1.75.0
+# Go tools build inside the clone, so nothing outside it is needed or reused.
+GO_ENV    := GOPATH=$(CURDIR)/.cache/go GOBIN=$(BIN) GOFLAGS=-modcacherw
+LISTEN    ?= 127.0.0.1:50051
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+.PHONY: install
+install: $(PY) ## build the Rust core and install both packages (editable) with dev tools into .venv
+	$(PY) -m pip install -q -e '.[dev]'
+
+.PHONY: serve
+serve: install ## build, then start the gateway on the embedded default config (LISTEN=host:port)
+	$(VENV)/bin/switchboard serve --listen $(LISTEN)
+
+.PHONY: tools
+tools: $(BIN)/grpcurl $(BIN)/buf ## install the pinned grpcurl and buf into .cache/bin
+
+$(BIN)/grpcurl:
+	$(GO_ENV) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+$(BIN)/buf:
+	$(GO_ENV) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+.PHONY: protos
+protos: $(PY) ## regenerate the Python stubs in service/api from protos/
+	$(PY) protos/generate_python.py
+
+.PHONY: lint
+lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and clippy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest router_core
+	cd protos && $(BIN)/buf lint
+	$(PY) protos/generate_python.py --check
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features router_core/python -- -D warnings
+
+.PHONY: wheel
+wheel: $(PY) ## build a release wheel into dist/ and check it holds router_core (with stub) and service
+	rm -rf dist
+	$(VENV)/bin/maturin build --release --quiet --out dist
+	$(PY) tests/check_wheel.py dist/*.whl
+
+.PHONY: test
+test: lint wheel ## build everything and run every test (Rust, Python, end to end, grpcurl)
+	cargo test --workspace
+	PATH=$(BIN):$$PATH $(VENV)/bin/pytest -q
+
+.PHONY: bench
+bench: ## criterion benchmarks of the Rust core
+	cargo bench -p router_core
+
+.PHONY: clean
+clean: ## remove build outputs (keeps .venv and .cache)
+	rm -rf target dist

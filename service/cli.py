@@ -1,0 +1,41 @@
+"""The `switchboard` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from service import __version__
+from service.config import ConfigError, load_config
+from service.server import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard", description="LLM routing gateway (gRPC).")
+    parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run the gateway")
+    run.add_argument("--config", type=Path, help="YAML config file (default: the embedded default config)")
+    run.add_argument("--listen", help="HOST:PORT to listen on (default: the config's server.listen, 127.0.0.1:50051)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+    options = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=getattr(options, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(options.config)
+    except ConfigError as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 2
+    if options.command == "check-config":
+        groups = ", ".join(group.name for group in config.model_groups)
+        print(f"{options.config}: OK ({len(config.deployments())} deployments; model groups: {groups})")
+        return 0
+    asyncio.run(serve(config, options.listen or config.server.listen))
+    return 0

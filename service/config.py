@@ -1,0 +1,233 @@
+"""Configuration: YAML validated by pydantic, then checked against the environment.
+
+The file names model groups and their deployments; API keys never appear in
+it, only the names of the environment variables that hold them. Errors name
+the offending key and its line in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+EMBEDDED_DEFAULT = "default_config.yaml"
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    """How the gRPC server listens and shuts down."""
+
+    listen: str = DEFAULT_LISTEN
+    grace_period_s: PositiveFloat = 10.0
+
+
+class _DeploymentBase(_Strict):
+    """What every deployment declares, whatever its provider."""
+
+    id: Identifier
+    model: str = Field(min_length=1)
+    region: str = "unspecified"
+    context_window: PositiveInt
+    capabilities: list[str] = Field(default_factory=lambda: ["streaming"])
+    input_price_per_mtok: NonNegativeFloat = 0.0
+    output_price_per_mtok: NonNegativeFloat = 0.0
+    weight: PositiveFloat = 1.0
+    priority: NonNegativeInt = 0
+    # Listed by ListModels; enforcement arrives with the rate limiter.
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    timeout_s: PositiveFloat = 60.0
+
+
+class EchoDeployment(_DeploymentBase):
+    """A built-in deterministic model that repeats the last user message (offline use, tests)."""
+
+    type: Literal["echo"]
+
+
+class OpenAICompatibleDeployment(_DeploymentBase):
+    """Any server speaking the OpenAI chat completions protocol."""
+
+    type: Literal["openai_compatible"]
+    base_url: HttpUrl
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Leave the deployment out, instead of failing, when its key is not set.
+    skip_without_key: bool = False
+    max_connections: PositiveInt = 100
+
+
+Deployment = Annotated[EchoDeployment | OpenAICompatibleDeployment, Field(discriminator="type")]
+_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible"})
+
+
+class ModelGroup(_Strict):
+    """A name clients ask for, served by interchangeable deployments."""
+
+    name: Identifier
+    strategy: Literal["weighted", "priority"] = "weighted"
+    deployments: list[Deployment] = Field(min_length=1)
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    server: ServerSettings = ServerSettings()
+    default_group: str | None = None
+    model_groups: list[ModelGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_are_consistent(self) -> Config:
+        groups = [group.name for group in self.model_groups]
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"model group names must be unique, got {groups}")
+        ids = [dep.id for group in self.model_groups for dep in group.deployments]
+        duplicated = sorted({dep for dep in ids if ids.count(dep) > 1})
+        if duplicated:
+            raise ValueError(f"deployment ids must be unique, repeated: {duplicated}")
+        if "auto" in groups:
+            raise ValueError('"auto" is reserved for the default group and cannot name a model group')
+        if self.default_group is not None and self.default_group not in groups:
+            raise ValueError(f"default_group {self.default_group!r} is not a model group; known: {groups}")
+        return self
+
+    def deployments(self) -> list[EchoDeployment | OpenAICompatibleDeployment]:
+        return [dep for group in self.model_groups for dep in group.deployments]
+
+    def routing_json(self) -> str:
+        """The routing table handed to router_core: what routing needs, no secrets."""
+        deployments = [
+            {
+                "id": dep.id,
+                "region": dep.region,
+                "context_window": dep.context_window,
+                "capabilities": dep.capabilities,
+                "input_price_per_mtok": dep.input_price_per_mtok,
+                "output_price_per_mtok": dep.output_price_per_mtok,
+                "weight": dep.weight,
+                "priority": dep.priority,
+            }
+            for dep in self.deployments()
+        ]
+        groups = [
+            {"name": g.name, "strategy": g.strategy, "deployments": [d.id for d in g.deployments]}
+            for g in self.model_groups
+        ]
+        return json.dumps({"default_group": self.default_group, "deployments": deployments, "model_groups": groups})
+
+
+def api_key(deployment: OpenAICompatibleDeployment, environ: Mapping[str, str]) -> str | None:
+    return environ.get(deployment.api_key_env) if deployment.api_key_env else None
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, validate and resolve a config file, or the embedded default when `path` is None."""
+    if path is None:
+        source = "<embedded default>"
+        text = resources.files("service").joinpath(EMBEDDED_DEFAULT).read_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read config {source}: {error.strerror}") from error
+    return resolve_environment(parse_config(text, source), environ)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        document = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: invalid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(document)
+    except ValidationError as error:
+        problems = [_describe(issue["loc"], issue["msg"], lines, source) for issue in error.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    """Check that every deployment's API key is set, leaving out those that may be skipped."""
+    groups = []
+    for group in config.model_groups:
+        kept = []
+        for dep in group.deployments:
+            if isinstance(dep, OpenAICompatibleDeployment) and dep.api_key_env and not api_key(dep, environ):
+                if dep.skip_without_key:
+                    continue
+                raise ConfigError(
+                    f"deployment {dep.id!r}: environment variable {dep.api_key_env} is not set "
+                    "(set it, or mark the deployment skip_without_key: true)"
+                )
+            kept.append(dep)
+        if kept:
+            groups.append(group.model_copy(update={"deployments": kept}))
+    if config.default_group and config.default_group not in {g.name for g in groups}:
+        raise ConfigError(f"default_group {config.default_group!r} has no deployment with its API key set")
+    if not groups:
+        raise ConfigError("no deployment is usable: every one is missing its API key")
+    return config.model_copy(update={"model_groups": groups})
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def _line_numbers(node: yaml.Node | None, path: KeyPath = ()) -> dict[KeyPath, int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    if node is None:
+        return {}
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines[(*path, key.value)] = key.start_mark.line + 1
+            lines.update({p: n for p, n in _line_numbers(value, (*path, key.value)).items() if p not in lines})
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_numbers(item, (*path, index)))
+    return lines
+
+
+def _describe(loc: tuple[str | int, ...], message: str, lines: dict[KeyPath, int], source: str) -> str:
+    found: KeyPath = ()
+    named: KeyPath = ()
+    for part in loc:
+        if (*found, part) in lines:
+            found = (*found, part)
+        elif part in _DEPLOYMENT_TYPES:
+            # The discriminated union puts its tag in the location; it is not a key of the file.
+            continue
+        named = (*named, part)
+    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in named).lstrip(".") or "(top level)"
+    line = lines.get(found)
+    where = f"{source}:{line}" if line else source
+    return f"{where}: {dotted}: {message}"

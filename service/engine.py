@@ -1,0 +1,334 @@
+"""One request's life: route → call → record → fall back → answer.
+
+The router (Rust) orders the candidates; this module walks that order, calling
+each deployment's provider until one answers, recording every outcome back to
+the router. A stream falls back only before its first content is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import duration_pb2
+
+import router_core
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import Config, EchoDeployment, OpenAICompatibleDeployment
+from service.errors import InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
+from service.outcomes import Completion, StreamFinished, TextDelta, UpstreamError, Usage
+from service.providers import Provider
+from service.tokens import estimate_input_tokens
+
+# Time kept back from the client's deadline so that a timed-out attempt can
+# still be reported in the error the client receives.
+DEADLINE_MARGIN_S = 0.005
+# An attempt with less time than this left is not started.
+MIN_ATTEMPT_S = 0.01
+
+TimeRemaining = Callable[[], float | None]
+DeploymentConfig = EchoDeployment | OpenAICompatibleDeployment
+_PROVIDER_TYPES = {EchoDeployment: "echo", OpenAICompatibleDeployment: "openai_compatible"}
+
+
+class Engine:
+    def __init__(self, config: Config, router: router_core.Router, providers: dict[str, Provider]) -> None:
+        self.config = config
+        self.router = router
+        self.providers = providers
+        self.deployments: dict[str, DeploymentConfig] = {dep.id: dep for dep in config.deployments()}
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
+
+    def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
+        input_tokens = estimate_input_tokens(request.messages) if request.messages else request.input_tokens
+        decision = self._decide(
+            request.model, request.routing, request.messages, input_tokens, request.max_output_tokens, streaming=False
+        )
+        return pb.RouteResponse(
+            model_group=decision.model_group,
+            strategy=decision.strategy,
+            candidates=[
+                pb.RouteCandidate(
+                    deployment=c.deployment,
+                    score=c.score,
+                    provider=provider_type(self.deployments[c.deployment]),
+                    provider_model=self.deployments[c.deployment].model,
+                    region=self.deployments[c.deployment].region,
+                )
+                for c in decision.candidates
+            ],
+            rejected=[
+                pb.RouteRejection(deployment=r.deployment, filter=r.filter, detail=r.detail) for r in decision.rejected
+            ],
+            input_tokens=input_tokens,
+        )
+
+    async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
+        request_id = uuid.uuid4().hex
+        decision = self._decide_chat(request, streaming=False)
+        attempts = _Attempts()
+        for deployment, budget in self._candidates(decision, time_remaining):
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(budget):
+                    completion = await self.providers[deployment.id].complete(request)
+            except (UpstreamError, TimeoutError) as raised:
+                error = _as_upstream_error(raised, budget)
+                attempts.add_failure(self._record_failure(deployment.id, error, started), error)
+                if error.retriable:
+                    continue
+                break
+            attempts.items.append(self._record_success(deployment.id, started, completion.usage))
+            return self._chat_response(request_id, decision.model_group, deployment, completion, attempts.items)
+        raise attempts.failure(time_remaining)
+
+    async def chat_stream(
+        self, request: pb.ChatRequest, time_remaining: TimeRemaining
+    ) -> AsyncIterator[pb.ChatStreamResponse]:
+        request_id = uuid.uuid4().hex
+        decision = self._decide_chat(request, streaming=True)
+        attempts = _Attempts()
+        for deployment, budget in self._candidates(decision, time_remaining):
+            started = time.perf_counter()
+            events = self.providers[deployment.id].stream(request)
+            try:
+                # Nothing reaches the client until the first event, so a failure
+                # up to here can still fall through to the next candidate.
+                async with asyncio.timeout(budget):
+                    first = await anext(events)
+            except (UpstreamError, TimeoutError, StopAsyncIteration) as raised:
+                await events.aclose()
+                error = _as_upstream_error(raised, budget)
+                attempts.add_failure(self._record_failure(deployment.id, error, started), error)
+                if error.retriable:
+                    continue
+                break
+            served = _served(decision.model_group, deployment)
+            yield pb.ChatStreamResponse(
+                start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts.items)
+            )
+            finished: StreamFinished | None = None
+            deltas_sent = 0
+            try:
+                async for event in _chain(first, events):
+                    if isinstance(event, TextDelta):
+                        yield pb.ChatStreamResponse(delta=pb.StreamDelta(text=event.text))
+                        deltas_sent += 1
+                    else:
+                        finished = event
+            except UpstreamError as error:
+                self._record_failure(deployment.id, error, started)
+                raise StreamInterrupted(deployment.id, deltas_sent, error) from error
+            finally:
+                await events.aclose()
+            if finished is None:
+                raise StreamInterrupted(deployment.id, deltas_sent, RuntimeError("provider stream ended unfinished"))
+            attempts.items.append(self._record_success(deployment.id, started, finished.usage))
+            yield pb.ChatStreamResponse(
+                end=pb.StreamEnd(
+                    finish_reason=finished.finish_reason,
+                    usage=_usage(finished.usage),
+                    cost_usd=_cost(deployment, finished.usage),
+                    attempts=attempts.items,
+                    provider_request_id=finished.provider_request_id,
+                )
+            )
+            return
+        raise attempts.failure(time_remaining)
+
+    def _candidates(
+        self, decision: router_core.Decision, time_remaining: TimeRemaining
+    ) -> Iterator[tuple[DeploymentConfig, float]]:
+        """The decision's deployments in order, each with its time budget, while the deadline allows."""
+        for candidate in decision.candidates:
+            deployment = self.deployments[candidate.deployment]
+            budget = _attempt_budget(deployment.timeout_s, time_remaining)
+            if budget is None:
+                return
+            yield deployment, budget
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            model_groups=[
+                pb.ModelGroup(
+                    name=group.name,
+                    strategy=group.strategy,
+                    deployments=[_deployment_info(dep) for dep in group.deployments],
+                )
+                for group in self.config.model_groups
+            ],
+            default_group=self.config.default_group or "",
+        )
+
+    def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> router_core.Decision:
+        max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
+        input_tokens = estimate_input_tokens(request.messages)
+        return self._decide(request.model, request.routing, request.messages, input_tokens, max_output, streaming)
+
+    def _decide(
+        self,
+        model: str,
+        routing: pb.RoutingHints,
+        messages: Sequence[pb.Message],
+        input_tokens: int,
+        max_output_tokens: int,
+        streaming: bool,
+    ) -> router_core.Decision:
+        capabilities = list(routing.required_capabilities)
+        if streaming:
+            capabilities.append("streaming")
+        if any(part.WhichOneof("part") == "image" for m in messages for part in m.content):
+            capabilities.append("vision")
+        try:
+            decision = self.router.route(
+                model,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+                capabilities=capabilities,
+                regions=list(routing.allowed_regions),
+            )
+        except router_core.UnknownModelGroupError as error:
+            known = ", ".join(error.known) or "none"
+            raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
+        if not decision.candidates:
+            raise NoEligibleDeployment(
+                decision.model_group, [(r.deployment, r.filter, r.detail) for r in decision.rejected]
+            )
+        return decision
+
+    def _record_success(self, deployment: str, started: float, usage: Usage) -> pb.Attempt:
+        latency_s = time.perf_counter() - started
+        self.router.record(
+            deployment,
+            success=True,
+            latency_ms=latency_s * 1000,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        return pb.Attempt(deployment=deployment, outcome=pb.OUTCOME_OK, latency=_duration(latency_s))
+
+    def _record_failure(self, deployment: str, error: UpstreamError, started: float) -> pb.Attempt:
+        latency_s = time.perf_counter() - started
+        self.router.record(deployment, success=False, latency_ms=latency_s * 1000)
+        return pb.Attempt(
+            deployment=deployment,
+            outcome=error.outcome,
+            latency=_duration(latency_s),
+            upstream_status=error.status,
+            error_message=str(error),
+        )
+
+    def _chat_response(
+        self,
+        request_id: str,
+        model_group: str,
+        deployment: DeploymentConfig,
+        completion: Completion,
+        attempts: list[pb.Attempt],
+    ) -> pb.ChatResponse:
+        return pb.ChatResponse(
+            id=request_id,
+            served=_served(model_group, deployment),
+            message=pb.Message(role=pb.ROLE_ASSISTANT, content=[pb.ContentPart(text=completion.text)]),
+            finish_reason=completion.finish_reason,
+            usage=_usage(completion.usage),
+            cost_usd=_cost(deployment, completion.usage),
+            attempts=attempts,
+            provider_request_id=completion.provider_request_id,
+        )
+
+
+def provider_type(deployment: DeploymentConfig) -> str:
+    return _PROVIDER_TYPES[type(deployment)]
+
+
+@dataclass
+class _Attempts:
+    """The attempts of one request so far, and the shortest Retry-After any of them got."""
+
+    items: list[pb.Attempt] = field(default_factory=list)
+    retry_after_s: float | None = None
+
+    def add_failure(self, attempt: pb.Attempt, error: UpstreamError) -> None:
+        self.items.append(attempt)
+        if error.retry_after_s is not None and (self.retry_after_s is None or error.retry_after_s < self.retry_after_s):
+            self.retry_after_s = error.retry_after_s
+
+    def failure(self, time_remaining: TimeRemaining) -> UpstreamFailed:
+        out_of_time = _attempt_budget(0.0, time_remaining) is None
+        why = "the deadline left no time for another attempt" if out_of_time else "no candidate deployment answered"
+        return UpstreamFailed(self.items, retry_after_s=self.retry_after_s, why=why, deadline_exceeded=out_of_time)
+
+
+async def _chain(first: object, rest: AsyncIterator[object]) -> AsyncIterator[object]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+def _attempt_budget(timeout_s: float, time_remaining: TimeRemaining) -> float | None:
+    """Seconds the next attempt may take, or None if the deadline leaves no room for one."""
+    remaining = time_remaining()
+    if remaining is None:
+        return timeout_s
+    remaining -= DEADLINE_MARGIN_S
+    if remaining < MIN_ATTEMPT_S:
+        return None
+    return min(timeout_s, remaining)
+
+
+def _as_upstream_error(raised: BaseException, budget: float) -> UpstreamError:
+    if isinstance(raised, UpstreamError):
+        return raised
+    if isinstance(raised, StopAsyncIteration):
+        return UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended without any event")
+    return UpstreamError(pb.OUTCOME_TIMEOUT, f"no answer within {budget:.3f}s")
+
+
+def _served(model_group: str, deployment: DeploymentConfig) -> pb.Served:
+    return pb.Served(
+        model_group=model_group,
+        deployment=deployment.id,
+        provider=provider_type(deployment),
+        provider_model=deployment.model,
+    )
+
+
+def _usage(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+    )
+
+
+def _cost(deployment: DeploymentConfig, usage: Usage) -> float:
+    return (
+        usage.input_tokens * deployment.input_price_per_mtok + usage.output_tokens * deployment.output_price_per_mtok
+    ) / 1_000_000
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def _deployment_info(dep: DeploymentConfig) -> pb.Deployment:
+    return pb.Deployment(
+        id=dep.id,
+        provider=provider_type(dep),
+        provider_model=dep.model,
+        region=dep.region,
+        context_window=dep.context_window,
+        capabilities=dep.capabilities,
+        price=pb.Price(input_per_mtok=dep.input_price_per_mtok, output_per_mtok=dep.output_price_per_mtok),
+        weight=dep.weight,
+        priority=dep.priority,
+    )

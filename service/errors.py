@@ -1,0 +1,179 @@
+"""Gateway errors and the one table that turns them into gRPC statuses.
+
+Servicer methods raise these; the `grpc_errors` decorator is the only place
+that converts them into a status with google.rpc details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "switchboard.v1"
+
+
+class GatewayError(Exception):
+    """An error the client should see as a specific gRPC status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def details(self) -> Sequence[Message]:
+        return ()
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed; each violation names the offending field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{field}: {why}" for field, why in self.violations))
+
+    def details(self) -> Sequence[Message]:
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=why)
+                    for field, why in self.violations
+                ]
+            )
+        ]
+
+
+class NoEligibleDeployment(GatewayError):
+    """Routing filters removed every deployment of the model group."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]]) -> None:
+        self.model_group = model_group
+        self.rejections = list(rejections)
+        reasons = "; ".join(f"{dep} ({flt}: {detail})" for dep, flt, detail in self.rejections)
+        super().__init__(f"no deployment of model group {model_group!r} can serve this request: {reasons}")
+
+    def details(self) -> Sequence[Message]:
+        metadata = {"model_group": self.model_group}
+        metadata.update({f"rejected.{dep}": f"{flt}: {detail}" for dep, flt, detail in self.rejections})
+        return [error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)]
+
+
+# The status a failed request gets from the class of its last upstream failure.
+_STATUS_OF_OUTCOME = {
+    pb.OUTCOME_RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.OUTCOME_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    pb.OUTCOME_BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.OUTCOME_CONTENT_FILTERED: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+class UpstreamFailed(GatewayError):
+    """Every attempted deployment failed (or the deadline left no time for more)."""
+
+    def __init__(
+        self,
+        attempts: Sequence[pb.Attempt],
+        *,
+        retry_after_s: float | None = None,
+        why: str = "",
+        deadline_exceeded: bool = False,
+    ) -> None:
+        self.attempts = list(attempts)
+        self.retry_after_s = retry_after_s
+        last = self.attempts[-1].outcome if self.attempts else pb.OUTCOME_UNSPECIFIED
+        if deadline_exceeded:
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            self.code = _STATUS_OF_OUTCOME.get(last, grpc.StatusCode.UNAVAILABLE)
+        tried = "; ".join(f"{a.deployment}: {a.error_message}" for a in self.attempts) or "no deployment tried"
+        super().__init__(f"{why or 'all deployments failed'} ({tried})")
+
+    def details(self) -> Sequence[Message]:
+        metadata = {f"attempt.{i}": f"{a.deployment} {pb.Outcome.Name(a.outcome)}" for i, a in enumerate(self.attempts)}
+        details: list[Message] = [
+            error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata)
+        ]
+        if self.retry_after_s is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(round(self.retry_after_s * 1000))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        return details
+
+
+class StreamInterrupted(GatewayError):
+    """A stream failed after content had been sent, so it cannot fall back."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, deployment: str, deltas_sent: int, cause: BaseException) -> None:
+        self.deployment = deployment
+        self.deltas_sent = deltas_sent
+        super().__init__(f"stream from {deployment} failed after {deltas_sent} content deltas: {cause}")
+
+    def details(self) -> Sequence[Message]:
+        metadata = {"deployment": self.deployment, "deltas_sent": str(self.deltas_sent)}
+        return [error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=ERROR_DOMAIN, metadata=metadata)]
+
+
+def _rich_status(error: GatewayError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    status = status_pb2.Status(code=error.code.value[0], message=str(error))
+    for detail in error.details():
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return error.code, str(error), (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:
+    code, message, trailers = _rich_status(error)
+    log.info("request failed: %s %s", code.name, message)
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Servicer = TypeVar("Servicer")
+UnaryMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
+StreamMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+
+
+def unary_errors(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMethod[Servicer, Request, Response]:
+    """Turn GatewayErrors raised by a unary servicer method into rich statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+        try:
+            return await method(self, request, context)
+        except GatewayError as error:
+            await _abort(context, error)
+            raise AssertionError("context.abort returned") from error
+
+    return wrapper
+
+
+def stream_errors(method: StreamMethod[Servicer, Request, Response]) -> StreamMethod[Servicer, Request, Response]:
+    """Turn GatewayErrors raised by a server-streaming method into rich statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except GatewayError as error:
+            await _abort(context, error)
+
+    return wrapper

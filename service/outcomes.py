@@ -1,0 +1,93 @@
+"""What a provider call produced: completions, stream events and classified failures.
+
+Providers speak different wire formats; these are the shapes the engine sees,
+whatever the provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+
+Outcome = pb.Outcome
+FinishReason = pb.FinishReason
+
+# Failures another deployment may well not have: the engine falls through to
+# the next candidate on these, and fails at once on the rest (bad requests,
+# content refusals), which would fail the same way anywhere.
+RETRIABLE_OUTCOMES = frozenset(
+    {
+        pb.OUTCOME_RATE_LIMITED,
+        pb.OUTCOME_OVERLOADED,
+        pb.OUTCOME_SERVER_ERROR,
+        pb.OUTCOME_TIMEOUT,
+        pb.OUTCOME_CONNECTION_ERROR,
+        pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED,
+        pb.OUTCOME_AUTH_ERROR,
+        pb.OUTCOME_PROTOCOL_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer from a unary call."""
+
+    text: str
+    finish_reason: int
+    usage: Usage
+    provider_request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A non-empty piece of streamed content."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinished:
+    """The last event of a stream that completed."""
+
+    finish_reason: int
+    usage: Usage
+    provider_request_id: str = ""
+
+
+StreamEvent = TextDelta | StreamFinished
+
+
+class UpstreamError(Exception):
+    """A provider call that failed, classified so the engine can act on the class."""
+
+    def __init__(
+        self,
+        outcome: int,
+        message: str,
+        *,
+        status: int = 0,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retriable(self) -> bool:
+        return self.outcome in RETRIABLE_OUTCOMES
+
+    def __str__(self) -> str:
+        name = pb.Outcome.Name(self.outcome).removeprefix("OUTCOME_").lower()
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"{name}{status}: {self.message}"

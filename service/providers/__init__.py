@@ -1,0 +1,25 @@
+"""Provider adapters, one module per wire protocol, chosen by a deployment's `type`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from service.config import Config, EchoDeployment, OpenAICompatibleDeployment, api_key
+from service.providers.base import Provider
+from service.providers.echo import EchoProvider
+from service.providers.openai_compat import OpenAICompatibleProvider
+
+__all__ = ["Provider", "build_provider", "build_providers"]
+
+
+def build_provider(deployment: EchoDeployment | OpenAICompatibleDeployment, environ: Mapping[str, str]) -> Provider:
+    match deployment:
+        case EchoDeployment():
+            return EchoProvider()
+        case OpenAICompatibleDeployment():
+            return OpenAICompatibleProvider(deployment, api_key(deployment, environ))
+
+
+def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:
+    """One provider (with its own connection pool) per deployment id."""
+    return {dep.id: build_provider(dep, environ) for dep in config.deployments()}

@@ -1,0 +1,68 @@
+"""Shared fixtures: a mock OpenAI-compatible upstream and an in-process gateway on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config import parse_config
+from service.server import Gateway
+from tests.mock_openai import MockOpenAI
+
+StartGateway = Callable[[str], Awaitable[pb_grpc.GatewayStub]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[MockOpenAI]:
+    mock = await MockOpenAI().start()
+    yield mock
+    await mock.stop()
+
+
+@pytest.fixture
+async def second_upstream() -> AsyncIterator[MockOpenAI]:
+    mock = await MockOpenAI(reply_prefix="second: ").start()
+    yield mock
+    await mock.stop()
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Start a gateway from YAML text on a free loopback port and return a stub for it."""
+    started: list[tuple[Gateway, grpc.aio.Channel]] = []
+
+    async def start(config_yaml: str) -> pb_grpc.GatewayStub:
+        gateway = Gateway(parse_config(config_yaml), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+        await gateway.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+        started.append((gateway, channel))
+        return pb_grpc.GatewayStub(channel)
+
+    yield start
+    for gateway, channel in started:
+        await channel.close()
+        await gateway.stop(0)
+
+
+def status_details(error: grpc.aio.AioRpcError) -> list[Message]:
+    """The google.rpc details attached to a failed call, unpacked."""
+    from google.rpc import error_details_pb2
+
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, f"no rich status details on {error.code()}: {error.details()}"
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == error.code().value[0]
+    kinds = [error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo]
+    details: list[Message] = []
+    for packed in status.details:
+        for kind in kinds:
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                details.append(detail)
+    return details

@@ -1,0 +1,177 @@
+"""The OpenAI-compatible adapter against the mock upstream: wire format both ways and error classes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import OpenAICompatibleDeployment
+from service.outcomes import StreamFinished, TextDelta, UpstreamError
+from service.providers.openai_compat import OpenAICompatibleProvider
+from tests.mock_openai import Fault, MockOpenAI
+
+
+def deployment(base_url: str, timeout_s: float = 5.0) -> OpenAICompatibleDeployment:
+    return OpenAICompatibleDeployment.model_validate(
+        {
+            "id": "d",
+            "type": "openai_compatible",
+            "model": "gpt-test",
+            "base_url": base_url,
+            "context_window": 1000,
+            "timeout_s": timeout_s,
+        }
+    )
+
+
+@pytest.fixture
+async def provider(upstream: MockOpenAI) -> AsyncIterator[OpenAICompatibleProvider]:
+    upstream.api_key = "sk-right"
+    adapter = OpenAICompatibleProvider(deployment(upstream.base_url), api_key="sk-right")
+    yield adapter
+    await adapter.aclose()
+
+
+def request(text: str = "hi", **params: object) -> pb.ChatRequest:
+    return pb.ChatRequest(
+        model="g",
+        messages=[
+            pb.Message(role=pb.ROLE_SYSTEM, content=[pb.ContentPart(text="be brief")]),
+            pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text=text)], name="ann"),
+        ],
+        params=pb.GenerationParams(**params),  # type: ignore[arg-type]
+    )
+
+
+async def test_unary_translates_both_ways(provider: OpenAICompatibleProvider, upstream: MockOpenAI) -> None:
+    completion = await provider.complete(request("say hi", seed=7, top_p=0.9))
+    assert completion.text == "mock: say hi"
+    assert completion.finish_reason == pb.FINISH_REASON_STOP
+    assert completion.usage.output_tokens == 3 and completion.usage.input_tokens > 0
+    assert completion.provider_request_id == "chatcmpl-mock1"
+    assert upstream.requests[-1] == {
+        "model": "gpt-test",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hi", "name": "ann"}],
+        "top_p": 0.9,
+        "seed": 7,
+    }
+
+
+async def test_images_become_content_parts(provider: OpenAICompatibleProvider, upstream: MockOpenAI) -> None:
+    message = pb.Message(
+        role=pb.ROLE_USER,
+        content=[
+            pb.ContentPart(text="what is this?"),
+            pb.ContentPart(image=pb.ImagePart(url="https://example.com/cat.png")),
+            pb.ContentPart(image=pb.ImagePart(data=b"\x89PNG", mime_type="image/png")),
+        ],
+    )
+    await provider.complete(pb.ChatRequest(model="g", messages=[message]))
+    assert upstream.requests[-1]["messages"][0]["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}},
+    ]
+
+
+async def test_stream_yields_deltas_then_usage(provider: OpenAICompatibleProvider, upstream: MockOpenAI) -> None:
+    events = [event async for event in provider.stream(request("a b", max_tokens=2))]
+    assert events[:-1] == [TextDelta("mock:"), TextDelta(" a")]
+    finished = events[-1]
+    assert isinstance(finished, StreamFinished)
+    assert finished.finish_reason == pb.FINISH_REASON_LENGTH
+    assert finished.usage.output_tokens == 2
+    assert finished.provider_request_id == "chatcmpl-mock2"
+    sent = upstream.requests[-1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome", "status"),
+    [
+        (Fault(status=429, headers={"Retry-After": "7"}), pb.OUTCOME_RATE_LIMITED, 429),
+        (Fault(status=500), pb.OUTCOME_SERVER_ERROR, 500),
+        (Fault(status=503), pb.OUTCOME_OVERLOADED, 503),
+        (Fault(status=404, message="The model `x` does not exist"), pb.OUTCOME_SERVER_ERROR, 404),
+        (Fault(status=400, code="context_length_exceeded"), pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED, 400),
+        (Fault(status=400, code="content_policy_violation"), pb.OUTCOME_CONTENT_FILTERED, 400),
+        (Fault(status=422, message="bad thing"), pb.OUTCOME_BAD_REQUEST, 422),
+    ],
+    ids=["429", "500", "503", "404", "context", "content-filter", "422"],
+)
+async def test_http_errors_are_classified(
+    provider: OpenAICompatibleProvider, upstream: MockOpenAI, fault: Fault, outcome: int, status: int
+) -> None:
+    upstream.fault = fault
+    for call in (provider.complete(request()), _drain(provider.stream(request()))):
+        with pytest.raises(UpstreamError) as caught:
+            await call
+        assert (caught.value.outcome, caught.value.status) == (outcome, status)
+    if status == 429:
+        assert caught.value.retry_after_s == 7.0
+
+
+async def test_wrong_key_is_auth_error(upstream: MockOpenAI) -> None:
+    upstream.api_key = "sk-right"
+    adapter = OpenAICompatibleProvider(deployment(upstream.base_url), api_key="sk-wrong")
+    with pytest.raises(UpstreamError) as caught:
+        await adapter.complete(request())
+    assert caught.value.outcome == pb.OUTCOME_AUTH_ERROR
+    await adapter.aclose()
+
+
+async def test_upstream_rejects_what_the_api_rejects(provider: OpenAICompatibleProvider) -> None:
+    # The gateway validates before calling, so this only shows the mock is faithful.
+    with pytest.raises(UpstreamError) as caught:
+        await provider.complete(request(temperature=3.0))
+    assert caught.value.outcome == pb.OUTCOME_BAD_REQUEST
+    assert "temperature" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        (Fault(cut_after=1), pb.OUTCOME_PROTOCOL_ERROR),
+        (Fault(malformed_after=1), pb.OUTCOME_PROTOCOL_ERROR),
+        (Fault(error_event_after=1), pb.OUTCOME_SERVER_ERROR),
+    ],
+    ids=["truncated", "malformed", "error-event"],
+)
+async def test_broken_streams_fail_after_their_content(
+    provider: OpenAICompatibleProvider, upstream: MockOpenAI, fault: Fault, outcome: int
+) -> None:
+    upstream.fault = fault
+    received: list[object] = []
+    with pytest.raises(UpstreamError) as caught:
+        async for event in provider.stream(request("x y z")):
+            received.append(event)
+    assert caught.value.outcome == outcome
+    assert received == [TextDelta("mock:")]
+
+
+async def test_refused_connection_is_connection_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    adapter = OpenAICompatibleProvider(deployment(f"http://127.0.0.1:{port}/v1"), api_key=None)
+    with pytest.raises(UpstreamError) as caught:
+        await adapter.complete(request())
+    assert caught.value.outcome == pb.OUTCOME_CONNECTION_ERROR
+    await adapter.aclose()
+
+
+async def test_slow_upstream_is_timeout(upstream: MockOpenAI) -> None:
+    upstream.fault = Fault(hang_s=5)
+    adapter = OpenAICompatibleProvider(deployment(upstream.base_url, timeout_s=0.2), api_key=None)
+    with pytest.raises(UpstreamError) as caught:
+        await adapter.complete(request())
+    assert caught.value.outcome == pb.OUTCOME_TIMEOUT
+    await adapter.aclose()
+
+
+async def _drain(events: AsyncIterator[object]) -> None:
+    async for _ in events:
+        pass
