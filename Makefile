@@ -45,7 +45,7 @@ lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m mypy.stubtest router_core
+	$(PY) -m mypy.stubtest router_core --allowlist router_core/stubtest-allowlist.txt
 	cd protos && $(BIN)/buf lint
 	$(PY) protos/generate_python.py --check
 	cargo fmt --all --check
@@ -55,17 +55,19 @@ lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and
 .PHONY: wheel
 wheel: $(PY) ## build a release wheel into dist/ and check it holds router_core (with stub) and service
 	rm -rf dist
-	$(VENV)/bin/maturin build --release --quiet --out dist
+	$(VENV)/bin/maturin build --release --quiet --interpreter $(PY) --out dist
 	$(PY) tests/check_wheel.py dist/*.whl
 
 .PHONY: test
-test: lint wheel ## build everything and run every test (Rust, Python, end to end, grpcurl)
-	cargo test --workspace
+test: lint wheel ## build everything and run every test (Rust, Python, end to end, grpcurl, bench smoke)
+	cargo test --workspace --all-targets
 	PATH=$(BIN):$$PATH $(VENV)/bin/pytest -q
+	$(PY) benches/route_boundary.py --quick
 
 .PHONY: bench
-bench: ## criterion benchmarks of the Rust core
+bench: install ## benchmarks: criterion for the Rust core, then route() across the Python boundary
 	cargo bench -p router_core
+	$(PY) benches/route_boundary.py
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

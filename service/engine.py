@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf import duration_pb2
 
@@ -29,6 +30,7 @@ DEADLINE_MARGIN_S = 0.005
 # An attempt with less time than this left is not started.
 MIN_ATTEMPT_S = 0.01
 
+T = TypeVar("T")
 TimeRemaining = Callable[[], float | None]
 DeploymentConfig = EchoDeployment | OpenAICompatibleDeployment
 _PROVIDER_TYPES = {EchoDeployment: "echo", OpenAICompatibleDeployment: "openai_compatible"}
@@ -168,7 +170,11 @@ class Engine:
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> router_core.Decision:
         max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
         input_tokens = estimate_input_tokens(request.messages)
-        return self._decide(request.model, request.routing, request.messages, input_tokens, max_output, streaming)
+        decision = self._decide(request.model, request.routing, request.messages, input_tokens, max_output, streaming)
+        if not decision.candidates:
+            rejections = [(r.deployment, r.filter, r.detail) for r in decision.rejected]
+            raise NoEligibleDeployment(decision.model_group, rejections)
+        return decision
 
     def _decide(
         self,
@@ -195,10 +201,6 @@ class Engine:
         except router_core.UnknownModelGroupError as error:
             known = ", ".join(error.known) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
-        if not decision.candidates:
-            raise NoEligibleDeployment(
-                decision.model_group, [(r.deployment, r.filter, r.detail) for r in decision.rejected]
-            )
         return decision
 
     def _record_success(self, deployment: str, started: float, usage: Usage) -> pb.Attempt:
@@ -265,7 +267,7 @@ class _Attempts:
         return UpstreamFailed(self.items, retry_after_s=self.retry_after_s, why=why, deadline_exceeded=out_of_time)
 
 
-async def _chain(first: object, rest: AsyncIterator[object]) -> AsyncIterator[object]:
+async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for item in rest:
         yield item

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -136,7 +136,7 @@ def _rich_status(error: GatewayError) -> tuple[grpc.StatusCode, str, tuple[tuple
     return error.code, str(error), (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
     code, message, trailers = _rich_status(error)
     log.info("request failed: %s %s", code.name, message)
     await context.abort(code, message, trailing_metadata=trailers)
@@ -145,15 +145,15 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayErro
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
-UnaryMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
-StreamMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+UnaryMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+StreamMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
 
 
 def unary_errors(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMethod[Servicer, Request, Response]:
     """Turn GatewayErrors raised by a unary servicer method into rich statuses."""
 
     @functools.wraps(method)
-    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await method(self, request, context)
         except GatewayError as error:
@@ -167,9 +167,7 @@ def stream_errors(method: StreamMethod[Servicer, Request, Response]) -> StreamMe
     """Turn GatewayErrors raised by a server-streaming method into rich statuses."""
 
     @functools.wraps(method)
-    async def wrapper(
-        self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Response]:
+    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
         try:
             async for item in method(self, request, context):
                 yield item

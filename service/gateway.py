@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TypeAlias
 
 import grpc
 
@@ -13,7 +13,7 @@ from service.engine import Engine
 from service.errors import stream_errors, unary_errors
 from service.validation import validate_chat, validate_route
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):

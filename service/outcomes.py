@@ -10,9 +10,6 @@ from dataclasses import dataclass
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 
-Outcome = pb.Outcome
-FinishReason = pb.FinishReason
-
 # Failures another deployment may well not have: the engine falls through to
 # the next candidate on these, and fails at once on the rest (bad requests,
 # content refusals), which would fail the same way anywhere.
@@ -42,7 +39,7 @@ class Completion:
     """A whole answer from a unary call."""
 
     text: str
-    finish_reason: int
+    finish_reason: pb.FinishReason
     usage: Usage
     provider_request_id: str = ""
 
@@ -58,7 +55,7 @@ class TextDelta:
 class StreamFinished:
     """The last event of a stream that completed."""
 
-    finish_reason: int
+    finish_reason: pb.FinishReason
     usage: Usage
     provider_request_id: str = ""
 
@@ -71,7 +68,7 @@ class UpstreamError(Exception):
 
     def __init__(
         self,
-        outcome: int,
+        outcome: pb.Outcome,
         message: str,
         *,
         status: int = 0,

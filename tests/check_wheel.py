@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import re
 import sys
 import zipfile
@@ -25,7 +26,9 @@ def main(wheel: str) -> int:
         names = archive.namelist()
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     missing = [pattern for pattern in REQUIRED if not any(re.fullmatch(pattern, name) for name in names)]
-    if "switchboard = service.cli:main" not in entry_points:
+    scripts = configparser.ConfigParser()
+    scripts.read_string(entry_points)
+    if scripts.get("console_scripts", "switchboard", fallback=None) != "service.cli:main":
         missing.append("console script switchboard = service.cli:main")
     if missing:
         print(f"{wheel} lacks:", *missing, sep="\n  ")

@@ -113,7 +113,7 @@ class MockOpenAI:
         finish = "stop"
         if max_tokens and len(words) > max_tokens:
             words, finish = words[:max_tokens], "length"
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": sum(len(json.dumps(m)) // 4 for m in body["messages"]),
             "completion_tokens": len(words),
             "prompt_tokens_details": {"cached_tokens": 0},

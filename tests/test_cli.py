@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def server() -> Iterator[str]:
     assert "stopped" in rest
 
 
-def grpcurl(*args: str, data: dict[str, object] | None = None) -> str:
+def grpcurl(*args: str, data: Mapping[str, object] | None = None) -> str:
     assert GRPCURL, "grpcurl is not on PATH: run `make tools` (the test target puts .cache/bin on PATH)"
     command = [GRPCURL, "-plaintext"]
     if data is not None:
@@ -57,7 +58,7 @@ def grpcurl(*args: str, data: dict[str, object] | None = None) -> str:
     return result.stdout
 
 
-def json_documents(text: str) -> list[dict[str, object]]:
+def json_documents(text: str) -> list[Any]:
     """grpcurl prints a stream as JSON documents one after another."""
     decoder, documents, position = json.JSONDecoder(), [], 0
     while position < len(text.rstrip()):
@@ -88,13 +89,13 @@ def test_grpcurl_lists_describes_and_calls(server: str) -> None:
 
     events = json_documents(grpcurl(server, "switchboard.v1.Gateway/ChatStream", data=request))
     assert "start" in events[0] and "end" in events[-1]
-    assert "".join(e["delta"]["text"] for e in events if "delta" in e) == "hello grpcurl"  # type: ignore[index]
+    assert "".join(e["delta"]["text"] for e in events if "delta" in e) == "hello grpcurl"
 
     route = json.loads(grpcurl(server, "switchboard.v1.Gateway/Route", data={"model": "auto"}))
-    assert route["modelGroup"] == "echo" and route["candidates"][0]["deployment"] == "echo"
+    assert route["model_group"] == "echo" and route["candidates"][0]["deployment"] == "echo"
 
     models = json.loads(grpcurl(server, "switchboard.v1.Gateway/ListModels"))
-    assert [g["name"] for g in models["modelGroups"]] == ["echo"]
+    assert [g["name"] for g in models["model_groups"]] == ["echo"]
 
 
 def test_bad_config_exits_with_the_reason(tmp_path: Path) -> None:

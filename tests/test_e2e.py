@@ -35,6 +35,11 @@ def config(*upstreams: MockOpenAI, strategy: str = "priority", context_window: i
         output_price_per_mtok: 2.0"""
         for i, mock in enumerate(upstreams)
     )
+    chat_group = f"""
+  - name: chat
+    strategy: {strategy}
+    deployments:{deployments}
+"""
     return f"""
 default_group: echo
 model_groups:
@@ -45,10 +50,7 @@ model_groups:
         model: echo
         region: local
         context_window: 100000
-  - name: chat
-    strategy: {strategy}
-    deployments:{deployments}
-"""
+{chat_group if upstreams else ""}"""
 
 
 def user(text: str) -> pb.Message:

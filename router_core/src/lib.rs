@@ -1,6 +1,47 @@
+//! Switchboard's routing core: compile a JSON config into an immutable table,
+//! then answer "which deployments, in what order?" in microseconds.
+//!
+//! The crate knows nothing of Python; the binding in `python` is compiled only
+//! with the `python` feature (maturin turns it on).
+
+mod config;
+mod error;
+mod filter;
+mod router;
+mod stats;
+mod strategy;
+mod table;
+#[cfg(test)]
+mod testing;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use config::{Config, DeploymentConfig, ModelGroupConfig, AUTO_GROUP};
+pub use error::{ConfigError, RouterError};
+pub use filter::Filter;
+pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
+pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
+pub use strategy::Strategy;
+pub use table::MAX_NAMES;
+
+// The extension module maturin builds: this export list is the whole Python
+// API, and `router_core/__init__.pyi` types it (checked by mypy.stubtest).
+/// Switchboard's routing core: build a Router once from JSON config, then route
+/// requests and record their outcomes from any thread.
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod router_core {
-    #[pyo3::pyfunction]
-    fn hello() -> u32 { 1 }
+    #[pymodule_export]
+    use crate::python::{
+        PyCandidate, PyDecision, PyDeploymentStats, PyRejection, PyRouter, PyRouterError,
+        PyUnknownDeploymentError, PyUnknownModelGroupError,
+    };
+
+    /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).
+    #[pymodule_init]
+    fn init(module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        module.add("ConfigError", crate::python::config_error(module.py())?)
+    }
 }

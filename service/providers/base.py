@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
@@ -18,6 +18,6 @@ class Provider(Protocol):
 
     async def complete(self, request: pb.ChatRequest) -> Completion: ...
 
-    def stream(self, request: pb.ChatRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]: ...
 
     async def aclose(self) -> None: ...

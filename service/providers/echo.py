@@ -8,7 +8,7 @@ truncates the echo to that many words with finish reason LENGTH.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import Completion, StreamEvent, StreamFinished, TextDelta, Usage
@@ -21,7 +21,7 @@ class EchoProvider:
         words, finish_reason, usage = _echo(request)
         return Completion(text="".join(words), finish_reason=finish_reason, usage=usage)
 
-    async def stream(self, request: pb.ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         words, finish_reason, usage = _echo(request)
         for word in words:
             yield TextDelta(word)
@@ -31,7 +31,7 @@ class EchoProvider:
         return None
 
 
-def _echo(request: pb.ChatRequest) -> tuple[list[str], int, Usage]:
+def _echo(request: pb.ChatRequest) -> tuple[list[str], pb.FinishReason, Usage]:
     last_user = next((m for m in reversed(request.messages) if m.role == pb.ROLE_USER), None)
     text = " ".join(part.text for part in last_user.content if part.text) if last_user else ""
     words = _WORD.findall(text.strip())

@@ -13,7 +13,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ _ROLES = {
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_TOOL: "tool",
 }
-_FINISH_REASONS = {
+_FINISH_REASONS: dict[str, pb.FinishReason] = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
@@ -71,9 +71,9 @@ class OpenAICompatibleProvider:
             provider_request_id=str(data.get("id") or ""),
         )
 
-    async def stream(self, request: pb.ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, stream=True)
-        finish_reason: int | None = None
+        finish_reason: pb.FinishReason | None = None
         usage = Usage()
         request_id = ""
         done = False

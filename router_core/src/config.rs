@@ -1,0 +1,392 @@
+//! The user-facing config schema (phase one of two): strict serde structs plus
+//! validation. A `Config` that exists has passed every check, so compiling it
+//! into a [`Table`](crate::table::Table) cannot fail.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::strategy::Strategy;
+use crate::table::MAX_NAMES;
+
+/// `route("auto")` selects `default_group`, so no group may take that name.
+pub const AUTO_GROUP: &str = "auto";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub default_group: Option<String>,
+    pub deployments: Vec<DeploymentConfig>,
+    pub model_groups: Vec<ModelGroupConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub id: String,
+    pub region: String,
+    pub context_window: u32,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// USD per million tokens. Validated and kept for the cost policies to come;
+    /// the compiled table does not carry prices yet because nothing reads them.
+    pub input_price_per_mtok: f64,
+    pub output_price_per_mtok: f64,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Lower is preferred by the `priority` strategy.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroupConfig {
+    pub name: String,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Deployment ids; a deployment may belong to several groups.
+    pub deployments: Vec<String>,
+}
+
+/// The key reported for errors that belong to no particular field.
+const DOCUMENT: &str = "config";
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Config {
+    /// Parses and validates a JSON document.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let key = match err.path().to_string() {
+                // The document root, or a syntax error serde cannot place.
+                path if path == "." || path == "?" => DOCUMENT.to_owned(),
+                path => path,
+            };
+            ConfigError::Schema {
+                key,
+                message: err.inner().to_string(),
+            }
+        })?;
+        // Reject trailing garbage, as `serde_json::from_str` would.
+        de.end().map_err(|err| ConfigError::Schema {
+            key: DOCUMENT.to_owned(),
+            message: err.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_deployments()?;
+        self.validate_groups()?;
+        match &self.default_group {
+            Some(name) if !self.model_groups.iter().any(|g| &g.name == name) => {
+                Err(ConfigError::UnknownDefaultGroup(name.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_deployments(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut capabilities = HashSet::new();
+        let mut regions = HashSet::new();
+        for (i, d) in self.deployments.iter().enumerate() {
+            let key = |field: &str| format!("deployments[{i}].{field}");
+            if d.id.is_empty() {
+                return Err(ConfigError::Empty { key: key("id") });
+            }
+            if !ids.insert(d.id.as_str()) {
+                return Err(duplicate(key("id"), "deployment id", &d.id));
+            }
+            if d.context_window == 0 {
+                return Err(out_of_range(key("context_window"), "> 0", 0.0));
+            }
+            check_price(key("input_price_per_mtok"), d.input_price_per_mtok)?;
+            check_price(key("output_price_per_mtok"), d.output_price_per_mtok)?;
+            if !(d.weight.is_finite() && d.weight > 0.0) {
+                return Err(out_of_range(key("weight"), "a finite number > 0", d.weight));
+            }
+            regions.insert(d.region.as_str());
+            if regions.len() > MAX_NAMES {
+                return Err(too_many(key("region"), "regions"));
+            }
+            for (j, capability) in d.capabilities.iter().enumerate() {
+                capabilities.insert(capability.as_str());
+                if capabilities.len() > MAX_NAMES {
+                    return Err(too_many(key(&format!("capabilities[{j}]")), "capabilities"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        let ids: HashSet<&str> = self.deployments.iter().map(|d| d.id.as_str()).collect();
+        let mut names = HashSet::new();
+        for (i, group) in self.model_groups.iter().enumerate() {
+            let key = |field: &str| format!("model_groups[{i}].{field}");
+            if group.name.is_empty() {
+                return Err(ConfigError::Empty { key: key("name") });
+            }
+            if group.name == AUTO_GROUP {
+                return Err(ConfigError::Reserved {
+                    key: key("name"),
+                    value: group.name.clone(),
+                });
+            }
+            if !names.insert(group.name.as_str()) {
+                return Err(duplicate(key("name"), "model group", &group.name));
+            }
+            if group.deployments.is_empty() {
+                return Err(ConfigError::Empty {
+                    key: key("deployments"),
+                });
+            }
+            let mut members = HashSet::new();
+            for (j, id) in group.deployments.iter().enumerate() {
+                let key = key(&format!("deployments[{j}]"));
+                if !ids.contains(id.as_str()) {
+                    return Err(ConfigError::UnknownDeployment {
+                        key,
+                        id: id.clone(),
+                    });
+                }
+                // A repeated member would be routed to twice in one decision.
+                if !members.insert(id.as_str()) {
+                    return Err(duplicate(key, "deployment", id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_price(key: String, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(out_of_range(key, "a finite number >= 0", value))
+    }
+}
+
+fn duplicate(key: String, what: &'static str, value: &str) -> ConfigError {
+    ConfigError::Duplicate {
+        key,
+        what,
+        value: value.to_owned(),
+    }
+}
+
+fn out_of_range(key: String, bound: &'static str, value: f64) -> ConfigError {
+    ConfigError::OutOfRange { key, bound, value }
+}
+
+fn too_many(key: String, what: &'static str) -> ConfigError {
+    ConfigError::TooMany { key, what }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn valid() -> Value {
+        json!({
+            "default_group": "echo",
+            "deployments": [
+                {"id": "a", "region": "eu", "context_window": 1000, "capabilities": ["streaming"],
+                 "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0},
+                {"id": "b", "region": "us", "context_window": 2000,
+                 "input_price_per_mtok": 0.0, "output_price_per_mtok": 0.0, "weight": 3.0, "priority": 2}
+            ],
+            "model_groups": [
+                {"name": "echo", "deployments": ["a", "b"]},
+                {"name": "fast", "strategy": "priority", "deployments": ["b"]}
+            ]
+        })
+    }
+
+    fn error_for(config: Value) -> String {
+        Config::from_json(&config.to_string())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn valid_config_parses_with_defaults() {
+        let config = Config::from_json(&valid().to_string()).unwrap();
+        assert_eq!(config.default_group.as_deref(), Some("echo"));
+        assert_eq!(
+            (config.deployments[0].weight, config.deployments[0].priority),
+            (1.0, 0)
+        );
+        assert!(config.deployments[1].capabilities.is_empty());
+        assert_eq!(config.model_groups[0].strategy, Strategy::Weighted);
+        assert_eq!(config.model_groups[1].strategy, Strategy::Priority);
+    }
+
+    #[test]
+    fn default_group_is_optional() {
+        let mut config = valid();
+        config.as_object_mut().unwrap().remove("default_group");
+        assert_eq!(
+            Config::from_json(&config.to_string())
+                .unwrap()
+                .default_group,
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_path() {
+        let mut config = valid();
+        config["deployments"][1]["model_group"] = json!("echo");
+        let message = error_for(config);
+        let expected = "deployments[1].model_group: unknown field `model_group`, expected one of";
+        assert!(message.starts_with(expected), "{message}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let mut config = valid();
+        config["deployments"][0]["context_window"] = json!("big");
+        let message = error_for(config);
+        assert!(
+            message.starts_with("deployments[0].context_window: invalid type"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_strategy_is_rejected() {
+        let mut config = valid();
+        config["model_groups"][0]["strategy"] = json!("fastest");
+        let message = error_for(config);
+        assert!(
+            message.starts_with("model_groups[0].strategy: unknown variant `fastest`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_a_schema_error() {
+        let message = Config::from_json("{").unwrap_err().to_string();
+        assert!(
+            message.starts_with("config: EOF while parsing"),
+            "{message}"
+        );
+        let trailing = format!("{} x", valid());
+        assert!(Config::from_json(&trailing)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing characters"));
+    }
+
+    #[test]
+    fn deployment_values_are_checked() {
+        let cases = [
+            ("id", json!(""), "deployments[0].id: must not be empty"),
+            (
+                "context_window",
+                json!(0),
+                "deployments[0].context_window: must be > 0, got 0",
+            ),
+            (
+                "weight",
+                json!(0.0),
+                "deployments[0].weight: must be a finite number > 0, got 0",
+            ),
+            (
+                "weight",
+                json!(-1.5),
+                "deployments[0].weight: must be a finite number > 0, got -1.5",
+            ),
+            (
+                "input_price_per_mtok",
+                json!(-0.5),
+                "deployments[0].input_price_per_mtok: must be a finite number >= 0, got -0.5",
+            ),
+        ];
+        for (field, value, expected) in cases {
+            let mut config = valid();
+            config["deployments"][0][field] = value;
+            assert_eq!(error_for(config), expected);
+        }
+    }
+
+    #[test]
+    fn deployment_ids_are_unique() {
+        let mut config = valid();
+        config["deployments"][1]["id"] = json!("a");
+        assert_eq!(
+            error_for(config),
+            "deployments[1].id: duplicate deployment id \"a\""
+        );
+    }
+
+    #[test]
+    fn group_values_are_checked() {
+        let cases = [
+            ("name", json!(""), "model_groups[1].name: must not be empty"),
+            (
+                "name",
+                json!("echo"),
+                "model_groups[1].name: duplicate model group \"echo\"",
+            ),
+            (
+                "name",
+                json!("auto"),
+                "model_groups[1].name: \"auto\" is reserved (it selects default_group)",
+            ),
+            (
+                "deployments",
+                json!([]),
+                "model_groups[1].deployments: must not be empty",
+            ),
+            (
+                "deployments",
+                json!(["x"]),
+                "model_groups[1].deployments[0]: unknown deployment \"x\"",
+            ),
+            (
+                "deployments",
+                json!(["b", "b"]),
+                "model_groups[1].deployments[1]: duplicate deployment \"b\"",
+            ),
+        ];
+        for (field, value, expected) in cases {
+            let mut config = valid();
+            config["model_groups"][1][field] = value;
+            assert_eq!(error_for(config), expected);
+        }
+    }
+
+    #[test]
+    fn default_group_must_exist() {
+        let mut config = valid();
+        config["default_group"] = json!("nope");
+        assert_eq!(
+            error_for(config),
+            "default_group: unknown model group \"nope\""
+        );
+    }
+
+    #[test]
+    fn at_most_64_capabilities() {
+        let mut config = valid();
+        let names: Vec<String> = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
+        config["deployments"][1]["capabilities"] = json!(names);
+        // "streaming" on deployments[0] is the first; c63 is the 65th.
+        assert_eq!(
+            error_for(config),
+            "deployments[1].capabilities[63]: more than 64 distinct capabilities"
+        );
+    }
+}

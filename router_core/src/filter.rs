@@ -1,0 +1,258 @@
+//! Filters that remove deployments unable to serve a request. They run in the
+//! order of [`Filter`]'s variants and the first one that fails explains the
+//! rejection; a fixed set of kinds dispatched by `match`, so new ones (policies,
+//! circuit breakers) slot in as variants.
+
+use crate::router::{Rejection, RouteRequest};
+use crate::table::{Deployment, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `context_window < input_tokens + max_output_tokens`.
+    ContextWindow,
+    /// The deployment lacks a required capability.
+    Capabilities,
+    /// The deployment's region is not among the allowed ones.
+    Region,
+}
+
+impl Filter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filter::ContextWindow => "context_window",
+            Filter::Capabilities => "capabilities",
+            Filter::Region => "region",
+        }
+    }
+}
+
+/// A request resolved against one table: names become bits once per request,
+/// so checking a deployment is a comparison and two ANDs.
+pub(crate) struct Query<'r, S> {
+    request: &'r RouteRequest<'r, S>,
+    table: &'r Table,
+    needed_tokens: u64,
+    required_capabilities: u64,
+    /// A capability no deployment has can never be satisfied.
+    unknown_capability: bool,
+    /// `None` means any region.
+    allowed_regions: Option<u64>,
+}
+
+impl<'r, S: AsRef<str>> Query<'r, S> {
+    pub(crate) fn new(request: &'r RouteRequest<'r, S>, table: &'r Table) -> Self {
+        let mut required_capabilities = 0;
+        let mut unknown_capability = false;
+        for name in request.capabilities {
+            match table.capabilities.bit(name.as_ref()) {
+                Some(bit) => required_capabilities |= bit,
+                None => unknown_capability = true,
+            }
+        }
+        let allowed_regions = (!request.regions.is_empty()).then(|| {
+            request
+                .regions
+                .iter()
+                .filter_map(|name| table.regions.bit(name.as_ref()))
+                .fold(0, |mask, bit| mask | bit)
+        });
+        Query {
+            request,
+            table,
+            needed_tokens: u64::from(request.input_tokens) + u64::from(request.max_output_tokens),
+            required_capabilities,
+            unknown_capability,
+            allowed_regions,
+        }
+    }
+
+    /// `None` if `deployment` passes every filter.
+    pub(crate) fn reject(&self, deployment: &Deployment) -> Option<Rejection> {
+        let (filter, detail) = if u64::from(deployment.context_window) < self.needed_tokens {
+            (Filter::ContextWindow, self.context_detail(deployment))
+        } else if self.unknown_capability
+            || deployment.capabilities & self.required_capabilities != self.required_capabilities
+        {
+            (Filter::Capabilities, self.capabilities_detail(deployment))
+        } else if self
+            .allowed_regions
+            .is_some_and(|allowed| deployment.region & allowed == 0)
+        {
+            (Filter::Region, self.region_detail(deployment))
+        } else {
+            return None;
+        };
+        Some(Rejection {
+            deployment: deployment.id.clone(),
+            filter,
+            detail,
+        })
+    }
+
+    fn context_detail(&self, deployment: &Deployment) -> String {
+        format!(
+            "needs {} tokens ({} input + {} max output), context window is {}",
+            self.needed_tokens,
+            self.request.input_tokens,
+            self.request.max_output_tokens,
+            deployment.context_window
+        )
+    }
+
+    fn capabilities_detail(&self, deployment: &Deployment) -> String {
+        let missing = self.request.capabilities.iter().filter(|name| {
+            self.table
+                .capabilities
+                .bit(name.as_ref())
+                .is_none_or(|bit| deployment.capabilities & bit == 0)
+        });
+        let mut detail = String::from("missing ");
+        push_joined(&mut detail, missing);
+        detail
+    }
+
+    fn region_detail(&self, deployment: &Deployment) -> String {
+        let region = self.table.regions.name(deployment.region);
+        let mut detail = format!("region {region:?} is not in allowed regions [");
+        push_joined(&mut detail, self.request.regions.iter());
+        detail.push(']');
+        detail
+    }
+}
+
+/// Appends `items` separated by ", " (details are output, so build them in place).
+fn push_joined<S: AsRef<str>>(out: &mut String, items: impl Iterator<Item = S>) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(item.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::testing::chat_config;
+
+    fn table() -> Table {
+        Table::compile(&Config::from_json(&chat_config()).unwrap(), None)
+    }
+
+    /// (deployment, filter, detail) for every rejected deployment, in config order.
+    fn rejections(request: &RouteRequest<'_>) -> Vec<(String, &'static str, String)> {
+        let table = table();
+        let query = Query::new(request, &table);
+        table
+            .deployments
+            .iter()
+            .filter_map(|d| query.reject(d))
+            .map(|r| (r.deployment.to_string(), r.filter.as_str(), r.detail))
+            .collect()
+    }
+
+    #[test]
+    fn empty_request_passes_everything() {
+        assert!(rejections(&RouteRequest::new("chat")).is_empty());
+    }
+
+    #[test]
+    fn context_window_counts_input_and_max_output() {
+        let request = RouteRequest {
+            input_tokens: 7_000,
+            max_output_tokens: 1_001,
+            ..RouteRequest::new("chat")
+        };
+        let detail = "needs 8001 tokens (7000 input + 1001 max output), context window is 8000";
+        assert_eq!(
+            rejections(&request),
+            [("a".into(), "context_window", detail.into())]
+        );
+        let fits = RouteRequest {
+            input_tokens: 8_000,
+            ..RouteRequest::new("chat")
+        };
+        assert!(rejections(&fits).is_empty());
+    }
+
+    #[test]
+    fn token_sum_does_not_overflow() {
+        let request = RouteRequest {
+            input_tokens: u32::MAX,
+            max_output_tokens: u32::MAX,
+            ..RouteRequest::new("chat")
+        };
+        assert_eq!(rejections(&request).len(), 4);
+    }
+
+    #[test]
+    fn capabilities_name_what_is_missing() {
+        let request = RouteRequest {
+            capabilities: &["tools", "vision"],
+            ..RouteRequest::new("chat")
+        };
+        assert_eq!(
+            rejections(&request),
+            [
+                ("a".into(), "capabilities", "missing vision".into()),
+                ("b".into(), "capabilities", "missing tools, vision".into()),
+                ("c".into(), "capabilities", "missing tools".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_capability_matches_nothing() {
+        let request = RouteRequest {
+            capabilities: &["streaming", "telepathy"],
+            ..RouteRequest::new("chat")
+        };
+        let rejected = rejections(&request);
+        assert_eq!(rejected.len(), 4);
+        assert!(rejected
+            .iter()
+            .all(|(_, _, detail)| detail == "missing telepathy"));
+    }
+
+    #[test]
+    fn regions_restrict_and_unknown_ones_match_nothing() {
+        let request = RouteRequest {
+            regions: &["us", "mars"],
+            ..RouteRequest::new("chat")
+        };
+        let detail = "region \"eu\" is not in allowed regions [us, mars]";
+        assert_eq!(
+            rejections(&request),
+            [
+                ("a".into(), "region", detail.into()),
+                ("c".into(), "region", detail.into())
+            ]
+        );
+        let nowhere = RouteRequest {
+            regions: &["mars"],
+            ..RouteRequest::new("chat")
+        };
+        assert_eq!(rejections(&nowhere).len(), 4);
+    }
+
+    #[test]
+    fn first_failing_filter_explains_the_rejection() {
+        let request = RouteRequest {
+            input_tokens: 10_000,
+            capabilities: &["vision"],
+            regions: &["us"],
+            ..RouteRequest::new("chat")
+        };
+        let filters: Vec<_> = rejections(&request)
+            .into_iter()
+            .map(|(d, f, _)| (d, f))
+            .collect();
+        let expected = [
+            ("a", "context_window"),
+            ("b", "capabilities"),
+            ("c", "region"),
+        ];
+        assert_eq!(filters, expected.map(|(d, f)| (d.to_string(), f)));
+    }
+}

@@ -1,0 +1,214 @@
+"""The router_core extension as Python sees it: errors, decisions, stats, reload and threads."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import router_core
+from router_core import ConfigError, Router, RouterError, UnknownDeploymentError, UnknownModelGroupError
+
+
+def deployment(id: str, region: str = "eu", context_window: int = 128_000, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": id,
+        "region": region,
+        "context_window": context_window,
+        "capabilities": ["streaming"],
+        "input_price_per_mtok": 1.0,
+        "output_price_per_mtok": 2.0,
+        **extra,
+    }
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    """Group "chat" (weighted, the default) over a, b, c; group "tiered" (priority) over c, a."""
+    base: dict[str, Any] = {
+        "default_group": "chat",
+        "deployments": [
+            deployment("a", context_window=8_000, capabilities=["streaming", "tools"]),
+            deployment("b", region="us"),
+            deployment("c", weight=3.0, priority=1),
+        ],
+        "model_groups": [
+            {"name": "chat", "strategy": "weighted", "deployments": ["a", "b", "c"]},
+            {"name": "tiered", "strategy": "priority", "deployments": ["c", "a"]},
+        ],
+    }
+    return base | overrides
+
+
+@pytest.fixture
+def router() -> Router:
+    return Router(json.dumps(config()))
+
+
+def requests_by_deployment(router: Router) -> dict[str, int]:
+    return {s.deployment: s.requests for s in router.stats()}
+
+
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ("{", "config: EOF while parsing"),
+        (json.dumps(config(extra=1)), "extra: unknown field `extra`"),
+        (
+            json.dumps(config(deployments=[deployment("a", model_group="chat")])),
+            "deployments[0].model_group: unknown field `model_group`",
+        ),
+        (json.dumps(config(deployments=[deployment("a", weight=0)])), "deployments[0].weight: must be"),
+        (json.dumps(config(default_group="nope")), 'default_group: unknown model group "nope"'),
+        (
+            json.dumps(config(model_groups=[{"name": "chat", "deployments": ["x"]}])),
+            'model_groups[0].deployments[0]: unknown deployment "x"',
+        ),
+    ],
+)
+def test_invalid_config_raises_config_error_naming_the_key(document: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Router(document)
+    assert str(caught.value).startswith(key)
+    assert isinstance(caught.value, RouterError)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_route_orders_candidates_and_explains_rejections(router: Router) -> None:
+    decision = router.route("chat", input_tokens=7_000, max_output_tokens=2_000, regions=["eu"], seed=7)
+    assert decision.model_group == "chat"
+    assert decision.strategy == "weighted"
+    assert [c.deployment for c in decision.candidates] == ["c"]
+    assert 0 < decision.candidates[0].score <= 1
+    rejected = {r.deployment: (r.filter, r.detail) for r in decision.rejected}
+    assert rejected == {
+        "a": ("context_window", "needs 9000 tokens (7000 input + 2000 max output), context window is 8000"),
+        "b": ("region", 'region "us" is not in allowed regions [eu]'),
+    }
+    assert "Candidate(deployment=" in repr(decision)
+
+
+def test_capabilities_filter_and_unknown_names_match_nothing(router: Router) -> None:
+    assert [c.deployment for c in router.route("chat", capabilities=("tools",)).candidates] == ["a"]
+    decision = router.route("chat", capabilities=["telepathy"])
+    assert decision.candidates == ()
+    assert {r.filter for r in decision.rejected} == {"capabilities"}
+
+
+def test_priority_group_scores_by_tier(router: Router) -> None:
+    decision = router.route("tiered")
+    assert decision.strategy == "priority"
+    assert [(c.deployment, c.score) for c in decision.candidates] == [("a", 1.0), ("c", 0.5)]
+
+
+def test_seed_makes_routing_deterministic(router: Router) -> None:
+    def order(seed: int) -> list[str]:
+        return [c.deployment for c in router.route("auto", seed=seed).candidates]
+
+    assert all(order(s) == order(s) for s in range(20))
+    firsts = Counter(order(seed)[0] for seed in range(2_000))
+    # Weights 1, 1, 3: "c" leads about 60% of the time.
+    assert 0.5 < firsts["c"] / 2_000 < 0.7
+
+
+def test_unknown_model_group_carries_the_known_groups(router: Router) -> None:
+    with pytest.raises(UnknownModelGroupError) as caught:
+        router.route("gpt-9")
+    assert caught.value.name == "gpt-9"
+    assert caught.value.known == ["chat", "tiered"]
+    assert str(caught.value) == 'unknown model group "gpt-9" (known: chat, tiered)'
+    assert isinstance(caught.value, RouterError)
+
+
+def test_auto_without_default_group_is_an_unknown_group() -> None:
+    router = Router(json.dumps(config(default_group=None)))
+    assert router.default_group is None
+    with pytest.raises(UnknownModelGroupError, match="needs a default_group"):
+        router.route("auto")
+
+
+def test_record_and_stats(router: Router) -> None:
+    assert [s.ewma_latency_ms for s in router.stats()] == [None, None, None]
+    router.record("b", success=True, latency_ms=100.0, input_tokens=10, output_tokens=20)
+    router.record("b", success=False, latency_ms=200.0)
+    b = next(s for s in router.stats() if s.deployment == "b")
+    assert (b.requests, b.failures, b.consecutive_failures) == (2, 1, 1)
+    assert b.ewma_latency_ms == pytest.approx(120.0)
+    assert (b.input_tokens, b.output_tokens) == (10, 20)
+    with pytest.raises(UnknownDeploymentError) as caught:
+        router.record("zz", success=True, latency_ms=1.0)
+    assert caught.value.deployment == "zz"
+    with pytest.raises(ValueError, match="latency_ms"):
+        router.record("b", success=True, latency_ms=float("nan"))
+
+
+def test_reload_keeps_stats_of_surviving_deployments(router: Router) -> None:
+    router.record("a", success=True, latency_ms=5.0)
+    router.record("b", success=True, latency_ms=5.0)
+    new = config(
+        default_group=None,
+        deployments=[deployment("b"), deployment("d")],
+        model_groups=[{"name": "solo", "deployments": ["d", "b"]}],
+    )
+    router.reload(json.dumps(new))
+    assert requests_by_deployment(router) == {"b": 1, "d": 0}
+    assert router.model_groups() == {"solo": ["d", "b"]}
+    assert router.default_group is None
+
+
+def test_failed_reload_keeps_the_old_config(router: Router) -> None:
+    with pytest.raises(ConfigError):
+        router.reload("[]")
+    assert router.model_groups() == {"chat": ["a", "b", "c"], "tiered": ["a", "c"]}
+    assert router.default_group == "chat"
+
+
+@pytest.mark.parametrize("attribute", ["model_group", "candidates"])
+def test_decisions_are_frozen(router: Router, attribute: str) -> None:
+    decision = router.route("chat")
+    with pytest.raises(AttributeError):
+        setattr(decision, attribute, None)
+
+
+def test_classes_are_frozen(router: Router) -> None:
+    candidate = router.route("chat").candidates[0]
+    stats = router.stats()[0]
+    for obj, attribute in [(router, "default_group"), (candidate, "score"), (stats, "requests")]:
+        with pytest.raises(AttributeError):
+            setattr(obj, attribute, None)
+
+
+def test_route_rejects_a_bare_string_as_a_sequence(router: Router) -> None:
+    with pytest.raises(TypeError):
+        router.route("chat", capabilities="tools")
+
+
+def test_errors_can_be_raised_from_python() -> None:
+    error = UnknownModelGroupError("x", ["a"])
+    assert (error.name, error.known, str(error)) == ("x", ["a"], 'unknown model group "x" (known: a)')
+    assert str(RouterError("boom")) == "boom"
+    assert router_core.ConfigError.__module__ == "router_core"
+
+
+def test_concurrent_route_and_record_from_threads(router: Router) -> None:
+    per_thread = 500
+
+    def work(thread: int) -> Counter[str]:
+        served: Counter[str] = Counter()
+        for i in range(per_thread):
+            decision = router.route("auto", seed=thread * per_thread + i)
+            chosen = decision.candidates[0].deployment
+            router.record(chosen, success=i % 10 != 0, latency_ms=float(i % 50), output_tokens=1)
+            served[chosen] += 1
+        return served
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        served = sum(pool.map(work, range(8)), Counter[str]())
+
+    stats = {s.deployment: s for s in router.stats()}
+    assert sum(s.requests for s in stats.values()) == 8 * per_thread
+    assert {d: s.requests for d, s in stats.items() if s.requests} == dict(served)
+    assert sum(s.failures for s in stats.values()) == 8 * per_thread // 10
+    assert sum(s.output_tokens for s in stats.values()) == 8 * per_thread
