@@ -37,5 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         groups = ", ".join(group.name for group in config.model_groups)
         print(f"{options.config}: OK ({len(config.deployments())} deployments; model groups: {groups})")
         return 0
-    asyncio.run(serve(config, options.listen or config.server.listen))
+    try:
+        asyncio.run(serve(config, options.listen or config.server.listen))
+    except OSError as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -30,17 +30,20 @@ class Gateway:
 
     def __init__(self, config: Config, listen: str, environ: Mapping[str, str] = os.environ) -> None:
         self.config = config
+        # grpc turns SO_REUSEPORT on by default, which would let a second gateway
+        # silently share (and split) a port that is already taken.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        try:
+            self.port = self.server.add_insecure_port(listen)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {listen}: {error}") from error
         self.engine = Engine(config, router_core.Router(config.routing_json()), build_providers(config, environ))
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
         pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (GATEWAY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {listen}")
 
     async def start(self) -> None:
         await self.server.start()

@@ -340,3 +340,11 @@ async def test_graceful_shutdown_finishes_in_flight_calls(upstream: MockOpenAI) 
     assert "".join(e.delta.text for e in events if e.HasField("delta")) == "mock: a b c d e"
     await stopping
     await channel.close()
+
+
+async def test_a_taken_port_is_an_error_not_a_shared_listener() -> None:
+    first = Gateway(parse_config(config()), "127.0.0.1:0", environ={})
+    await first.start()
+    with pytest.raises(OSError, match="cannot listen on"):
+        Gateway(parse_config(config()), f"127.0.0.1:{first.port}", environ={})
+    await first.stop(0)
