@@ -4,6 +4,7 @@
 //! The crate knows nothing of Python; the binding in `python` is compiled only
 //! with the `python` feature (maturin turns it on).
 
+mod clock;
 mod config;
 mod error;
 mod filter;
@@ -17,6 +18,7 @@ mod testing;
 #[cfg(feature = "python")]
 mod python;
 
+pub use clock::{Clock, Nanos};
 pub use config::{Config, DeploymentConfig, ModelGroupConfig, AUTO_GROUP};
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
