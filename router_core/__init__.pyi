@@ -1,7 +1,7 @@
 """Switchboard's routing core (Rust). Build a Router once from JSON config, then
 route requests and record their outcomes from any thread."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self, final
 
 __all__ = [
@@ -28,14 +28,28 @@ class Router:
         max_output_tokens: int = 0,
         capabilities: Sequence[str] = (),
         regions: Sequence[str] = (),
+        tenant: str = "",
+        api_key: str = "",
+        task: str = "",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        max_cost_usd: float | None = None,
+        latency_target_ms: float | None = None,
+        affinity_key: str = "",
         seed: int | None = None,
+        dry_run: bool = False,
     ) -> Decision:
-        """Order a model group's deployments for one request.
+        """Order the deployments for one request.
 
-        ``model`` is a group name or "auto" (the default group). ``max_output_tokens``
-        0 means unknown. Unknown capability or region names match no deployment;
-        an empty ``regions`` allows any. A ``seed`` makes the order deterministic.
-        Raises UnknownModelGroupError.
+        The first policy whose condition matches decides; with none matching,
+        ``model`` names the group (or "auto", the default group) and its own
+        strategy orders it. ``max_output_tokens`` 0 means unknown. Unknown
+        capability or region names match no deployment; an empty ``regions``
+        allows any. ``max_cost_usd`` removes deployments whose estimated cost
+        for this request is higher. The same ``affinity_key`` keeps the same
+        deployment first while it qualifies. A ``seed`` makes the order
+        deterministic; ``dry_run`` explains without side effects. Raises
+        UnknownModelGroupError when no policy matches and the group is unknown.
         """
     def record(
         self,
@@ -63,8 +77,12 @@ class Decision:
     @property
     def model_group(self) -> str: ...
     @property
+    def policy(self) -> str | None:
+        """The policy that decided; None when the model group's own strategy did."""
+    @property
     def strategy(self) -> str:
-        """Either "weighted" or "priority"."""
+        """weighted, priority, round_robin, least_in_flight, lowest_cost,
+        lowest_latency, usage_headroom or balanced."""
     @property
     def candidates(self) -> tuple[Candidate, ...]:
         """Deployments to try, best first; empty when all were rejected."""
@@ -86,7 +104,7 @@ class Rejection:
     def deployment(self) -> str: ...
     @property
     def filter(self) -> str:
-        """The filter that failed: "context_window", "capabilities" or "region"."""
+        """The filter that failed: "context_window", "capabilities", "region" or "cost"."""
     @property
     def detail(self) -> str: ...
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +28,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+import router_core
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 EMBEDDED_DEFAULT = "default_config.yaml"
@@ -102,6 +105,10 @@ class Config(_Strict):
     server: ServerSettings = ServerSettings()
     default_group: str | None = None
     model_groups: list[ModelGroup] = Field(min_length=1)
+    # Routing rules and the balanced strategy's weights belong to the Rust
+    # core, which validates them (with key paths this module turns into lines).
+    policies: list[dict[str, Any]] = Field(default_factory=list)
+    scoring: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> Config:
@@ -140,7 +147,15 @@ class Config(_Strict):
             {"name": g.name, "strategy": g.strategy, "deployments": [d.id for d in g.deployments]}
             for g in self.model_groups
         ]
-        return json.dumps({"default_group": self.default_group, "deployments": deployments, "model_groups": groups})
+        routing: dict[str, Any] = {
+            "default_group": self.default_group,
+            "deployments": deployments,
+            "model_groups": groups,
+            "policies": self.policies,
+        }
+        if self.scoring is not None:
+            routing["scoring"] = self.scoring
+        return json.dumps(routing)
 
 
 def api_key(deployment: OpenAICompatibleDeployment, environ: Mapping[str, str]) -> str | None:
@@ -170,10 +185,21 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Config.model_validate(document)
+        config = Config.model_validate(document)
     except ValidationError as error:
         problems = [_describe(issue["loc"], issue["msg"], lines, source) for issue in error.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    try:
+        router_core.Router(config.routing_json())
+    except router_core.ConfigError as error:
+        key, _, message = str(error).partition(": ")
+        raise ConfigError("invalid configuration:\n  " + _describe(_key_path(key), message, lines, source)) from None
+    return config
+
+
+def _key_path(key: str) -> KeyPath:
+    """`policies[0].when.all[1]` → ("policies", 0, "when", "all", 1)."""
+    return tuple(int(index) if index else name for name, index in re.findall(r"(\w+)|\[(\d+)\]", key))
 
 
 def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
@@ -196,7 +222,30 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
         raise ConfigError(f"default_group {config.default_group!r} has no deployment with its API key set")
     if not groups:
         raise ConfigError("no deployment is usable: every one is missing its API key")
-    return config.model_copy(update={"model_groups": groups})
+    kept_groups = {g.name for g in groups}
+    kept_ids = {d.id for g in groups for d in g.deployments}
+    policies = [p for p in (_without_skipped(p, kept_groups, kept_ids) for p in config.policies) if p]
+    return config.model_copy(update={"model_groups": groups, "policies": policies})
+
+
+def _without_skipped(policy: dict[str, Any], groups: set[str], ids: set[str]) -> dict[str, Any] | None:
+    """A policy minus the skipped groups and deployments it names; None if its own target is gone."""
+
+    def prune(target: Any) -> Any:
+        if not isinstance(target, dict):
+            return target
+        pruned = {
+            **target,
+            "groups": [g for g in target.get("groups", []) if g in groups],
+            "deployments": [d for d in target.get("deployments", []) if d in ids],
+        }
+        return pruned if pruned["groups"] or pruned["deployments"] else None
+
+    route_to = prune(policy.get("route_to"))
+    if route_to is None:
+        return None
+    fallback = [t for t in (prune(t) for t in policy.get("fallback", [])) if t is not None]
+    return {**policy, "route_to": route_to, "fallback": fallback}
 
 
 KeyPath = tuple[str | int, ...]

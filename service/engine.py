@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -49,10 +49,18 @@ class Engine:
     def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
         input_tokens = estimate_input_tokens(request.messages) if request.messages else request.input_tokens
         decision = self._decide(
-            request.model, request.routing, request.messages, input_tokens, request.max_output_tokens, streaming=False
+            request.model,
+            request.routing,
+            request.metadata,
+            request.messages,
+            input_tokens,
+            request.max_output_tokens,
+            streaming=False,
+            dry_run=True,
         )
         return pb.RouteResponse(
             model_group=decision.model_group,
+            policy=decision.policy or "",
             strategy=decision.strategy,
             candidates=[
                 pb.RouteCandidate(
@@ -170,7 +178,16 @@ class Engine:
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> router_core.Decision:
         max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
         input_tokens = estimate_input_tokens(request.messages)
-        decision = self._decide(request.model, request.routing, request.messages, input_tokens, max_output, streaming)
+        decision = self._decide(
+            request.model,
+            request.routing,
+            request.metadata,
+            request.messages,
+            input_tokens,
+            max_output,
+            streaming=streaming,
+            dry_run=False,
+        )
         if not decision.candidates:
             rejections = [(r.deployment, r.filter, r.detail) for r in decision.rejected]
             raise NoEligibleDeployment(decision.model_group, rejections)
@@ -180,10 +197,13 @@ class Engine:
         self,
         model: str,
         routing: pb.RoutingHints,
+        metadata: Mapping[str, str],
         messages: Sequence[pb.Message],
         input_tokens: int,
         max_output_tokens: int,
+        *,
         streaming: bool,
+        dry_run: bool,
     ) -> router_core.Decision:
         capabilities = list(routing.required_capabilities)
         if streaming:
@@ -191,17 +211,23 @@ class Engine:
         if any(part.WhichOneof("part") == "image" for m in messages for part in m.content):
             capabilities.append("vision")
         try:
-            decision = self.router.route(
+            return self.router.route(
                 model,
                 input_tokens=input_tokens,
                 max_output_tokens=max_output_tokens,
                 capabilities=capabilities,
                 regions=list(routing.allowed_regions),
+                task=routing.task,
+                tags=list(routing.tags),
+                metadata=dict(metadata),
+                max_cost_usd=routing.max_cost_usd if routing.HasField("max_cost_usd") else None,
+                latency_target_ms=routing.latency_target_ms if routing.HasField("latency_target_ms") else None,
+                affinity_key=routing.affinity_key,
+                dry_run=dry_run,
             )
         except router_core.UnknownModelGroupError as error:
             known = ", ".join(error.known) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
-        return decision
 
     def _record_success(self, deployment: str, started: float, usage: Usage) -> pb.Attempt:
         latency_s = time.perf_counter() - started

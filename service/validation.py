@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
@@ -19,6 +20,7 @@ def validate_chat(request: pb.ChatRequest) -> None:
         violations.append(("messages", "at least one message is required"))
     violations += _messages(request.messages)
     violations += _params(request.params)
+    violations += _routing(request.routing)
     if violations:
         raise InvalidRequest(violations)
 
@@ -28,8 +30,18 @@ def validate_route(request: pb.RouteRequest) -> None:
     if not request.model:
         violations.append(("model", 'required: a model group name, or "auto"'))
     violations += _messages(request.messages)
+    violations += _routing(request.routing)
     if violations:
         raise InvalidRequest(violations)
+
+
+def _routing(routing: pb.RoutingHints) -> Violations:
+    violations: Violations = []
+    if routing.HasField("max_cost_usd") and not (0.0 <= routing.max_cost_usd < math.inf):
+        violations.append(("routing.max_cost_usd", f"must be a finite number >= 0, got {routing.max_cost_usd}"))
+    if routing.HasField("latency_target_ms") and not (0.0 < routing.latency_target_ms < math.inf):
+        violations.append(("routing.latency_target_ms", f"must be positive, got {routing.latency_target_ms}"))
+    return violations
 
 
 def _messages(messages: Sequence[pb.Message]) -> Violations:

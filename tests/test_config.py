@@ -102,3 +102,43 @@ def test_routing_json_carries_no_secrets() -> None:
         "weight",
         "priority",
     }
+
+
+POLICIES = (
+    DEPLOYMENT
+    + """  - name: h
+    deployments:
+      - id: d2
+        type: echo
+        model: e
+        context_window: 1000
+policies:
+  - id: to-g
+    when: {field: task, eq: code}
+    route_to: {groups: [g]}
+    fallback: [{groups: [h]}]
+  - id: to-h
+    route_to: {groups: [h]}
+"""
+)
+
+
+def test_policy_errors_from_the_core_name_key_and_line() -> None:
+    broken = POLICIES.replace("when: {field: task, eq: code}", "when:\n      field: task\n      gt: 3")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(broken, "p.yaml")
+    assert "p.yaml:21: policies[0].when.gt: does not apply to a text field" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"p.yaml:\d+: policies\[1\].route_to.groups\[0\]: unknown model group"):
+        parse_config(POLICIES.replace("route_to: {groups: [h]}", "route_to: {groups: [nope]}"), "p.yaml")
+
+
+def test_skipped_deployments_leave_the_policies_that_name_them() -> None:
+    path_text = POLICIES.replace("api_key_env: TEST_KEY", "api_key_env: TEST_KEY\n        skip_without_key: true")
+    config = parse_config(path_text)
+    from service.config import resolve_environment
+
+    resolved = resolve_environment(config, environ={})
+    assert [p["id"] for p in resolved.policies] == ["to-h"]
+    kept = resolve_environment(config, environ={"TEST_KEY": "k"})
+    assert [p["id"] for p in kept.policies] == ["to-g", "to-h"]
+    assert kept.policies[0]["fallback"] == [{"groups": ["h"], "deployments": []}]

@@ -212,3 +212,47 @@ def test_concurrent_route_and_record_from_threads(router: Router) -> None:
     assert {d: s.requests for d, s in stats.items() if s.requests} == dict(served)
     assert sum(s.failures for s in stats.values()) == 8 * per_thread // 10
     assert sum(s.output_tokens for s in stats.values()) == 8 * per_thread
+
+
+POLICY_CONFIG = {
+    "default_group": "general",
+    "deployments": [
+        {"id": d, "region": r, "context_window": 100_000, "capabilities": ["streaming"],
+         "input_price_per_mtok": p, "output_price_per_mtok": p}
+        for d, r, p in (("g-eu", "eu", 1.0), ("g-us", "us", 0.5), ("coder", "us", 3.0))
+    ],
+    "model_groups": [
+        {"name": "general", "deployments": ["g-eu", "g-us"]},
+        {"name": "coder", "deployments": ["coder"]},
+    ],
+    "policies": [
+        {"id": "team-ml", "when": {"field": "metadata.team", "eq": "ml"}, "route_to": {"groups": ["coder"]},
+         "fallback": [{"groups": ["general"]}]},
+        {"id": "rr", "when": {"field": "tags", "contains": "spread"}, "route_to": {"groups": ["general"]},
+         "strategy": "round_robin"},
+    ],
+}  # fmt: skip
+
+
+def test_policies_match_metadata_tags_and_explain_themselves() -> None:
+    router = router_core.Router(json.dumps(POLICY_CONFIG))
+    decision = router.route("auto", metadata={"team": "ml"}, seed=1)
+    assert decision.policy == "team-ml"
+    assert decision.candidates[0].deployment == "coder"
+    assert {c.deployment for c in decision.candidates[1:]} == {"g-eu", "g-us"}
+    assert router.route("general", seed=1).policy is None
+
+
+def test_dry_run_does_not_advance_round_robin() -> None:
+    router = router_core.Router(json.dumps(POLICY_CONFIG))
+    peek = [router.route("auto", tags=["spread"], dry_run=True).candidates[0].deployment for _ in range(3)]
+    assert len(set(peek)) == 1
+    turns = [router.route("auto", tags=["spread"]).candidates[0].deployment for _ in range(4)]
+    assert turns == ["g-eu", "g-us", "g-eu", "g-us"]
+
+
+def test_cost_ceiling_rejects_with_the_cost_filter() -> None:
+    router = router_core.Router(json.dumps(POLICY_CONFIG))
+    decision = router.route("general", input_tokens=100_000, max_cost_usd=0.07, seed=3)
+    assert [c.deployment for c in decision.candidates] == ["g-us"]
+    assert [(r.deployment, r.filter) for r in decision.rejected] == [("g-eu", "cost")]

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::matcher::{Matcher, MatcherConfig};
 use crate::strategy::Strategy;
 use crate::table::MAX_NAMES;
 
@@ -20,6 +21,87 @@ pub struct Config {
     pub default_group: Option<String>,
     pub deployments: Vec<DeploymentConfig>,
     pub model_groups: Vec<ModelGroupConfig>,
+    /// Ordered rules; the first whose `when` matches decides. With none
+    /// matching, the requested model group routes with its own strategy.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Weights of the `balanced` strategy.
+    #[serde(default)]
+    pub scoring: ScoringConfig,
+}
+
+/// A routing rule: a condition, where to send matching requests, how to
+/// order them, extra constraints, and where to go when those all fail.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub id: String,
+    /// No condition matches every request (a catch-all rule).
+    #[serde(default)]
+    pub when: Option<MatcherConfig>,
+    pub route_to: TargetConfig,
+    /// Defaults to the strategy of `route_to`'s single group, else weighted.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub constraints: ConstraintsConfig,
+    /// Tried in order after every `route_to` candidate; filters (residency
+    /// included) apply to fallbacks exactly as to the primary candidates.
+    #[serde(default)]
+    pub fallback: Vec<TargetConfig>,
+}
+
+/// A set of deployments, named directly or through their model groups.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub deployments: Vec<String>,
+}
+
+/// Limits a policy adds to every request it routes.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintsConfig {
+    /// Ceiling on a request's estimated cost; the lower of this and the request's own applies.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// Regions the policy allows, intersected with the request's own.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// Capabilities every candidate must have, besides the request's.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// How the `balanced` strategy weighs what it knows of each candidate; each
+/// term is normalised to [0, 1] among the candidates before weighting.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    pub cost: f64,
+    pub latency: f64,
+    pub errors: f64,
+    pub load: f64,
+    pub headroom: f64,
+    /// Share of decisions whose first candidate is drawn uniformly at random,
+    /// so that deployments the scores shun (or that recovered) get measured.
+    pub exploration: f64,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            cost: 1.0,
+            latency: 1.0,
+            errors: 2.0,
+            load: 1.0,
+            headroom: 1.0,
+            exploration: 0.05,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,9 +150,17 @@ impl Config {
                 path if path == "." || path == "?" => DOCUMENT.to_owned(),
                 path => path,
             };
+            // The key path says where; serde's line and column of the JSON
+            // would only point into a document the operator never wrote.
+            let inner = err.inner();
+            let message = inner.to_string();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
             ConfigError::Schema {
                 key,
-                message: err.inner().to_string(),
+                message: message
+                    .strip_suffix(&position)
+                    .unwrap_or(&message)
+                    .to_owned(),
             }
         })?;
         // Reject trailing garbage, as `serde_json::from_str` would.
@@ -85,6 +175,8 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_deployments()?;
         self.validate_groups()?;
+        self.validate_policies()?;
+        self.validate_scoring()?;
         match &self.default_group {
             Some(name) if !self.model_groups.iter().any(|g| &g.name == name) => {
                 Err(ConfigError::UnknownDefaultGroup(name.clone()))
@@ -108,8 +200,8 @@ impl Config {
             if d.context_window == 0 {
                 return Err(out_of_range(key("context_window"), "> 0", 0.0));
             }
-            check_price(key("input_price_per_mtok"), d.input_price_per_mtok)?;
-            check_price(key("output_price_per_mtok"), d.output_price_per_mtok)?;
+            check_non_negative(key("input_price_per_mtok"), d.input_price_per_mtok)?;
+            check_non_negative(key("output_price_per_mtok"), d.output_price_per_mtok)?;
             if !(d.weight.is_finite() && d.weight > 0.0) {
                 return Err(out_of_range(key("weight"), "a finite number > 0", d.weight));
             }
@@ -168,7 +260,90 @@ impl Config {
     }
 }
 
-fn check_price(key: String, value: f64) -> Result<(), ConfigError> {
+impl Config {
+    fn validate_policies(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let regions: HashSet<&str> = self.deployments.iter().map(|d| d.region.as_str()).collect();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let key = |field: &str| format!("policies[{i}].{field}");
+            if policy.id.is_empty() {
+                return Err(ConfigError::Empty { key: key("id") });
+            }
+            if !ids.insert(policy.id.as_str()) {
+                return Err(duplicate(key("id"), "policy id", &policy.id));
+            }
+            if let Some(when) = &policy.when {
+                Matcher::compile(when, &key("when"))?;
+            }
+            self.validate_target(&policy.route_to, &key("route_to"))?;
+            for (j, fallback) in policy.fallback.iter().enumerate() {
+                self.validate_target(fallback, &key(&format!("fallback[{j}]")))?;
+            }
+            let constraints = &policy.constraints;
+            if let Some(ceiling) = constraints.max_cost_usd {
+                check_non_negative(key("constraints.max_cost_usd"), ceiling)?;
+            }
+            for (j, region) in constraints.regions.iter().flatten().enumerate() {
+                // A misspelt region would silently route nowhere.
+                if !regions.contains(region.as_str()) {
+                    return Err(ConfigError::Schema {
+                        key: key(&format!("constraints.regions[{j}]")),
+                        message: format!("no deployment is in region {region:?}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_target(&self, target: &TargetConfig, key: &str) -> Result<(), ConfigError> {
+        if target.groups.is_empty() && target.deployments.is_empty() {
+            return Err(ConfigError::Empty {
+                key: key.to_owned(),
+            });
+        }
+        for (j, name) in target.groups.iter().enumerate() {
+            if !self.model_groups.iter().any(|g| &g.name == name) {
+                return Err(ConfigError::Schema {
+                    key: format!("{key}.groups[{j}]"),
+                    message: format!("unknown model group {name:?}"),
+                });
+            }
+        }
+        for (j, id) in target.deployments.iter().enumerate() {
+            if !self.deployments.iter().any(|d| &d.id == id) {
+                return Err(ConfigError::UnknownDeployment {
+                    key: format!("{key}.deployments[{j}]"),
+                    id: id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_scoring(&self) -> Result<(), ConfigError> {
+        let s = &self.scoring;
+        for (name, weight) in [
+            ("cost", s.cost),
+            ("latency", s.latency),
+            ("errors", s.errors),
+            ("load", s.load),
+            ("headroom", s.headroom),
+        ] {
+            check_non_negative(format!("scoring.{name}"), weight)?;
+        }
+        if !(0.0..=1.0).contains(&s.exploration) {
+            return Err(out_of_range(
+                "scoring.exploration".into(),
+                "between 0 and 1",
+                s.exploration,
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_non_negative(key: String, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
@@ -379,14 +554,14 @@ mod tests {
     }
 
     #[test]
-    fn at_most_64_capabilities() {
+    fn at_most_63_capabilities() {
         let mut config = valid();
         let names: Vec<String> = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
         config["deployments"][1]["capabilities"] = json!(names);
-        // "streaming" on deployments[0] is the first; c63 is the 65th.
+        // "streaming" on deployments[0] is the first; c62 is the 64th.
         assert_eq!(
             error_for(config),
-            "deployments[1].capabilities[63]: more than 64 distinct capabilities"
+            "deployments[1].capabilities[62]: more than 63 distinct capabilities"
         );
     }
 }

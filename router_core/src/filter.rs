@@ -4,16 +4,18 @@
 //! circuit breakers) slot in as variants.
 
 use crate::router::{Rejection, RouteRequest};
-use crate::table::{Deployment, Table};
+use crate::table::{Deployment, Plan, Table, IMPOSSIBLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     /// `context_window < input_tokens + max_output_tokens`.
     ContextWindow,
-    /// The deployment lacks a required capability.
+    /// The deployment lacks a required capability (the request's or the policy's).
     Capabilities,
-    /// The deployment's region is not among the allowed ones.
+    /// The deployment's region is not allowed (by the request or the policy).
     Region,
+    /// The request's estimated cost there exceeds the ceiling.
+    Cost,
 }
 
 impl Filter {
@@ -22,12 +24,13 @@ impl Filter {
             Filter::ContextWindow => "context_window",
             Filter::Capabilities => "capabilities",
             Filter::Region => "region",
+            Filter::Cost => "cost",
         }
     }
 }
 
-/// A request resolved against one table: names become bits once per request,
-/// so checking a deployment is a comparison and two ANDs.
+/// A request resolved against one table and plan: names become bits once per
+/// request, so checking a deployment is a few comparisons and ANDs.
 pub(crate) struct Query<'r, S> {
     request: &'r RouteRequest<'r, S>,
     table: &'r Table,
@@ -37,25 +40,34 @@ pub(crate) struct Query<'r, S> {
     unknown_capability: bool,
     /// `None` means any region.
     allowed_regions: Option<u64>,
+    max_cost_usd: Option<f64>,
 }
 
 impl<'r, S: AsRef<str>> Query<'r, S> {
-    pub(crate) fn new(request: &'r RouteRequest<'r, S>, table: &'r Table) -> Self {
-        let mut required_capabilities = 0;
-        let mut unknown_capability = false;
+    pub(crate) fn new(request: &'r RouteRequest<'r, S>, table: &'r Table, plan: &Plan) -> Self {
+        let mut required_capabilities = plan.capabilities & !IMPOSSIBLE;
+        let mut unknown_capability = plan.capabilities & IMPOSSIBLE != 0;
         for name in request.capabilities {
             match table.capabilities.bit(name.as_ref()) {
                 Some(bit) => required_capabilities |= bit,
                 None => unknown_capability = true,
             }
         }
-        let allowed_regions = (!request.regions.is_empty()).then(|| {
+        let requested_regions = (!request.regions.is_empty()).then(|| {
             request
                 .regions
                 .iter()
                 .filter_map(|name| table.regions.bit(name.as_ref()))
                 .fold(0, |mask, bit| mask | bit)
         });
+        let allowed_regions = match (requested_regions, plan.regions) {
+            (Some(a), Some(b)) => Some(a & b),
+            (a, b) => a.or(b),
+        };
+        let max_cost_usd = match (request.max_cost_usd, plan.max_cost_usd) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Query {
             request,
             table,
@@ -63,6 +75,7 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
             required_capabilities,
             unknown_capability,
             allowed_regions,
+            max_cost_usd,
         }
     }
 
@@ -79,6 +92,8 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
             .is_some_and(|allowed| deployment.region & allowed == 0)
         {
             (Filter::Region, self.region_detail(deployment))
+        } else if let Some(detail) = self.cost_detail(deployment) {
+            (Filter::Cost, detail)
         } else {
             return None;
         };
@@ -87,6 +102,18 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
             filter,
             detail,
         })
+    }
+
+    /// The request's estimated cost on `deployment`, for the cost filter and strategies.
+    pub(crate) fn cost_usd(&self, deployment: &Deployment) -> f64 {
+        deployment.cost_usd(self.request.input_tokens, self.request.max_output_tokens)
+    }
+
+    fn cost_detail(&self, deployment: &Deployment) -> Option<String> {
+        let ceiling = self.max_cost_usd?;
+        let cost = self.cost_usd(deployment);
+        (cost > ceiling)
+            .then(|| format!("estimated cost ${cost:.6} exceeds the ceiling ${ceiling:.6}"))
     }
 
     fn context_detail(&self, deployment: &Deployment) -> String {
@@ -100,21 +127,29 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
     }
 
     fn capabilities_detail(&self, deployment: &Deployment) -> String {
-        let missing = self.request.capabilities.iter().filter(|name| {
-            self.table
-                .capabilities
-                .bit(name.as_ref())
-                .is_none_or(|bit| deployment.capabilities & bit == 0)
+        let missing = self.table.capabilities.names().filter(|&(_, bit)| {
+            self.required_capabilities & bit != 0 && deployment.capabilities & bit == 0
         });
+        let unknown = self
+            .request
+            .capabilities
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|name| self.table.capabilities.bit(name).is_none());
         let mut detail = String::from("missing ");
-        push_joined(&mut detail, missing);
+        push_joined(&mut detail, missing.map(|(name, _)| name).chain(unknown));
         detail
     }
 
     fn region_detail(&self, deployment: &Deployment) -> String {
         let region = self.table.regions.name(deployment.region);
+        let allowed = self
+            .table
+            .regions
+            .names()
+            .filter(|&(_, bit)| self.allowed_regions.is_some_and(|a| a & bit != 0));
         let mut detail = format!("region {region:?} is not in allowed regions [");
-        push_joined(&mut detail, self.request.regions.iter());
+        push_joined(&mut detail, allowed.map(|(name, _)| name));
         detail.push(']');
         detail
     }
@@ -143,7 +178,8 @@ mod tests {
     /// (deployment, filter, detail) for every rejected deployment, in config order.
     fn rejections(request: &RouteRequest<'_>) -> Vec<(String, &'static str, String)> {
         let table = table();
-        let query = Query::new(request, &table);
+        let plan = &table.group("chat").unwrap().plan;
+        let query = Query::new(request, &table, plan);
         table
             .deployments
             .iter()
@@ -221,7 +257,8 @@ mod tests {
             regions: &["us", "mars"],
             ..RouteRequest::new("chat")
         };
-        let detail = "region \"eu\" is not in allowed regions [us, mars]";
+        // Unknown regions allow nothing, so only the known one is listed.
+        let detail = "region \"eu\" is not in allowed regions [us]";
         assert_eq!(
             rejections(&request),
             [

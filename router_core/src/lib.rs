@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod error;
 mod filter;
+mod matcher;
 mod router;
 mod stats;
 mod strategy;
@@ -19,9 +20,13 @@ mod testing;
 mod python;
 
 pub use clock::{Clock, Nanos};
-pub use config::{Config, DeploymentConfig, ModelGroupConfig, AUTO_GROUP};
+pub use config::{
+    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, ScoringConfig,
+    TargetConfig, AUTO_GROUP,
+};
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
+pub use matcher::MatcherConfig;
 pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;

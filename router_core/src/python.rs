@@ -3,6 +3,8 @@
 //! `Router` without runtime borrow errors. Rust errors become Python
 //! exceptions in exactly one place, [`to_py_err`].
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -28,15 +30,20 @@ impl PyRouter {
     // the caller queue behind whichever thread grabbed it meanwhile. Measured
     // with 8 Python threads routing over 4 deployments: ~2 µs per route held,
     // 5-9 µs with `Python::detach`.
-    /// Orders a model group's deployments ("auto": the default group) for one request.
+    /// Orders the deployments for one request: by the first matching policy,
+    /// else by the model group ("auto": the default group).
     #[pyo3(signature = (
-        model, *, input_tokens = 0, max_output_tokens = 0,
-        capabilities = Vec::new(), regions = Vec::new(), seed = None,
+        model, *, input_tokens = 0, max_output_tokens = 0, capabilities = Vec::new(),
+        regions = Vec::new(), tenant = "", api_key = "", task = "", tags = Vec::new(),
+        metadata = None, max_cost_usd = None, latency_target_ms = None, affinity_key = "",
+        seed = None, dry_run = false,
     ))]
     // pyo3 renders `Vec::new()` defaults as `...`; show the Python equivalent.
     #[pyo3(
-        text_signature = "($self, model, *, input_tokens=0, max_output_tokens=0, \
-                             capabilities=(), regions=(), seed=None)"
+        text_signature = "($self, model, *, input_tokens=0, max_output_tokens=0, capabilities=(), \
+                             regions=(), tenant='', api_key='', task='', tags=(), metadata=None, \
+                             max_cost_usd=None, latency_target_ms=None, affinity_key='', seed=None, \
+                             dry_run=False)"
     )]
     #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     fn route(
@@ -47,15 +54,34 @@ impl PyRouter {
         max_output_tokens: u32,
         capabilities: Vec<String>,
         regions: Vec<String>,
+        tenant: &str,
+        api_key: &str,
+        task: &str,
+        tags: Vec<String>,
+        metadata: Option<HashMap<String, String>>,
+        max_cost_usd: Option<f64>,
+        latency_target_ms: Option<f64>,
+        affinity_key: &str,
         seed: Option<u64>,
+        dry_run: bool,
     ) -> PyResult<PyDecision> {
+        let metadata: Vec<(String, String)> = metadata.into_iter().flatten().collect();
         let request = RouteRequest {
             model,
+            tenant,
+            api_key,
+            task,
+            tags: &tags,
+            metadata: &metadata,
             input_tokens,
             max_output_tokens,
             capabilities: &capabilities,
             regions: &regions,
+            max_cost_usd,
+            latency_target_ms,
+            affinity_key,
             seed,
+            dry_run,
         };
         let decision = self.0.route(&request).map_err(|e| to_py_err(py, e))?;
         PyDecision::new(py, decision)
@@ -128,6 +154,7 @@ impl PyRouter {
 #[pyclass(frozen, get_all, name = "Decision", module = "router_core")]
 pub struct PyDecision {
     model_group: String,
+    policy: Option<String>,
     strategy: &'static str,
     candidates: Py<PyTuple>,
     rejected: Py<PyTuple>,
@@ -146,6 +173,7 @@ impl PyDecision {
         });
         Ok(PyDecision {
             model_group: decision.model_group.to_string(),
+            policy: decision.policy.map(|p| p.to_string()),
             strategy: decision.strategy.as_str(),
             candidates: PyTuple::new(py, candidates)?.unbind(),
             rejected: PyTuple::new(py, rejected)?.unbind(),
@@ -157,8 +185,9 @@ impl PyDecision {
 impl PyDecision {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
-            "Decision(model_group={:?}, strategy={:?}, candidates={}, rejected={})",
+            "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={})",
             self.model_group,
+            repr_option(self.policy.as_deref()),
             self.strategy,
             self.candidates.bind(py).repr()?,
             self.rejected.bind(py).repr()?,

@@ -12,34 +12,62 @@ use crate::config::Config;
 use crate::error::RouterError;
 use crate::filter::{Filter, Query};
 use crate::stats::{DeploymentStats, Outcome};
-use crate::strategy::{next_shared_seed, SplitMix64, Strategy};
+use crate::strategy::{next_shared_seed, OrderContext, Signals, SplitMix64, Strategy, Survivor};
+use crate::table::Deployment;
 use crate::table::Table;
 
-/// What a caller wants routed. `S` lets callers pass `&str` or `String` lists.
+/// What a caller wants routed: the request's routing features. `S` lets
+/// callers pass `&str` or `String` lists.
 #[derive(Debug, Clone)]
 pub struct RouteRequest<'a, S = &'a str> {
     /// A model-group name, or `"auto"` for the configured default group.
     pub model: &'a str,
+    /// Who is asking; selects the tenant's rate limit. Empty for none.
+    pub tenant: &'a str,
+    /// The caller's API key id (never the secret); selects its rate limit.
+    pub api_key: &'a str,
+    /// The kind of task ("code", "summarize", …), for policies to match.
+    pub task: &'a str,
+    pub tags: &'a [S],
+    /// Free key/value pairs, for policies to match as `metadata.<key>`.
+    pub metadata: &'a [(S, S)],
     pub input_tokens: u32,
     /// 0 means unknown; only `input_tokens` then counts against the window.
     pub max_output_tokens: u32,
     /// Capability names; one that no deployment has matches nothing.
     pub capabilities: &'a [S],
-    /// Allowed regions; empty means any.
+    /// Allowed regions (data residency); empty means any.
     pub regions: &'a [S],
+    /// Removes deployments whose estimated cost for this request is higher.
+    pub max_cost_usd: Option<f64>,
+    /// The latency the caller hopes for, for policies to match.
+    pub latency_target_ms: Option<f64>,
+    /// Requests with the same key keep the same deployment while it is healthy.
+    pub affinity_key: &'a str,
     /// Fixes the random order; `None` draws a fresh seed.
     pub seed: Option<u64>,
+    /// Explain only: reserve no rate-limit budget, claim no probe, advance no rotation.
+    pub dry_run: bool,
 }
 
 impl<'a> RouteRequest<'a> {
     pub fn new(model: &'a str) -> Self {
         RouteRequest {
             model,
+            tenant: "",
+            api_key: "",
+            task: "",
+            tags: &[],
+            metadata: &[],
             input_tokens: 0,
             max_output_tokens: 0,
             capabilities: &[],
             regions: &[],
+            max_cost_usd: None,
+            latency_target_ms: None,
+            affinity_key: "",
             seed: None,
+            dry_run: false,
         }
     }
 }
@@ -47,7 +75,12 @@ impl<'a> RouteRequest<'a> {
 /// The router's answer: deployments to try in order, and why the others were left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The requested group, or the first group of the matched policy's target
+    /// (empty when the policy names only deployments).
     pub model_group: Arc<str>,
+    /// The policy that decided; `None` when no policy matched and the model
+    /// group's own strategy applied.
+    pub policy: Option<Arc<str>>,
     pub strategy: Strategy,
     /// Best first; empty when every deployment was rejected.
     pub candidates: Vec<Candidate>,
@@ -105,42 +138,71 @@ impl Router {
         Ok(())
     }
 
-    /// Filters the requested group's deployments and orders the survivors.
-    /// Allocates only the returned decision.
+    /// Picks the plan (the first matching policy, else the requested model
+    /// group), filters each of its tiers and orders the survivors. Allocates
+    /// only the returned decision and one scratch list.
     pub fn route<S: AsRef<str>>(
         &self,
         request: &RouteRequest<'_, S>,
     ) -> Result<Decision, RouterError> {
         let table = self.table.load();
-        let group = table
-            .group(request.model)
-            .ok_or_else(|| RouterError::UnknownModelGroup {
-                name: request.model.to_owned(),
-                known: table.group_names(),
-            })?;
-        let query = Query::new(request, &table);
+        let requested = table.group(request.model);
+        let (policy, plan, model_group) = match table.policy_for(request) {
+            Some(policy) => {
+                let group = requested.map(|g| &g.name).or(policy.model_group.as_ref());
+                (
+                    Some(policy.id.clone()),
+                    &policy.plan,
+                    group.cloned().unwrap_or_else(|| "".into()),
+                )
+            }
+            None => {
+                let group = requested.ok_or_else(|| RouterError::UnknownModelGroup {
+                    name: request.model.to_owned(),
+                    known: table.group_names(),
+                })?;
+                (None, &group.plan, group.name.clone())
+            }
+        };
+        let query = Query::new(request, &table, plan);
         let mut rng = SplitMix64::new(
             request
                 .seed
                 .unwrap_or_else(|| next_shared_seed(&self.seeds)),
         );
-        let mut candidates = Vec::with_capacity(group.members.len());
+        let mut candidates = Vec::with_capacity(plan.tiers.iter().map(Vec::len).sum());
         let mut rejected = Vec::new();
-        let survivors = group
-            .members
-            .iter()
-            .map(|&i| &table.deployments[i])
-            .filter(|deployment| match query.reject(deployment) {
-                Some(rejection) => {
-                    rejected.push(rejection);
-                    false
+        let mut survivors = Vec::new();
+        for tier in &plan.tiers {
+            survivors.clear();
+            for deployment in tier.iter().map(|&i| &table.deployments[i]) {
+                match query.reject(deployment) {
+                    Some(rejection) => rejected.push(rejection),
+                    None => survivors.push(Survivor {
+                        deployment,
+                        signals: signals(deployment, &query),
+                    }),
                 }
-                None => true,
-            });
-        group.strategy.order(survivors, &mut rng, &mut candidates);
+            }
+            let start = candidates.len();
+            let mut context = OrderContext {
+                rng: &mut rng,
+                rotation: &plan.rotation,
+                advance_rotation: !request.dry_run,
+                scoring: &table.scoring,
+            };
+            plan.strategy
+                .order(&survivors, &mut context, &mut candidates);
+            // Affinity applies to the primary candidates: a fallback tier is a
+            // different set, so keeping a session there has nothing to keep.
+            if start == 0 && !request.affinity_key.is_empty() {
+                stick(&mut candidates, &survivors, request.affinity_key);
+            }
+        }
         Ok(Decision {
-            model_group: group.name.clone(),
-            strategy: group.strategy,
+            model_group,
+            policy,
+            strategy: plan.strategy,
             candidates,
             rejected,
         })
@@ -178,7 +240,7 @@ impl Router {
             .iter()
             .map(|g| {
                 let members = g
-                    .members
+                    .members()
                     .iter()
                     .map(|&i| table.deployments[i].id.to_string());
                 (g.name.to_string(), members.collect())
@@ -192,6 +254,49 @@ impl Router {
             .default_group()
             .map(|g| g.name.to_string())
     }
+}
+
+/// What the strategies know of `deployment` for this request.
+fn signals<S: AsRef<str>>(deployment: &Deployment, query: &Query<'_, S>) -> Signals {
+    let stats = &deployment.stats;
+    Signals {
+        cost_usd: query.cost_usd(deployment),
+        tail_latency_ms: stats.ewma_latency_ms(),
+        error_rate: stats.error_rate(),
+        in_flight: stats.in_flight(),
+        headroom: 1.0,
+    }
+}
+
+/// Moves the session's deployment to the front of `candidates`: weighted
+/// rendezvous hashing of (key, deployment) into (0, 1) picks the same one for
+/// the same key on every replica, for as long as it survives the filters,
+/// and spreads keys in proportion to weight.
+fn stick(candidates: &mut [Candidate], survivors: &[Survivor<'_>], key: &str) {
+    let Some(chosen) = survivors
+        .iter()
+        .map(|s| {
+            let u = unit_hash(key, &s.deployment.id);
+            (-s.deployment.weight / u.ln(), &s.deployment.id)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, id)| id)
+    else {
+        return;
+    };
+    if let Some(position) = candidates.iter().position(|c| &c.deployment == chosen) {
+        candidates[..=position].rotate_right(1);
+    }
+}
+
+/// FNV-1a over `key`, a separator and `id`, mixed, mapped into (0, 1): stable
+/// across processes and Rust versions, unlike `DefaultHasher`.
+fn unit_hash(key: &str, id: &str) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0xff]).chain(id.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    ((crate::strategy::mix64(hash) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

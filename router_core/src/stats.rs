@@ -43,6 +43,8 @@ pub(crate) struct Counters {
     ewma_latency_ms: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    /// Attempts started (a lease taken) and not yet recorded or released.
+    in_flight: AtomicU64,
 }
 
 impl Default for Counters {
@@ -54,6 +56,7 @@ impl Default for Counters {
             ewma_latency_ms: AtomicU64::new(NO_SAMPLE),
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
 }
@@ -85,6 +88,25 @@ impl Counters {
             };
             Some(next.to_bits())
         });
+    }
+
+    pub(crate) fn ewma_latency_ms(&self) -> Option<f64> {
+        let bits = self.ewma_latency_ms.load(Relaxed);
+        (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
+    }
+
+    /// Failures over all recorded attempts (0 before the first).
+    pub(crate) fn error_rate(&self) -> f64 {
+        let requests = self.requests.load(Relaxed);
+        if requests == 0 {
+            0.0
+        } else {
+            self.failures.load(Relaxed) as f64 / requests as f64
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
     }
 
     pub(crate) fn snapshot(&self, deployment: &str) -> DeploymentStats {

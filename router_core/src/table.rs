@@ -2,15 +2,22 @@
 //! interned once here so that routing touches integers and bitmasks, and the
 //! only string hashing per request is the model-group lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::config::{Config, AUTO_GROUP};
+use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
+use crate::matcher::Matcher;
+use crate::router::RouteRequest;
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
-/// Capabilities and regions each live in a `u64` bitmask.
-pub const MAX_NAMES: usize = 64;
+/// Capabilities and regions each live in a `u64` bitmask (the top bit is kept for [`IMPOSSIBLE`]).
+pub const MAX_NAMES: usize = 63;
+
+/// Config validation caps names at 63 bits, so this bit is never a real
+/// capability: requiring it leaves no candidate.
+pub(crate) const IMPOSSIBLE: u64 = 1 << 63;
 
 /// Names interned to bit positions. Lookups scan linearly: with at most 64
 /// short names that is cheaper than hashing, and it keeps routing hash-free.
@@ -30,6 +37,14 @@ impl NameBits {
         &self.names[bit.trailing_zeros() as usize]
     }
 
+    /// Every name with its bit, in interning order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), 1 << i))
+    }
+
     /// Config validation guarantees at most `MAX_NAMES` distinct names.
     fn intern(&mut self, name: &str) -> u64 {
         self.bit(name).unwrap_or_else(|| {
@@ -46,19 +61,85 @@ pub(crate) struct Deployment {
     pub(crate) region: u64,
     pub(crate) context_window: u32,
     pub(crate) capabilities: u64,
+    pub(crate) input_price_per_mtok: f64,
+    pub(crate) output_price_per_mtok: f64,
     pub(crate) weight: f64,
     pub(crate) priority: u32,
     /// Shared with the table this one replaced when the id survives a reload.
     pub(crate) stats: Arc<Counters>,
 }
 
+impl Deployment {
+    /// What a request of this size would cost here at most, in USD.
+    pub(crate) fn cost_usd(&self, input_tokens: u32, max_output_tokens: u32) -> f64 {
+        (f64::from(input_tokens) * self.input_price_per_mtok
+            + f64::from(max_output_tokens) * self.output_price_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// Where a policy or a model group sends requests, compiled.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) strategy: Strategy,
+    /// Indices into `Table::deployments`: the primary candidates, then each
+    /// fallback in turn, each tier in the order the strategy expects (see
+    /// [`Strategy::member_order`]). A deployment sits only in the first tier
+    /// that names it.
+    pub(crate) tiers: Vec<Vec<usize>>,
+    pub(crate) max_cost_usd: Option<f64>,
+    /// `None` allows any region.
+    pub(crate) regions: Option<u64>,
+    pub(crate) capabilities: u64,
+    /// Round-robin position; starts again at zero after a reload.
+    pub(crate) rotation: AtomicU64,
+}
+
+impl Plan {
+    fn new(strategy: Strategy, tiers: Vec<Vec<usize>>, deployments: &[Deployment]) -> Plan {
+        let mut seen = HashSet::new();
+        let tiers = tiers
+            .into_iter()
+            .map(|tier| {
+                let mut members: Vec<usize> =
+                    tier.into_iter().filter(|&i| seen.insert(i)).collect();
+                strategy.member_order(&mut members, deployments);
+                members
+            })
+            .filter(|tier| !tier.is_empty())
+            .collect();
+        Plan {
+            strategy,
+            tiers,
+            max_cost_usd: None,
+            regions: None,
+            capabilities: 0,
+            rotation: AtomicU64::new(0),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Group {
     pub(crate) name: Arc<str>,
-    pub(crate) strategy: Strategy,
-    /// Indices into `Table::deployments`, in the order the strategy expects
-    /// (see [`Strategy::member_order`]).
-    pub(crate) members: Vec<usize>,
+    /// A single tier: the group's deployments.
+    pub(crate) plan: Plan,
+}
+
+impl Group {
+    pub(crate) fn members(&self) -> &[usize] {
+        self.plan.tiers.first().map_or(&[], Vec::as_slice)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) id: Arc<str>,
+    /// `None` matches every request.
+    pub(crate) when: Option<Matcher>,
+    pub(crate) plan: Plan,
+    /// The first group the policy routes to, reported as the decision's model group.
+    pub(crate) model_group: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -68,6 +149,8 @@ pub(crate) struct Table {
     pub(crate) groups: Vec<Group>,
     group_index: HashMap<Arc<str>, usize>,
     default_group: Option<usize>,
+    pub(crate) policies: Vec<Policy>,
+    pub(crate) scoring: ScoringConfig,
     pub(crate) capabilities: NameBits,
     pub(crate) regions: NameBits,
 }
@@ -89,6 +172,8 @@ impl Table {
                     .capabilities
                     .iter()
                     .fold(0, |mask, c| mask | capabilities.intern(c)),
+                input_price_per_mtok: d.input_price_per_mtok,
+                output_price_per_mtok: d.output_price_per_mtok,
                 weight: d.weight,
                 priority: d.priority,
                 stats: previous
@@ -101,27 +186,82 @@ impl Table {
             .enumerate()
             .map(|(i, d)| (Arc::clone(&d.id), i))
             .collect();
+        let group_index: HashMap<Arc<str>, usize> = config
+            .model_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.as_str().into(), i))
+            .collect();
+        let members_of = |target: &TargetConfig| -> Vec<usize> {
+            let grouped = target.groups.iter().flat_map(|name| {
+                config.model_groups[group_index[name.as_str()]]
+                    .deployments
+                    .iter()
+                    .map(|id| deployment_index[id.as_str()])
+            });
+            let direct = target
+                .deployments
+                .iter()
+                .map(|id| deployment_index[id.as_str()]);
+            grouped.chain(direct).collect()
+        };
         let groups: Vec<Group> = config
             .model_groups
             .iter()
             .map(|g| {
-                let mut members: Vec<usize> = g
+                let members = g
                     .deployments
                     .iter()
                     .map(|id| deployment_index[id.as_str()])
                     .collect();
-                g.strategy.member_order(&mut members, &deployments);
                 Group {
                     name: g.name.as_str().into(),
-                    strategy: g.strategy,
-                    members,
+                    plan: Plan::new(g.strategy, vec![members], &deployments),
                 }
             })
             .collect();
-        let group_index: HashMap<Arc<str>, usize> = groups
+        let policies = config
+            .policies
             .iter()
             .enumerate()
-            .map(|(i, g)| (Arc::clone(&g.name), i))
+            .map(|(i, p)| {
+                let single_group = match (&p.route_to.groups[..], &p.route_to.deployments[..]) {
+                    ([name], []) => Some(&groups[group_index[name.as_str()]]),
+                    _ => None,
+                };
+                let strategy = p
+                    .strategy
+                    .or(single_group.map(|g| g.plan.strategy))
+                    .unwrap_or_default();
+                let tiers = std::iter::once(&p.route_to)
+                    .chain(&p.fallback)
+                    .map(members_of)
+                    .collect();
+                let mut plan = Plan::new(strategy, tiers, &deployments);
+                let constraints = &p.constraints;
+                plan.max_cost_usd = constraints.max_cost_usd;
+                // Validation checked that every region exists, so none is lost here.
+                plan.regions = constraints.regions.as_ref().map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| regions.bit(n))
+                        .fold(0, |m, b| m | b)
+                });
+                // A capability no deployment has leaves no candidate, which is what it asks for.
+                plan.capabilities = constraints
+                    .capabilities
+                    .iter()
+                    .map(|c| capabilities.bit(c).unwrap_or(IMPOSSIBLE))
+                    .fold(0, |m, b| m | b);
+                Policy {
+                    id: p.id.as_str().into(),
+                    when: p.when.as_ref().map(|w| {
+                        Matcher::compile(w, &format!("policies[{i}].when")).expect("validated")
+                    }),
+                    plan,
+                    model_group: p.route_to.groups.first().map(|g| g.as_str().into()),
+                }
+            })
             .collect();
         let default_group = config
             .default_group
@@ -133,9 +273,21 @@ impl Table {
             groups,
             group_index,
             default_group,
+            policies,
+            scoring: config.scoring.clone(),
             capabilities,
             regions,
         }
+    }
+
+    /// The first policy whose condition matches, if any.
+    pub(crate) fn policy_for<S: AsRef<str>>(
+        &self,
+        request: &RouteRequest<'_, S>,
+    ) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .find(|p| p.when.as_ref().is_none_or(|m| m.matches(request)))
     }
 
     /// Resolves a requested model: a group name, or `"auto"` for the default group.
@@ -200,7 +352,7 @@ mod tests {
             table
                 .group(name)
                 .unwrap()
-                .members
+                .members()
                 .iter()
                 .map(|&i| &*table.deployments[i].id)
                 .collect()

@@ -119,20 +119,24 @@ class GenerationParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
 
 class RoutingHints(_message.Message):
-    __slots__ = ("task", "tags", "required_capabilities", "allowed_regions", "preference", "affinity_key")
+    __slots__ = ("task", "tags", "required_capabilities", "allowed_regions", "preference", "affinity_key", "max_cost_usd", "latency_target_ms")
     TASK_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_REGIONS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_TARGET_MS_FIELD_NUMBER: _ClassVar[int]
     task: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     required_capabilities: _containers.RepeatedScalarFieldContainer[str]
     allowed_regions: _containers.RepeatedScalarFieldContainer[str]
     preference: Preference
     affinity_key: str
-    def __init__(self, task: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., allowed_regions: _Optional[_Iterable[str]] = ..., preference: _Optional[_Union[Preference, str]] = ..., affinity_key: _Optional[str] = ...) -> None: ...
+    max_cost_usd: float
+    latency_target_ms: float
+    def __init__(self, task: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., allowed_regions: _Optional[_Iterable[str]] = ..., preference: _Optional[_Union[Preference, str]] = ..., affinity_key: _Optional[str] = ..., max_cost_usd: _Optional[float] = ..., latency_target_ms: _Optional[float] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("model", "messages", "params", "routing", "metadata")
@@ -254,18 +258,27 @@ class ChatStreamResponse(_message.Message):
     def __init__(self, start: _Optional[_Union[StreamStart, _Mapping]] = ..., delta: _Optional[_Union[StreamDelta, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("model", "routing", "messages", "input_tokens", "max_output_tokens")
+    __slots__ = ("model", "routing", "messages", "input_tokens", "max_output_tokens", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     model: str
     routing: RoutingHints
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     input_tokens: int
     max_output_tokens: int
-    def __init__(self, model: _Optional[str] = ..., routing: _Optional[_Union[RoutingHints, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., routing: _Optional[_Union[RoutingHints, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RouteCandidate(_message.Message):
     __slots__ = ("deployment", "score", "provider", "provider_model", "region")
@@ -292,18 +305,20 @@ class RouteRejection(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., filter: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("model_group", "strategy", "candidates", "rejected", "input_tokens")
+    __slots__ = ("model_group", "strategy", "candidates", "rejected", "input_tokens", "policy")
     MODEL_GROUP_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     model_group: str
     strategy: str
     candidates: _containers.RepeatedCompositeFieldContainer[RouteCandidate]
     rejected: _containers.RepeatedCompositeFieldContainer[RouteRejection]
     input_tokens: int
-    def __init__(self, model_group: _Optional[str] = ..., strategy: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RouteRejection, _Mapping]]] = ..., input_tokens: _Optional[int] = ...) -> None: ...
+    policy: str
+    def __init__(self, model_group: _Optional[str] = ..., strategy: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RouteRejection, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
