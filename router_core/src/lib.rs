@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod filter;
 mod matcher;
+mod ratelimit;
 mod router;
 mod stats;
 mod strategy;
@@ -27,6 +28,7 @@ pub use config::{
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
 pub use matcher::MatcherConfig;
+pub use ratelimit::{release, reserve, settle, Denied, Limit, LimitKind, LimitSpec, Reservation};
 pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;

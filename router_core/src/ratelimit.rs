@@ -1,0 +1,402 @@
+//! Requests-per-minute and tokens-per-minute token buckets, one [`Limit`] per
+//! owner (deployment, tenant, API key). A request reserves on every limit that
+//! applies in one all-or-nothing step, borrowing an estimate of its tokens,
+//! then settles with the real usage or releases everything if abandoned.
+//!
+//! Levels are integers in units of 1/60e9 of a request or token, so a bucket of
+//! `n` per minute refills exactly `n` units per nanosecond: accounting is exact
+//! and refill never drifts, however often or rarely the buckets are touched.
+
+use std::cmp::{self, Reverse};
+use std::ptr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde::Deserialize;
+
+use crate::clock::Nanos;
+use crate::error::ConfigError;
+
+/// Units per request or token: one per nanosecond of a minute (see module docs).
+const UNITS: i128 = 60_000_000_000;
+
+/// How much an owner may use per minute; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u32>,
+}
+
+impl LimitSpec {
+    /// A limit of 0 would admit nothing, which is almost surely a typo for
+    /// "no limit"; that is spelled by leaving the field out. `key` is where the
+    /// spec sits in the config, e.g. `deployments[2].limits`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        for (field, value) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+            if value == Some(0) {
+                return Err(ConfigError::OutOfRange {
+                    key: format!("{key}.{field}"),
+                    bound: "> 0 (leave it out for no limit)",
+                    value: 0.0,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which of an owner's two buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    Tokens,
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitKind::Requests => "requests-per-minute",
+            LimitKind::Tokens => "tokens-per-minute",
+        })
+    }
+}
+
+/// Why `reserve` took nothing. `owner_index` is a position in the slice given to
+/// `reserve`; when several limits fall short, the one that binds is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The same reservation succeeds at `retry_at` (and not a nanosecond
+    /// sooner) if nothing else takes from these limits meanwhile.
+    #[error("{kind} limit of owner {owner_index} is exhausted until {retry_at} ns")]
+    Exhausted {
+        owner_index: usize,
+        kind: LimitKind,
+        retry_at: Nanos,
+    },
+    /// The reservation is larger than the whole bucket: it can never succeed.
+    #[error("{kind} limit of owner {owner_index} is {per_minute}, too small for this request ever to fit")]
+    TooLarge {
+        owner_index: usize,
+        kind: LimitKind,
+        per_minute: u32,
+    },
+}
+
+/// Proof of a successful `reserve`: the tokens it borrowed. It is neither
+/// `Clone` nor `Copy`, so `settle` or `release` can consume it only once.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "settle or release the reservation, or its tokens stay borrowed"]
+pub struct Reservation {
+    tokens: u32,
+}
+
+impl Reservation {
+    pub fn tokens(&self) -> u32 {
+        self.tokens
+    }
+}
+
+/// One owner's buckets. `Send + Sync`; each limit has its own mutex, held for
+/// a few arithmetic operations, because exact accounting matters more here
+/// than freedom from locks.
+#[derive(Debug)]
+pub struct Limit {
+    spec: LimitSpec,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Both buckets are refilled up to this instant.
+    refilled_at: Nanos,
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+}
+
+/// `level` is in units (see [`UNITS`]) and stays within [-capacity, capacity].
+/// It goes below zero only when `settle` takes more than was reserved.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    per_minute: u32,
+    level: i128,
+}
+
+impl Limit {
+    /// Both buckets start full. A spec that fails `validate` still makes a
+    /// well-defined limit: a bucket of 0 per minute admits nothing.
+    pub fn new(spec: LimitSpec) -> Self {
+        Limit {
+            spec,
+            state: Mutex::new(State {
+                refilled_at: 0,
+                requests: spec.rpm.map(Bucket::full),
+                tokens: spec.tpm.map(Bucket::full),
+            }),
+        }
+    }
+
+    /// A limit under a new spec that keeps `old`'s levels (as of `now`), so a
+    /// config reload neither refills an owner's buckets nor forgets its debt.
+    /// Levels are clamped to the new capacities; a bucket that was unlimited
+    /// starts full.
+    pub fn with_state_of(spec: LimitSpec, old: &Limit, now: Nanos) -> Self {
+        let mut old = old.lock();
+        old.refill(now);
+        let carry = |per_minute: Option<u32>, old: Option<Bucket>| {
+            per_minute.map(|n| {
+                let mut bucket = Bucket::full(n);
+                if let Some(old) = old {
+                    bucket.level = old.level.clamp(-bucket.capacity(), bucket.capacity());
+                }
+                bucket
+            })
+        };
+        Limit {
+            spec,
+            state: Mutex::new(State {
+                refilled_at: old.refilled_at,
+                requests: carry(spec.rpm, old.requests),
+                tokens: carry(spec.tpm, old.tokens),
+            }),
+        }
+    }
+
+    pub fn spec(&self) -> LimitSpec {
+        self.spec
+    }
+
+    /// The fuller-is-better fraction in [0, 1] for routing: the lower of the two
+    /// buckets' fill levels, 0 while in debt, 1 for an unlimited bucket.
+    pub fn headroom(&self, now: Nanos) -> f64 {
+        let mut state = self.lock();
+        state.refill(now);
+        [state.requests, state.tokens]
+            .into_iter()
+            .flatten()
+            .map(|bucket| bucket.fill())
+            .fold(1.0, f64::min)
+    }
+
+    /// Every update leaves the state consistent, so a panic elsewhere while
+    /// the lock was held cannot have left it half-changed.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn address(&self) -> usize {
+        ptr::from_ref(self) as usize
+    }
+}
+
+impl State {
+    /// Callers read the clock before taking the lock, so a slightly older
+    /// `now` can arrive after a newer one: time here never runs backwards.
+    fn refill(&mut self, now: Nanos) {
+        if now > self.refilled_at {
+            let elapsed = now - self.refilled_at;
+            for bucket in self.buckets_mut().into_iter().flatten() {
+                bucket.refill(elapsed);
+            }
+            self.refilled_at = now;
+        }
+    }
+
+    /// Why 1 request and `tokens` tokens cannot be taken now, if they cannot.
+    fn check(&self, tokens: u32, owner_index: usize) -> Option<Denied> {
+        let needs = [
+            (LimitKind::Requests, self.requests, 1),
+            (LimitKind::Tokens, self.tokens, tokens),
+        ];
+        needs
+            .into_iter()
+            .filter_map(|(kind, bucket, amount)| {
+                let bucket = bucket?;
+                match bucket.wait(amount) {
+                    Some(0) => None,
+                    Some(wait) => Some(Denied::Exhausted {
+                        owner_index,
+                        kind,
+                        retry_at: self.refilled_at.saturating_add(wait),
+                    }),
+                    None => Some(Denied::TooLarge {
+                        owner_index,
+                        kind,
+                        per_minute: bucket.per_minute,
+                    }),
+                }
+            })
+            .reduce(binding)
+    }
+
+    fn buckets_mut(&mut self) -> [Option<&mut Bucket>; 2] {
+        [self.requests.as_mut(), self.tokens.as_mut()]
+    }
+}
+
+impl Bucket {
+    fn full(per_minute: u32) -> Self {
+        Bucket {
+            per_minute,
+            level: units(per_minute),
+        }
+    }
+
+    fn capacity(&self) -> i128 {
+        units(self.per_minute)
+    }
+
+    fn refill(&mut self, elapsed: Nanos) {
+        let gained = i128::from(elapsed) * i128::from(self.per_minute);
+        self.level = (self.level + gained).min(self.capacity());
+    }
+
+    /// Nanoseconds until `amount` is available, or `None` if it exceeds the
+    /// capacity. Rounded up, so at the returned instant it is available and
+    /// one nanosecond earlier it is not.
+    fn wait(&self, amount: u32) -> Option<Nanos> {
+        let amount = units(amount);
+        if amount > self.capacity() {
+            return None;
+        }
+        let deficit = amount - self.level;
+        if deficit <= 0 {
+            return Some(0);
+        }
+        // deficit > 0 with amount <= capacity means capacity > 0, so
+        // per_minute > 0; the wait is at most two minutes (from full debt).
+        let rate = i128::from(self.per_minute);
+        Some(((deficit + rate - 1) / rate) as Nanos)
+    }
+
+    /// Debt stops at one full bucket, so a wildly wrong usage report blocks
+    /// an owner for at most two minutes rather than for hours.
+    fn take(&mut self, amount: u32) {
+        self.level = (self.level - units(amount)).max(-self.capacity());
+    }
+
+    /// Anything returned beyond capacity is lost, as refill beyond it is.
+    fn give(&mut self, amount: u32) {
+        self.level = (self.level + units(amount)).min(self.capacity());
+    }
+
+    fn fill(&self) -> f64 {
+        if self.per_minute == 0 {
+            return 0.0;
+        }
+        self.level.max(0) as f64 / self.capacity() as f64
+    }
+}
+
+fn units(amount: u32) -> i128 {
+    i128::from(amount) * UNITS
+}
+
+/// Of two reasons to deny, the one the caller must respect: a reservation that
+/// can never fit outranks a wait, a longer wait a shorter one; ties go to the
+/// owner listed first, so the answer does not depend on memory addresses.
+fn binding(a: Denied, b: Denied) -> Denied {
+    let rank = |denied: &Denied| match *denied {
+        Denied::TooLarge { owner_index, .. } => (true, 0, Reverse(owner_index)),
+        Denied::Exhausted {
+            owner_index,
+            retry_at,
+            ..
+        } => (false, retry_at, Reverse(owner_index)),
+    };
+    cmp::max_by_key(a, b, rank)
+}
+
+/// Takes 1 request and `tokens` tokens from every limit in `limits`, or
+/// nothing at all. A limit listed twice is charged once. Allocates nothing;
+/// meant for a handful of limits (the work grows with the square of their number).
+pub fn reserve(limits: &[&Limit], tokens: u32, now: Nanos) -> Result<Reservation, Denied> {
+    lock_check_take(limits, 0, tokens, now, None)?;
+    Ok(Reservation { tokens })
+}
+
+/// Locks the next limit in address order and recurses, so that every caller
+/// takes locks in the same order and none can wait on another in a cycle. The
+/// innermost call decides while holding every lock; on the way out each frame
+/// applies the decision to its own limit before unlocking it. Whoever locks a
+/// limit next therefore sees a decided reservation, never a half-made one.
+/// `above` is the address of the previous limit (0 at the start).
+fn lock_check_take(
+    limits: &[&Limit],
+    above: usize,
+    tokens: u32,
+    now: Nanos,
+    denied: Option<Denied>,
+) -> Result<(), Denied> {
+    // `min_by_key` keeps the first of equals: the owner's first position.
+    let next = limits
+        .iter()
+        .enumerate()
+        .filter(|(_, limit)| limit.address() > above)
+        .min_by_key(|(_, limit)| limit.address());
+    let Some((owner_index, limit)) = next else {
+        return denied.map_or(Ok(()), Err);
+    };
+    let mut state = limit.lock();
+    state.refill(now);
+    let denied = [denied, state.check(tokens, owner_index)]
+        .into_iter()
+        .flatten()
+        .reduce(binding);
+    lock_check_take(limits, limit.address(), tokens, now, denied)?;
+    if let Some(bucket) = state.requests.as_mut() {
+        bucket.take(1);
+    }
+    if let Some(bucket) = state.tokens.as_mut() {
+        bucket.take(tokens);
+    }
+    Ok(())
+}
+
+/// After the call: returns the unused part of the estimate, or takes what the
+/// call used beyond it, on every limit's tokens bucket. Taking may drive a
+/// bucket into debt (down to minus its capacity), which later requests then
+/// wait out; that is how an underestimate is paid for. The request stays taken.
+/// Limits are updated one at a time: settling cannot fail, so there is no
+/// all-or-nothing to keep.
+pub fn settle(limits: &[&Limit], reservation: Reservation, actual_tokens: u32, now: Nanos) {
+    let reserved = reservation.tokens;
+    for limit in distinct(limits) {
+        let mut state = limit.lock();
+        state.refill(now);
+        if let Some(bucket) = state.tokens.as_mut() {
+            if actual_tokens > reserved {
+                bucket.take(actual_tokens - reserved);
+            } else {
+                bucket.give(reserved - actual_tokens);
+            }
+        }
+    }
+}
+
+/// The attempt was abandoned before it used anything (say, for a fallback):
+/// returns its request and its tokens to every limit.
+pub fn release(limits: &[&Limit], reservation: Reservation, now: Nanos) {
+    for limit in distinct(limits) {
+        let mut state = limit.lock();
+        state.refill(now);
+        if let Some(bucket) = state.requests.as_mut() {
+            bucket.give(1);
+        }
+        if let Some(bucket) = state.tokens.as_mut() {
+            bucket.give(reservation.tokens);
+        }
+    }
+}
+
+/// Each limit once, as `reserve` charged it: later duplicates are skipped.
+fn distinct<'a>(limits: &'a [&'a Limit]) -> impl Iterator<Item = &'a Limit> {
+    limits.iter().enumerate().filter_map(|(i, &limit)| {
+        let seen = limits[..i].iter().any(|&other| ptr::eq(other, limit));
+        (!seen).then_some(limit)
+    })
+}
+
+#[cfg(test)]
+mod tests;
