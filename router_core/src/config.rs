@@ -2,12 +2,13 @@
 //! validation. A `Config` that exists has passed every check, so compiling it
 //! into a [`Table`](crate::table::Table) cannot fail.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::matcher::{Matcher, MatcherConfig};
+use crate::ratelimit::LimitSpec;
 use crate::strategy::Strategy;
 use crate::table::MAX_NAMES;
 
@@ -28,6 +29,8 @@ pub struct Config {
     /// Weights of the `balanced` strategy.
     #[serde(default)]
     pub scoring: ScoringConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// A routing rule: a condition, where to send matching requests, how to
@@ -121,6 +124,31 @@ pub struct DeploymentConfig {
     /// Lower is preferred by the `priority` strategy.
     #[serde(default)]
     pub priority: u32,
+    /// Requests per minute this deployment may take; none means unlimited.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens (input + output) per minute this deployment may take.
+    #[serde(default)]
+    pub tpm: Option<u32>,
+}
+
+impl DeploymentConfig {
+    pub fn limit(&self) -> LimitSpec {
+        LimitSpec {
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
+    }
+}
+
+/// Budgets per tenant and per API key id, on top of each deployment's own.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    #[serde(default)]
+    pub tenants: BTreeMap<String, LimitSpec>,
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, LimitSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -177,6 +205,11 @@ impl Config {
         self.validate_groups()?;
         self.validate_policies()?;
         self.validate_scoring()?;
+        for (owners, limits) in [("tenants", &self.rate_limits.tenants), ("api_keys", &self.rate_limits.api_keys)] {
+            for (owner, spec) in limits {
+                spec.validate(&format!("rate_limits.{owners}.{owner}"))?;
+            }
+        }
         match &self.default_group {
             Some(name) if !self.model_groups.iter().any(|g| &g.name == name) => {
                 Err(ConfigError::UnknownDefaultGroup(name.clone()))
@@ -205,6 +238,8 @@ impl Config {
             if !(d.weight.is_finite() && d.weight > 0.0) {
                 return Err(out_of_range(key("weight"), "a finite number > 0", d.weight));
             }
+            // The spec's own keys are rpm and tpm, which here sit on the deployment.
+            d.limit().validate(&format!("deployments[{i}]"))?;
             regions.insert(d.region.as_str());
             if regions.len() > MAX_NAMES {
                 return Err(too_many(key("region"), "regions"));

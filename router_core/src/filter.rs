@@ -172,7 +172,7 @@ mod tests {
     use crate::testing::chat_config;
 
     fn table() -> Table {
-        Table::compile(&Config::from_json(&chat_config()).unwrap(), None)
+        Table::compile(&Config::from_json(&chat_config()).unwrap(), None, 0)
     }
 
     /// (deployment, filter, detail) for every rejected deployment, in config order.

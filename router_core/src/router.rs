@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::filter::{Filter, Query};
@@ -108,20 +109,32 @@ pub struct Router {
     reload_lock: Mutex<()>,
     /// Shared SplitMix64 state for requests that bring no seed.
     seeds: AtomicU64,
+    /// Refills rate limits and times health; manual in tests.
+    clock: Clock,
 }
 
 impl Router {
     pub fn new(config_json: &str) -> Result<Router, RouterError> {
+        Router::with_clock(config_json, Clock::default())
+    }
+
+    /// A router whose rate limits and health read `clock` (see [`Clock::manual`]).
+    pub fn with_clock(config_json: &str, clock: Clock) -> Result<Router, RouterError> {
         let config = Config::from_json(config_json)?;
         // Time only makes unseeded orders differ between processes; any value works.
-        let clock = SystemTime::now()
+        let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(Router {
-            table: ArcSwap::from_pointee(Table::compile(&config, None)),
+            table: ArcSwap::from_pointee(Table::compile(&config, None, clock.now())),
             reload_lock: Mutex::new(()),
-            seeds: AtomicU64::new(clock),
+            seeds: AtomicU64::new(seed),
+            clock,
         })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Replaces the table atomically, keeping the stats of deployments whose id
@@ -133,7 +146,7 @@ impl Router {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let table = Table::compile(&config, Some(&self.table.load()));
+        let table = Table::compile(&config, Some(&self.table.load()), self.clock.now());
         self.table.store(Arc::new(table));
         Ok(())
     }

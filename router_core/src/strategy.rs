@@ -379,7 +379,7 @@ mod tests {
             deployments,
             vec![group("g", strategy, &["w1", "w2", "w3", "w4"])],
         );
-        Table::compile(&Config::from_json(&json).unwrap(), None)
+        Table::compile(&Config::from_json(&json).unwrap(), None, 0)
     }
 
     fn order(table: &Table, seed: u64) -> Vec<Candidate> {

@@ -2,11 +2,13 @@
 //! interned once here so that routing touches integers and bitmasks, and the
 //! only string hashing per request is the model-group lookup.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
+use crate::ratelimit::{Limit, LimitSpec};
 use crate::matcher::Matcher;
 use crate::router::RouteRequest;
 use crate::stats::Counters;
@@ -67,6 +69,9 @@ pub(crate) struct Deployment {
     pub(crate) priority: u32,
     /// Shared with the table this one replaced when the id survives a reload.
     pub(crate) stats: Arc<Counters>,
+    /// The deployment's own rpm/tpm budget. Leases hold it, so an attempt
+    /// started before a reload settles on the budget it was taken from.
+    pub(crate) limit: Arc<Limit>,
 }
 
 impl Deployment {
@@ -151,14 +156,17 @@ pub(crate) struct Table {
     default_group: Option<usize>,
     pub(crate) policies: Vec<Policy>,
     pub(crate) scoring: ScoringConfig,
+    pub(crate) tenant_limits: HashMap<Arc<str>, Arc<Limit>>,
+    pub(crate) api_key_limits: HashMap<Arc<str>, Arc<Limit>>,
     pub(crate) capabilities: NameBits,
     pub(crate) regions: NameBits,
 }
 
 impl Table {
-    /// Compiles a validated config. Counters of deployments whose id also
-    /// exists in `previous` are carried over, so a reload keeps their stats.
-    pub(crate) fn compile(config: &Config, previous: Option<&Table>) -> Table {
+    /// Compiles a validated config. The counters and budgets of deployments
+    /// (and tenants and keys) that also exist in `previous` are carried over,
+    /// so a reload keeps their stats and does not hand out fresh budget.
+    pub(crate) fn compile(config: &Config, previous: Option<&Table>, now: Nanos) -> Table {
         let mut capabilities = NameBits::default();
         let mut regions = NameBits::default();
         let deployments: Vec<Deployment> = config
@@ -179,6 +187,11 @@ impl Table {
                 stats: previous
                     .and_then(|t| t.deployment(&d.id))
                     .map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
+                limit: carried_limit(
+                    d.limit(),
+                    previous.and_then(|t| t.deployment(&d.id)).map(|old| &*old.limit),
+                    now,
+                ),
             })
             .collect();
         let deployment_index: HashMap<Arc<str>, usize> = deployments
@@ -275,6 +288,16 @@ impl Table {
             default_group,
             policies,
             scoring: config.scoring.clone(),
+            tenant_limits: owner_limits(
+                &config.rate_limits.tenants,
+                previous.map(|t| &t.tenant_limits),
+                now,
+            ),
+            api_key_limits: owner_limits(
+                &config.rate_limits.api_keys,
+                previous.map(|t| &t.api_key_limits),
+                now,
+            ),
             capabilities,
             regions,
         }
@@ -316,6 +339,28 @@ impl Table {
     }
 }
 
+/// A fresh limit, or one that keeps the old limit's bucket levels.
+fn carried_limit(spec: LimitSpec, old: Option<&Limit>, now: Nanos) -> Arc<Limit> {
+    Arc::new(match old {
+        Some(old) => Limit::with_state_of(spec, old, now),
+        None => Limit::new(spec),
+    })
+}
+
+fn owner_limits(
+    specs: &BTreeMap<String, LimitSpec>,
+    previous: Option<&HashMap<Arc<str>, Arc<Limit>>>,
+    now: Nanos,
+) -> HashMap<Arc<str>, Arc<Limit>> {
+    specs
+        .iter()
+        .map(|(owner, spec)| {
+            let old = previous.and_then(|p| p.get(owner.as_str())).map(|l| &**l);
+            (owner.as_str().into(), carried_limit(*spec, old, now))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,7 +368,7 @@ mod tests {
 
     #[test]
     fn names_are_interned_to_bits() {
-        let table = Table::compile(&Config::from_json(&chat_config()).unwrap(), None);
+        let table = Table::compile(&Config::from_json(&chat_config()).unwrap(), None, 0);
         let bit = |name| table.capabilities.bit(name).unwrap();
         let d = table.deployment("d").unwrap();
         assert_eq!(
@@ -347,7 +392,7 @@ mod tests {
                 group("w", "weighted", &["p2", "p0", "p1"]),
             ],
         );
-        let table = Table::compile(&Config::from_json(&json).unwrap(), None);
+        let table = Table::compile(&Config::from_json(&json).unwrap(), None, 0);
         let members = |name| -> Vec<&str> {
             table
                 .group(name)
@@ -364,8 +409,8 @@ mod tests {
     #[test]
     fn compile_shares_counters_with_the_previous_table() {
         let config = Config::from_json(&chat_config()).unwrap();
-        let old = Table::compile(&config, None);
-        let new = Table::compile(&config, Some(&old));
+        let old = Table::compile(&config, None, 0);
+        let new = Table::compile(&config, Some(&old), 0);
         let (a_old, a_new) = (old.deployment("a").unwrap(), new.deployment("a").unwrap());
         assert!(Arc::ptr_eq(&a_old.stats, &a_new.stats));
     }
