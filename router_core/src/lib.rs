@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod error;
 mod filter;
+mod health;
 mod router;
 mod stats;
 mod strategy;
@@ -22,6 +23,10 @@ pub use clock::{Clock, Nanos};
 pub use config::{Config, DeploymentConfig, ModelGroupConfig, AUTO_GROUP};
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
+pub use health::{
+    eject_outliers, Admission, BreakerState, Health, HealthPolicy, HealthSnapshot, OutcomeClass,
+    OutlierPolicy, RateGate, UnavailableReason, UnknownOutcomeClass,
+};
 pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;
