@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod error;
 mod filter;
+mod health;
 mod matcher;
 mod ratelimit;
 mod router;
@@ -27,6 +28,10 @@ pub use config::{
 };
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
+pub use health::{
+    eject_outliers, Admission, BreakerState, Health, HealthPolicy, HealthSnapshot, OutcomeClass,
+    OutlierPolicy, RateGate, UnavailableReason, UnknownOutcomeClass,
+};
 pub use matcher::MatcherConfig;
 pub use ratelimit::{release, reserve, settle, Denied, Limit, LimitKind, LimitSpec, Reservation};
 pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};

@@ -1,0 +1,377 @@
+//! Per-deployment health on the routing hot path: a circuit breaker, the
+//! rate-limit and auth cool-downs, and latency-outlier ejection. Nothing here
+//! does I/O or reads a clock: callers pass `now` from [`Clock`](crate::Clock),
+//! so tests drive every transition by hand.
+//!
+//! Health acts on an [`OutcomeClass`], never on strings from providers: the
+//! service classifies each attempt once, and this module decides what a class
+//! means for the deployment.
+
+mod breaker;
+mod latency;
+mod outliers;
+mod policy;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::clock::Nanos;
+use breaker::Breaker;
+use latency::Latency;
+use policy::duration_nanos;
+
+pub use breaker::BreakerState;
+pub use outliers::{eject_outliers, RateGate};
+pub use policy::{HealthPolicy, OutlierPolicy};
+
+/// What one attempt against a deployment came to, as the service classified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeClass {
+    Ok,
+    RateLimited,
+    Overloaded,
+    ServerError,
+    Timeout,
+    ConnectionError,
+    ContextWindowExceeded,
+    ContentFiltered,
+    AuthError,
+    BadRequest,
+    ProtocolError,
+}
+
+impl OutcomeClass {
+    pub const ALL: [OutcomeClass; 11] = [
+        OutcomeClass::Ok,
+        OutcomeClass::RateLimited,
+        OutcomeClass::Overloaded,
+        OutcomeClass::ServerError,
+        OutcomeClass::Timeout,
+        OutcomeClass::ConnectionError,
+        OutcomeClass::ContextWindowExceeded,
+        OutcomeClass::ContentFiltered,
+        OutcomeClass::AuthError,
+        OutcomeClass::BadRequest,
+        OutcomeClass::ProtocolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Ok => "ok",
+            OutcomeClass::RateLimited => "rate_limited",
+            OutcomeClass::Overloaded => "overloaded",
+            OutcomeClass::ServerError => "server_error",
+            OutcomeClass::Timeout => "timeout",
+            OutcomeClass::ConnectionError => "connection_error",
+            OutcomeClass::ContextWindowExceeded => "context_window_exceeded",
+            OutcomeClass::ContentFiltered => "content_filtered",
+            OutcomeClass::AuthError => "auth_error",
+            OutcomeClass::BadRequest => "bad_request",
+            OutcomeClass::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+impl FromStr for OutcomeClass {
+    type Err = UnknownOutcomeClass;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        OutcomeClass::ALL
+            .into_iter()
+            .find(|class| class.as_str() == name)
+            .ok_or_else(|| UnknownOutcomeClass(name.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown outcome class {0:?} (known: ok, rate_limited, overloaded, server_error, timeout, connection_error, context_window_exceeded, content_filtered, auth_error, bad_request, protocol_error)")]
+pub struct UnknownOutcomeClass(pub String);
+
+/// Whether the route filter may send a request to a deployment now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Available,
+    /// The breaker is half-open and its probe slot is free: send a request
+    /// only after winning [`Health::claim_probe`].
+    Probe,
+    /// `until` is when the blocker named by `reason` ends; when several are
+    /// active, the one that lasts longest is reported.
+    Unavailable {
+        until: Nanos,
+        reason: UnavailableReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableReason {
+    CircuitOpen,
+    /// Rate limited (a 429): waiting out its Retry-After.
+    CoolingDown,
+    /// Credentials were rejected.
+    AuthFailed,
+    /// Tail latency far above its peers'.
+    Ejected,
+    /// Half-open, and another request holds the probe slot.
+    ProbeInFlight,
+}
+
+impl UnavailableReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnavailableReason::CircuitOpen => "circuit_open",
+            UnavailableReason::CoolingDown => "cooling_down",
+            UnavailableReason::AuthFailed => "auth_failed",
+            UnavailableReason::Ejected => "ejected",
+            UnavailableReason::ProbeInFlight => "probe_in_flight",
+        }
+    }
+}
+
+impl fmt::Display for UnavailableReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnavailableReason::CircuitOpen => "circuit open",
+            UnavailableReason::CoolingDown => "rate limited",
+            UnavailableReason::AuthFailed => "credentials rejected",
+            UnavailableReason::Ejected => "ejected as a latency outlier",
+            UnavailableReason::ProbeInFlight => "circuit half-open, probe in flight",
+        })
+    }
+}
+
+impl Admission {
+    /// A human explanation as of `now`, e.g. "circuit open for another 3.2 s";
+    /// `until` is absolute, so the remaining time needs the caller's clock.
+    pub fn explain(self, now: Nanos) -> impl fmt::Display {
+        Explanation {
+            admission: self,
+            now,
+        }
+    }
+}
+
+struct Explanation {
+    admission: Admission,
+    now: Nanos,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.admission {
+            Admission::Available => f.write_str("available"),
+            Admission::Probe => f.write_str("circuit half-open, may probe"),
+            Admission::Unavailable { until, reason } => {
+                let secs = until.saturating_sub(self.now) as f64 / 1e9;
+                match reason {
+                    UnavailableReason::ProbeInFlight => {
+                        write!(f, "{reason} (claim lapses in {secs:.1} s)")
+                    }
+                    _ => write!(f, "{reason} for another {secs:.1} s"),
+                }
+            }
+        }
+    }
+}
+
+/// One deployment's health. `Send + Sync`: the breaker sits behind a small
+/// mutex (its transitions touch several fields at once, and exactness beats
+/// lock-freedom there); cool-downs and latency are atomics.
+#[derive(Debug)]
+pub struct Health {
+    policy: HealthPolicy,
+    breaker: Mutex<Breaker>,
+    /// Cool-down ends are only ever raised (`fetch_max`), so a later, shorter
+    /// Retry-After can never cut a longer cool-down short.
+    rate_limited_until: AtomicU64,
+    auth_failed_until: AtomicU64,
+    ejected_until: AtomicU64,
+    latency: Latency,
+}
+
+/// A point-in-time view for stats and explanations. Deadlines are `Some`
+/// only while they lie ahead of `now`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSnapshot {
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    /// Outcomes the breaker counted in its error window (none while open).
+    pub window_outcomes: u32,
+    /// Failed share of `window_outcomes`; `None` when there are none.
+    pub error_rate: Option<f64>,
+    pub open_until: Option<Nanos>,
+    pub rate_limited_until: Option<Nanos>,
+    pub auth_failed_until: Option<Nanos>,
+    pub ejected_until: Option<Nanos>,
+    pub tail_latency_ms: Option<f64>,
+    pub ewma_latency_ms: Option<f64>,
+    pub ewma_ttft_ms: Option<f64>,
+    /// Successes folded into the latency estimate since its last ejection.
+    pub latency_samples: u64,
+}
+
+impl Health {
+    /// `policy` is expected to have passed [`HealthPolicy::validate`].
+    pub fn new(policy: HealthPolicy) -> Self {
+        Health {
+            breaker: Mutex::new(Breaker::new(&policy)),
+            policy,
+            rate_limited_until: AtomicU64::new(0),
+            auth_failed_until: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
+            latency: Latency::default(),
+        }
+    }
+
+    /// A copy of `old`'s state under `policy`, for a config reload that keeps
+    /// the deployment. Outcomes recorded on `old` after the copy are lost, which
+    /// for a reload (rare, and swapped in microseconds later) is acceptable.
+    pub fn carry_over(old: &Health, policy: HealthPolicy) -> Self {
+        let health = Health::new(policy);
+        *health.lock() = old.lock().carried_over(&health.policy);
+        for (to, from) in [
+            (&health.rate_limited_until, &old.rate_limited_until),
+            (&health.auth_failed_until, &old.auth_failed_until),
+            (&health.ejected_until, &old.ejected_until),
+        ] {
+            to.store(from.load(Relaxed), Relaxed);
+        }
+        health.latency.copy_from(&old.latency);
+        health
+    }
+
+    pub fn policy(&self) -> &HealthPolicy {
+        &self.policy
+    }
+
+    /// The route filter's check: three atomic loads and a brief lock; changes nothing.
+    pub fn admit(&self, now: Nanos) -> Admission {
+        let mut admission = self.lock().admit(now);
+        for (until, reason) in [
+            (&self.auth_failed_until, UnavailableReason::AuthFailed),
+            (&self.rate_limited_until, UnavailableReason::CoolingDown),
+            (&self.ejected_until, UnavailableReason::Ejected),
+        ] {
+            let until = until.load(Relaxed);
+            let longer = match admission {
+                Admission::Unavailable { until: current, .. } => until > current,
+                _ => true,
+            };
+            if until > now && longer {
+                admission = Admission::Unavailable { until, reason };
+            }
+        }
+        admission
+    }
+
+    /// Claims the half-open breaker's single probe slot for the candidate the
+    /// caller is about to try. True for exactly one caller while `admit` says
+    /// `Probe`; the claim lapses after `probe_timeout_secs` if its outcome is
+    /// never reported, so a lost probe cannot wedge the breaker.
+    pub fn claim_probe(&self, now: Nanos) -> bool {
+        let cooling = [
+            &self.auth_failed_until,
+            &self.rate_limited_until,
+            &self.ejected_until,
+        ]
+        .iter()
+        .any(|until| until.load(Relaxed) > now);
+        !cooling && self.lock().claim_probe(now, &self.policy)
+    }
+
+    /// Records one attempt. `latency_ms` and `ttft_ms` (time to first token,
+    /// for streams) feed the latency estimate only on success: a refused
+    /// connection answers fast, and must not make a broken deployment look
+    /// quick. `retry_after` is the provider's, for `RateLimited`.
+    pub fn on_outcome(
+        &self,
+        class: OutcomeClass,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        retry_after: Option<Duration>,
+        now: Nanos,
+    ) {
+        match class {
+            OutcomeClass::Ok => {
+                self.lock().on_success(now, &self.policy);
+                self.latency.record(latency_ms, ttft_ms);
+            }
+            OutcomeClass::ServerError
+            | OutcomeClass::Timeout
+            | OutcomeClass::ConnectionError
+            | OutcomeClass::Overloaded
+            | OutcomeClass::ProtocolError => self.lock().on_failure(now, &self.policy),
+            // Not a failure of the deployment: it is up, but wants a pause.
+            OutcomeClass::RateLimited => {
+                let pause = retry_after.map_or(self.policy.default_retry_after(), duration_nanos);
+                let until = now.saturating_add(pause);
+                self.rate_limited_until.fetch_max(until, Relaxed);
+                self.lock().release_probe(now);
+            }
+            // Wrong credentials stay wrong: retrying soon cannot help.
+            OutcomeClass::AuthError => {
+                let until = now.saturating_add(self.policy.auth_cooldown());
+                self.auth_failed_until.fetch_max(until, Relaxed);
+                self.lock().release_probe(now);
+            }
+            // The request's fault, not the deployment's.
+            OutcomeClass::BadRequest
+            | OutcomeClass::ContentFiltered
+            | OutcomeClass::ContextWindowExceeded => self.lock().release_probe(now),
+        }
+    }
+
+    /// About the 95th percentile of recent successful latencies (mean + 2
+    /// deviations); `None` before the first success.
+    pub fn tail_latency_ms(&self) -> Option<f64> {
+        self.latency.tail_ms()
+    }
+
+    pub fn ewma_latency_ms(&self) -> Option<f64> {
+        self.latency.mean_ms()
+    }
+
+    pub fn ewma_ttft_ms(&self) -> Option<f64> {
+        self.latency.ttft_ms()
+    }
+
+    pub fn snapshot(&self, now: Nanos) -> HealthSnapshot {
+        let breaker = self.lock();
+        let (window_outcomes, failures) = breaker.window(now);
+        let ahead = |until: &AtomicU64| Some(until.load(Relaxed)).filter(|&u| u > now);
+        HealthSnapshot {
+            state: breaker.state(now),
+            consecutive_failures: breaker.consecutive_failures(),
+            window_outcomes,
+            error_rate: (window_outcomes > 0)
+                .then(|| f64::from(failures) / f64::from(window_outcomes)),
+            open_until: breaker.open_until(now),
+            rate_limited_until: ahead(&self.rate_limited_until),
+            auth_failed_until: ahead(&self.auth_failed_until),
+            ejected_until: ahead(&self.ejected_until),
+            tail_latency_ms: self.latency.tail_ms(),
+            ewma_latency_ms: self.latency.mean_ms(),
+            ewma_ttft_ms: self.latency.ttft_ms(),
+            latency_samples: self.latency.samples(),
+        }
+    }
+
+    fn is_ejected(&self, now: Nanos) -> bool {
+        self.ejected_until.load(Relaxed) > now
+    }
+
+    fn eject(&self, until: Nanos) {
+        self.ejected_until.fetch_max(until, Relaxed);
+        self.latency.forget_samples();
+    }
+
+    /// Nothing panics while the breaker is locked; were it to, the state would
+    /// still be a valid one, and a poisoned lock must not stop routing for good.
+    fn lock(&self) -> MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
