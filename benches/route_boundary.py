@@ -1,8 +1,11 @@
-"""Time router_core.Router.route called from a Python loop (the PyO3 boundary included).
+"""Time router_core.Router.route called from a Python loop (the PyO3 boundary included),
+and check that a million decisions leave memory flat.
 
-    .venv/bin/python benches/route_boundary.py [--quick]
+    .venv/bin/python benches/route_boundary.py            # timings, then the memory check
+    .venv/bin/python benches/route_boundary.py --quick    # a smoke run (CI)
 
-Prints the median time per call over several rounds for groups of 4 and 64 deployments.
+Each call is a full decision (20 policies, the last one matching; filters; order; the first
+candidate's lease), then the lease is released; the median over several rounds is reported.
 """
 
 from __future__ import annotations
@@ -11,12 +14,29 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import router_core
+
+MISSES: list[dict[str, Any]] = [
+    {"field": "task", "eq": "code"},
+    {"field": "task", "in": ["summarize", "translate"]},
+    {"field": "tenant", "prefix": "beta-"},
+    {"field": "tenant", "regex": "^(internal|staff)-[0-9]+$"},
+    {"field": "tags", "contains": "batch"},
+    {"field": "metadata.team", "eq": "finance"},
+    {"field": "input_tokens", "gt": 100_000},
+    {"field": "max_output_tokens", "gte": 32_000},
+    {"field": "model", "eq": "smart"},
+    {"all": [{"field": "task", "eq": "chat"}, {"field": "tags", "contains": "nope"}]},
+] * 2
 
 
 def routing_config(deployments: int) -> str:
     ids = [f"d{i}" for i in range(deployments)]
+    policies = [{"id": f"miss-{i}", "when": when, "route_to": {"groups": ["g"]}} for i, when in enumerate(MISSES[:19])]
+    policies.append({"id": "chat", "when": {"field": "task", "eq": "chat"}, "route_to": {"groups": ["g"]}})
     return json.dumps(
         {
             "default_group": "g",
@@ -29,12 +49,26 @@ def routing_config(deployments: int) -> str:
                     "input_price_per_mtok": 1.0,
                     "output_price_per_mtok": 2.0,
                     "weight": 1.0 + i % 3,
-                    "priority": 0,
+                    "rpm": 1_000_000,
+                    "tpm": 1_000_000_000,
                 }
                 for i, dep in enumerate(ids)
             ],
             "model_groups": [{"name": "g", "strategy": "weighted", "deployments": ids}],
+            "policies": policies,
         }
+    )
+
+
+def decide(router: router_core.Router) -> router_core.Decision:
+    return router.route(
+        "auto",
+        input_tokens=1000,
+        max_output_tokens=500,
+        capabilities=["streaming"],
+        tenant="acme",
+        task="chat",
+        tags=["web"],
     )
 
 
@@ -43,9 +77,29 @@ def median_call_us(router: router_core.Router, calls: int, rounds: int) -> float
     for _ in range(rounds):
         started = time.perf_counter()
         for _ in range(calls):
-            router.route("g", input_tokens=1000, max_output_tokens=500, capabilities=["streaming"], regions=["eu"])
+            lease = decide(router).lease
+            assert lease is not None
+            router.release(lease)
         samples.append((time.perf_counter() - started) / calls * 1e6)
     return statistics.median(samples)
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def memory_check(decisions: int) -> None:
+    router = router_core.Router(routing_config(4))
+    checkpoints = {decisions // 10, decisions}
+    for i in range(1, decisions + 1):
+        decision = decide(router)
+        assert decision.lease is not None
+        router.record(decision.lease, outcome="ok", latency_ms=float(i % 97), input_tokens=900, output_tokens=300)
+        if i in checkpoints:
+            print(f"RSS after {i:>9,} decisions and records: {rss_mib():7.1f} MiB")
 
 
 def main() -> None:
@@ -56,7 +110,8 @@ def main() -> None:
     for deployments in (4, 64):
         router = router_core.Router(routing_config(deployments))
         median = median_call_us(router, calls, rounds)
-        print(f"route from Python, {deployments:>2} deployments: {median:6.2f} µs median")
+        print(f"route+release from Python, {deployments:>2} deployments: {median:6.2f} µs median")
+    memory_check(1_000 if options.quick else 1_000_000)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ __all__ = [
     "ConfigError",
     "Decision",
     "DeploymentStats",
+    "DeploymentUnavailableError",
+    "Lease",
     "Rejection",
     "Router",
     "RouterError",
@@ -18,8 +20,12 @@ __all__ = [
 
 @final
 class Router:
-    def __new__(cls, config_json: str) -> Router:
-        """Parse and compile a config; raises ConfigError naming the offending key."""
+    def __new__(cls, config_json: str, *, manual_clock: bool = False) -> Router:
+        """Parse and compile a config; raises ConfigError naming the offending key.
+
+        With ``manual_clock`` time stands still until ``advance_clock`` (tests)."""
+    def advance_clock(self, seconds: float) -> None:
+        """Move a manual clock forward; ValueError on a real one."""
     def route(
         self,
         model: str,
@@ -51,17 +57,27 @@ class Router:
         deterministic; ``dry_run`` explains without side effects. Raises
         UnknownModelGroupError when no policy matches and the group is unknown.
         """
+    def reserve(self, deployment: str, *, tokens: int = 0, tenant: str = "", api_key: str = "") -> Lease:
+        """A lease on ``deployment`` for a fallback attempt (``tokens``: input plus
+        max output). Raises DeploymentUnavailableError or UnknownDeploymentError."""
     def record(
         self,
-        deployment: str,
+        lease: Lease,
         *,
-        success: bool,
+        outcome: str,
         latency_ms: float,
+        ttft_ms: float | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        retry_after_s: float | None = None,
     ) -> None:
-        """Count one attempt's outcome. Raises UnknownDeploymentError, and
-        ValueError for a negative or non-finite latency."""
+        """Settle a lease with its attempt's outcome class (ok, rate_limited,
+        overloaded, server_error, timeout, connection_error,
+        context_window_exceeded, content_filtered, auth_error, bad_request,
+        protocol_error). ValueError for an unknown class, a bad latency, or a
+        lease already settled."""
+    def release(self, lease: Lease) -> None:
+        """Give back a lease whose attempt produced no outcome; a no-op if settled."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
     def reload(self, config_json: str) -> None:
@@ -88,6 +104,26 @@ class Decision:
         """Deployments to try, best first; empty when all were rejected."""
     @property
     def rejected(self) -> tuple[Rejection, ...]: ...
+    @property
+    def lease(self) -> Lease | None:
+        """Held for the first candidate; None for a dry run or when none could be leased."""
+    @property
+    def retry_after_s(self) -> float | None:
+        """When every candidate was out of budget: seconds until one could serve."""
+
+@final
+class Lease:
+    @property
+    def deployment(self) -> str: ...
+    @property
+    def tokens(self) -> int:
+        """Tokens reserved: the input estimate plus max output."""
+    @property
+    def is_probe(self) -> bool:
+        """This attempt probes a half-open circuit."""
+    @property
+    def active(self) -> bool:
+        """False once recorded or released."""
 
 @final
 class Candidate:
@@ -104,7 +140,8 @@ class Rejection:
     def deployment(self) -> str: ...
     @property
     def filter(self) -> str:
-        """The filter that failed: "context_window", "capabilities", "region" or "cost"."""
+        """The filter that failed: "context_window", "capabilities", "region",
+        "cost", "health" or "rate_limit"."""
     @property
     def detail(self) -> str: ...
 
@@ -113,18 +150,42 @@ class DeploymentStats:
     @property
     def deployment(self) -> str: ...
     @property
-    def requests(self) -> int: ...
+    def requests(self) -> int:
+        """Attempts recorded."""
     @property
-    def failures(self) -> int: ...
+    def failures(self) -> int:
+        """Attempts whose outcome was not "ok"."""
     @property
-    def consecutive_failures(self) -> int: ...
-    @property
-    def ewma_latency_ms(self) -> float | None:
-        """Exponentially weighted (alpha 0.2); None before the first outcome."""
+    def in_flight(self) -> int:
+        """Leases taken and not yet recorded or released."""
     @property
     def input_tokens(self) -> int: ...
     @property
     def output_tokens(self) -> int: ...
+    @property
+    def state(self) -> str:
+        """The circuit breaker: "closed", "open" or "half_open"."""
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why it is out of rotation now, if it is."""
+    @property
+    def unavailable_for_s(self) -> float | None: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def error_rate(self) -> float | None:
+        """Failed share of the breaker's error window; None when empty."""
+    @property
+    def ewma_latency_ms(self) -> float | None:
+        """Moving average of successful latencies (alpha 0.2)."""
+    @property
+    def tail_latency_ms(self) -> float | None:
+        """About the 95th percentile: mean + 2 deviations."""
+    @property
+    def ewma_ttft_ms(self) -> float | None: ...
+    @property
+    def headroom(self) -> float:
+        """Rate-limit budget left, in [0, 1]."""
 
 class RouterError(Exception):
     """Base class of every error raised by the router."""
@@ -148,3 +209,14 @@ class UnknownDeploymentError(RouterError):
     def __new__(cls, deployment: str) -> Self: ...
     @property
     def deployment(self) -> str: ...
+
+@final
+class DeploymentUnavailableError(RouterError):
+    def __new__(cls, deployment: str, detail: str, retry_after_s: float | None = None) -> Self: ...
+    @property
+    def deployment(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def retry_after_s(self) -> float | None:
+        """When the same lease could succeed; None if waiting cannot help."""

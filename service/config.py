@@ -64,7 +64,7 @@ class _DeploymentBase(_Strict):
     output_price_per_mtok: NonNegativeFloat = 0.0
     weight: PositiveFloat = 1.0
     priority: NonNegativeInt = 0
-    # Listed by ListModels; enforcement arrives with the rate limiter.
+    # This gateway's budget for the deployment, enforced by the router.
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
     timeout_s: PositiveFloat = 60.0
@@ -109,6 +109,8 @@ class Config(_Strict):
     # core, which validates them (with key paths this module turns into lines).
     policies: list[dict[str, Any]] = Field(default_factory=list)
     scoring: dict[str, Any] | None = None
+    rate_limits: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> Config:
@@ -140,6 +142,8 @@ class Config(_Strict):
                 "output_price_per_mtok": dep.output_price_per_mtok,
                 "weight": dep.weight,
                 "priority": dep.priority,
+                "rpm": dep.rpm,
+                "tpm": dep.tpm,
             }
             for dep in self.deployments()
         ]
@@ -153,8 +157,9 @@ class Config(_Strict):
             "model_groups": groups,
             "policies": self.policies,
         }
-        if self.scoring is not None:
-            routing["scoring"] = self.scoring
+        for section in ("scoring", "rate_limits", "health"):
+            if getattr(self, section) is not None:
+                routing[section] = getattr(self, section)
         return json.dumps(routing)
 
 

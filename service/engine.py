@@ -8,9 +8,10 @@ the router. A stream falls back only before its first content is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ from google.protobuf import duration_pb2
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import Config, EchoDeployment, OpenAICompatibleDeployment
-from service.errors import InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
+from service.errors import BudgetExhausted, InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
 from service.outcomes import Completion, StreamFinished, TextDelta, UpstreamError, Usage
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
@@ -34,6 +35,12 @@ T = TypeVar("T")
 TimeRemaining = Callable[[], float | None]
 DeploymentConfig = EchoDeployment | OpenAICompatibleDeployment
 _PROVIDER_TYPES = {EchoDeployment: "echo", OpenAICompatibleDeployment: "openai_compatible"}
+# The router's outcome classes are the proto's names without the prefix: OUTCOME_RATE_LIMITED → rate_limited.
+_OUTCOME_CLASSES = {
+    value: name.removeprefix("OUTCOME_").lower()
+    for name, value in pb.Outcome.items()
+    if value != pb.OUTCOME_UNSPECIFIED
+}
 
 
 class Engine:
@@ -80,87 +87,121 @@ class Engine:
 
     async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
         request_id = uuid.uuid4().hex
-        decision = self._decide_chat(request, streaming=False)
+        decision, tokens = self._decide_chat(request, streaming=False)
         attempts = _Attempts()
-        for deployment, budget in self._candidates(decision, time_remaining):
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(budget):
-                    completion = await self.providers[deployment.id].complete(request)
-            except (UpstreamError, TimeoutError) as raised:
-                error = _as_upstream_error(raised, budget)
-                attempts.add_failure(self._record_failure(deployment.id, error, started), error)
-                if error.retriable:
-                    continue
-                break
-            attempts.items.append(self._record_success(deployment.id, started, completion.usage))
-            return self._chat_response(request_id, decision.model_group, deployment, completion, attempts.items)
+        with contextlib.closing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
+            for deployment, budget, lease in candidates:
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(budget):
+                        completion = await self.providers[deployment.id].complete(request)
+                except (UpstreamError, TimeoutError) as raised:
+                    error = _as_upstream_error(raised, budget)
+                    attempts.add_failure(self._record_failure(lease, error, started), error)
+                    if error.retriable:
+                        continue
+                    break
+                attempts.items.append(self._record_success(lease, started, None, completion.usage))
+                return self._chat_response(request_id, decision.model_group, deployment, completion, attempts.items)
         raise attempts.failure(time_remaining)
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
     ) -> AsyncIterator[pb.ChatStreamResponse]:
         request_id = uuid.uuid4().hex
-        decision = self._decide_chat(request, streaming=True)
+        decision, tokens = self._decide_chat(request, streaming=True)
         attempts = _Attempts()
-        for deployment, budget in self._candidates(decision, time_remaining):
-            started = time.perf_counter()
-            events = self.providers[deployment.id].stream(request)
-            try:
-                # Nothing reaches the client until the first event, so a failure
-                # up to here can still fall through to the next candidate.
-                async with asyncio.timeout(budget):
-                    first = await anext(events)
-            except (UpstreamError, TimeoutError, StopAsyncIteration) as raised:
-                await events.aclose()
-                error = _as_upstream_error(raised, budget)
-                attempts.add_failure(self._record_failure(deployment.id, error, started), error)
-                if error.retriable:
-                    continue
-                break
-            served = _served(decision.model_group, deployment)
-            yield pb.ChatStreamResponse(
-                start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts.items)
-            )
-            finished: StreamFinished | None = None
-            deltas_sent = 0
-            try:
-                async for event in _chain(first, events):
-                    if isinstance(event, TextDelta):
-                        yield pb.ChatStreamResponse(delta=pb.StreamDelta(text=event.text))
-                        deltas_sent += 1
-                    else:
-                        finished = event
-            except UpstreamError as error:
-                self._record_failure(deployment.id, error, started)
-                raise StreamInterrupted(deployment.id, deltas_sent, error) from error
-            finally:
-                await events.aclose()
-            if finished is None:
-                raise StreamInterrupted(deployment.id, deltas_sent, RuntimeError("provider stream ended unfinished"))
-            attempts.items.append(self._record_success(deployment.id, started, finished.usage))
-            yield pb.ChatStreamResponse(
-                end=pb.StreamEnd(
-                    finish_reason=finished.finish_reason,
-                    usage=_usage(finished.usage),
-                    cost_usd=_cost(deployment, finished.usage),
-                    attempts=attempts.items,
-                    provider_request_id=finished.provider_request_id,
+        with contextlib.closing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
+            for deployment, budget, lease in candidates:
+                started = time.perf_counter()
+                events = self.providers[deployment.id].stream(request)
+                try:
+                    # Nothing reaches the client until the first event, so a failure
+                    # up to here can still fall through to the next candidate.
+                    async with asyncio.timeout(budget):
+                        first = await anext(events)
+                except (UpstreamError, TimeoutError, StopAsyncIteration) as raised:
+                    await events.aclose()
+                    error = _as_upstream_error(raised, budget)
+                    attempts.add_failure(self._record_failure(lease, error, started), error)
+                    if error.retriable:
+                        continue
+                    break
+                first_token_s = time.perf_counter() - started
+                served = _served(decision.model_group, deployment)
+                yield pb.ChatStreamResponse(
+                    start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts.items)
                 )
-            )
-            return
+                finished: StreamFinished | None = None
+                deltas_sent = 0
+                try:
+                    async for event in _chain(first, events):
+                        if isinstance(event, TextDelta):
+                            yield pb.ChatStreamResponse(delta=pb.StreamDelta(text=event.text))
+                            deltas_sent += 1
+                        else:
+                            finished = event
+                except UpstreamError as error:
+                    self._record_failure(lease, error, started)
+                    raise StreamInterrupted(deployment.id, deltas_sent, error) from error
+                finally:
+                    await events.aclose()
+                if finished is None:
+                    raise StreamInterrupted(
+                        deployment.id, deltas_sent, RuntimeError("provider stream ended unfinished")
+                    )
+                attempts.items.append(self._record_success(lease, started, first_token_s, finished.usage))
+                yield pb.ChatStreamResponse(
+                    end=pb.StreamEnd(
+                        finish_reason=finished.finish_reason,
+                        usage=_usage(finished.usage),
+                        cost_usd=_cost(deployment, finished.usage),
+                        attempts=attempts.items,
+                        provider_request_id=finished.provider_request_id,
+                    )
+                )
+                return
         raise attempts.failure(time_remaining)
 
     def _candidates(
-        self, decision: router_core.Decision, time_remaining: TimeRemaining
-    ) -> Iterator[tuple[DeploymentConfig, float]]:
-        """The decision's deployments in order, each with its time budget, while the deadline allows."""
-        for candidate in decision.candidates:
-            deployment = self.deployments[candidate.deployment]
-            budget = _attempt_budget(deployment.timeout_s, time_remaining)
-            if budget is None:
-                return
-            yield deployment, budget
+        self,
+        decision: router_core.Decision,
+        tokens: int,
+        attempts: _Attempts,
+        time_remaining: TimeRemaining,
+    ) -> Generator[tuple[DeploymentConfig, float, router_core.Lease], None, None]:
+        """The decision's deployments in order, each with its time budget and a lease
+        on its rate-limit budget, while the deadline allows. A lease the caller did
+        not settle (cancelled, or it stopped early) is released here."""
+        try:
+            for index, candidate in enumerate(decision.candidates):
+                deployment = self.deployments[candidate.deployment]
+                budget = _attempt_budget(deployment.timeout_s, time_remaining)
+                if budget is None:
+                    return
+                lease = decision.lease if index == 0 else self._reserve(deployment.id, tokens, attempts)
+                if lease is None:
+                    continue
+                try:
+                    yield deployment, budget, lease
+                finally:
+                    self.router.release(lease)
+        finally:
+            if decision.lease is not None:
+                self.router.release(decision.lease)
+
+    def _reserve(self, deployment: str, tokens: int, attempts: _Attempts) -> router_core.Lease | None:
+        """A fallback's lease, or None (noted in the attempts) when it cannot take one now."""
+        try:
+            return self.router.reserve(deployment, tokens=tokens)
+        except router_core.DeploymentUnavailableError as error:
+            skipped = UpstreamError(
+                pb.OUTCOME_RATE_LIMITED, f"not tried: {error.detail}", retry_after_s=error.retry_after_s
+            )
+            attempts.add_failure(
+                pb.Attempt(deployment=deployment, outcome=skipped.outcome, error_message=str(skipped)), skipped
+            )
+            return None
 
     def list_models(self) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(
@@ -175,7 +216,8 @@ class Engine:
             default_group=self.config.default_group or "",
         )
 
-    def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> router_core.Decision:
+    def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, int]:
+        """The decision, and the tokens its leases reserve (input estimate plus max output)."""
         max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
         input_tokens = estimate_input_tokens(request.messages)
         decision = self._decide(
@@ -190,8 +232,10 @@ class Engine:
         )
         if not decision.candidates:
             rejections = [(r.deployment, r.filter, r.detail) for r in decision.rejected]
+            if decision.retry_after_s is not None:
+                raise BudgetExhausted(decision.model_group, rejections, decision.retry_after_s)
             raise NoEligibleDeployment(decision.model_group, rejections)
-        return decision
+        return decision, input_tokens + max_output
 
     def _decide(
         self,
@@ -229,22 +273,30 @@ class Engine:
             known = ", ".join(error.known) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
 
-    def _record_success(self, deployment: str, started: float, usage: Usage) -> pb.Attempt:
+    def _record_success(
+        self, lease: router_core.Lease, started: float, first_token_s: float | None, usage: Usage
+    ) -> pb.Attempt:
         latency_s = time.perf_counter() - started
         self.router.record(
-            deployment,
-            success=True,
+            lease,
+            outcome="ok",
             latency_ms=latency_s * 1000,
+            ttft_ms=None if first_token_s is None else first_token_s * 1000,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
         )
-        return pb.Attempt(deployment=deployment, outcome=pb.OUTCOME_OK, latency=_duration(latency_s))
+        return pb.Attempt(deployment=lease.deployment, outcome=pb.OUTCOME_OK, latency=_duration(latency_s))
 
-    def _record_failure(self, deployment: str, error: UpstreamError, started: float) -> pb.Attempt:
+    def _record_failure(self, lease: router_core.Lease, error: UpstreamError, started: float) -> pb.Attempt:
         latency_s = time.perf_counter() - started
-        self.router.record(deployment, success=False, latency_ms=latency_s * 1000)
+        self.router.record(
+            lease,
+            outcome=_OUTCOME_CLASSES[error.outcome],
+            latency_ms=latency_s * 1000,
+            retry_after_s=error.retry_after_s,
+        )
         return pb.Attempt(
-            deployment=deployment,
+            deployment=lease.deployment,
             outcome=error.outcome,
             latency=_duration(latency_s),
             upstream_status=error.status,

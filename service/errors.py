@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -69,6 +70,28 @@ class NoEligibleDeployment(GatewayError):
         return [error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)]
 
 
+class BudgetExhausted(NoEligibleDeployment):
+    """Every candidate is out of rate-limit budget (its own, the tenant's or the key's) for now."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]], retry_after_s: float) -> None:
+        super().__init__(model_group, rejections)
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> Sequence[Message]:
+        (info,) = super().details()
+        assert isinstance(info, error_details_pb2.ErrorInfo)
+        info.reason = "RATE_LIMITED"
+        return [info, _retry_info(self.retry_after_s)]
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(math.ceil(seconds * 1000))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
+
+
 # The status a failed request gets from the class of its last upstream failure.
 _STATUS_OF_OUTCOME = {
     pb.OUTCOME_RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -106,9 +129,7 @@ class UpstreamFailed(GatewayError):
             error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata)
         ]
         if self.retry_after_s is not None:
-            delay = duration_pb2.Duration()
-            delay.FromMilliseconds(round(self.retry_after_s * 1000))
-            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+            details.append(_retry_info(self.retry_after_s))
         return details
 
 

@@ -101,6 +101,8 @@ def test_routing_json_carries_no_secrets() -> None:
         "output_price_per_mtok",
         "weight",
         "priority",
+        "rpm",
+        "tpm",
     }
 
 

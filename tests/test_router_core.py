@@ -129,24 +129,63 @@ def test_auto_without_default_group_is_an_unknown_group() -> None:
         router.route("auto")
 
 
+def record(router: Router, deployment: str, outcome: str = "ok", latency_ms: float = 5.0, **usage: int) -> None:
+    router.record(router.reserve(deployment), outcome=outcome, latency_ms=latency_ms, **usage)
+
+
 def test_record_and_stats(router: Router) -> None:
     assert [s.ewma_latency_ms for s in router.stats()] == [None, None, None]
-    router.record("b", success=True, latency_ms=100.0, input_tokens=10, output_tokens=20)
-    router.record("b", success=False, latency_ms=200.0)
+    record(router, "b", latency_ms=100.0, input_tokens=10, output_tokens=20)
+    record(router, "b", "server_error", latency_ms=200.0)
     b = next(s for s in router.stats() if s.deployment == "b")
-    assert (b.requests, b.failures, b.consecutive_failures) == (2, 1, 1)
-    assert b.ewma_latency_ms == pytest.approx(120.0)
+    assert (b.requests, b.failures, b.consecutive_failures, b.in_flight) == (2, 1, 1, 0)
+    assert b.ewma_latency_ms == pytest.approx(100.0), "only successes feed the latency estimate"
     assert (b.input_tokens, b.output_tokens) == (10, 20)
+    assert (b.state, b.unavailable_reason, b.headroom) == ("closed", None, 1.0)
     with pytest.raises(UnknownDeploymentError) as caught:
-        router.record("zz", success=True, latency_ms=1.0)
+        router.reserve("zz")
     assert caught.value.deployment == "zz"
-    with pytest.raises(ValueError, match="latency_ms"):
-        router.record("b", success=True, latency_ms=float("nan"))
+    with pytest.raises(ValueError, match="latencies must be finite"):
+        record(router, "b", latency_ms=float("nan"))
+    with pytest.raises(ValueError, match="unknown outcome class"):
+        record(router, "b", "meh")
+
+
+def test_a_lease_settles_once(router: Router) -> None:
+    lease = router.reserve("a", tokens=10)
+    assert (lease.deployment, lease.tokens, lease.active, lease.is_probe) == ("a", 10, True, False)
+    assert next(s.in_flight for s in router.stats() if s.deployment == "a") == 1
+    router.record(lease, outcome="ok", latency_ms=1.0)
+    assert not lease.active
+    with pytest.raises(ValueError, match="already recorded or released"):
+        router.record(lease, outcome="ok", latency_ms=1.0)
+    router.release(lease)  # a no-op now
+    assert next(s.in_flight for s in router.stats() if s.deployment == "a") == 0
+
+
+def test_budgets_leases_and_cool_downs_with_a_manual_clock() -> None:
+    limited = config(deployments=[deployment("a", rpm=5), deployment("b"), deployment("c", priority=1)])
+    router = Router(json.dumps(limited), manual_clock=True)
+    first = router.route("tiered")
+    assert first.lease is not None and first.lease.deployment == "a"
+    router.record(first.lease, outcome="rate_limited", latency_ms=3.0, retry_after_s=20.0)
+    second = router.route("tiered")
+    assert [(r.deployment, r.filter) for r in second.rejected] == [("a", "health")]
+    assert second.lease is not None and second.lease.deployment == "c"
+    router.release(second.lease)
+    with pytest.raises(router_core.DeploymentUnavailableError) as caught:
+        router.reserve("a")
+    assert caught.value.retry_after_s == pytest.approx(20.0)
+    router.advance_clock(20.0)
+    third = router.route("tiered")
+    assert third.lease is not None and third.lease.deployment == "a"
+    with pytest.raises(ValueError, match="manual_clock=True"):
+        Router(json.dumps(config())).advance_clock(1.0)
 
 
 def test_reload_keeps_stats_of_surviving_deployments(router: Router) -> None:
-    router.record("a", success=True, latency_ms=5.0)
-    router.record("b", success=True, latency_ms=5.0)
+    record(router, "a")
+    record(router, "b")
     new = config(
         default_group=None,
         deployments=[deployment("b"), deployment("d")],
@@ -199,8 +238,10 @@ def test_concurrent_route_and_record_from_threads(router: Router) -> None:
         served: Counter[str] = Counter()
         for i in range(per_thread):
             decision = router.route("auto", seed=thread * per_thread + i)
-            chosen = decision.candidates[0].deployment
-            router.record(chosen, success=i % 10 != 0, latency_ms=float(i % 50), output_tokens=1)
+            assert decision.lease is not None
+            chosen = decision.lease.deployment
+            outcome = "ok" if i % 10 else "server_error"
+            router.record(decision.lease, outcome=outcome, latency_ms=float(i % 50), output_tokens=1)
             served[chosen] += 1
         return served
 

@@ -1,61 +1,124 @@
-//! Hot-path costs: one routing decision (with filters that reject a quarter
-//! of the group) and one recorded outcome.
+//! Decision and record costs against issue #3's targets: a 20-rule policy set
+//! whose last rule matches, over 4 and 64 candidate deployments.
+//!
+//!     cargo bench -p router_core --bench route
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use router_core::{Outcome, RouteRequest, Router};
-use serde_json::json;
+use serde_json::{json, Value};
 
-/// One weighted group of `n` deployments; every fourth lacks "tools".
-fn router(n: usize) -> Router {
-    let deployments: Vec<_> = (0..n)
-        .map(|i| {
-            let capabilities = if i % 4 == 0 {
-                vec!["streaming"]
-            } else {
-                vec!["streaming", "tools"]
-            };
-            let region = if i % 2 == 0 { "eu" } else { "us" };
-            json!({"id": format!("dep-{i}"), "region": region, "context_window": 128_000,
-                   "capabilities": capabilities, "input_price_per_mtok": 1.0,
-                   "output_price_per_mtok": 2.0, "weight": 1.0 + i as f64, "priority": i % 3})
+/// `n` deployments in group "g" and 20 policies: 19 that do not match the
+/// benchmark request (each a different kind of condition) and a last one that does.
+fn config(n: usize, strategy: &str, limited: bool) -> String {
+    let ids: Vec<String> = (0..n).map(|i| format!("dep-{i}")).collect();
+    let deployments: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let region = ["eu", "us", "ap"][i % 3];
+            json!({"id": id, "region": region, "context_window": 128_000 + i * 1000,
+                   "capabilities": ["streaming", "tools"], "input_price_per_mtok": 0.1 * i as f64 + 0.1,
+                   "output_price_per_mtok": 0.3 * i as f64 + 0.3, "weight": 1.0 + (i % 4) as f64,
+                   "rpm": limited.then_some(1_000_000), "tpm": limited.then_some(1_000_000_000)})
         })
         .collect();
-    let ids: Vec<String> = (0..n).map(|i| format!("dep-{i}")).collect();
-    let config = json!({"default_group": "chat", "deployments": deployments,
-                        "model_groups": [{"name": "chat", "deployments": ids}]});
-    Router::new(&config.to_string()).unwrap()
+    let misses = [
+        json!({"field": "task", "eq": "code"}),
+        json!({"field": "task", "in": ["summarize", "translate", "classify"]}),
+        json!({"field": "tenant", "prefix": "beta-"}),
+        json!({"field": "tenant", "regex": "^(internal|staff)-[0-9]+$"}),
+        json!({"field": "tags", "contains": "batch"}),
+        json!({"field": "tags", "in": ["eval", "offline"]}),
+        json!({"field": "metadata.team", "eq": "finance"}),
+        json!({"field": "metadata.priority", "exists": true}),
+        json!({"field": "input_tokens", "gt": 100_000}),
+        json!({"field": "max_output_tokens", "gte": 32_000}),
+        json!({"field": "max_cost_usd", "lt": 0.0001}),
+        json!({"field": "latency_target_ms", "lte": 50}),
+        json!({"field": "model", "eq": "smart"}),
+        json!({"field": "affinity_key", "prefix": "replay-"}),
+        json!({"all": [{"field": "task", "eq": "chat"}, {"field": "tags", "contains": "nope"}]}),
+        json!({"any": [{"field": "tenant", "eq": "x"}, {"field": "tenant", "eq": "y"}]}),
+        json!({"not": {"field": "tenant", "exists": true}}),
+        json!({"field": "capabilities", "contains": "vision"}),
+        json!({"field": "regions", "in": ["cn"]}),
+    ];
+    let mut policies: Vec<Value> = misses
+        .iter()
+        .enumerate()
+        .map(|(i, when)| json!({"id": format!("miss-{i}"), "when": when, "route_to": {"groups": ["g"]}}))
+        .collect();
+    policies.push(
+        json!({"id": "chat", "when": {"field": "task", "eq": "chat"},
+                         "route_to": {"groups": ["g"]}, "strategy": strategy}),
+    );
+    json!({
+        "default_group": "g",
+        "deployments": deployments,
+        "model_groups": [{"name": "g", "deployments": ids}],
+        "policies": policies,
+    })
+    .to_string()
+}
+
+const TAGS: [&str; 2] = ["interactive", "web"];
+const METADATA: [(&str, &str); 2] = [("team", "search"), ("app", "assistant")];
+const CAPABILITIES: [&str; 1] = ["streaming"];
+
+fn request() -> RouteRequest<'static> {
+    RouteRequest {
+        tenant: "acme",
+        task: "chat",
+        tags: &TAGS,
+        metadata: &METADATA,
+        capabilities: &CAPABILITIES,
+        input_tokens: 2_000,
+        max_output_tokens: 500,
+        ..RouteRequest::new("auto")
+    }
 }
 
 fn route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
-    for n in [4, 64] {
-        let router = router(n);
-        let request = RouteRequest {
-            input_tokens: 1_000,
-            max_output_tokens: 500,
-            capabilities: &["tools"],
-            ..RouteRequest::new("chat")
-        };
-        group.bench_with_input(BenchmarkId::from_parameter(n), &request, |b, request| {
-            b.iter(|| router.route(black_box(request)).unwrap())
+    for (n, strategy) in [(4, "weighted"), (64, "weighted"), (64, "balanced")] {
+        let router = Router::new(&config(n, strategy, true)).unwrap();
+        // The full decision: policy match, filters, order, and the first
+        // candidate's lease, which is then given back.
+        group.bench_function(format!("{n}/{strategy}"), |b| {
+            b.iter(|| {
+                let decision = router.route(black_box(&request())).unwrap();
+                router.release(decision.lease.unwrap());
+            })
         });
     }
+    let router = Router::new(&config(64, "weighted", true)).unwrap();
+    let explain = RouteRequest {
+        dry_run: true,
+        ..request()
+    };
+    group.bench_function("64/dry_run", |b| {
+        b.iter(|| router.route(black_box(&explain)).unwrap())
+    });
     group.finish();
 }
 
 fn record(c: &mut Criterion) {
-    let router = router(64);
+    // Unlimited: every iteration really spends its tokens, and a budget would run dry.
+    let router = Router::new(&config(64, "weighted", false)).unwrap();
     let outcome = Outcome {
-        deployment: "dep-42",
-        success: true,
-        latency_ms: 120.0,
-        input_tokens: 1_000,
-        output_tokens: 300,
+        input_tokens: 1_800,
+        output_tokens: 200,
+        ttft_ms: Some(120.0),
+        ..Outcome::ok(850.0)
     };
     c.bench_function("record", |b| {
-        b.iter(|| router.record(black_box(&outcome)).unwrap())
+        b.iter_batched(
+            || router.reserve("dep-42", "acme", "", 2_500).unwrap(),
+            |lease| router.record(lease, black_box(&outcome)).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
 }
 

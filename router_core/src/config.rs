@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::health::HealthPolicy;
 use crate::matcher::{Matcher, MatcherConfig};
 use crate::ratelimit::LimitSpec;
 use crate::strategy::Strategy;
@@ -31,6 +32,9 @@ pub struct Config {
     pub scoring: ScoringConfig,
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    /// Circuit breakers, cool-downs and outlier ejection, for every deployment.
+    #[serde(default)]
+    pub health: HealthPolicy,
 }
 
 /// A routing rule: a condition, where to send matching requests, how to
@@ -205,7 +209,11 @@ impl Config {
         self.validate_groups()?;
         self.validate_policies()?;
         self.validate_scoring()?;
-        for (owners, limits) in [("tenants", &self.rate_limits.tenants), ("api_keys", &self.rate_limits.api_keys)] {
+        self.health.validate("health")?;
+        for (owners, limits) in [
+            ("tenants", &self.rate_limits.tenants),
+            ("api_keys", &self.rate_limits.api_keys),
+        ] {
             for (owner, spec) in limits {
                 spec.validate(&format!("rate_limits.{owners}.{owner}"))?;
             }

@@ -46,8 +46,16 @@ pub enum RouterError {
     UnknownModelGroup { name: String, known: Vec<String> },
     #[error("unknown deployment {0:?}")]
     UnknownDeployment(String),
-    /// A NaN or negative latency would poison the moving average for good.
-    #[error("latency_ms must be a finite number >= 0, got {0}")]
+    /// A lease could not be had: out of rotation or out of budget.
+    #[error("deployment {deployment:?} cannot take the attempt now: {detail}")]
+    Unavailable {
+        deployment: String,
+        detail: String,
+        /// When the same lease could succeed; `None` if waiting cannot help.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// A NaN or negative latency would poison the moving averages for good.
+    #[error("latencies must be finite numbers >= 0, got {0}")]
     InvalidLatency(f64),
 }
 

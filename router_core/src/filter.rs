@@ -16,6 +16,11 @@ pub enum Filter {
     Region,
     /// The request's estimated cost there exceeds the ceiling.
     Cost,
+    /// Out of rotation: circuit open, cooling down after a 429 or an auth
+    /// failure, ejected as a latency outlier, or its probe already taken.
+    Health,
+    /// A rate-limit budget (the deployment's, tenant's or API key's) is spent.
+    RateLimit,
 }
 
 impl Filter {
@@ -25,6 +30,8 @@ impl Filter {
             Filter::Capabilities => "capabilities",
             Filter::Region => "region",
             Filter::Cost => "cost",
+            Filter::Health => "health",
+            Filter::RateLimit => "rate_limit",
         }
     }
 }

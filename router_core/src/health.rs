@@ -16,7 +16,10 @@ mod tests;
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -185,6 +188,11 @@ impl fmt::Display for Explanation {
 pub struct Health {
     policy: HealthPolicy,
     breaker: Mutex<Breaker>,
+    /// Mirrors "the breaker is closed", written under the breaker's lock after
+    /// every change, so the common case of `admit` (closed, nothing cooling)
+    /// takes no lock. A stale read admits or rejects one request early or
+    /// late, which routing tolerates anyway.
+    closed: AtomicBool,
     /// Cool-down ends are only ever raised (`fetch_max`), so a later, shorter
     /// Retry-After can never cut a longer cool-down short.
     rate_limited_until: AtomicU64,
@@ -219,6 +227,7 @@ impl Health {
     pub fn new(policy: HealthPolicy) -> Self {
         Health {
             breaker: Mutex::new(Breaker::new(&policy)),
+            closed: AtomicBool::new(true),
             policy,
             rate_limited_until: AtomicU64::new(0),
             auth_failed_until: AtomicU64::new(0),
@@ -232,7 +241,8 @@ impl Health {
     /// for a reload (rare, and swapped in microseconds later) is acceptable.
     pub fn carry_over(old: &Health, policy: HealthPolicy) -> Self {
         let health = Health::new(policy);
-        *health.lock() = old.lock().carried_over(&health.policy);
+        let carried = old.lock().carried_over(&health.policy);
+        health.change(|breaker| *breaker = carried);
         for (to, from) in [
             (&health.rate_limited_until, &old.rate_limited_until),
             (&health.auth_failed_until, &old.auth_failed_until),
@@ -250,7 +260,11 @@ impl Health {
 
     /// The route filter's check: three atomic loads and a brief lock; changes nothing.
     pub fn admit(&self, now: Nanos) -> Admission {
-        let mut admission = self.lock().admit(now);
+        let mut admission = if self.closed.load(Acquire) {
+            Admission::Available
+        } else {
+            self.lock().admit(now)
+        };
         for (until, reason) in [
             (&self.auth_failed_until, UnavailableReason::AuthFailed),
             (&self.rate_limited_until, UnavailableReason::CoolingDown),
@@ -280,7 +294,7 @@ impl Health {
         ]
         .iter()
         .any(|until| until.load(Relaxed) > now);
-        !cooling && self.lock().claim_probe(now, &self.policy)
+        !cooling && self.change(|breaker| breaker.claim_probe(now, &self.policy))
     }
 
     /// Records one attempt. `latency_ms` and `ttft_ms` (time to first token,
@@ -297,32 +311,42 @@ impl Health {
     ) {
         match class {
             OutcomeClass::Ok => {
-                self.lock().on_success(now, &self.policy);
+                self.change(|breaker| breaker.on_success(now, &self.policy));
                 self.latency.record(latency_ms, ttft_ms);
             }
             OutcomeClass::ServerError
             | OutcomeClass::Timeout
             | OutcomeClass::ConnectionError
             | OutcomeClass::Overloaded
-            | OutcomeClass::ProtocolError => self.lock().on_failure(now, &self.policy),
+            | OutcomeClass::ProtocolError => {
+                self.change(|breaker| breaker.on_failure(now, &self.policy))
+            }
             // Not a failure of the deployment: it is up, but wants a pause.
             OutcomeClass::RateLimited => {
                 let pause = retry_after.map_or(self.policy.default_retry_after(), duration_nanos);
                 let until = now.saturating_add(pause);
                 self.rate_limited_until.fetch_max(until, Relaxed);
-                self.lock().release_probe(now);
+                self.change(|breaker| breaker.release_probe(now));
             }
             // Wrong credentials stay wrong: retrying soon cannot help.
             OutcomeClass::AuthError => {
                 let until = now.saturating_add(self.policy.auth_cooldown());
                 self.auth_failed_until.fetch_max(until, Relaxed);
-                self.lock().release_probe(now);
+                self.change(|breaker| breaker.release_probe(now));
             }
             // The request's fault, not the deployment's.
             OutcomeClass::BadRequest
             | OutcomeClass::ContentFiltered
-            | OutcomeClass::ContextWindowExceeded => self.lock().release_probe(now),
+            | OutcomeClass::ContextWindowExceeded => {
+                self.change(|breaker| breaker.release_probe(now))
+            }
         }
+    }
+
+    /// Frees a claimed probe slot whose attempt never ran (its lease was
+    /// released), so the next request can probe at once.
+    pub fn abandon_probe(&self, now: Nanos) {
+        self.change(|breaker| breaker.release_probe(now));
     }
 
     /// About the 95th percentile of recent successful latencies (mean + 2
@@ -337,6 +361,12 @@ impl Health {
 
     pub fn ewma_ttft_ms(&self) -> Option<f64> {
         self.latency.ttft_ms()
+    }
+
+    /// Failed share of the outcomes in the error window; `None` when there are none.
+    pub fn error_rate(&self, now: Nanos) -> Option<f64> {
+        let (outcomes, failures) = self.lock().window(now);
+        (outcomes > 0).then(|| f64::from(failures) / f64::from(outcomes))
     }
 
     pub fn snapshot(&self, now: Nanos) -> HealthSnapshot {
@@ -367,6 +397,14 @@ impl Health {
     fn eject(&self, until: Nanos) {
         self.ejected_until.fetch_max(until, Relaxed);
         self.latency.forget_samples();
+    }
+
+    /// Runs `f` on the locked breaker and refreshes the lock-free mirror.
+    fn change<R>(&self, f: impl FnOnce(&mut Breaker) -> R) -> R {
+        let mut breaker = self.lock();
+        let result = f(&mut breaker);
+        self.closed.store(breaker.is_closed(), Release);
+        result
     }
 
     /// Nothing panics while the breaker is locked; were it to, the state would

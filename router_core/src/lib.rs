@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod filter;
 mod health;
+mod lease;
 mod matcher;
 mod ratelimit;
 mod router;
@@ -32,6 +33,7 @@ pub use health::{
     eject_outliers, Admission, BreakerState, Health, HealthPolicy, HealthSnapshot, OutcomeClass,
     OutlierPolicy, RateGate, UnavailableReason, UnknownOutcomeClass,
 };
+pub use lease::Lease;
 pub use matcher::MatcherConfig;
 pub use ratelimit::{release, reserve, settle, Denied, Limit, LimitKind, LimitSpec, Reservation};
 pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
@@ -48,8 +50,8 @@ pub use table::MAX_NAMES;
 mod router_core {
     #[pymodule_export]
     use crate::python::{
-        PyCandidate, PyDecision, PyDeploymentStats, PyRejection, PyRouter, PyRouterError,
-        PyUnknownDeploymentError, PyUnknownModelGroupError,
+        PyCandidate, PyDecision, PyDeploymentStats, PyDeploymentUnavailableError, PyLease,
+        PyRejection, PyRouter, PyRouterError, PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 
     /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).

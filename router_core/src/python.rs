@@ -4,13 +4,18 @@
 //! exceptions in exactly one place, [`to_py_err`].
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use crate::{Decision, DeploymentStats, Outcome, RouteRequest, Router, RouterError};
+use crate::{
+    Clock, Decision, DeploymentStats, Lease, Outcome, OutcomeClass, RouteRequest, Router,
+    RouterError,
+};
 
 /// Routes requests across a config's model groups; safe to share across threads.
 #[pyclass(frozen, name = "Router", module = "router_core")]
@@ -18,11 +23,31 @@ pub struct PyRouter(Router);
 
 #[pymethods]
 impl PyRouter {
+    /// `manual_clock`: time stands still until `advance_clock` (for tests).
     #[new]
-    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
-        Router::new(config_json)
+    #[pyo3(signature = (config_json, *, manual_clock = false))]
+    fn new(py: Python<'_>, config_json: &str, manual_clock: bool) -> PyResult<Self> {
+        let clock = if manual_clock {
+            Clock::manual()
+        } else {
+            Clock::default()
+        };
+        Router::with_clock(config_json, clock)
             .map(PyRouter)
             .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Moves a manual clock forward; a ValueError on the real one.
+    fn advance_clock(&self, seconds: f64) -> PyResult<()> {
+        let by = Duration::try_from_secs_f64(seconds)
+            .map_err(|e| PyValueError::new_err(format!("seconds: {e}")))?;
+        if self.0.clock().advance(by) {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(
+                "advance_clock needs a Router built with manual_clock=True",
+            ))
+        }
     }
 
     // The GIL stays held during the decision: it takes about a microsecond,
@@ -87,25 +112,72 @@ impl PyRouter {
         PyDecision::new(py, decision)
     }
 
-    /// Counts one attempt's outcome against a deployment.
-    #[pyo3(signature = (deployment, *, success, latency_ms, input_tokens = 0, output_tokens = 0))]
-    fn record(
+    /// A lease on `deployment` for a fallback attempt (`tokens`: the estimate,
+    /// input plus max output). Raises DeploymentUnavailableError when it is out
+    /// of rotation or a budget is spent, UnknownDeploymentError if unknown.
+    #[pyo3(signature = (deployment, *, tokens = 0, tenant = "", api_key = ""))]
+    fn reserve(
         &self,
         py: Python<'_>,
         deployment: &str,
-        success: bool,
+        tokens: u32,
+        tenant: &str,
+        api_key: &str,
+    ) -> PyResult<PyLease> {
+        self.0
+            .reserve(deployment, tenant, api_key, tokens)
+            .map(PyLease::new)
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Settles a lease with its attempt's outcome. `outcome` is a class name:
+    /// ok, rate_limited, overloaded, server_error, timeout, connection_error,
+    /// context_window_exceeded, content_filtered, auth_error, bad_request or
+    /// protocol_error. A lease settles once; later calls raise ValueError.
+    #[pyo3(signature = (
+        lease, *, outcome, latency_ms, ttft_ms = None, input_tokens = 0, output_tokens = 0,
+        retry_after_s = None,
+    ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
+    fn record(
+        &self,
+        py: Python<'_>,
+        lease: &PyLease,
+        outcome: &str,
         latency_ms: f64,
+        ttft_ms: Option<f64>,
         input_tokens: u32,
         output_tokens: u32,
+        retry_after_s: Option<f64>,
     ) -> PyResult<()> {
+        let class = outcome
+            .parse::<OutcomeClass>()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let retry_after = retry_after_s
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|e| PyValueError::new_err(format!("retry_after_s: {e}")))
+            })
+            .transpose()?;
         let outcome = Outcome {
-            deployment,
-            success,
+            class,
             latency_ms,
+            ttft_ms,
             input_tokens,
             output_tokens,
+            retry_after,
         };
-        self.0.record(&outcome).map_err(|e| to_py_err(py, e))
+        self.0
+            .record(lease.take()?, &outcome)
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Gives back a lease whose attempt produced no outcome (abandoned or
+    /// cancelled); its budget returns in full. Releasing twice is a no-op.
+    fn release(&self, lease: &PyLease) {
+        if let Ok(lease) = lease.take() {
+            self.0.release(lease);
+        }
     }
 
     /// One snapshot per deployment of the current config, in config order.
@@ -158,6 +230,8 @@ pub struct PyDecision {
     strategy: &'static str,
     candidates: Py<PyTuple>,
     rejected: Py<PyTuple>,
+    lease: Option<Py<PyLease>>,
+    retry_after_s: Option<f64>,
 }
 
 impl PyDecision {
@@ -177,6 +251,11 @@ impl PyDecision {
             strategy: decision.strategy.as_str(),
             candidates: PyTuple::new(py, candidates)?.unbind(),
             rejected: PyTuple::new(py, rejected)?.unbind(),
+            lease: decision
+                .lease
+                .map(|lease| Py::new(py, PyLease::new(lease)))
+                .transpose()?,
+            retry_after_s: decision.retry_after.map(|d| d.as_secs_f64()),
         })
     }
 }
@@ -185,12 +264,18 @@ impl PyDecision {
 impl PyDecision {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
-            "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={})",
+            "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={}, \
+             lease={}, retry_after_s={})",
             self.model_group,
             repr_option(self.policy.as_deref()),
             self.strategy,
             self.candidates.bind(py).repr()?,
             self.rejected.bind(py).repr()?,
+            match &self.lease {
+                Some(lease) => lease.bind(py).repr()?.to_string(),
+                None => "None".to_owned(),
+            },
+            repr_option(self.retry_after_s),
         ))
     }
 }
@@ -230,16 +315,79 @@ impl PyRejection {
     }
 }
 
-/// A snapshot of one deployment's outcome counters.
+/// Budget and an in-flight slot held for one attempt; hand it back to
+/// `Router.record` or `Router.release` exactly once.
+#[pyclass(frozen, name = "Lease", module = "router_core")]
+pub struct PyLease {
+    #[pyo3(get)]
+    deployment: String,
+    #[pyo3(get)]
+    tokens: u32,
+    #[pyo3(get)]
+    is_probe: bool,
+    /// Taken by the first record or release.
+    lease: Mutex<Option<Lease>>,
+}
+
+impl PyLease {
+    fn new(lease: Lease) -> Self {
+        PyLease {
+            deployment: lease.deployment().to_owned(),
+            tokens: lease.tokens(),
+            is_probe: lease.is_probe(),
+            lease: Mutex::new(Some(lease)),
+        }
+    }
+
+    fn take(&self) -> PyResult<Lease> {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this lease was already recorded or released"))
+    }
+}
+
+#[pymethods]
+impl PyLease {
+    /// False once recorded or released.
+    #[getter]
+    fn active(&self) -> bool {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Lease(deployment={:?}, tokens={}, is_probe={}, active={})",
+            self.deployment,
+            self.tokens,
+            if self.is_probe { "True" } else { "False" },
+            if self.active() { "True" } else { "False" },
+        )
+    }
+}
+
+/// One deployment's counters, health and budget at the time of `stats()`.
 #[pyclass(frozen, get_all, name = "DeploymentStats", module = "router_core")]
 pub struct PyDeploymentStats {
     deployment: String,
     requests: u64,
     failures: u64,
-    consecutive_failures: u64,
-    ewma_latency_ms: Option<f64>,
+    in_flight: u64,
     input_tokens: u64,
     output_tokens: u64,
+    state: &'static str,
+    unavailable_reason: Option<&'static str>,
+    unavailable_for_s: Option<f64>,
+    consecutive_failures: u32,
+    error_rate: Option<f64>,
+    ewma_latency_ms: Option<f64>,
+    tail_latency_ms: Option<f64>,
+    ewma_ttft_ms: Option<f64>,
+    headroom: f64,
 }
 
 impl From<DeploymentStats> for PyDeploymentStats {
@@ -248,10 +396,18 @@ impl From<DeploymentStats> for PyDeploymentStats {
             deployment: s.deployment,
             requests: s.requests,
             failures: s.failures,
-            consecutive_failures: s.consecutive_failures,
-            ewma_latency_ms: s.ewma_latency_ms,
+            in_flight: s.in_flight,
             input_tokens: s.input_tokens,
             output_tokens: s.output_tokens,
+            state: s.state.as_str(),
+            unavailable_reason: s.unavailable.map(|(reason, _)| reason),
+            unavailable_for_s: s.unavailable.map(|(_, left)| left.as_secs_f64()),
+            consecutive_failures: s.health.consecutive_failures,
+            error_rate: s.health.error_rate,
+            ewma_latency_ms: s.health.ewma_latency_ms,
+            tail_latency_ms: s.health.tail_latency_ms,
+            ewma_ttft_ms: s.health.ewma_ttft_ms,
+            headroom: s.headroom,
         }
     }
 }
@@ -260,15 +416,17 @@ impl From<DeploymentStats> for PyDeploymentStats {
 impl PyDeploymentStats {
     fn __repr__(&self) -> String {
         format!(
-            "DeploymentStats(deployment={:?}, requests={}, failures={}, consecutive_failures={}, \
-             ewma_latency_ms={}, input_tokens={}, output_tokens={})",
+            "DeploymentStats(deployment={:?}, requests={}, failures={}, in_flight={}, state={:?}, \
+             unavailable_reason={}, error_rate={}, tail_latency_ms={}, headroom={:?})",
             self.deployment,
             self.requests,
             self.failures,
-            self.consecutive_failures,
-            repr_option(self.ewma_latency_ms),
-            self.input_tokens,
-            self.output_tokens,
+            self.in_flight,
+            self.state,
+            repr_option(self.unavailable_reason),
+            repr_option(self.error_rate),
+            repr_option(self.tail_latency_ms),
+            self.headroom,
         )
     }
 }
@@ -338,6 +496,44 @@ impl PyUnknownDeploymentError {
     }
 }
 
+/// A lease could not be had: the deployment is out of rotation or a budget
+/// is spent. `retry_after_s` says when it could succeed (None: waiting cannot help).
+#[pyclass(frozen, extends = PyRouterError, name = "DeploymentUnavailableError", module = "router_core")]
+pub struct PyDeploymentUnavailableError {
+    #[pyo3(get)]
+    deployment: String,
+    #[pyo3(get)]
+    detail: String,
+    #[pyo3(get)]
+    retry_after_s: Option<f64>,
+}
+
+#[pymethods]
+impl PyDeploymentUnavailableError {
+    #[new]
+    #[pyo3(signature = (deployment, detail, retry_after_s = None))]
+    fn new(
+        deployment: String,
+        detail: String,
+        retry_after_s: Option<f64>,
+    ) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(PyRouterError).add_subclass(PyDeploymentUnavailableError {
+            deployment,
+            detail,
+            retry_after_s,
+        })
+    }
+
+    fn __str__(&self) -> String {
+        RouterError::Unavailable {
+            deployment: self.deployment.clone(),
+            detail: self.detail.clone(),
+            retry_after: None,
+        }
+        .to_string()
+    }
+}
+
 /// `ConfigError(RouterError, ValueError)`. A pyclass can extend only one
 /// native base, so this one class is built by calling `type()`; callers may
 /// then catch a bad config as either a router error or a `ValueError`.
@@ -375,6 +571,15 @@ fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
         RouterError::UnknownDeployment(id) => {
             py.get_type::<PyUnknownDeploymentError>().call1((id,))
         }
+        RouterError::Unavailable {
+            deployment,
+            detail,
+            retry_after,
+        } => py.get_type::<PyDeploymentUnavailableError>().call1((
+            deployment,
+            detail,
+            retry_after.map(|d| d.as_secs_f64()),
+        )),
         RouterError::InvalidLatency(_) => return PyValueError::new_err(err.to_string()),
     };
     exception.map_or_else(|e| e, PyErr::from_value)

@@ -179,6 +179,16 @@ impl Limit {
             .fold(1.0, f64::min)
     }
 
+    /// Whether 1 request and `tokens` tokens could be taken now, changing
+    /// nothing (the route filter's check; `reserve` decides for real). A
+    /// denial's `owner_index` is 0.
+    pub fn check(&self, tokens: u32, now: Nanos) -> Result<(), Denied> {
+        let mut state = self.lock();
+        // Refilling up to `now` changes no budget, only when it was counted.
+        state.refill(now);
+        state.check(tokens, 0).map_or(Ok(()), Err)
+    }
+
     /// Every update leaves the state consistent, so a panic elsewhere while
     /// the lock was held cannot have left it half-changed.
     fn lock(&self) -> MutexGuard<'_, State> {

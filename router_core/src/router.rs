@@ -4,16 +4,21 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::filter::{Filter, Query};
+use crate::health::{eject_outliers, Admission, Health, OutcomeClass, UnavailableReason};
+use crate::lease::{Lease, Limits, Owner};
+use crate::ratelimit::{reserve, Denied};
 use crate::stats::{DeploymentStats, Outcome};
-use crate::strategy::{next_shared_seed, OrderContext, Signals, SplitMix64, Strategy, Survivor};
+use crate::strategy::{
+    next_shared_seed, Needs, OrderContext, Signals, SplitMix64, Strategy, Survivor,
+};
 use crate::table::Deployment;
 use crate::table::Table;
 
@@ -74,7 +79,7 @@ impl<'a> RouteRequest<'a> {
 }
 
 /// The router's answer: deployments to try in order, and why the others were left out.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Decision {
     /// The requested group, or the first group of the matched policy's target
     /// (empty when the policy names only deployments).
@@ -86,6 +91,12 @@ pub struct Decision {
     /// Best first; empty when every deployment was rejected.
     pub candidates: Vec<Candidate>,
     pub rejected: Vec<Rejection>,
+    /// Budget and in-flight slot taken for the first candidate (none for a
+    /// dry run, or when nothing could be leased).
+    pub lease: Option<Lease>,
+    /// When every candidate was out of rate-limit budget: how long until the
+    /// earliest could take this request.
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +189,7 @@ impl Router {
             }
         };
         let query = Query::new(request, &table, plan);
+        let now = self.clock.now();
         let mut rng = SplitMix64::new(
             request
                 .seed
@@ -186,14 +198,26 @@ impl Router {
         let mut candidates = Vec::with_capacity(plan.tiers.iter().map(Vec::len).sum());
         let mut rejected = Vec::new();
         let mut survivors = Vec::new();
+        let tokens = request
+            .input_tokens
+            .saturating_add(request.max_output_tokens);
+        // The earliest time a deployment that is only waiting on a budget or
+        // a provider's Retry-After could take the request.
+        let mut retry_at: Option<Nanos> = None;
+        let needs = plan.strategy.needs();
         for tier in &plan.tiers {
             survivors.clear();
             for deployment in tier.iter().map(|&i| &table.deployments[i]) {
-                match query.reject(deployment) {
+                let rejection = query.reject(deployment).or_else(|| {
+                    let (rejection, until) = unavailable(deployment, tokens, request.dry_run, now)?;
+                    earliest(&mut retry_at, until);
+                    Some(rejection)
+                });
+                match rejection {
                     Some(rejection) => rejected.push(rejection),
                     None => survivors.push(Survivor {
                         deployment,
-                        signals: signals(deployment, &query),
+                        signals: signals(deployment, &query, needs, now),
                     }),
                 }
             }
@@ -212,35 +236,129 @@ impl Router {
                 stick(&mut candidates, &survivors, request.affinity_key);
             }
         }
-        Ok(Decision {
+        let mut decision = Decision {
             model_group,
             policy,
             strategy: plan.strategy,
             candidates,
             rejected,
+            lease: None,
+            retry_after: None,
+        };
+        if !request.dry_run {
+            lease_first(&table, &mut decision, request, tokens, now, &mut retry_at);
+        }
+        if decision.candidates.is_empty() {
+            decision.retry_after = retry_at.map(|at| Duration::from_nanos(at.saturating_sub(now)));
+        }
+        Ok(decision)
+    }
+
+    /// A lease on `deployment` for a fallback attempt: `tokens` is the
+    /// estimate (input plus max output). Fails with `Unavailable` when the
+    /// deployment is out of rotation or a budget is exhausted.
+    pub fn reserve(
+        &self,
+        deployment: &str,
+        tenant: &str,
+        api_key: &str,
+        tokens: u32,
+    ) -> Result<Lease, RouterError> {
+        let table = self.table.load();
+        let target = table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
+        let now = self.clock.now();
+        lease_on(&table, target, tenant, api_key, tokens, now).map_err(|denied| {
+            RouterError::Unavailable {
+                deployment: deployment.to_owned(),
+                detail: denied.detail,
+                retry_after: denied
+                    .retry_at
+                    .map(|at| Duration::from_nanos(at.saturating_sub(now))),
+            }
         })
     }
 
-    /// Counts one attempt's outcome against a deployment of the current table.
-    pub fn record(&self, outcome: &Outcome<'_>) -> Result<(), RouterError> {
-        if !(outcome.latency_ms.is_finite() && outcome.latency_ms >= 0.0) {
-            return Err(RouterError::InvalidLatency(outcome.latency_ms));
+    /// Settles a lease with what its attempt came to: the rate-limit
+    /// reservation against the tokens actually used, the counters, and the
+    /// deployment's health (breaker, cool-downs, latency; outlier ejection
+    /// among its groups at most once a second).
+    pub fn record(&self, lease: Lease, outcome: &Outcome) -> Result<(), RouterError> {
+        for latency in std::iter::once(outcome.latency_ms).chain(outcome.ttft_ms) {
+            if !(latency.is_finite() && latency >= 0.0) {
+                self.release(lease);
+                return Err(RouterError::InvalidLatency(latency));
+            }
         }
-        let table = self.table.load();
-        let deployment = table
-            .deployment(outcome.deployment)
-            .ok_or_else(|| RouterError::UnknownDeployment(outcome.deployment.to_owned()))?;
-        deployment.stats.record(outcome);
+        let now = self.clock.now();
+        let used = outcome.input_tokens.saturating_add(outcome.output_tokens);
+        lease.limits.settle(lease.reservation, used, now);
+        lease.counters.record(outcome);
+        lease.counters.end_attempt();
+        lease.health.on_outcome(
+            outcome.class,
+            outcome.latency_ms,
+            outcome.ttft_ms,
+            outcome.retry_after,
+            now,
+        );
+        if outcome.class == OutcomeClass::Ok {
+            self.eject_outliers(&lease.deployment, now);
+        }
         Ok(())
+    }
+
+    /// Gives back a lease whose attempt never produced an outcome (abandoned,
+    /// or cancelled by the client): the reserved budget returns in full.
+    pub fn release(&self, lease: Lease) {
+        let now = self.clock.now();
+        lease.limits.release(lease.reservation, now);
+        lease.counters.end_attempt();
+        if lease.probe {
+            lease.health.abandon_probe(now);
+        }
+    }
+
+    fn eject_outliers(&self, deployment: &str, now: Nanos) {
+        let table = self.table.load();
+        let Some(recorded) = table.deployment(deployment) else {
+            return;
+        };
+        for group in recorded.groups.iter().map(|&g| &table.groups[g]) {
+            if group.outlier_gate.try_pass(now, OUTLIER_INTERVAL) {
+                let peers: Vec<&Health> = group
+                    .members()
+                    .iter()
+                    .map(|&i| &*table.deployments[i].health)
+                    .collect();
+                eject_outliers(&peers, recorded.health.policy(), now);
+            }
+        }
     }
 
     /// One entry per deployment of the current table, in config order.
     pub fn stats(&self) -> Vec<DeploymentStats> {
         let table = self.table.load();
+        let now = self.clock.now();
         table
             .deployments
             .iter()
-            .map(|d| d.stats.snapshot(&d.id))
+            .map(|d| {
+                let unavailable = match d.health.admit(now) {
+                    Admission::Unavailable { until, reason } => Some((
+                        reason.as_str(),
+                        Duration::from_nanos(until.saturating_sub(now)),
+                    )),
+                    _ => None,
+                };
+                d.stats.snapshot(
+                    &d.id,
+                    d.health.snapshot(now),
+                    unavailable,
+                    d.limit.headroom(now),
+                )
+            })
             .collect()
     }
 
@@ -269,15 +387,225 @@ impl Router {
     }
 }
 
-/// What the strategies know of `deployment` for this request.
-fn signals<S: AsRef<str>>(deployment: &Deployment, query: &Query<'_, S>) -> Signals {
-    let stats = &deployment.stats;
-    Signals {
-        cost_usd: query.cost_usd(deployment),
-        tail_latency_ms: stats.ewma_latency_ms(),
-        error_rate: stats.error_rate(),
-        in_flight: stats.in_flight(),
-        headroom: 1.0,
+/// Leases the first candidate that can take the attempt now, rejecting those
+/// that cannot (a race with other requests, or a probe already claimed). A
+/// tenant or API key out of budget rejects every candidate.
+fn lease_first<S>(
+    table: &Table,
+    decision: &mut Decision,
+    request: &RouteRequest<'_, S>,
+    tokens: u32,
+    now: Nanos,
+    retry_at: &mut Option<Nanos>,
+) {
+    while let Some(first) = decision.candidates.first() {
+        let deployment = table
+            .deployment(&first.deployment)
+            .expect("candidates come from this table");
+        match lease_on(
+            table,
+            deployment,
+            request.tenant,
+            request.api_key,
+            tokens,
+            now,
+        ) {
+            Ok(lease) => {
+                decision.lease = Some(lease);
+                return;
+            }
+            Err(denied) => {
+                earliest(retry_at, denied.retry_at);
+                let rejected: Vec<Candidate> = if denied.everyone {
+                    decision.candidates.drain(..).collect()
+                } else {
+                    vec![decision.candidates.remove(0)]
+                };
+                decision
+                    .rejected
+                    .extend(rejected.into_iter().map(|c| Rejection {
+                        deployment: c.deployment,
+                        filter: denied.filter,
+                        detail: denied.detail.clone(),
+                    }));
+            }
+        }
+    }
+}
+
+fn earliest(current: &mut Option<Nanos>, candidate: Option<Nanos>) {
+    if let Some(at) = candidate {
+        *current = Some(current.map_or(at, |c| c.min(at)));
+    }
+}
+
+/// Outlier ejection compares a group's tail latencies at most this often.
+const OUTLIER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the strategy needs to know of `deployment` for this request; the rest
+/// keeps its neutral default.
+fn signals<S: AsRef<str>>(
+    deployment: &Deployment,
+    query: &Query<'_, S>,
+    needs: Needs,
+    now: Nanos,
+) -> Signals {
+    let mut signals = Signals::default();
+    if needs.cost {
+        signals.cost_usd = query.cost_usd(deployment);
+    }
+    if needs.latency {
+        signals.tail_latency_ms = deployment.health.tail_latency_ms();
+    }
+    if needs.errors {
+        signals.error_rate = deployment.health.error_rate(now).unwrap_or(0.0);
+    }
+    if needs.load {
+        signals.in_flight = deployment.stats.in_flight();
+    }
+    if needs.headroom {
+        signals.headroom = deployment.limit.headroom(now);
+    }
+    signals
+}
+
+/// The health and rate-limit filters: `None` if the deployment can take an
+/// attempt of `tokens` now (a half-open breaker admits its probe; the lease
+/// claims it). Otherwise the rejection, and when waiting would let it serve:
+/// for a spent budget or a provider's Retry-After, not for an open circuit.
+///
+/// Budgets are checked here only when explaining (`dry_run`): a real decision
+/// reserves on its first candidates in turn, which checks exactly, and skips
+/// a lock per deployment it will never try.
+fn unavailable(
+    deployment: &Deployment,
+    tokens: u32,
+    dry_run: bool,
+    now: Nanos,
+) -> Option<(Rejection, Option<Nanos>)> {
+    let (filter, detail, until) = match deployment.health.admit(now) {
+        admission @ Admission::Unavailable { until, reason } => {
+            let waiting_helps = reason == UnavailableReason::CoolingDown;
+            (
+                Filter::Health,
+                admission.explain(now).to_string(),
+                waiting_helps.then_some(until),
+            )
+        }
+        _ if !dry_run => return None,
+        _ => match deployment.limit.check(tokens, now) {
+            Ok(()) => return None,
+            Err(denied) => {
+                let limits = Limits {
+                    deployment: Arc::clone(&deployment.limit),
+                    tenant: None,
+                    api_key: None,
+                };
+                let denied = budget_denied(&limits, denied, "", "", tokens);
+                (denied.filter, denied.detail, denied.retry_at)
+            }
+        },
+    };
+    let rejection = Rejection {
+        deployment: deployment.id.clone(),
+        filter,
+        detail,
+    };
+    Some((rejection, until))
+}
+
+/// Why a lease could not be had.
+struct LeaseDenied {
+    filter: Filter,
+    detail: String,
+    /// When the same lease could succeed; `None` if waiting cannot help.
+    retry_at: Option<Nanos>,
+    /// A tenant's or API key's budget: no deployment can take the request.
+    everyone: bool,
+}
+
+/// Reserves `tokens` on the deployment's, tenant's and key's budgets at once,
+/// claims the probe if the breaker is half-open, and counts the attempt in flight.
+fn lease_on(
+    table: &Table,
+    deployment: &Deployment,
+    tenant: &str,
+    api_key: &str,
+    tokens: u32,
+    now: Nanos,
+) -> Result<Lease, LeaseDenied> {
+    let probe = match deployment.health.admit(now) {
+        admission @ Admission::Unavailable { until, .. } => {
+            return Err(LeaseDenied {
+                filter: Filter::Health,
+                detail: admission.explain(now).to_string(),
+                retry_at: Some(until),
+                everyone: false,
+            })
+        }
+        Admission::Probe => true,
+        Admission::Available => false,
+    };
+    let limits = Limits {
+        deployment: Arc::clone(&deployment.limit),
+        tenant: table.tenant_limits.get(tenant).cloned(),
+        api_key: table.api_key_limits.get(api_key).cloned(),
+    };
+    let reservation = limits
+        .with(|all| reserve(all, tokens, now))
+        .map_err(|denied| budget_denied(&limits, denied, tenant, api_key, tokens))?;
+    if probe && !deployment.health.claim_probe(now) {
+        limits.release(reservation, now);
+        return Err(LeaseDenied {
+            filter: Filter::Health,
+            detail: "half-open, and another request is already probing it".to_owned(),
+            retry_at: None,
+            everyone: false,
+        });
+    }
+    deployment.stats.start_attempt();
+    Ok(Lease {
+        deployment: Arc::clone(&deployment.id),
+        counters: Arc::clone(&deployment.stats),
+        health: Arc::clone(&deployment.health),
+        limits,
+        reservation,
+        probe,
+    })
+}
+
+fn budget_denied(
+    limits: &Limits,
+    denied: Denied,
+    tenant: &str,
+    api_key: &str,
+    tokens: u32,
+) -> LeaseDenied {
+    let owner_index = match denied {
+        Denied::Exhausted { owner_index, .. } | Denied::TooLarge { owner_index, .. } => owner_index,
+    };
+    let owner = limits.owner(owner_index);
+    let whose = match owner {
+        Owner::Deployment => "deployment".to_owned(),
+        Owner::Tenant => format!("tenant {tenant:?}"),
+        Owner::ApiKey => format!("API key {api_key:?}"),
+    };
+    let (detail, retry_at) = match denied {
+        Denied::Exhausted { kind, retry_at, .. } => {
+            (format!("{whose} {kind} budget exhausted"), Some(retry_at))
+        }
+        Denied::TooLarge {
+            kind, per_minute, ..
+        } => (
+            format!("needs {tokens} tokens, more than the {whose} {kind} limit of {per_minute}"),
+            None,
+        ),
+    };
+    LeaseDenied {
+        filter: Filter::RateLimit,
+        detail,
+        retry_at,
+        everyone: owner != Owner::Deployment,
     }
 }
 
@@ -322,14 +650,23 @@ mod tests {
         Router::new(&chat_config()).unwrap()
     }
 
-    fn ok(deployment: &str) -> Outcome<'_> {
+    fn ok() -> Outcome {
         Outcome {
-            deployment,
-            success: true,
-            latency_ms: 10.0,
             input_tokens: 3,
             output_tokens: 4,
+            ..Outcome::ok(10.0)
         }
+    }
+
+    /// Records `outcome` on a fresh lease of `deployment`.
+    fn record_on(router: &Router, deployment: &str, outcome: &Outcome) -> Result<(), RouterError> {
+        let lease = router.reserve(deployment, "", "", 0)?;
+        router.record(lease, outcome)
+    }
+
+    /// The decision's order and explanation, which equal seeds must reproduce.
+    fn explained(decision: &Decision) -> (Vec<Candidate>, Vec<Rejection>) {
+        (decision.candidates.clone(), decision.rejected.clone())
     }
 
     #[test]
@@ -383,8 +720,8 @@ mod tests {
             ..RouteRequest::new("chat")
         };
         assert_eq!(
-            router.route(&request).unwrap(),
-            router.route(&request).unwrap()
+            explained(&router.route(&request).unwrap()),
+            explained(&router.route(&request).unwrap())
         );
     }
 
@@ -431,7 +768,7 @@ mod tests {
     #[test]
     fn record_updates_stats_and_rejects_bad_input() {
         let router = router();
-        router.record(&ok("b")).unwrap();
+        record_on(&router, "b", &ok()).unwrap();
         let stats = router.stats();
         assert_eq!(
             stats
@@ -443,32 +780,38 @@ mod tests {
         assert_eq!(
             (
                 stats[1].requests,
-                stats[1].ewma_latency_ms,
-                stats[1].output_tokens
+                stats[1].health.ewma_latency_ms,
+                stats[1].output_tokens,
+                stats[1].in_flight,
             ),
-            (1, Some(10.0), 4)
+            (1, Some(10.0), 4, 0)
         );
         assert_eq!(stats[0].requests, 0);
         assert_eq!(
-            router.record(&ok("zz")),
+            record_on(&router, "zz", &ok()),
             Err(RouterError::UnknownDeployment("zz".into()))
         );
         let nan = Outcome {
             latency_ms: f64::NAN,
-            ..ok("b")
+            ..ok()
         };
         assert!(matches!(
-            router.record(&nan),
+            record_on(&router, "b", &nan),
             Err(RouterError::InvalidLatency(_))
         ));
-        assert_eq!(router.stats()[1].requests, 1);
+        let stats = router.stats();
+        assert_eq!(
+            (stats[1].requests, stats[1].in_flight),
+            (1, 0),
+            "a rejected record releases its lease"
+        );
     }
 
     #[test]
     fn reload_keeps_stats_of_surviving_deployments() {
         let router = router();
-        router.record(&ok("a")).unwrap();
-        router.record(&ok("b")).unwrap();
+        record_on(&router, "a", &ok()).unwrap();
+        record_on(&router, "b", &ok()).unwrap();
         let json = config(
             vec![
                 deployment("b", "us", 10, &[]),
@@ -512,9 +855,7 @@ mod tests {
                 scope.spawn(|| {
                     for _ in 0..500 {
                         let decision = router.route(&RouteRequest::new("auto")).unwrap();
-                        router
-                            .record(&ok(&decision.candidates[0].deployment))
-                            .unwrap();
+                        router.record(decision.lease.unwrap(), &ok()).unwrap();
                     }
                 });
             }

@@ -3,122 +3,124 @@
 //! each counter separately and may straddle a concurrent `record`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-/// Weight of the newest sample in the latency moving average.
+use crate::health::{BreakerState, HealthSnapshot, OutcomeClass};
+
+/// Weight of the newest sample in the latency moving averages.
 pub const EWMA_ALPHA: f64 = 0.2;
 
-/// Bit pattern meaning "no latency sample yet". It is a NaN, which the
-/// average can never hold because `record` rejects non-finite latencies.
-const NO_SAMPLE: u64 = u64::MAX;
-
-/// What happened when a caller sent a request to a deployment.
+/// What one attempt on a deployment came to.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome<'a> {
-    pub deployment: &'a str,
-    pub success: bool,
+pub struct Outcome {
+    pub class: OutcomeClass,
+    /// Wall time of the attempt (to the last token, for a stream).
     pub latency_ms: f64,
+    /// Time to the first token, for streams.
+    pub ttft_ms: Option<f64>,
+    /// As the provider counted them; they settle the rate-limit reservation.
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// The provider's Retry-After, for `RateLimited`.
+    pub retry_after: Option<Duration>,
 }
 
-/// A point-in-time copy of one deployment's counters.
+impl Outcome {
+    /// A success with no token counts, for tests and benchmarks.
+    pub fn ok(latency_ms: f64) -> Self {
+        Outcome {
+            class: OutcomeClass::Ok,
+            latency_ms,
+            ttft_ms: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            retry_after: None,
+        }
+    }
+
+    pub fn failed(class: OutcomeClass, latency_ms: f64) -> Self {
+        Outcome {
+            class,
+            ..Outcome::ok(latency_ms)
+        }
+    }
+}
+
+/// A point-in-time view of one deployment: counters, health and budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentStats {
     pub deployment: String,
     pub requests: u64,
+    /// Attempts whose class was not `Ok`.
     pub failures: u64,
-    pub consecutive_failures: u64,
-    /// `None` until the first outcome is recorded.
-    pub ewma_latency_ms: Option<f64>,
+    pub in_flight: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub state: BreakerState,
+    /// Why the deployment is out of rotation and for how much longer, if it is.
+    pub unavailable: Option<(&'static str, Duration)>,
+    pub health: HealthSnapshot,
+    /// Rate-limit budget left, in [0, 1].
+    pub headroom: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Counters {
     requests: AtomicU64,
     failures: AtomicU64,
-    consecutive_failures: AtomicU64,
-    /// `f64` bits, updated by compare-and-swap.
-    ewma_latency_ms: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
     /// Attempts started (a lease taken) and not yet recorded or released.
     in_flight: AtomicU64,
 }
 
-impl Default for Counters {
-    fn default() -> Self {
-        Counters {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            consecutive_failures: AtomicU64::new(0),
-            ewma_latency_ms: AtomicU64::new(NO_SAMPLE),
-            input_tokens: AtomicU64::new(0),
-            output_tokens: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-        }
-    }
-}
-
 impl Counters {
     /// The counters are independent statistics that publish no other memory,
-    /// so relaxed ordering suffices. `latency_ms` must be finite and >= 0.
-    pub(crate) fn record(&self, outcome: &Outcome<'_>) {
+    /// so relaxed ordering suffices.
+    pub(crate) fn record(&self, outcome: &Outcome) {
         self.requests.fetch_add(1, Relaxed);
-        if outcome.success {
-            self.consecutive_failures.store(0, Relaxed);
-        } else {
+        if outcome.class != OutcomeClass::Ok {
             self.failures.fetch_add(1, Relaxed);
-            self.consecutive_failures.fetch_add(1, Relaxed);
         }
         self.input_tokens
             .fetch_add(u64::from(outcome.input_tokens), Relaxed);
         self.output_tokens
             .fetch_add(u64::from(outcome.output_tokens), Relaxed);
-        let sample = outcome.latency_ms;
-        // The closure always returns `Some`, so `fetch_update` cannot fail.
-        let _ = self.ewma_latency_ms.fetch_update(Relaxed, Relaxed, |bits| {
-            let next = match bits {
-                NO_SAMPLE => sample,
-                _ => {
-                    let old = f64::from_bits(bits);
-                    old + EWMA_ALPHA * (sample - old)
-                }
-            };
-            Some(next.to_bits())
-        });
-    }
-
-    pub(crate) fn ewma_latency_ms(&self) -> Option<f64> {
-        let bits = self.ewma_latency_ms.load(Relaxed);
-        (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
-    }
-
-    /// Failures over all recorded attempts (0 before the first).
-    pub(crate) fn error_rate(&self) -> f64 {
-        let requests = self.requests.load(Relaxed);
-        if requests == 0 {
-            0.0
-        } else {
-            self.failures.load(Relaxed) as f64 / requests as f64
-        }
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
     }
 
-    pub(crate) fn snapshot(&self, deployment: &str) -> DeploymentStats {
-        let ewma = self.ewma_latency_ms.load(Relaxed);
+    pub(crate) fn start_attempt(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Saturating, so a stray extra end cannot wrap the count around.
+    pub(crate) fn end_attempt(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        deployment: &str,
+        health: HealthSnapshot,
+        unavailable: Option<(&'static str, Duration)>,
+        headroom: f64,
+    ) -> DeploymentStats {
         DeploymentStats {
             deployment: deployment.to_owned(),
             requests: self.requests.load(Relaxed),
             failures: self.failures.load(Relaxed),
-            consecutive_failures: self.consecutive_failures.load(Relaxed),
-            ewma_latency_ms: (ewma != NO_SAMPLE).then(|| f64::from_bits(ewma)),
+            in_flight: self.in_flight.load(Relaxed),
             input_tokens: self.input_tokens.load(Relaxed),
             output_tokens: self.output_tokens.load(Relaxed),
+            state: health.state,
+            unavailable,
+            health,
+            headroom,
         }
     }
 }
@@ -126,67 +128,55 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::{Health, HealthPolicy};
 
-    fn outcome(success: bool, latency_ms: f64) -> Outcome<'static> {
-        Outcome {
-            deployment: "d",
-            success,
-            latency_ms,
+    fn snapshot(counters: &Counters) -> DeploymentStats {
+        let health = Health::new(HealthPolicy::default()).snapshot(0);
+        counters.snapshot("d", health, None, 1.0)
+    }
+
+    #[test]
+    fn counts_requests_failures_and_tokens() {
+        let counters = Counters::default();
+        counters.record(&Outcome {
             input_tokens: 10,
             output_tokens: 5,
-        }
-    }
-
-    #[test]
-    fn empty_counters_have_no_latency() {
-        let stats = Counters::default().snapshot("d");
-        assert_eq!(stats.requests, 0);
-        assert_eq!(stats.ewma_latency_ms, None);
-    }
-
-    #[test]
-    fn first_sample_seeds_the_average_then_alpha_applies() {
-        let counters = Counters::default();
-        counters.record(&outcome(true, 100.0));
-        assert_eq!(counters.snapshot("d").ewma_latency_ms, Some(100.0));
-        counters.record(&outcome(true, 200.0));
-        assert_eq!(counters.snapshot("d").ewma_latency_ms, Some(120.0));
-    }
-
-    #[test]
-    fn failures_count_and_success_resets_the_streak() {
-        let counters = Counters::default();
-        counters.record(&outcome(false, 1.0));
-        counters.record(&outcome(false, 1.0));
-        let stats = counters.snapshot("d");
+            ..Outcome::ok(1.0)
+        });
+        counters.record(&Outcome::failed(OutcomeClass::Timeout, 1.0));
+        let stats = snapshot(&counters);
         assert_eq!(
-            (stats.requests, stats.failures, stats.consecutive_failures),
-            (2, 2, 2)
+            (
+                stats.requests,
+                stats.failures,
+                stats.input_tokens,
+                stats.output_tokens
+            ),
+            (2, 1, 10, 5)
         );
-        counters.record(&outcome(true, 1.0));
-        let stats = counters.snapshot("d");
-        assert_eq!(
-            (stats.requests, stats.failures, stats.consecutive_failures),
-            (3, 2, 0)
-        );
-        assert_eq!((stats.input_tokens, stats.output_tokens), (30, 15));
+    }
+
+    #[test]
+    fn in_flight_never_wraps_below_zero() {
+        let counters = Counters::default();
+        counters.start_attempt();
+        counters.end_attempt();
+        counters.end_attempt();
+        assert_eq!(counters.in_flight(), 0);
     }
 
     #[test]
     fn concurrent_records_are_all_counted() {
         let counters = Counters::default();
         std::thread::scope(|scope| {
-            for _ in 0..4 {
+            for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
-                        counters.record(&outcome(true, 50.0));
+                        counters.record(&Outcome::ok(50.0));
                     }
                 });
             }
         });
-        let stats = counters.snapshot("d");
-        assert_eq!(stats.requests, 4000);
-        assert_eq!(stats.input_tokens, 40_000);
-        assert_eq!(stats.ewma_latency_ms, Some(50.0));
+        assert_eq!(snapshot(&counters).requests, 8000);
     }
 }

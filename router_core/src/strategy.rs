@@ -71,6 +71,16 @@ impl Default for Signals {
     }
 }
 
+/// The [`Signals`] a strategy reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Needs {
+    pub(crate) cost: bool,
+    pub(crate) latency: bool,
+    pub(crate) errors: bool,
+    pub(crate) load: bool,
+    pub(crate) headroom: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Survivor<'t> {
     pub(crate) deployment: &'t Deployment,
@@ -98,6 +108,30 @@ impl Strategy {
             Strategy::LowestLatency => "lowest_latency",
             Strategy::UsageHeadroom => "usage_headroom",
             Strategy::Balanced => "balanced",
+        }
+    }
+
+    /// Which signals this strategy reads; the router measures only those,
+    /// since some (error rate, headroom) take a lock per candidate.
+    pub(crate) fn needs(self) -> Needs {
+        let only = |f: fn(&mut Needs)| {
+            let mut needs = Needs::default();
+            f(&mut needs);
+            needs
+        };
+        match self {
+            Strategy::Weighted | Strategy::Priority | Strategy::RoundRobin => Needs::default(),
+            Strategy::LeastInFlight => only(|n| n.load = true),
+            Strategy::LowestCost => only(|n| n.cost = true),
+            Strategy::LowestLatency => only(|n| n.latency = true),
+            Strategy::UsageHeadroom => only(|n| n.headroom = true),
+            Strategy::Balanced => Needs {
+                cost: true,
+                latency: true,
+                errors: true,
+                load: true,
+                headroom: true,
+            },
         }
     }
 

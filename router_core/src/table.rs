@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
-use crate::ratelimit::{Limit, LimitSpec};
+use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
+use crate::ratelimit::{Limit, LimitSpec};
 use crate::router::RouteRequest;
 use crate::stats::Counters;
 use crate::strategy::Strategy;
@@ -72,6 +73,11 @@ pub(crate) struct Deployment {
     /// The deployment's own rpm/tpm budget. Leases hold it, so an attempt
     /// started before a reload settles on the budget it was taken from.
     pub(crate) limit: Arc<Limit>,
+    /// Breaker, cool-downs and latency estimate; carried over a reload.
+    pub(crate) health: Arc<Health>,
+    /// Indices of the groups this deployment belongs to: its peers for
+    /// outlier ejection.
+    pub(crate) groups: Vec<usize>,
 }
 
 impl Deployment {
@@ -129,6 +135,8 @@ pub(crate) struct Group {
     pub(crate) name: Arc<str>,
     /// A single tier: the group's deployments.
     pub(crate) plan: Plan,
+    /// Outlier ejection compares the group's members at most once a second.
+    pub(crate) outlier_gate: RateGate,
 }
 
 impl Group {
@@ -189,9 +197,22 @@ impl Table {
                     .map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
                 limit: carried_limit(
                     d.limit(),
-                    previous.and_then(|t| t.deployment(&d.id)).map(|old| &*old.limit),
+                    previous
+                        .and_then(|t| t.deployment(&d.id))
+                        .map(|old| &*old.limit),
                     now,
                 ),
+                health: Arc::new(match previous.and_then(|t| t.deployment(&d.id)) {
+                    Some(old) => Health::carry_over(&old.health, config.health.clone()),
+                    None => Health::new(config.health.clone()),
+                }),
+                groups: config
+                    .model_groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.deployments.contains(&d.id))
+                    .map(|(i, _)| i)
+                    .collect(),
             })
             .collect();
         let deployment_index: HashMap<Arc<str>, usize> = deployments
@@ -230,6 +251,7 @@ impl Table {
                 Group {
                     name: g.name.as_str().into(),
                     plan: Plan::new(g.strategy, vec![members], &deployments),
+                    outlier_gate: RateGate::new(),
                 }
             })
             .collect();

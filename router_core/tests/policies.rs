@@ -237,14 +237,9 @@ fn lowest_cost_orders_by_estimated_cost() {
 fn lowest_latency_prefers_measured_fast_and_tries_unmeasured() {
     let router = single_policy("lowest_latency");
     for (id, latency) in [("g-eu", 900.0), ("g-us", 300.0), ("c-eu", 600.0)] {
+        let lease = router.reserve(id, "", "", 0).unwrap();
         router
-            .record(&router_core::Outcome {
-                deployment: id,
-                success: true,
-                latency_ms: latency,
-                input_tokens: 0,
-                output_tokens: 0,
-            })
+            .record(lease, &router_core::Outcome::ok(latency))
             .unwrap();
     }
     let decision = route(&router, RouteRequest::new("auto"));

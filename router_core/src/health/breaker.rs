@@ -75,6 +75,10 @@ impl Breaker {
         breaker
     }
 
+    pub(super) fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
     pub(super) fn state(&self, now: Nanos) -> BreakerState {
         match self.state {
             State::Closed => BreakerState::Closed,

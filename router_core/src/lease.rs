@@ -1,0 +1,93 @@
+//! Leases: the budget and the in-flight slot one attempt holds on one
+//! deployment, from the decision (or a fallback's `reserve`) until the
+//! attempt's outcome is recorded or the attempt is abandoned.
+
+use std::sync::Arc;
+
+use crate::clock::Nanos;
+use crate::health::Health;
+use crate::ratelimit::{self, Limit, Reservation};
+use crate::stats::Counters;
+
+/// Held for one attempt; give it back to `Router::record` or `Router::release`.
+/// It keeps the limits it reserved on, so an attempt started before a config
+/// reload settles on the budget it was taken from.
+#[derive(Debug)]
+pub struct Lease {
+    pub(crate) deployment: Arc<str>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) limits: Limits,
+    pub(crate) reservation: Reservation,
+    /// This attempt is the half-open breaker's probe.
+    pub(crate) probe: bool,
+}
+
+impl Lease {
+    pub fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
+    /// Tokens reserved: the estimate of input plus maximum output.
+    pub fn tokens(&self) -> u32 {
+        self.reservation.tokens()
+    }
+
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+/// The deployment's own limit and, where configured, the tenant's and the
+/// API key's: the set every reservation takes from at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) deployment: Arc<Limit>,
+    pub(crate) tenant: Option<Arc<Limit>>,
+    pub(crate) api_key: Option<Arc<Limit>>,
+}
+
+/// Whose budget ran out, in the order `Limits::with` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Deployment,
+    Tenant,
+    ApiKey,
+}
+
+impl Limits {
+    /// Calls `f` with the limits as the slice `ratelimit` takes, without allocating.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&[&Limit]) -> R) -> R {
+        let mut all: [&Limit; 3] = [&self.deployment; 3];
+        let mut count = 1;
+        for limit in [&self.tenant, &self.api_key].into_iter().flatten() {
+            all[count] = limit;
+            count += 1;
+        }
+        f(&all[..count])
+    }
+
+    /// Maps a `Denied`'s `owner_index` back to whose budget it was.
+    pub(crate) fn owner(&self, index: usize) -> Owner {
+        let present = [
+            (Owner::Tenant, self.tenant.is_some()),
+            (Owner::ApiKey, self.api_key.is_some()),
+        ];
+        match index {
+            0 => Owner::Deployment,
+            i => present
+                .into_iter()
+                .filter(|(_, here)| *here)
+                .nth(i - 1)
+                .map_or(Owner::Deployment, |(owner, _)| owner),
+        }
+    }
+
+    pub(crate) fn settle(&self, reservation: Reservation, actual_tokens: u32, now: Nanos) {
+        self.with(|limits| ratelimit::settle(limits, reservation, actual_tokens, now));
+    }
+
+    pub(crate) fn release(&self, reservation: Reservation, now: Nanos) {
+        self.with(|limits| ratelimit::release(limits, reservation, now));
+    }
+}
