@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from google.protobuf import duration_pb2
-
 import router_core
+from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import Config, EchoDeployment, OpenAICompatibleDeployment
+from service.config import Config
 from service.errors import BudgetExhausted, InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
-from service.outcomes import Completion, StreamFinished, TextDelta, UpstreamError, Usage
+from service.outcomes import StreamFinished, TextDelta, UpstreamError, Usage
 from service.providers import Provider
+from service.responses import DeploymentConfig
 from service.tokens import estimate_input_tokens
 
 # Time kept back from the client's deadline so that a timed-out attempt can
@@ -33,8 +33,6 @@ MIN_ATTEMPT_S = 0.01
 
 T = TypeVar("T")
 TimeRemaining = Callable[[], float | None]
-DeploymentConfig = EchoDeployment | OpenAICompatibleDeployment
-_PROVIDER_TYPES = {EchoDeployment: "echo", OpenAICompatibleDeployment: "openai_compatible"}
 # The router's outcome classes are the proto's names without the prefix: OUTCOME_RATE_LIMITED → rate_limited.
 _OUTCOME_CLASSES = {
     value: name.removeprefix("OUTCOME_").lower()
@@ -73,7 +71,7 @@ class Engine:
                 pb.RouteCandidate(
                     deployment=c.deployment,
                     score=c.score,
-                    provider=provider_type(self.deployments[c.deployment]),
+                    provider=responses.provider_type(self.deployments[c.deployment]),
                     provider_model=self.deployments[c.deployment].model,
                     region=self.deployments[c.deployment].region,
                 )
@@ -102,7 +100,7 @@ class Engine:
                         continue
                     break
                 attempts.items.append(self._record_success(lease, started, None, completion.usage))
-                return self._chat_response(request_id, decision.model_group, deployment, completion, attempts.items)
+                return responses.chat_response(request_id, decision.model_group, deployment, completion, attempts.items)
         raise attempts.failure(time_remaining)
 
     async def chat_stream(
@@ -128,7 +126,7 @@ class Engine:
                         continue
                     break
                 first_token_s = time.perf_counter() - started
-                served = _served(decision.model_group, deployment)
+                served = responses.served(decision.model_group, deployment)
                 yield pb.ChatStreamResponse(
                     start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts.items)
                 )
@@ -154,8 +152,8 @@ class Engine:
                 yield pb.ChatStreamResponse(
                     end=pb.StreamEnd(
                         finish_reason=finished.finish_reason,
-                        usage=_usage(finished.usage),
-                        cost_usd=_cost(deployment, finished.usage),
+                        usage=responses.usage(finished.usage),
+                        cost_usd=responses.cost(deployment, finished.usage),
                         attempts=attempts.items,
                         provider_request_id=finished.provider_request_id,
                     )
@@ -202,19 +200,6 @@ class Engine:
                 pb.Attempt(deployment=deployment, outcome=skipped.outcome, error_message=str(skipped)), skipped
             )
             return None
-
-    def list_models(self) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(
-            model_groups=[
-                pb.ModelGroup(
-                    name=group.name,
-                    strategy=group.strategy,
-                    deployments=[_deployment_info(dep) for dep in group.deployments],
-                )
-                for group in self.config.model_groups
-            ],
-            default_group=self.config.default_group or "",
-        )
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, int]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""
@@ -285,7 +270,7 @@ class Engine:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
         )
-        return pb.Attempt(deployment=lease.deployment, outcome=pb.OUTCOME_OK, latency=_duration(latency_s))
+        return pb.Attempt(deployment=lease.deployment, outcome=pb.OUTCOME_OK, latency=responses.duration(latency_s))
 
     def _record_failure(self, lease: router_core.Lease, error: UpstreamError, started: float) -> pb.Attempt:
         latency_s = time.perf_counter() - started
@@ -298,33 +283,10 @@ class Engine:
         return pb.Attempt(
             deployment=lease.deployment,
             outcome=error.outcome,
-            latency=_duration(latency_s),
+            latency=responses.duration(latency_s),
             upstream_status=error.status,
             error_message=str(error),
         )
-
-    def _chat_response(
-        self,
-        request_id: str,
-        model_group: str,
-        deployment: DeploymentConfig,
-        completion: Completion,
-        attempts: list[pb.Attempt],
-    ) -> pb.ChatResponse:
-        return pb.ChatResponse(
-            id=request_id,
-            served=_served(model_group, deployment),
-            message=pb.Message(role=pb.ROLE_ASSISTANT, content=[pb.ContentPart(text=completion.text)]),
-            finish_reason=completion.finish_reason,
-            usage=_usage(completion.usage),
-            cost_usd=_cost(deployment, completion.usage),
-            attempts=attempts,
-            provider_request_id=completion.provider_request_id,
-        )
-
-
-def provider_type(deployment: DeploymentConfig) -> str:
-    return _PROVIDER_TYPES[type(deployment)]
 
 
 @dataclass
@@ -368,47 +330,3 @@ def _as_upstream_error(raised: BaseException, budget: float) -> UpstreamError:
     if isinstance(raised, StopAsyncIteration):
         return UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended without any event")
     return UpstreamError(pb.OUTCOME_TIMEOUT, f"no answer within {budget:.3f}s")
-
-
-def _served(model_group: str, deployment: DeploymentConfig) -> pb.Served:
-    return pb.Served(
-        model_group=model_group,
-        deployment=deployment.id,
-        provider=provider_type(deployment),
-        provider_model=deployment.model,
-    )
-
-
-def _usage(usage: Usage) -> pb.Usage:
-    return pb.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        total_tokens=usage.input_tokens + usage.output_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-    )
-
-
-def _cost(deployment: DeploymentConfig, usage: Usage) -> float:
-    return (
-        usage.input_tokens * deployment.input_price_per_mtok + usage.output_tokens * deployment.output_price_per_mtok
-    ) / 1_000_000
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(round(seconds * 1e9))
-    return duration
-
-
-def _deployment_info(dep: DeploymentConfig) -> pb.Deployment:
-    return pb.Deployment(
-        id=dep.id,
-        provider=provider_type(dep),
-        provider_model=dep.model,
-        region=dep.region,
-        context_window=dep.context_window,
-        capabilities=dep.capabilities,
-        price=pb.Price(input_per_mtok=dep.input_price_per_mtok, output_per_mtok=dep.output_price_per_mtok),
-        weight=dep.weight,
-        priority=dep.priority,
-    )

@@ -7,6 +7,7 @@ from typing import TypeAlias
 
 import grpc
 
+from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.engine import Engine
@@ -20,7 +21,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # The model list only changes with the config, so it is built once.
-        self._models = engine.list_models()
+        self._models = responses.model_list(engine.config)
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:  # noqa: N802

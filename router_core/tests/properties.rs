@@ -98,6 +98,8 @@ fn route(router: &Router, req: &Req) -> Decision {
         capabilities: &req.capabilities,
         regions: &req.regions,
         seed: Some(req.seed),
+        // No lease: a lease counts in flight, which least_in_flight then sees.
+        dry_run: true,
         ..RouteRequest::new("g")
     };
     router.route(&request).unwrap()
@@ -121,8 +123,17 @@ fn expected_filter(spec: &Spec, req: &Req) -> Option<Filter> {
     }
 }
 
+/// Strategies whose candidates come best first and whose order a seed fixes
+/// (round robin moves on between decisions; balanced leads with one of two).
 fn strategy_name() -> impl Strategy<Value = &'static str> {
-    proptest::sample::select(vec!["weighted", "priority"])
+    proptest::sample::select(vec![
+        "weighted",
+        "priority",
+        "lowest_cost",
+        "lowest_latency",
+        "least_in_flight",
+        "usage_headroom",
+    ])
 }
 
 proptest! {
