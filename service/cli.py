@@ -11,6 +11,7 @@ from pathlib import Path
 from service import __version__
 from service.config import ConfigError, load_config
 from service.server import serve
+from service.workers import run_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", type=Path, help="YAML config file (default: the embedded default config)")
     run.add_argument("--listen", help="HOST:PORT to listen on (default: the config's server.listen, 127.0.0.1:50051)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port (SO_REUSEPORT), each with its own router state (default 1)",
+    )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
     options = parser.parse_args(argv)
@@ -37,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         groups = ", ".join(group.name for group in config.model_groups)
         print(f"{options.config}: OK ({len(config.deployments())} deployments; model groups: {groups})")
         return 0
+    listen = options.listen or config.server.listen
+    if options.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
-        asyncio.run(serve(config, options.listen or config.server.listen))
+        if options.workers > 1:
+            return run_workers(config, listen, options.workers, options.log_level)
+        asyncio.run(serve(config, listen))
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1

@@ -28,11 +28,19 @@ GATEWAY_SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 class Gateway:
     """A built, not yet started, gateway server and the resources it owns."""
 
-    def __init__(self, config: Config, listen: str, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listen: str,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        share_port: bool = False,
+    ) -> None:
         self.config = config
         # grpc turns SO_REUSEPORT on by default, which would let a second gateway
-        # silently share (and split) a port that is already taken.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # silently share (and split) a port that is already taken; only the
+        # workers of one `serve --workers N` share theirs on purpose.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", int(share_port))])
         try:
             self.port = self.server.add_insecure_port(listen)
         except RuntimeError as error:
@@ -57,11 +65,11 @@ class Gateway:
         await self.engine.aclose()
 
 
-async def serve(config: Config, listen: str) -> None:
+async def serve(config: Config, listen: str, *, share_port: bool = False) -> None:
     """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
-    gateway = Gateway(config, listen)
+    gateway = Gateway(config, listen, share_port=share_port)
     await gateway.start()
-    log.info("switchboard listening on %s (port %d)", listen, gateway.port)
+    log.info("switchboard listening on %s (port %d, pid %d)", listen, gateway.port, os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ def server() -> Iterator[str]:
         if not line:
             break
         lines.append(line)
-        if match := re.search(r"listening on .* \(port (\d+)\)", line):
+        if match := re.search(r"listening on .* \(port (\d+),", line):
             port = match.group(1)
     assert port, "server did not start:\n" + "".join(lines)
     yield f"127.0.0.1:{port}"
@@ -106,3 +107,50 @@ def test_bad_config_exits_with_the_reason(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{path}:3: model_groups[0].deployments: List should have at least 1 item" in result.stderr
+
+
+def test_workers_share_one_port_and_stop_together() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    pids: set[str] = set()
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if match := re.search(r"listening on .* pid (\d+)\)", line):
+            pids.add(match.group(1))
+    assert len(pids) == 2, "two workers did not start:\n" + "".join(lines)
+    assert str(process.pid) not in pids, "the parent only supervises"
+
+    request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
+    for _ in range(6):  # a new connection each time, spread over the workers by the kernel
+        answer = json.loads(grpcurl(f"127.0.0.1:{port}", "switchboard.v1.Gateway/Chat", data=request))
+        assert answer["message"]["content"] == [{"text": "hi"}]
+
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert rest.count("stopped") == 2
+
+
+def test_workers_need_a_fixed_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--listen", "127.0.0.1:0", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "needs a fixed port" in result.stderr

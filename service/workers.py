@@ -1,0 +1,73 @@
+"""`serve --workers N`: N gateway processes sharing one port through SO_REUSEPORT.
+
+The kernel spreads incoming connections over the workers, so the service uses
+every core despite Python's GIL. Each worker is a whole gateway with its own
+router: statistics, circuit breakers and rate-limit budgets are per worker
+(a deployment's rpm is enforced per worker, so N workers admit up to N times
+it). The parent only starts the workers, forwards SIGTERM/SIGINT to them and
+waits; if one dies unexpectedly it stops the others and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from service.config import Config
+from service.server import serve
+
+log = logging.getLogger(__name__)
+
+
+def run_workers(config: Config, listen: str, workers: int, log_level: str) -> int:
+    """Start `workers` gateway processes on `listen` and wait for them; returns the exit code."""
+    if listen.rsplit(":", 1)[-1] == "0":
+        raise OSError(f"--workers {workers} needs a fixed port to share, not {listen}")
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(config, listen, log_level), name=f"switchboard-worker-{i}")
+        for i in range(workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            _signal(process, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    for process in processes:
+        process.start()
+    log.info("started %d workers on %s", workers, listen)
+    alive = list(processes)
+    code = 0
+    while alive:
+        finished = wait([p.sentinel for p in alive])
+        for process in [p for p in alive if p.sentinel in finished]:
+            process.join()
+            alive.remove(process)
+            if process.exitcode != 0 or not stopping:
+                log.error("worker %s exited with code %s; stopping the others", process.name, process.exitcode)
+                code = 1
+                stopping = True
+                for other in alive:
+                    _signal(other, signal.SIGTERM)
+    return code
+
+
+def _signal(process: BaseProcess, signum: int) -> None:
+    if process.pid is not None and process.is_alive():
+        os.kill(process.pid, signum)
+
+
+def _worker(config: Config, listen: str, log_level: str) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    asyncio.run(serve(config, listen, share_port=True))
