@@ -7,6 +7,7 @@ PY        := $(VENV)/bin/python
 BIN       := $(CURDIR)/.cache/bin
 GRPCURL_VERSION := v1.9.4
 BUF_VERSION     := v1.75.0
+GHZ_VERSION     := v0.120.0
 # Go tools build inside the clone, so nothing outside it is needed or reused.
 GO_ENV    := GOPATH=$(CURDIR)/.cache/go GOBIN=$(BIN) GOFLAGS=-modcacherw
 LISTEN    ?= 127.0.0.1:50051
@@ -28,13 +29,16 @@ serve: install ## build, then start the gateway on the embedded default config (
 	$(VENV)/bin/switchboard serve --listen $(LISTEN)
 
 .PHONY: tools
-tools: $(BIN)/grpcurl $(BIN)/buf ## install the pinned grpcurl and buf into .cache/bin
+tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz ## install the pinned grpcurl, buf and ghz into .cache/bin
 
 $(BIN)/grpcurl:
 	$(GO_ENV) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 $(BIN)/buf:
 	$(GO_ENV) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(BIN)/ghz:
+	$(GO_ENV) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/
@@ -60,14 +64,21 @@ wheel: $(PY) ## build a release wheel into dist/ and check it holds router_core 
 
 .PHONY: test
 test: lint wheel ## build everything and run every test (Rust, Python, end to end, grpcurl, bench smoke)
+	# --all-targets also runs each criterion benchmark once.
 	cargo test --workspace --all-targets
 	PATH=$(BIN):$$PATH $(VENV)/bin/pytest -q
+	$(MAKE) --no-print-directory bench-quick
+
+.PHONY: bench-quick
+bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a smoke test (no thresholds)
 	$(PY) benches/route_boundary.py --quick
+	PATH=$(BIN):$$PATH $(PY) benches/rpc.py --quick
 
 .PHONY: bench
-bench: install ## benchmarks: criterion for the Rust core, then route() across the Python boundary
+bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
 	cargo bench -p router_core
 	$(PY) benches/route_boundary.py
+	PATH=$(BIN):$$PATH $(PY) benches/rpc.py
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

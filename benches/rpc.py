@@ -1,0 +1,176 @@
+"""Route RPC over loopback: the gateway against the floor of its stack, with ghz.
+
+    .venv/bin/python benches/rpc.py            # 20 000 calls per point
+    .venv/bin/python benches/rpc.py --quick    # a smoke run (CI): a few hundred calls
+
+The floor (benches/floor_server.py) is a grpc.aio server answering the same Route
+call with a prebuilt answer of the same size. Both run as separate processes on
+127.0.0.1, loaded by ghz at concurrency 1, 16 and 64, on the same machine. The
+gateway runs with 1 and with 2 worker processes. Results go to
+benches/results/rpc.json (with machine, versions and date) and print as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benches" / "results"
+CONCURRENCY = (1, 16, 64)
+
+CONFIG = """
+default_group: bench
+model_groups:
+  - name: bench
+    deployments:
+""" + "".join(
+    f"""      - id: echo-{i}
+        type: echo
+        model: echo
+        region: local
+        context_window: 100000
+"""
+    for i in range(4)
+)
+
+REQUEST = {
+    "model": "bench",
+    "messages": [{"role": "ROLE_USER", "content": [{"text": "How long is this prompt, in tokens? About a dozen."}]}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(command: list[str], ready: str, port: int, processes: int = 1) -> Iterator[None]:
+    """Run `command` until the block ends, once `processes` of its output lines matched `ready`."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert process.stdout is not None
+    seen = 0
+    for line in process.stdout:
+        seen += bool(re.search(ready, line))
+        if seen == processes:
+            break
+    else:
+        raise RuntimeError(f"{command} did not start")
+    # Keep reading, so that a chatty server never blocks on a full pipe.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    try:
+        grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=10)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def ghz(ghz_path: str, port: int, concurrency: int, total: int) -> dict[str, float]:
+    command = [
+        ghz_path,
+        "--insecure",
+        "--proto",
+        "protos/switchboard/v1/gateway.proto",
+        "--import-paths",
+        "protos",
+        "--call",
+        "switchboard.v1.Gateway.Route",
+        "--data",
+        json.dumps(REQUEST),
+        "--concurrency",
+        str(concurrency),
+        "--total",
+        str(total),
+        "--format",
+        "json",
+        f"127.0.0.1:{port}",
+    ]
+    report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    errors = sum(count for code, count in report.get("statusCodeDistribution", {}).items() if code != "OK")
+    if errors:
+        raise RuntimeError(f"{errors} calls failed: {report.get('errorDistribution')}")
+    percentiles = {row["percentage"]: row["latency"] / 1e6 for row in report["latencyDistribution"]}
+    return {"rps": report["rps"], "p50_ms": percentiles[50], "p99_ms": percentiles[99]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few hundred calls per point (smoke test)")
+    options = parser.parse_args()
+    total = 300 if options.quick else 20_000
+    ghz_path = shutil.which("ghz") or str(ROOT / ".cache" / "bin" / "ghz")
+    versioned = subprocess.run([ghz_path, "--version"], capture_output=True, text=True, check=True)
+    version = (versioned.stdout or versioned.stderr).strip()
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        config.write(CONFIG)
+        config.flush()
+        targets = [("floor", [sys.executable, "benches/floor_server.py"], "floor listening", 1)]
+        for workers in (1, 2):
+            serve = [sys.executable, "-m", "service", "serve", "--config", config.name, "--workers", str(workers)]
+            targets.append((f"gateway, {workers} worker(s)", serve, "switchboard listening", workers))
+        for name, command, ready, processes in targets:
+            port = free_port()
+            listen = ["--listen", f"127.0.0.1:{port}"] if name != "floor" else [str(port)]
+            with running(command + listen, ready, port, processes):
+                ghz(ghz_path, port, 8, max(100, total // 20))  # warm-up
+                for concurrency in CONCURRENCY:
+                    rows.append({"target": name, "concurrency": concurrency, **ghz(ghz_path, port, concurrency, total)})
+
+    floor = {row["concurrency"]: row for row in rows if row["target"] == "floor"}
+    for row in rows:
+        row["rps_vs_floor"] = row["rps"] / floor[row["concurrency"]]["rps"]
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "ghz": version,
+        "calls_per_point": total,
+        "results": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("rpc-quick.json" if options.quick else "rpc.json")).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Route over loopback, {total} calls per point; {os.cpu_count()} CPUs; ghz {version}")
+    print("| target | concurrency | calls/s | p50 ms | p99 ms | calls/s vs floor |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['target']} | {row['concurrency']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['rps_vs_floor']:.0%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
