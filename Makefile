@@ -29,7 +29,7 @@ serve: install ## build, then start the gateway on the embedded default config (
 	$(VENV)/bin/switchboard serve --listen $(LISTEN)
 
 .PHONY: tools
-tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz ## install the pinned grpcurl, buf and ghz into .cache/bin
+tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz $(BIN)/mockupstream ## pinned grpcurl, buf, ghz and the benchmark upstream, in .cache/bin
 
 $(BIN)/grpcurl:
 	$(GO_ENV) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
@@ -39,6 +39,9 @@ $(BIN)/buf:
 
 $(BIN)/ghz:
 	$(GO_ENV) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+$(BIN)/mockupstream: benches/mockupstream/main.go
+	cd benches/mockupstream && $(GO_ENV) go build -o $(BIN)/mockupstream .
 
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/
@@ -71,14 +74,16 @@ test: lint wheel ## build everything and run every test (Rust, Python, end to en
 
 .PHONY: bench-quick
 bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a smoke test (no thresholds)
-	$(PY) benches/route_boundary.py --quick
-	PATH=$(BIN):$$PATH $(PY) benches/rpc.py --quick
+	$(PY) -m benches.route_boundary --quick
+	PATH=$(BIN):$$PATH $(PY) -m benches.rpc --quick
+	$(PY) -m benches.chat --quick
 
 .PHONY: bench
 bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
 	cargo bench -p router_core
-	$(PY) benches/route_boundary.py
-	PATH=$(BIN):$$PATH $(PY) benches/rpc.py
+	$(PY) -m benches.route_boundary
+	PATH=$(BIN):$$PATH $(PY) -m benches.rpc
+	$(PY) -m benches.chat
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

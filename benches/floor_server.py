@@ -1,7 +1,7 @@
 """The floor of the stack: a grpc.aio server whose Route handler does nothing but
 return a prebuilt answer of the same size as the gateway's, on the same service.
 
-    .venv/bin/python benches/floor_server.py PORT
+    .venv/bin/python -m benches.floor_server PORT
 
 Benchmarks compare the gateway's Route against it: the difference is what the
 gateway's own work (validation, the router call, building the answer) costs.

@@ -1,8 +1,8 @@
 """Time router_core.Router.route called from a Python loop (the PyO3 boundary included),
 and check that a million decisions leave memory flat.
 
-    .venv/bin/python benches/route_boundary.py            # timings, then the memory check
-    .venv/bin/python benches/route_boundary.py --quick    # a smoke run (CI)
+    .venv/bin/python -m benches.route_boundary            # timings, then the memory check
+    .venv/bin/python -m benches.route_boundary --quick    # a smoke run (CI)
 
 Each call is a full decision (20 policies, the last one matching; filters; order; the first
 candidate's lease), then the lease is released; the median over several rounds is reported.

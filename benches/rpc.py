@@ -1,7 +1,7 @@
 """Route RPC over loopback: the gateway against the floor of its stack, with ghz.
 
-    .venv/bin/python benches/rpc.py            # 20 000 calls per point
-    .venv/bin/python benches/rpc.py --quick    # a smoke run (CI): a few hundred calls
+    .venv/bin/python -m benches.rpc            # 20 000 calls per point
+    .venv/bin/python -m benches.rpc --quick    # a smoke run (CI): a few hundred calls
 
 The floor (benches/floor_server.py) is a grpc.aio server answering the same Route
 call with a prebuilt answer of the same size. Both run as separate processes on
@@ -64,8 +64,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(command: list[str], ready: str, port: int, processes: int = 1) -> Iterator[None]:
-    """Run `command` until the block ends, once `processes` of its output lines matched `ready`."""
+def running(command: list[str], ready: str, port: int, processes: int = 1, *, grpc_ready: bool = True) -> Iterator[int]:
+    """Run `command` until the block ends, once `processes` of its output lines matched `ready`
+    (and, for a gRPC server, a channel to it is ready); yields its pid."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert process.stdout is not None
     seen = 0
@@ -78,8 +79,9 @@ def running(command: list[str], ready: str, port: int, processes: int = 1) -> It
     # Keep reading, so that a chatty server never blocks on a full pipe.
     threading.Thread(target=process.stdout.read, daemon=True).start()
     try:
-        grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=10)
-        yield
+        if grpc_ready:
+            grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=10)
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -138,7 +140,7 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
         config.write(CONFIG)
         config.flush()
-        targets = [("floor", [sys.executable, "benches/floor_server.py"], "floor listening", 1)]
+        targets = [("floor", [sys.executable, "-m", "benches.floor_server"], "floor listening", 1)]
         for workers in (1, 2):
             serve = [sys.executable, "-m", "service", "serve", "--config", config.name, "--workers", str(workers)]
             targets.append((f"gateway, {workers} worker(s)", serve, "switchboard listening", workers))

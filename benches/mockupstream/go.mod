@@ -1,0 +1,3 @@
+module switchboard/benches/mockupstream
+
+go 1.26
