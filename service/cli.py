@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from service import __version__
 from service.config import ConfigError, load_config
+from service.logs import configure_logging
 from service.server import serve
 from service.workers import run_workers
 
@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", type=Path)
     options = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=getattr(options, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(getattr(options, "log_level", "INFO"))
     try:
         config = load_config(options.config)
     except ConfigError as error:

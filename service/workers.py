@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from service.config import Config
+from service.logs import configure_logging
 from service.server import serve
 
 log = logging.getLogger(__name__)
@@ -69,5 +70,5 @@ def _signal(process: BaseProcess, signum: int) -> None:
 
 
 def _worker(config: Config, listen: str, log_level: str) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    configure_logging(log_level)
     asyncio.run(serve(config, listen, share_port=True))
