@@ -1,5 +1,5 @@
 //! Decision and record costs against issue #3's targets: a 20-rule policy set
-//! whose last rule matches, over 4 and 64 candidate deployments.
+//! whose last rule matches, over 4, 64 and 256 candidate deployments.
 //!
 //!     cargo bench -p router_core --bench route
 
@@ -82,7 +82,12 @@ fn request() -> RouteRequest<'static> {
 
 fn route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
-    for (n, strategy) in [(4, "weighted"), (64, "weighted"), (64, "balanced")] {
+    for (n, strategy) in [
+        (4, "weighted"),
+        (64, "weighted"),
+        (64, "balanced"),
+        (256, "weighted"),
+    ] {
         let router = Router::new(&config(n, strategy, true)).unwrap();
         // The full decision: policy match, filters, order, and the first
         // candidate's lease, which is then given back.
