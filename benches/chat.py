@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 import httpx
 
-from benches.rpc import RESULTS, ROOT, free_port, machine, running
+from benches.harness import RESULTS, ROOT, free_port, machine, rss_mib, running
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -110,13 +110,6 @@ async def load(call: Callable[[], Awaitable[Sample]], concurrency: int, total: i
         "p50_ms": percentile(lasts, 50),
         "p99_ms": percentile(lasts, 99),
     }
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def worker_pid(parent: int) -> int:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import router_core
+from benches.harness import rss_mib
 
 MISSES: list[dict[str, Any]] = [
     {"field": "task", "eq": "code"},
@@ -84,13 +85,6 @@ def median_call_us(router: router_core.Router, calls: int, rounds: int) -> float
     return statistics.median(samples)
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def memory_check(decisions: int) -> None:
     router = router_core.Router(routing_config(4))
     checkpoints = {decisions // 10, decisions}
@@ -99,7 +93,7 @@ def memory_check(decisions: int) -> None:
         assert decision.lease is not None
         router.record(decision.lease, outcome="ok", latency_ms=float(i % 97), input_tokens=900, output_tokens=300)
         if i in checkpoints:
-            print(f"RSS after {i:>9,} decisions and records: {rss_mib():7.1f} MiB")
+            print(f"RSS after {i:>9,} decisions and records: {rss_mib(os.getpid()):7.1f} MiB")
 
 
 def main() -> None:

@@ -16,23 +16,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import grpc
+from benches.harness import RESULTS, ROOT, free_port, machine, running
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benches" / "results"
 CONCURRENCY = (1, 16, 64)
 
 CONFIG = """
@@ -54,37 +45,6 @@ REQUEST = {
     "model": "bench",
     "messages": [{"role": "ROLE_USER", "content": [{"text": "How long is this prompt, in tokens? About a dozen."}]}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def running(command: list[str], ready: str, port: int, processes: int = 1, *, grpc_ready: bool = True) -> Iterator[int]:
-    """Run `command` until the block ends, once `processes` of its output lines matched `ready`
-    (and, for a gRPC server, a channel to it is ready); yields its pid."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    assert process.stdout is not None
-    seen = 0
-    for line in process.stdout:
-        seen += bool(re.search(ready, line))
-        if seen == processes:
-            break
-    else:
-        raise RuntimeError(f"{command} did not start")
-    # Keep reading, so that a chatty server never blocks on a full pipe.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    try:
-        if grpc_ready:
-            grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=10)
-        yield process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def ghz(ghz_path: str, port: int, concurrency: int, total: int) -> dict[str, float]:
@@ -113,18 +73,6 @@ def ghz(ghz_path: str, port: int, concurrency: int, total: int) -> dict[str, flo
         raise RuntimeError(f"{errors} calls failed: {report.get('errorDistribution')}")
     percentiles = {row["percentage"]: row["latency"] / 1e6 for row in report["latencyDistribution"]}
     return {"rps": report["rps"], "p50_ms": percentiles[50], "p99_ms": percentiles[99]}
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
 
 
 def main() -> None:

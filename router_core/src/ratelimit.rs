@@ -84,6 +84,17 @@ pub enum Denied {
     },
 }
 
+impl Denied {
+    /// Which of the limits given to `reserve` denied it.
+    pub fn owner_index(&self) -> usize {
+        match *self {
+            Denied::Exhausted { owner_index, .. } | Denied::TooLarge { owner_index, .. } => {
+                owner_index
+            }
+        }
+    }
+}
+
 /// Proof of a successful `reserve`: the tokens it borrowed. It is neither
 /// `Clone` nor `Copy`, so `settle` or `release` can consume it only once.
 #[derive(Debug, PartialEq, Eq)]

@@ -496,12 +496,7 @@ fn unavailable(
         _ => match deployment.limit.check(tokens, now) {
             Ok(()) => return None,
             Err(denied) => {
-                let limits = Limits {
-                    deployment: Arc::clone(&deployment.limit),
-                    tenant: None,
-                    api_key: None,
-                };
-                let denied = budget_denied(&limits, denied, "", "", tokens);
+                let denied = budget_denied(Owner::Deployment, denied, "", "", tokens);
                 (denied.filter, denied.detail, denied.retry_at)
             }
         },
@@ -553,7 +548,10 @@ fn lease_on(
     };
     let reservation = limits
         .with(|all| reserve(all, tokens, now))
-        .map_err(|denied| budget_denied(&limits, denied, tenant, api_key, tokens))?;
+        .map_err(|denied| {
+            let owner = limits.owner(denied.owner_index());
+            budget_denied(owner, denied, tenant, api_key, tokens)
+        })?;
     if probe && !deployment.health.claim_probe(now) {
         limits.release(reservation, now);
         return Err(LeaseDenied {
@@ -574,17 +572,14 @@ fn lease_on(
     })
 }
 
+/// Explains a denial of `owner`'s budget.
 fn budget_denied(
-    limits: &Limits,
+    owner: Owner,
     denied: Denied,
     tenant: &str,
     api_key: &str,
     tokens: u32,
 ) -> LeaseDenied {
-    let owner_index = match denied {
-        Denied::Exhausted { owner_index, .. } | Denied::TooLarge { owner_index, .. } => owner_index,
-    };
-    let owner = limits.owner(owner_index);
     let whose = match owner {
         Owner::Deployment => "deployment".to_owned(),
         Owner::Tenant => format!("tenant {tenant:?}"),

@@ -114,17 +114,19 @@ impl Strategy {
     /// Which signals this strategy reads; the router measures only those,
     /// since some (error rate, headroom) take a lock per candidate.
     pub(crate) fn needs(self) -> Needs {
-        let only = |f: fn(&mut Needs)| {
-            let mut needs = Needs::default();
-            f(&mut needs);
-            needs
-        };
+        let none = Needs::default();
         match self {
-            Strategy::Weighted | Strategy::Priority | Strategy::RoundRobin => Needs::default(),
-            Strategy::LeastInFlight => only(|n| n.load = true),
-            Strategy::LowestCost => only(|n| n.cost = true),
-            Strategy::LowestLatency => only(|n| n.latency = true),
-            Strategy::UsageHeadroom => only(|n| n.headroom = true),
+            Strategy::Weighted | Strategy::Priority | Strategy::RoundRobin => none,
+            Strategy::LeastInFlight => Needs { load: true, ..none },
+            Strategy::LowestCost => Needs { cost: true, ..none },
+            Strategy::LowestLatency => Needs {
+                latency: true,
+                ..none
+            },
+            Strategy::UsageHeadroom => Needs {
+                headroom: true,
+                ..none
+            },
             Strategy::Balanced => Needs {
                 cost: true,
                 latency: true,

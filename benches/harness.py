@@ -1,0 +1,71 @@
+"""What the benchmark scripts share: free ports, servers run for the length of a block,
+the machine's description and process memory."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benches" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(command: list[str], ready: str, port: int, processes: int = 1, *, grpc_ready: bool = True) -> Iterator[int]:
+    """Run `command` until the block ends, once `processes` of its output lines matched `ready`
+    (and, for a gRPC server, a channel to it is ready); yields its pid."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert process.stdout is not None
+    seen = 0
+    for line in process.stdout:
+        seen += bool(re.search(ready, line))
+        if seen == processes:
+            break
+    else:
+        raise RuntimeError(f"{command} did not start")
+    # Keep reading, so that a chatty server never blocks on a full pipe.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    try:
+        if grpc_ready:
+            # Imported here: route_boundary measures the RSS of a process holding only the router.
+            import grpc
+
+            grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=10)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
