@@ -109,7 +109,8 @@ async def test_stream_names_deployment_first_and_usage_last(start_gateway: Start
     stub = await start_gateway(config(upstream))
     events = await collect(stub.ChatStream(chat_request(text="stream me please")))
     kinds = [event.WhichOneof("event") for event in events]
-    assert kinds == ["start"] + ["delta"] * 4 + ["end"]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert len(kinds) > 2 and set(kinds[1:-1]) == {"delta"}
     assert events[0].start.served.deployment == "mock-0"
     assert "".join(e.delta.text for e in events[1:-1]) == "mock: stream me please"
     end = events[-1].end
@@ -177,8 +178,10 @@ async def test_stream_cut_after_content_ends_with_error_not_ok(
         async for event in stub.ChatStream(chat_request(text="one two three four")):
             received.append(event)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "after 2 content deltas" in (caught.value.details() or "")
-    assert [e.WhichOneof("event") for e in received] == ["start", "delta", "delta"]
+    deltas = [e.delta.text for e in received if e.HasField("delta")]
+    assert received[0].HasField("start") and len(received) == 1 + len(deltas)
+    assert "".join(deltas) == "mock: one"
+    assert f"after {len(deltas)} content deltas" in (caught.value.details() or "")
     (info,) = status_details(caught.value)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == "STREAM_INTERRUPTED" and info.metadata["deployment"] == "mock-0"

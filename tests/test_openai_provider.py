@@ -79,7 +79,9 @@ async def test_images_become_content_parts(provider: OpenAICompatibleProvider, u
 
 async def test_stream_yields_deltas_then_usage(provider: OpenAICompatibleProvider, upstream: MockOpenAI) -> None:
     events = [event async for event in provider.stream(request("a b", max_tokens=2))]
-    assert events[:-1] == [TextDelta("mock:"), TextDelta(" a")]
+    deltas = events[:-1]
+    assert all(isinstance(d, TextDelta) and d.text for d in deltas)
+    assert "".join(d.text for d in deltas if isinstance(d, TextDelta)) == "mock: a"
     finished = events[-1]
     assert isinstance(finished, StreamFinished)
     assert finished.finish_reason == pb.FINISH_REASON_LENGTH
@@ -129,6 +131,18 @@ async def test_upstream_rejects_what_the_api_rejects(provider: OpenAICompatibleP
         await provider.complete(request(temperature=3.0))
     assert caught.value.outcome == pb.OUTCOME_BAD_REQUEST
     assert "temperature" in caught.value.message
+
+
+async def test_paced_chunks_pass_one_by_one_and_bursts_are_merged(
+    provider: OpenAICompatibleProvider, upstream: MockOpenAI
+) -> None:
+    upstream.chunk_delay_s = 0.05
+    paced = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, TextDelta)]
+    assert paced == ["mock:", " a", " b", " c"]
+    upstream.chunk_delay_s = 0.0
+    burst = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, TextDelta)]
+    assert "".join(burst) == "mock: a b c"
+    assert len(burst) < len(paced)
 
 
 @pytest.mark.parametrize(

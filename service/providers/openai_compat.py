@@ -9,19 +9,16 @@ chunk when `stream_options.include_usage` is set.
 from __future__ import annotations
 
 import base64
-import contextlib
-import email.utils
 import json
-import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
+from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import OpenAICompatibleDeployment
 from service.outcomes import Completion, StreamEvent, StreamFinished, TextDelta, UpstreamError, Usage
+from service.providers.http import HttpClient, classified, error_body, retry_after, server_sent_events
 
 _ROLES = {
     pb.ROLE_SYSTEM: "system",
@@ -42,28 +39,25 @@ _OPTIONAL_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "presence_pena
 class OpenAICompatibleProvider:
     def __init__(self, deployment: OpenAICompatibleDeployment, api_key: str | None) -> None:
         self.model = deployment.model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=str(deployment.base_url),
-            headers=headers,
-            timeout=httpx.Timeout(deployment.timeout_s, connect=min(10.0, deployment.timeout_s)),
-            limits=httpx.Limits(
-                max_connections=deployment.max_connections,
-                max_keepalive_connections=deployment.max_connections,
-            ),
+        self._url = URL(str(deployment.base_url).rstrip("/") + "/chat/completions")
+        self._client = HttpClient(
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout_s=deployment.timeout_s,
+            max_connections=deployment.max_connections,
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
-        with _classify_transport_errors():
-            response = await self._client.post("chat/completions", json=self._body(request, stream=False))
-            if response.is_error:
-                raise _http_error(response.status_code, response.headers, response.text)
-            try:
-                data = response.json()
-                choice = data["choices"][0]
-                text = choice["message"].get("content") or ""
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-                raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected response body: {error!r}") from error
+        with classified():
+            async with self._client.post(self._url, self._body(request, stream=False)) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected response body: {error!r}") from error
         return Completion(
             text=text,
             finish_reason=_FINISH_REASONS.get(choice.get("finish_reason") or "", pb.FINISH_REASON_UNSPECIFIED),
@@ -77,31 +71,41 @@ class OpenAICompatibleProvider:
         usage = Usage()
         request_id = ""
         done = False
-        with _classify_transport_errors():
-            async with aconnect_sse(self._client, "POST", "chat/completions", json=body) as events:
-                response = events.response
-                if response.is_error:
-                    await response.aread()
-                    raise _http_error(response.status_code, response.headers, response.text)
-                try:
-                    async for event in events.aiter_sse():
-                        if event.data == "[DONE]":
-                            done = True
-                            break
-                        chunk = _parse_chunk(event.data)
-                        request_id = request_id or str(chunk.get("id") or "")
-                        if chunk.get("usage"):
-                            usage = _usage(chunk["usage"])
-                        for choice in chunk.get("choices") or ():
-                            text = (choice.get("delta") or {}).get("content")
-                            if text:
-                                yield TextDelta(text)
-                            if choice.get("finish_reason"):
-                                finish_reason = _FINISH_REASONS.get(
-                                    choice["finish_reason"], pb.FINISH_REASON_UNSPECIFIED
-                                )
-                except SSEError as error:
-                    raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: {error}") from error
+        with classified():
+            async with self._client.post(self._url, body) as response:
+                if response.status >= 400:
+                    detail = (await response.read()).decode(errors="replace")
+                    raise _http_error(response.status, response.headers, detail)
+                if response.content_type != "text/event-stream":
+                    raise UpstreamError(
+                        pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: Content-Type {response.content_type!r}"
+                    )
+                async for events in server_sent_events(response.content.iter_any()):
+                    # Content that arrived in one read goes on as one delta: fewer, larger messages
+                    # when the upstream outpaces the client, and no waiting when it does not.
+                    texts: list[str] = []
+                    try:
+                        for event in events:
+                            if event.data == "[DONE]":
+                                done = True
+                                break
+                            chunk = _parse_chunk(event.data)
+                            request_id = request_id or str(chunk.get("id") or "")
+                            if chunk.get("usage"):
+                                usage = _usage(chunk["usage"])
+                            for choice in chunk.get("choices") or ():
+                                if text := (choice.get("delta") or {}).get("content"):
+                                    texts.append(text)
+                                if reason := choice.get("finish_reason"):
+                                    finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
+                    except UpstreamError:
+                        if texts:
+                            yield TextDelta("".join(texts))
+                        raise
+                    if texts:
+                        yield TextDelta("".join(texts))
+                    if done:
+                        break
         if not done and finish_reason is None:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before its finish reason or [DONE]")
         yield StreamFinished(
@@ -173,25 +177,10 @@ def _parse_chunk(data: str) -> dict[str, Any]:
     return chunk
 
 
-@contextlib.contextmanager
-def _classify_transport_errors() -> Iterator[None]:
-    """Turn httpx's transport exceptions into classified UpstreamErrors."""
-    try:
-        yield
-    except httpx.TimeoutException as error:
-        raise UpstreamError(pb.OUTCOME_TIMEOUT, f"{type(error).__name__}: {error}") from error
-    except httpx.TransportError as error:
-        raise UpstreamError(pb.OUTCOME_CONNECTION_ERROR, f"{type(error).__name__}: {error}") from error
-
-
-def _http_error(status: int, headers: httpx.Headers, text: str) -> UpstreamError:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    error = _error_from_body(status, body, text)
+def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:
+    error = _error_from_body(status, error_body(text), text)
     if error.outcome == pb.OUTCOME_RATE_LIMITED:
-        error.retry_after_s = _retry_after(headers)
+        error.retry_after_s = retry_after(headers)
     return error
 
 
@@ -222,23 +211,3 @@ def _error_from_body(status: int, body: Any, text: str) -> UpstreamError:
     else:
         outcome = pb.OUTCOME_SERVER_ERROR
     return UpstreamError(outcome, message, status=status)
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None

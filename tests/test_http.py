@@ -1,0 +1,85 @@
+"""The shared HTTP pieces: the event-stream decoder, Retry-After and transport failure classes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from service.providers.http import ServerSentEvent, retry_after, server_sent_events
+
+
+async def decode(*chunks: bytes) -> list[ServerSentEvent]:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return [event async for events in server_sent_events(source()) for event in events]
+
+
+async def test_events_split_on_blank_lines_whatever_the_line_ending() -> None:
+    events = await decode(b"data: a\n\ndata: b\r\n\r\ndata: c\r\r")
+    assert [e.data for e in events] == ["a", "b", "c"]
+
+
+async def test_lines_and_crlf_split_across_chunks_are_joined() -> None:
+    events = await decode(b"da", b"ta: one\r", b"\n\r", b"\ndata: t", b"wo\n", b"\n")
+    assert [e.data for e in events] == ["one", "two"]
+
+
+async def test_data_lines_join_with_newlines_and_fields_follow_the_standard() -> None:
+    events = await decode(
+        b": a comment\nevent: content_block_delta\nid: 7\ndata: first\ndata:second\ndata\nretry: 5\nx: y\n\n"
+        b"data: {}\n\n"
+    )
+    assert events == [
+        ServerSentEvent("content_block_delta", "first\nsecond\n", "7"),
+        # The event name resets after each dispatch; the last id carries over.
+        ServerSentEvent("message", "{}", "7"),
+    ]
+
+
+async def test_blank_lines_without_data_dispatch_nothing() -> None:
+    assert await decode(b"\n\nevent: ping\n\n: keep-alive\n\n") == []
+
+
+async def test_an_unfinished_event_at_the_end_is_dropped() -> None:
+    assert [e.data for e in await decode(b"data: done\n\ndata: half")] == ["done"]
+    assert [e.data for e in await decode(b"data: done\n\ndata: half\n")] == ["done"]
+
+
+async def test_events_completed_by_one_read_come_as_one_batch() -> None:
+    async def source() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\ndata: 2\n\ndata: 3"
+        yield b"\n\n"
+
+    batches = [[e.data for e in events] async for events in server_sent_events(source())]
+    assert batches == [["1", "2"], ["3"]]
+
+
+async def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    (event,) = await decode(b"data: \xff ok\n\n")
+    assert event.data == "\ufffd ok"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    assert retry_after(headers) == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    seconds = retry_after({"retry-after": when})
+    assert seconds is not None
+    assert 28 <= seconds <= 30
