@@ -29,7 +29,7 @@ serve: install ## build, then start the gateway on the embedded default config (
 	$(VENV)/bin/switchboard serve --listen $(LISTEN)
 
 .PHONY: tools
-tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz $(BIN)/mockupstream ## pinned grpcurl, buf, ghz and the benchmark upstream, in .cache/bin
+tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz $(BIN)/mockupstream $(BIN)/loadgen ## pinned grpcurl, buf, ghz, the benchmark upstream and load generator, in .cache/bin
 
 $(BIN)/grpcurl:
 	$(GO_ENV) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
@@ -42,6 +42,9 @@ $(BIN)/ghz:
 
 $(BIN)/mockupstream: benches/mockupstream/main.go
 	cd benches/mockupstream && $(GO_ENV) go build -o $(BIN)/mockupstream .
+
+$(BIN)/loadgen: benches/loadgen/main.go benches/loadgen/go.mod
+	cd benches/loadgen && $(GO_ENV) go build -o $(BIN)/loadgen .
 
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/
