@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from service import __version__
 from service.config import ConfigError, load_config
 from service.logs import configure_logging
-from service.server import serve
+from service.server import run_gateway
 from service.workers import run_workers
 
 
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.workers > 1:
             return run_workers(config, listen, options.workers, options.log_level)
-        asyncio.run(serve(config, listen))
+        run_gateway(config, listen)
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1

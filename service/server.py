@@ -9,6 +9,7 @@ import signal
 from collections.abc import Mapping
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -78,3 +79,9 @@ async def serve(config: Config, listen: str, *, share_port: bool = False) -> Non
     log.info("shutting down: finishing in-flight calls for up to %.1fs", config.server.grace_period_s)
     await gateway.stop(config.server.grace_period_s)
     log.info("stopped")
+
+
+def run_gateway(config: Config, listen: str, *, share_port: bool = False) -> None:
+    """Serve until stopped, on uvloop: with asyncio's own loop a unary chat cost the worker
+    1.66 ms of CPU, with uvloop 0.99 ms (benches/chat.py, Go load generator, c=1)."""
+    uvloop.run(serve(config, listen, share_port=share_port))

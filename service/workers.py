@@ -10,7 +10,6 @@ waits; if one dies unexpectedly it stops the others and exits non-zero.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -21,7 +20,7 @@ from types import FrameType
 
 from service.config import Config
 from service.logs import configure_logging
-from service.server import serve
+from service.server import run_gateway
 
 log = logging.getLogger(__name__)
 
@@ -71,4 +70,4 @@ def _signal(process: BaseProcess, signum: int) -> None:
 
 def _worker(config: Config, listen: str, log_level: str) -> None:
     configure_logging(log_level)
-    asyncio.run(serve(config, listen, share_port=True))
+    run_gateway(config, listen, share_port=True)

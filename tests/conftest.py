@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
+import uvloop
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
@@ -15,6 +17,11 @@ from service.server import Gateway
 from tests.mock_openai import MockOpenAI
 
 StartGateway = Callable[[str], Awaitable[pb_grpc.GatewayStub]]
+
+
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The tests run on the loop the gateway runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture
