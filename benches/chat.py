@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benches.harness import RESULTS, ROOT, free_port, machine, rss_mib, running
+from benches.harness import RESULTS, ROOT, free_port, machine, pinned, rss_mib, running
 from service.api.switchboard.v1 import gateway_pb2 as pb
 
 CONCURRENCY = (1, 16, 64)
@@ -47,11 +46,6 @@ model_groups:
         context_window: 100000
         max_connections: 200
 """
-
-
-def pinned(command: list[str], cpu: int) -> list[str]:
-    """`command` restricted to one CPU when the machine has more than one."""
-    return ["taskset", "-c", str(cpu), *command] if (os.cpu_count() or 1) > 1 else command
 
 
 @contextmanager

@@ -52,6 +52,16 @@ def running(command: list[str], ready: str, port: int, processes: int = 1, *, gr
         process.wait(timeout=30)
 
 
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """`command` restricted to one CPU (none: any), when the machine has more than one.
+
+    The benchmarks give the server under test CPU 0 and its load generator CPU 1, so
+    that the two do not take turns on the same core."""
+    if cpu is None or (os.cpu_count() or 1) < 2:
+        return command
+    return ["taskset", "-c", str(cpu), *command]
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (

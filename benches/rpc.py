@@ -3,10 +3,11 @@
     .venv/bin/python -m benches.rpc            # 20 000 calls per point
     .venv/bin/python -m benches.rpc --quick    # a smoke run (CI): a few hundred calls
 
-The floor (benches/floor_server.py) is a grpc.aio server answering the same Route
-call with a prebuilt answer of the same size. Both run as separate processes on
-127.0.0.1, loaded by ghz at concurrency 1, 16 and 64, on the same machine. The
-gateway runs with 1 and with 2 worker processes. Results go to
+The floor (benches/floor_server.py) is a grpc.aio server on uvloop, like the gateway,
+answering the same Route call with a prebuilt answer of the same size. Both run as
+separate processes on 127.0.0.1, loaded by ghz at concurrency 1, 16 and 64, on the same
+machine: a one-process server pinned to CPU 0 and ghz to CPU 1. The gateway runs with 1
+and with 2 worker processes; two workers need both cores, so they share them with ghz. Results go to
 benches/results/rpc.json (with machine, versions and date) and print as a table.
 """
 
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benches.harness import RESULTS, ROOT, free_port, machine, running
+from benches.harness import RESULTS, ROOT, free_port, machine, pinned, running
 
 CONCURRENCY = (1, 16, 64)
 
@@ -47,7 +48,7 @@ REQUEST = {
 }
 
 
-def ghz(ghz_path: str, port: int, concurrency: int, total: int) -> dict[str, float]:
+def ghz(ghz_path: str, port: int, concurrency: int, total: int, cpu: int | None) -> dict[str, float]:
     command = [
         ghz_path,
         "--insecure",
@@ -67,6 +68,7 @@ def ghz(ghz_path: str, port: int, concurrency: int, total: int) -> dict[str, flo
         "json",
         f"127.0.0.1:{port}",
     ]
+    command = pinned(command, cpu)
     report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
     errors = sum(count for code, count in report.get("statusCodeDistribution", {}).items() if code != "OK")
     if errors:
@@ -79,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few hundred calls per point (smoke test)")
     options = parser.parse_args()
-    total = 300 if options.quick else 20_000
+    total = 300 if options.quick else int(os.environ.get("RPC_CALLS", 20_000))
     ghz_path = shutil.which("ghz") or str(ROOT / ".cache" / "bin" / "ghz")
     versioned = subprocess.run([ghz_path, "--version"], capture_output=True, text=True, check=True)
     version = (versioned.stdout or versioned.stderr).strip()
@@ -95,10 +97,13 @@ def main() -> None:
         for name, command, ready, processes in targets:
             port = free_port()
             listen = ["--listen", f"127.0.0.1:{port}"] if name != "floor" else [str(port)]
-            with running(command + listen, ready, port, processes):
-                ghz(ghz_path, port, 8, max(100, total // 20))  # warm-up
+            # One process gets CPU 0 and ghz CPU 1; two workers need both cores, shared with ghz.
+            server_cpu, ghz_cpu = (0, 1) if processes == 1 else (None, None)
+            with running(pinned(command + listen, server_cpu), ready, port, processes):
+                ghz(ghz_path, port, 8, max(100, total // 20), ghz_cpu)  # warm-up
                 for concurrency in CONCURRENCY:
-                    rows.append({"target": name, "concurrency": concurrency, **ghz(ghz_path, port, concurrency, total)})
+                    result = ghz(ghz_path, port, concurrency, total, ghz_cpu)
+                    rows.append({"target": name, "concurrency": concurrency, "pinned": processes == 1, **result})
 
     floor = {row["concurrency"]: row for row in rows if row["target"] == "floor"}
     for row in rows:

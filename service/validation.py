@@ -44,11 +44,14 @@ def _routing(routing: pb.RoutingHints) -> Violations:
     return violations
 
 
+_KNOWN_ROLES = frozenset(pb.Role.values()) - {pb.ROLE_UNSPECIFIED}
+
+
 def _messages(messages: Sequence[pb.Message]) -> Violations:
     violations: Violations = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        if message.role not in pb.Role.values() or message.role == pb.ROLE_UNSPECIFIED:
+        if message.role not in _KNOWN_ROLES:
             violations.append((f"{where}.role", "required: ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
         elif message.role == pb.ROLE_TOOL:
             violations.append((f"{where}.role", "ROLE_TOOL is reserved for tool support, not available yet"))
