@@ -20,7 +20,7 @@ from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import Config
 from service.errors import BudgetExhausted, InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
-from service.outcomes import StreamFinished, TextDelta, UpstreamError, Usage
+from service.outcomes import Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
 from service.responses import DeploymentConfig
 from service.tokens import estimate_input_tokens
@@ -67,7 +67,7 @@ class Engine:
             request.messages,
             input_tokens,
             request.max_output_tokens,
-            streaming=False,
+            needs=_needed_capabilities(request, streaming=False),
             dry_run=True,
         )
         response = pb.RouteResponse(
@@ -135,8 +135,10 @@ class Engine:
                 deltas_sent = 0
                 try:
                     async for event in _chain(first, events):
-                        if isinstance(event, TextDelta):
-                            yield pb.ChatStreamResponse(delta=pb.StreamDelta(text=event.text))
+                        if isinstance(event, Delta):
+                            yield pb.ChatStreamResponse(
+                                delta=pb.StreamDelta(text=event.text, tool_calls=event.tool_calls)
+                            )
                             deltas_sent += 1
                         else:
                             finished = event
@@ -213,7 +215,7 @@ class Engine:
             request.messages,
             input_tokens,
             max_output,
-            streaming=streaming,
+            needs=_needed_capabilities(request, streaming=streaming),
             dry_run=False,
         )
         if not decision.candidates:
@@ -232,14 +234,10 @@ class Engine:
         input_tokens: int,
         max_output_tokens: int,
         *,
-        streaming: bool,
+        needs: list[str],
         dry_run: bool,
     ) -> router_core.Decision:
-        capabilities = list(routing.required_capabilities)
-        if streaming:
-            capabilities.append("streaming")
-        if any(part.WhichOneof("part") == "image" for m in messages for part in m.content):
-            capabilities.append("vision")
+        capabilities = [*routing.required_capabilities, *needs]
         try:
             return self.router.route(
                 model,
@@ -312,6 +310,20 @@ async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for item in rest:
         yield item
+
+
+def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming: bool) -> list[str]:
+    """What the request itself requires of a deployment, beyond the client's explicit hints."""
+    needs = ["streaming"] if streaming else []
+    if any(part.WhichOneof("part") == "image" for m in request.messages for part in m.content):
+        needs.append("vision")
+    if request.tools or any(m.tool_calls for m in request.messages):
+        needs.append("tools")
+    if request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        needs.append("json_mode")
+    elif request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        needs.append("json_schema")
+    return needs
 
 
 def _attempt_budget(timeout_s: float, time_remaining: TimeRemaining) -> float | None:

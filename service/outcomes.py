@@ -42,13 +42,15 @@ class Completion:
     finish_reason: pb.FinishReason
     usage: Usage
     provider_request_id: str = ""
+    tool_calls: tuple[pb.ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class TextDelta:
-    """A non-empty piece of streamed content."""
+class Delta:
+    """A non-empty piece of streamed content: text, pieces of tool calls, or both."""
 
-    text: str
+    text: str = ""
+    tool_calls: tuple[pb.ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class StreamFinished:
     provider_request_id: str = ""
 
 
-StreamEvent = TextDelta | StreamFinished
+StreamEvent = Delta | StreamFinished
 
 
 class UpstreamError(Exception):

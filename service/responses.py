@@ -40,7 +40,11 @@ def chat_response(
     return pb.ChatResponse(
         id=request_id,
         served=served(model_group, deployment),
-        message=pb.Message(role=pb.ROLE_ASSISTANT, content=[pb.ContentPart(text=completion.text)]),
+        message=pb.Message(
+            role=pb.ROLE_ASSISTANT,
+            content=[pb.ContentPart(text=completion.text)] if completion.text or not completion.tool_calls else [],
+            tool_calls=completion.tool_calls,
+        ),
         finish_reason=completion.finish_reason,
         usage=usage(completion.usage),
         cost_usd=cost(deployment, completion.usage),

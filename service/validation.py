@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.errors import InvalidRequest
 
 MAX_STOP_SEQUENCES = 4
+MAX_TOOLS = 128
+# The function names every provider accepts (OpenAI's rule; Anthropic's and Gemini's are looser).
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Violations = list[tuple[str, str]]
 
 
@@ -21,6 +26,8 @@ def validate_chat(request: pb.ChatRequest) -> None:
     violations += _messages(request.messages)
     violations += _params(request.params)
     violations += _routing(request.routing)
+    violations += _tools(request.tools, request.tool_choice if request.HasField("tool_choice") else None)
+    violations += _response_format(request.response_format)
     if violations:
         raise InvalidRequest(violations)
 
@@ -31,6 +38,8 @@ def validate_route(request: pb.RouteRequest) -> None:
         violations.append(("model", 'required: a model group name, or "auto"'))
     violations += _messages(request.messages)
     violations += _routing(request.routing)
+    violations += _tools(request.tools, None)
+    violations += _response_format(request.response_format)
     if violations:
         raise InvalidRequest(violations)
 
@@ -49,16 +58,92 @@ _KNOWN_ROLES = frozenset(pb.Role.values()) - {pb.ROLE_UNSPECIFIED}
 
 def _messages(messages: Sequence[pb.Message]) -> Violations:
     violations: Violations = []
+    unanswered: dict[str, str] = {}  # tool call id -> where it was made
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if message.role not in _KNOWN_ROLES:
-            violations.append((f"{where}.role", "required: ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
-        elif message.role == pb.ROLE_TOOL:
-            violations.append((f"{where}.role", "ROLE_TOOL is reserved for tool support, not available yet"))
-        if not message.content:
+            violations.append((f"{where}.role", "required: ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
+        if message.role != pb.ROLE_TOOL and unanswered:
+            # Every provider wants a call's result in the turn right after the call.
+            ids = ", ".join(sorted(unanswered))
+            violations.append((where, f"tool calls {ids} must be answered by ROLE_TOOL messages before this one"))
+            unanswered.clear()
+        if message.tool_calls and message.role != pb.ROLE_ASSISTANT:
+            violations.append((f"{where}.tool_calls", "only assistant messages carry tool calls"))
+        if message.tool_call_id and message.role != pb.ROLE_TOOL:
+            violations.append((f"{where}.tool_call_id", "only ROLE_TOOL messages answer a tool call"))
+        if message.role == pb.ROLE_TOOL:
+            if not message.tool_call_id:
+                violations.append((f"{where}.tool_call_id", "required: the id of the tool call this answers"))
+            elif unanswered.pop(message.tool_call_id, None) is None:
+                violations.append(
+                    (f"{where}.tool_call_id", f"{message.tool_call_id!r} answers no open call of the previous turn")
+                )
+        for j, call in enumerate(message.tool_calls):
+            violations += _tool_call(call, f"{where}.tool_calls[{j}]")
+            unanswered[call.id] = f"{where}.tool_calls[{j}]"
+        if not message.content and not message.tool_calls:
             violations.append((f"{where}.content", "at least one content part is required"))
         for j, part in enumerate(message.content):
             violations += _content_part(part, f"{where}.content[{j}]")
+            if message.role == pb.ROLE_TOOL and part.WhichOneof("part") != "text":
+                violations.append((f"{where}.content[{j}]", "a tool result is text"))
+    if unanswered:
+        ids = ", ".join(sorted(unanswered))
+        violations.append(("messages", f"tool calls {ids} are not answered by ROLE_TOOL messages"))
+    return violations
+
+
+def _tool_call(call: pb.ToolCall, where: str) -> Violations:
+    violations: Violations = []
+    if not call.id:
+        violations.append((f"{where}.id", "required"))
+    if not TOOL_NAME.fullmatch(call.name):
+        violations.append((f"{where}.name", "required: letters, digits, '_' and '-', 1 to 64 characters"))
+    if not _is_json_object(call.arguments or "{}"):
+        violations.append((f"{where}.arguments", "must be a JSON object"))
+    return violations
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _tools(tools: Sequence[pb.Tool], choice: pb.ToolChoice | None) -> Violations:
+    violations: Violations = []
+    if len(tools) > MAX_TOOLS:
+        violations.append(("tools", f"at most {MAX_TOOLS} tools, got {len(tools)}"))
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        if not TOOL_NAME.fullmatch(tool.name):
+            violations.append((f"tools[{i}].name", "required: letters, digits, '_' and '-', 1 to 64 characters"))
+        elif tool.name in names:
+            violations.append((f"tools[{i}].name", f"{tool.name!r} is declared twice"))
+        names.add(tool.name)
+        schema_type = tool.parameters.fields.get("type")
+        if tool.parameters.fields and (schema_type is None or schema_type.string_value != "object"):
+            violations.append((f"tools[{i}].parameters", 'must be a JSON Schema with "type": "object"'))
+    if choice is not None:
+        kind = choice.WhichOneof("choice")
+        if kind == "tool_name" and choice.tool_name not in names:
+            violations.append(("tool_choice.tool_name", f"{choice.tool_name!r} is not one of the request's tools"))
+        if kind == "mode" and choice.mode == pb.TOOL_CHOICE_MODE_REQUIRED and not tools:
+            violations.append(("tool_choice.mode", "TOOL_CHOICE_MODE_REQUIRED needs tools"))
+    return violations
+
+
+def _response_format(response_format: pb.ResponseFormat) -> Violations:
+    violations: Violations = []
+    if response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        if not TOOL_NAME.fullmatch(response_format.name):
+            violations.append(("response_format.name", "required: letters, digits, '_' and '-', 1 to 64 characters"))
+        if not response_format.schema.fields:
+            violations.append(("response_format.schema", "required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA"))
+    elif response_format.schema.fields or response_format.name:
+        violations.append(("response_format.schema", "only with RESPONSE_FORMAT_TYPE_JSON_SCHEMA"))
     return violations
 
 

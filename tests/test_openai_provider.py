@@ -9,7 +9,7 @@ import pytest
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import OpenAICompatibleDeployment
-from service.outcomes import StreamFinished, TextDelta, UpstreamError
+from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.openai_compat import OpenAICompatibleProvider
 from tests.mock_openai import Fault, MockOpenAI
 
@@ -80,8 +80,8 @@ async def test_images_become_content_parts(provider: OpenAICompatibleProvider, u
 async def test_stream_yields_deltas_then_usage(provider: OpenAICompatibleProvider, upstream: MockOpenAI) -> None:
     events = [event async for event in provider.stream(request("a b", max_tokens=2))]
     deltas = events[:-1]
-    assert all(isinstance(d, TextDelta) and d.text for d in deltas)
-    assert "".join(d.text for d in deltas if isinstance(d, TextDelta)) == "mock: a"
+    assert all(isinstance(d, Delta) and d.text for d in deltas)
+    assert "".join(d.text for d in deltas if isinstance(d, Delta)) == "mock: a"
     finished = events[-1]
     assert isinstance(finished, StreamFinished)
     assert finished.finish_reason == pb.FINISH_REASON_LENGTH
@@ -137,10 +137,10 @@ async def test_paced_chunks_pass_one_by_one_and_bursts_are_merged(
     provider: OpenAICompatibleProvider, upstream: MockOpenAI
 ) -> None:
     upstream.chunk_delay_s = 0.05
-    paced = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, TextDelta)]
+    paced = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, Delta)]
     assert paced == ["mock:", " a", " b", " c"]
     upstream.chunk_delay_s = 0.0
-    burst = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, TextDelta)]
+    burst = [e.text async for e in provider.stream(request("a b c")) if isinstance(e, Delta)]
     assert "".join(burst) == "mock: a b c"
     assert len(burst) < len(paced)
 
@@ -163,7 +163,7 @@ async def test_broken_streams_fail_after_their_content(
         async for event in provider.stream(request("x y z")):
             received.append(event)
     assert caught.value.outcome == outcome
-    assert received == [TextDelta("mock:")]
+    assert received == [Delta("mock:")]
 
 
 async def test_refused_connection_is_connection_error() -> None:
@@ -189,3 +189,20 @@ async def test_slow_upstream_is_timeout(upstream: MockOpenAI) -> None:
 async def _drain(events: AsyncIterator[object]) -> None:
     async for _ in events:
         pass
+
+
+async def test_a_burst_of_tool_call_pieces_merges_per_call(provider: OpenAICompatibleProvider) -> None:
+    request = pb.ChatRequest(
+        model="g", messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="call it")])]
+    )
+    request.tools.add(name="lookup")
+    events = [event async for event in provider.stream(request)]
+    pieces = [piece for event in events if isinstance(event, Delta) for piece in event.tool_calls]
+    assert pieces[0].name == "lookup" and pieces[0].id.startswith("call_mock_")
+    assert all(piece.index == 0 for piece in pieces)
+    # Pieces that arrived together were joined, so there are fewer than the mock's 8-character fragments.
+    arguments = "".join(piece.arguments for piece in pieces)
+    assert len(pieces) - 1 < len(arguments) / 8
+    assert arguments == '{"text": "call it"}'
+    finished = events[-1]
+    assert isinstance(finished, StreamFinished) and finished.finish_reason == pb.FINISH_REASON_TOOL_CALLS

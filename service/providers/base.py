@@ -13,7 +13,7 @@ class Provider(Protocol):
     """One deployment's wire protocol: translate the unified request, call, translate back.
 
     Failures are raised as `UpstreamError` with their class; `stream` yields only
-    non-empty `TextDelta`s and ends with exactly one `StreamFinished`.
+    non-empty `Delta`s and ends with exactly one `StreamFinished`.
     """
 
     async def complete(self, request: pb.ChatRequest) -> Completion: ...

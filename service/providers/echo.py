@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncGenerator
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.outcomes import Completion, StreamEvent, StreamFinished, TextDelta, Usage
+from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, Usage
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -24,7 +24,7 @@ class EchoProvider:
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         words, finish_reason, usage = _echo(request)
         for word in words:
-            yield TextDelta(word)
+            yield Delta(word)
         yield StreamFinished(finish_reason=finish_reason, usage=usage)
 
     async def aclose(self) -> None:

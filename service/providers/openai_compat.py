@@ -13,11 +13,12 @@ import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from google.protobuf import json_format
 from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import OpenAICompatibleDeployment
-from service.outcomes import Completion, StreamEvent, StreamFinished, TextDelta, UpstreamError, Usage
+from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
 from service.providers.http import HttpClient, classified, error_body, retry_after, server_sent_events
 
 _ROLES = {
@@ -56,10 +57,15 @@ class OpenAICompatibleProvider:
             data = json.loads(raw)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
+            tool_calls = tuple(
+                pb.ToolCall(id=call["id"], name=call["function"]["name"], arguments=call["function"]["arguments"])
+                for call in choice["message"].get("tool_calls") or ()
+            )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected response body: {error!r}") from error
         return Completion(
             text=text,
+            tool_calls=tool_calls,
             finish_reason=_FINISH_REASONS.get(choice.get("finish_reason") or "", pb.FINISH_REASON_UNSPECIFIED),
             usage=_usage(data.get("usage")),
             provider_request_id=str(data.get("id") or ""),
@@ -84,6 +90,7 @@ class OpenAICompatibleProvider:
                     # Content that arrived in one read goes on as one delta: fewer, larger messages
                     # when the upstream outpaces the client, and no waiting when it does not.
                     texts: list[str] = []
+                    calls: list[pb.ToolCallDelta] = []
                     try:
                         for event in events:
                             if event.data == "[DONE]":
@@ -94,16 +101,19 @@ class OpenAICompatibleProvider:
                             if chunk.get("usage"):
                                 usage = _usage(chunk["usage"])
                             for choice in chunk.get("choices") or ():
-                                if text := (choice.get("delta") or {}).get("content"):
+                                delta = choice.get("delta") or {}
+                                if text := delta.get("content"):
                                     texts.append(text)
+                                for call in delta.get("tool_calls") or ():
+                                    calls.append(_tool_call_delta(call))
                                 if reason := choice.get("finish_reason"):
                                     finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
                     except UpstreamError:
-                        if texts:
-                            yield TextDelta("".join(texts))
+                        if texts or calls:
+                            yield Delta("".join(texts), _merged(calls))
                         raise
-                    if texts:
-                        yield TextDelta("".join(texts))
+                    if texts or calls:
+                        yield Delta("".join(texts), _merged(calls))
                     if done:
                         break
         if not done and finish_reason is None:
@@ -125,6 +135,12 @@ class OpenAICompatibleProvider:
                 body[name] = getattr(params, name)
         if params.stop:
             body["stop"] = list(params.stop)
+        if request.tools:
+            body["tools"] = [_tool(tool) for tool in request.tools]
+        if request.HasField("tool_choice") and (choice := _tool_choice(request.tool_choice)) is not None:
+            body["tool_choice"] = choice
+        if (response_format := _response_format(request.response_format)) is not None:
+            body["response_format"] = response_format
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -133,13 +149,79 @@ class OpenAICompatibleProvider:
 
 def _message(message: pb.Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": _ROLES[message.role]}
-    if all(part.WhichOneof("part") == "text" for part in message.content):
+    if not message.content:
+        out["content"] = None  # an assistant turn that only called tools
+    elif all(part.WhichOneof("part") == "text" for part in message.content):
         out["content"] = "".join(part.text for part in message.content)
     else:
         out["content"] = [_content_part(part) for part in message.content]
     if message.name:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments or "{}"}}
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def _tool(tool: pb.Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    if tool.parameters.fields:
+        function["parameters"] = json_format.MessageToDict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: pb.ToolChoice) -> str | dict[str, Any] | None:
+    if choice.WhichOneof("choice") == "tool_name":
+        return {"type": "function", "function": {"name": choice.tool_name}}
+    return {
+        pb.TOOL_CHOICE_MODE_AUTO: "auto",
+        pb.TOOL_CHOICE_MODE_NONE: "none",
+        pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+    }.get(choice.mode)
+
+
+def _response_format(response_format: pb.ResponseFormat) -> dict[str, Any] | None:
+    if response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"type": "json_object"}
+    if response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        schema: dict[str, Any] = {
+            "name": response_format.name,
+            "schema": json_format.MessageToDict(response_format.schema),
+        }
+        if response_format.strict:
+            schema["strict"] = True
+        return {"type": "json_schema", "json_schema": schema}
+    return None
+
+
+def _tool_call_delta(call: Any) -> pb.ToolCallDelta:
+    if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed tool call delta: {call!r:.200}")
+    function = call.get("function") or {}
+    return pb.ToolCallDelta(
+        index=call["index"],
+        id=call.get("id") or "",
+        name=function.get("name") or "",
+        arguments=function.get("arguments") or "",
+    )
+
+
+def _merged(calls: list[pb.ToolCallDelta]) -> tuple[pb.ToolCallDelta, ...]:
+    """Consecutive argument pieces of the same call as one piece."""
+    merged: list[pb.ToolCallDelta] = []
+    for call in calls:
+        last = merged[-1] if merged else None
+        if last is not None and last.index == call.index and not call.id and not call.name:
+            last.arguments += call.arguments
+        else:
+            merged.append(call)
+    return tuple(merged)
 
 
 def _content_part(part: pb.ContentPart) -> dict[str, Any]:
