@@ -76,19 +76,35 @@ class EchoDeployment(_DeploymentBase):
     type: Literal["echo"]
 
 
-class OpenAICompatibleDeployment(_DeploymentBase):
-    """Any server speaking the OpenAI chat completions protocol."""
+class _HttpDeployment(_DeploymentBase):
+    """A deployment reached over HTTP with an API key."""
 
-    type: Literal["openai_compatible"]
-    base_url: HttpUrl
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # Leave the deployment out, instead of failing, when its key is not set.
     skip_without_key: bool = False
     max_connections: PositiveInt = 100
 
 
-Deployment = Annotated[EchoDeployment | OpenAICompatibleDeployment, Field(discriminator="type")]
-_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible"})
+class OpenAICompatibleDeployment(_HttpDeployment):
+    """Any server speaking the OpenAI chat completions protocol."""
+
+    type: Literal["openai_compatible"]
+    base_url: HttpUrl
+
+
+class AnthropicDeployment(_HttpDeployment):
+    """Anthropic's Messages API."""
+
+    type: Literal["anthropic"]
+    base_url: HttpUrl = HttpUrl("https://api.anthropic.com")
+    anthropic_version: str = "2023-06-01"
+    # The API requires max_tokens; this is sent when the request does not set one.
+    default_max_tokens: PositiveInt = 4096
+
+
+AnyDeployment = EchoDeployment | OpenAICompatibleDeployment | AnthropicDeployment
+Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
+_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "anthropic"})
 
 
 class ModelGroup(_Strict):
@@ -127,7 +143,7 @@ class Config(_Strict):
             raise ValueError(f"default_group {self.default_group!r} is not a model group; known: {groups}")
         return self
 
-    def deployments(self) -> list[EchoDeployment | OpenAICompatibleDeployment]:
+    def deployments(self) -> list[AnyDeployment]:
         return [dep for group in self.model_groups for dep in group.deployments]
 
     def routing_json(self) -> str:
@@ -163,7 +179,7 @@ class Config(_Strict):
         return json.dumps(routing)
 
 
-def api_key(deployment: OpenAICompatibleDeployment, environ: Mapping[str, str]) -> str | None:
+def api_key(deployment: _HttpDeployment, environ: Mapping[str, str]) -> str | None:
     return environ.get(deployment.api_key_env) if deployment.api_key_env else None
 
 
@@ -213,7 +229,7 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
     for group in config.model_groups:
         kept = []
         for dep in group.deployments:
-            if isinstance(dep, OpenAICompatibleDeployment) and dep.api_key_env and not api_key(dep, environ):
+            if isinstance(dep, _HttpDeployment) and dep.api_key_env and not api_key(dep, environ):
                 if dep.skip_without_key:
                     continue
                 raise ConfigError(

@@ -5,11 +5,15 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import Config, EchoDeployment, OpenAICompatibleDeployment
+from service.config import AnthropicDeployment, AnyDeployment, Config, EchoDeployment, OpenAICompatibleDeployment
 from service.outcomes import Completion, Usage
 
-DeploymentConfig = EchoDeployment | OpenAICompatibleDeployment
-_PROVIDER_TYPES = {EchoDeployment: "echo", OpenAICompatibleDeployment: "openai_compatible"}
+DeploymentConfig = AnyDeployment
+_PROVIDER_TYPES = {
+    EchoDeployment: "echo",
+    OpenAICompatibleDeployment: "openai_compatible",
+    AnthropicDeployment: "anthropic",
+}
 
 
 def provider_type(deployment: DeploymentConfig) -> str:

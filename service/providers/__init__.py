@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.config import Config, EchoDeployment, OpenAICompatibleDeployment, api_key
+from service.config import (
+    AnthropicDeployment,
+    AnyDeployment,
+    Config,
+    EchoDeployment,
+    OpenAICompatibleDeployment,
+    api_key,
+)
+from service.providers.anthropic import AnthropicProvider
 from service.providers.base import Provider
 from service.providers.echo import EchoProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
@@ -12,12 +20,14 @@ from service.providers.openai_compat import OpenAICompatibleProvider
 __all__ = ["Provider", "build_provider", "build_providers"]
 
 
-def build_provider(deployment: EchoDeployment | OpenAICompatibleDeployment, environ: Mapping[str, str]) -> Provider:
+def build_provider(deployment: AnyDeployment, environ: Mapping[str, str]) -> Provider:
     match deployment:
         case EchoDeployment():
             return EchoProvider()
         case OpenAICompatibleDeployment():
             return OpenAICompatibleProvider(deployment, api_key(deployment, environ))
+        case AnthropicDeployment():
+            return AnthropicProvider(deployment, api_key(deployment, environ))
 
 
 def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:

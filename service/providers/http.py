@@ -120,6 +120,43 @@ class _EventDecoder:
         return None
 
 
+# How providers word a prompt that does not fit: OpenAI, vLLM, Anthropic, Gemini, Bedrock.
+_CONTEXT_PHRASES = (
+    "context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+    "exceeds the maximum number of tokens",
+)
+
+
+def classified_error(
+    status: int, message: str, *, kind: str = "", code: str = "", headers: Mapping[str, str] | None = None
+) -> UpstreamError:
+    """The one classification of an HTTP error for every provider: by status first, then by the
+    provider's error type or code, then by its wording. Rate limits carry Retry-After."""
+    lowered = message.lower()
+    if status == 429 or kind in ("rate_limit_error", "RESOURCE_EXHAUSTED"):
+        outcome = pb.OUTCOME_RATE_LIMITED
+    elif status in (503, 529) or "overloaded" in kind:
+        outcome = pb.OUTCOME_OVERLOADED
+    elif status in (401, 403):
+        outcome = pb.OUTCOME_AUTH_ERROR
+    elif status == 404:
+        outcome = pb.OUTCOME_SERVER_ERROR
+        message = f"not found (check the deployment's base_url and model): {message}"
+    elif code == "context_length_exceeded" or any(phrase in lowered for phrase in _CONTEXT_PHRASES):
+        outcome = pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED
+    elif code in ("content_filter", "content_policy_violation"):
+        outcome = pb.OUTCOME_CONTENT_FILTERED
+    elif 400 <= status < 500:
+        outcome = pb.OUTCOME_BAD_REQUEST
+    else:
+        outcome = pb.OUTCOME_SERVER_ERROR
+    retry = retry_after(headers) if headers is not None and outcome == pb.OUTCOME_RATE_LIMITED else None
+    return UpstreamError(outcome, message, status=status, retry_after_s=retry)
+
+
 def error_body(text: str) -> Any:
     """The JSON an error response carries, or None when it is not JSON."""
     try:

@@ -19,7 +19,7 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import OpenAICompatibleDeployment
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import HttpClient, classified, error_body, retry_after, server_sent_events
+from service.providers.http import HttpClient, classified, classified_error, error_body, server_sent_events
 
 _ROLES = {
     pb.ROLE_SYSTEM: "system",
@@ -260,36 +260,14 @@ def _parse_chunk(data: str) -> dict[str, Any]:
 
 
 def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:
-    error = _error_from_body(status, error_body(text), text)
-    if error.outcome == pb.OUTCOME_RATE_LIMITED:
-        error.retry_after_s = retry_after(headers)
-    return error
+    return _error_from_body(status, error_body(text), text, headers)
 
 
-def _error_from_body(status: int, body: Any, text: str) -> UpstreamError:
+def _error_from_body(status: int, body: Any, text: str, headers: Mapping[str, str] | None = None) -> UpstreamError:
     detail = body.get("error") if isinstance(body, dict) else None
     if isinstance(detail, dict):
         message = str(detail.get("message") or text[:300])
-        code = str(detail.get("code") or "")
-        kind = str(detail.get("type") or "")
-    else:
-        message, code, kind = (str(detail) if detail else text[:300]), "", ""
-    lowered = message.lower()
-    if status == 429:
-        outcome = pb.OUTCOME_RATE_LIMITED
-    elif status in (503, 529) or "overloaded" in kind:
-        outcome = pb.OUTCOME_OVERLOADED
-    elif status in (401, 403):
-        outcome = pb.OUTCOME_AUTH_ERROR
-    elif status == 404:
-        outcome = pb.OUTCOME_SERVER_ERROR
-        message = f"not found (check the deployment's base_url and model): {message}"
-    elif code == "context_length_exceeded" or "context length" in lowered or "context window" in lowered:
-        outcome = pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED
-    elif code in ("content_filter", "content_policy_violation"):
-        outcome = pb.OUTCOME_CONTENT_FILTERED
-    elif 400 <= status < 500:
-        outcome = pb.OUTCOME_BAD_REQUEST
-    else:
-        outcome = pb.OUTCOME_SERVER_ERROR
-    return UpstreamError(outcome, message, status=status)
+        return classified_error(
+            status, message, kind=str(detail.get("type") or ""), code=str(detail.get("code") or ""), headers=headers
+        )
+    return classified_error(status, str(detail) if detail else text[:300], headers=headers)
