@@ -86,10 +86,32 @@ class _HttpDeployment(_DeploymentBase):
 
 
 class OpenAICompatibleDeployment(_HttpDeployment):
-    """Any server speaking the OpenAI chat completions protocol."""
+    """Any server speaking the OpenAI chat completions protocol. The servers differ in small
+    ways, which these settings absorb rather than copies of the adapter."""
 
     type: Literal["openai_compatible"]
     base_url: HttpUrl
+    # The key goes in this header after this prefix ("Authorization: Bearer sk-…" for most).
+    api_key_header: str = Field(default="Authorization", min_length=1)
+    api_key_prefix: str = "Bearer "
+    # Ask for usage in the last stream chunk (stream_options.include_usage); some servers reject it.
+    stream_usage: bool = True
+    # OpenAI's reasoning models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Sent with every request, e.g. OpenRouter's HTTP-Referer and X-Title.
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class AzureOpenAIDeployment(_HttpDeployment):
+    """Azure OpenAI: the model deployment is in the URL, the key in an `api-key` header."""
+
+    type: Literal["azure_openai"]
+    # https://<resource>.openai.azure.com
+    endpoint: HttpUrl
+    # The name of the deployment in the Azure resource (`model` names the model it serves).
+    azure_deployment: str = Field(min_length=1)
+    api_version: str = "2024-10-21"
+    stream_usage: bool = True
 
 
 class AnthropicDeployment(_HttpDeployment):
@@ -102,9 +124,9 @@ class AnthropicDeployment(_HttpDeployment):
     default_max_tokens: PositiveInt = 4096
 
 
-AnyDeployment = EchoDeployment | OpenAICompatibleDeployment | AnthropicDeployment
+AnyDeployment = EchoDeployment | OpenAICompatibleDeployment | AzureOpenAIDeployment | AnthropicDeployment
 Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
-_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "anthropic"})
+_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic"})
 
 
 class ModelGroup(_Strict):

@@ -5,13 +5,21 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import AnthropicDeployment, AnyDeployment, Config, EchoDeployment, OpenAICompatibleDeployment
+from service.config import (
+    AnthropicDeployment,
+    AnyDeployment,
+    AzureOpenAIDeployment,
+    Config,
+    EchoDeployment,
+    OpenAICompatibleDeployment,
+)
 from service.outcomes import Completion, Usage
 
 DeploymentConfig = AnyDeployment
 _PROVIDER_TYPES = {
     EchoDeployment: "echo",
     OpenAICompatibleDeployment: "openai_compatible",
+    AzureOpenAIDeployment: "azure_openai",
     AnthropicDeployment: "anthropic",
 }
 

@@ -92,6 +92,10 @@ class MockOpenAI:
         self.fault: Fault | None = None
         self.requests: list[dict[str, Any]] = []
         self.tool_calls_made = 0
+        # Azure OpenAI's form of the API: the deployment in the path, `api-key`, `api-version`.
+        self.azure_deployment = "mock-deployment"
+        self.azure_api_versions = {"2024-10-21", "2025-04-01-preview"}
+        self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -102,6 +106,7 @@ class MockOpenAI:
     async def start(self) -> MockOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         # Hanging handlers are cancelled at once on stop instead of being awaited.
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -114,14 +119,42 @@ class MockOpenAI:
         if self._runner:
             await self._runner.cleanup()
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+    @property
+    def azure_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
+        """Azure's answers to a wrong version, key or deployment, then the same chat as OpenAI's
+        (the body's `model` is optional there: the deployment chose it)."""
+        self.headers.append(dict(request.headers))
+        if request.query.get("api-version") not in self.azure_api_versions:
+            return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+        if self.api_key and request.headers.get("api-key") != self.api_key:
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+                "valid key for an active subscription and use a correct regional API endpoint for your resource."
+            )
+            return web.json_response({"error": {"code": "401", "message": message}}, status=401)
+        if request.match_info["deployment"] != self.azure_deployment:
+            message = (
+                "The API deployment for this resource does not exist. If you created the deployment within "
+                "the last 5 minutes, please wait a moment and try again."
+            )
+            return web.json_response({"error": {"code": "DeploymentNotFound", "message": message}}, status=404)
+        return await self._chat(request, model=self.azure_deployment)
+
+    async def _chat(self, request: web.Request, *, model: str | None = None) -> web.StreamResponse:
+        if model is None:
+            self.headers.append(dict(request.headers))
+            if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
         self.requests.append(body)
+        if model is not None and isinstance(body, dict):
+            body = {"model": model, **body}
         problem = _validate(body)
         if problem:
             return _error(400, problem.message, "invalid_request_error", problem.code, param=problem.param)

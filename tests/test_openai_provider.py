@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import OpenAICompatibleDeployment
+from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
 from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.openai_compat import OpenAICompatibleProvider
 from tests.mock_openai import Fault, MockOpenAI
@@ -30,7 +30,7 @@ def deployment(base_url: str, timeout_s: float = 5.0) -> OpenAICompatibleDeploym
 @pytest.fixture
 async def provider(upstream: MockOpenAI) -> AsyncIterator[OpenAICompatibleProvider]:
     upstream.api_key = "sk-right"
-    adapter = OpenAICompatibleProvider(deployment(upstream.base_url), api_key="sk-right")
+    adapter = OpenAICompatibleProvider.for_deployment(deployment(upstream.base_url), api_key="sk-right")
     yield adapter
     await adapter.aclose()
 
@@ -118,7 +118,7 @@ async def test_http_errors_are_classified(
 
 async def test_wrong_key_is_auth_error(upstream: MockOpenAI) -> None:
     upstream.api_key = "sk-right"
-    adapter = OpenAICompatibleProvider(deployment(upstream.base_url), api_key="sk-wrong")
+    adapter = OpenAICompatibleProvider.for_deployment(deployment(upstream.base_url), api_key="sk-wrong")
     with pytest.raises(UpstreamError) as caught:
         await adapter.complete(request())
     assert caught.value.outcome == pb.OUTCOME_AUTH_ERROR
@@ -170,7 +170,7 @@ async def test_refused_connection_is_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    adapter = OpenAICompatibleProvider(deployment(f"http://127.0.0.1:{port}/v1"), api_key=None)
+    adapter = OpenAICompatibleProvider.for_deployment(deployment(f"http://127.0.0.1:{port}/v1"), api_key=None)
     with pytest.raises(UpstreamError) as caught:
         await adapter.complete(request())
     assert caught.value.outcome == pb.OUTCOME_CONNECTION_ERROR
@@ -179,7 +179,7 @@ async def test_refused_connection_is_connection_error() -> None:
 
 async def test_slow_upstream_is_timeout(upstream: MockOpenAI) -> None:
     upstream.fault = Fault(hang_s=5)
-    adapter = OpenAICompatibleProvider(deployment(upstream.base_url, timeout_s=0.2), api_key=None)
+    adapter = OpenAICompatibleProvider.for_deployment(deployment(upstream.base_url, timeout_s=0.2), api_key=None)
     with pytest.raises(UpstreamError) as caught:
         await adapter.complete(request())
     assert caught.value.outcome == pb.OUTCOME_TIMEOUT
@@ -206,3 +206,81 @@ async def test_a_burst_of_tool_call_pieces_merges_per_call(provider: OpenAICompa
     assert arguments == '{"text": "call it"}'
     finished = events[-1]
     assert isinstance(finished, StreamFinished) and finished.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+
+
+def azure(upstream: MockOpenAI, **overrides: object) -> AzureOpenAIDeployment:
+    return AzureOpenAIDeployment.model_validate(
+        {
+            "id": "az",
+            "type": "azure_openai",
+            "model": "gpt-4o",
+            "endpoint": upstream.azure_endpoint,
+            "azure_deployment": "mock-deployment",
+            "context_window": 1000,
+        }
+        | overrides
+    )
+
+
+async def test_azure_puts_the_deployment_in_the_path_and_the_key_in_api_key(upstream: MockOpenAI) -> None:
+    upstream.api_key = "az-key"
+    adapter = OpenAICompatibleProvider.for_deployment(azure(upstream), api_key="az-key")
+    completion = await adapter.complete(request("hello"))
+    events = [event async for event in adapter.stream(request("hello"))]
+    await adapter.aclose()
+    assert completion.text == "mock: hello"
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "mock: hello"
+    assert "model" not in upstream.requests[-1]
+    assert upstream.headers[-1]["api-key"] == "az-key" and "Authorization" not in upstream.headers[-1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "outcome"),
+    [
+        ({"api_version": "1999-01-01"}, "az-key", pb.OUTCOME_SERVER_ERROR),
+        ({"azure_deployment": "other"}, "az-key", pb.OUTCOME_SERVER_ERROR),
+        ({}, "wrong", pb.OUTCOME_AUTH_ERROR),
+    ],
+    ids=["unknown-api-version", "unknown-deployment", "wrong-key"],
+)
+async def test_azure_misconfigurations_are_classified(
+    upstream: MockOpenAI, overrides: dict[str, object], key: str, outcome: int
+) -> None:
+    upstream.api_key = "az-key"
+    adapter = OpenAICompatibleProvider.for_deployment(azure(upstream, **overrides), api_key=key)
+    with pytest.raises(UpstreamError) as caught:
+        await adapter.complete(request())
+    await adapter.aclose()
+    assert caught.value.outcome == outcome
+    if outcome == pb.OUTCOME_SERVER_ERROR:
+        assert "check the deployment's base_url and model" in caught.value.message
+
+
+async def test_server_differences_are_configuration(upstream: MockOpenAI) -> None:
+    """A server with its own auth header, no stream usage, max_completion_tokens and extra headers."""
+    dep = OpenAICompatibleDeployment.model_validate(
+        {
+            "id": "d",
+            "type": "openai_compatible",
+            "model": "o-model",
+            "base_url": upstream.base_url,
+            "context_window": 1000,
+            "api_key_header": "X-Api-Key",
+            "api_key_prefix": "",
+            "stream_usage": False,
+            "max_tokens_field": "max_completion_tokens",
+            "extra_headers": {"HTTP-Referer": "https://example.org", "X-Title": "switchboard"},
+        }
+    )
+    adapter = OpenAICompatibleProvider.for_deployment(dep, api_key="k-1")
+    events = [event async for event in adapter.stream(request("a b c", max_tokens=2))]
+    await adapter.aclose()
+    sent, headers = upstream.requests[-1], upstream.headers[-1]
+    assert sent["max_completion_tokens"] == 2 and "max_tokens" not in sent
+    assert "stream_options" not in sent
+    assert headers["X-Api-Key"] == "k-1" and "Authorization" not in headers
+    assert headers["HTTP-Referer"] == "https://example.org" and headers["X-Title"] == "switchboard"
+    finished = events[-1]
+    # Without stream usage the server reports none: zero, not a guess.
+    assert isinstance(finished, StreamFinished) and finished.usage.output_tokens == 0
+    assert finished.finish_reason == pb.FINISH_REASON_LENGTH

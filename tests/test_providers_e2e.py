@@ -42,17 +42,32 @@ def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str) -> str:
         context_window: 128000
         capabilities: [streaming, tools, vision]""",
     }
+    deployments["azure"] = f"""
+      - id: azure-gpt
+        type: azure_openai
+        model: gpt-4o
+        endpoint: {openai.azure_endpoint}
+        azure_deployment: {openai.azure_deployment}
+        api_key_env: MOCK_KEY
+        context_window: 128000
+        capabilities: [streaming, tools, vision]"""
     order = [first, *(name for name in deployments if name != first)]
     listed = "".join(
         deployments[name].replace("context_window", f"priority: {i}\n        context_window")
         for i, name in enumerate(order)
+    )
+    singles = "".join(
+        f"""
+  - name: only-{name}
+    deployments:{deployments[name].replace("id: ", f"id: {name}-only-", 1)}"""
+        for name in deployments
     )
     return f"""
 default_group: mixed
 model_groups:
   - name: mixed
     strategy: priority
-    deployments:{listed}
+    deployments:{listed}{singles}
 """
 
 
@@ -67,8 +82,33 @@ async def test_list_models_names_each_provider_type(
     start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI
 ) -> None:
     stub = await start_gateway(config(anthropic, upstream, first="anthropic"))
-    (group,) = (await stub.ListModels(pb.ListModelsRequest())).model_groups
-    assert {d.id: d.provider for d in group.deployments} == {"claude": "anthropic", "gpt": "openai_compatible"}
+    group = (await stub.ListModels(pb.ListModelsRequest())).model_groups[0]
+    assert {d.id: d.provider for d in group.deployments} == {
+        "claude": "anthropic",
+        "gpt": "openai_compatible",
+        "azure-gpt": "azure_openai",
+    }
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure"])
+async def test_every_provider_type_answers_with_tools_unary_and_streamed(
+    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI, provider: str
+) -> None:
+    upstream.api_key = "sk-test"
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic"))
+    request = pb.ChatRequest(model=f"only-{provider}", messages=[user("define cat")], tools=[LOOKUP])
+    response = await stub.Chat(request)
+    assert response.served.deployment.startswith(f"{provider}-only-")
+    assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    (call,) = response.message.tool_calls
+    assert call.name == "lookup" and call.id and json.loads(call.arguments) == {"text": "define cat"}
+    events = [event async for event in stub.ChatStream(request)]
+    pieces = [piece for event in events if event.HasField("delta") for piece in event.delta.tool_calls]
+    assert pieces[0].name == "lookup" and pieces[0].id
+    assert json.loads("".join(piece.arguments for piece in pieces)) == {"text": "define cat"}
+    assert events[-1].end.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    plain = await stub.Chat(pb.ChatRequest(model=f"only-{provider}", messages=[user("hello")]))
+    assert plain.message.content[0].text == "mock: hello" and plain.usage.output_tokens > 0
 
 
 @pytest.mark.parametrize("failing", ["anthropic", "openai"])

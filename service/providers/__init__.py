@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from service.config import (
     AnthropicDeployment,
     AnyDeployment,
+    AzureOpenAIDeployment,
     Config,
     EchoDeployment,
     OpenAICompatibleDeployment,
@@ -24,8 +25,8 @@ def build_provider(deployment: AnyDeployment, environ: Mapping[str, str]) -> Pro
     match deployment:
         case EchoDeployment():
             return EchoProvider()
-        case OpenAICompatibleDeployment():
-            return OpenAICompatibleProvider(deployment, api_key(deployment, environ))
+        case OpenAICompatibleDeployment() | AzureOpenAIDeployment():
+            return OpenAICompatibleProvider.for_deployment(deployment, api_key(deployment, environ))
         case AnthropicDeployment():
             return AnthropicProvider(deployment, api_key(deployment, environ))
 

@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import OpenAICompatibleDeployment
+from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
 from service.providers.http import HttpClient, classified, classified_error, error_body, server_sent_events
 
@@ -34,17 +34,56 @@ _FINISH_REASONS: dict[str, pb.FinishReason] = {
     "function_call": pb.FINISH_REASON_TOOL_CALLS,
     "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
 }
-_OPTIONAL_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "presence_penalty", "frequency_penalty")
+_OPTIONAL_PARAMS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
 
 class OpenAICompatibleProvider:
-    def __init__(self, deployment: OpenAICompatibleDeployment, api_key: str | None) -> None:
-        self.model = deployment.model
-        self._url = URL(str(deployment.base_url).rstrip("/") + "/chat/completions")
-        self._client = HttpClient(
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+    """One deployment of the protocol; `for_deployment` reads how a server differs from OpenAI."""
+
+    def __init__(
+        self,
+        url: URL,
+        headers: dict[str, str],
+        *,
+        model: str | None,
+        timeout_s: float,
+        max_connections: int,
+        stream_usage: bool = True,
+        max_tokens_field: str = "max_tokens",
+    ) -> None:
+        self.model = model
+        self._url = url
+        self._stream_usage = stream_usage
+        self._max_tokens_field = max_tokens_field
+        self._client = HttpClient(headers=headers, timeout_s=timeout_s, max_connections=max_connections)
+
+    @classmethod
+    def for_deployment(
+        cls, deployment: OpenAICompatibleDeployment | AzureOpenAIDeployment, api_key: str | None
+    ) -> OpenAICompatibleProvider:
+        if isinstance(deployment, AzureOpenAIDeployment):
+            # The deployment in the path chooses the model, so the body names none.
+            path = f"openai/deployments/{deployment.azure_deployment}/chat/completions"
+            url = URL(str(deployment.endpoint).rstrip("/") + "/" + path)
+            return cls(
+                url.with_query({"api-version": deployment.api_version}),
+                {"api-key": api_key} if api_key else {},
+                model=None,
+                timeout_s=deployment.timeout_s,
+                max_connections=deployment.max_connections,
+                stream_usage=deployment.stream_usage,
+            )
+        headers = dict(deployment.extra_headers)
+        if api_key:
+            headers[deployment.api_key_header] = deployment.api_key_prefix + api_key
+        return cls(
+            URL(str(deployment.base_url).rstrip("/") + "/chat/completions"),
+            headers,
+            model=deployment.model,
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            stream_usage=deployment.stream_usage,
+            max_tokens_field=deployment.max_tokens_field,
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
@@ -128,11 +167,15 @@ class OpenAICompatibleProvider:
         await self._client.aclose()
 
     def _body(self, request: pb.ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": [_message(m) for m in request.messages]}
+        body: dict[str, Any] = {"messages": [_message(m) for m in request.messages]}
+        if self.model is not None:
+            body["model"] = self.model
         params = request.params
         for name in _OPTIONAL_PARAMS:
             if params.HasField(name):
                 body[name] = getattr(params, name)
+        if params.HasField("max_tokens"):
+            body[self._max_tokens_field] = params.max_tokens
         if params.stop:
             body["stop"] = list(params.stop)
         if request.tools:
@@ -143,7 +186,8 @@ class OpenAICompatibleProvider:
             body["response_format"] = response_format
         if stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if self._stream_usage:
+                body["stream_options"] = {"include_usage": True}
         return body
 
 
