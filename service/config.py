@@ -124,9 +124,19 @@ class AnthropicDeployment(_HttpDeployment):
     default_max_tokens: PositiveInt = 4096
 
 
-AnyDeployment = EchoDeployment | OpenAICompatibleDeployment | AzureOpenAIDeployment | AnthropicDeployment
+class GeminiDeployment(_HttpDeployment):
+    """Google's Gemini API (Generative Language API), key in `x-goog-api-key`."""
+
+    type: Literal["gemini"]
+    base_url: HttpUrl = HttpUrl("https://generativelanguage.googleapis.com")
+    api_version: str = "v1beta"
+
+
+AnyDeployment = (
+    EchoDeployment | OpenAICompatibleDeployment | AzureOpenAIDeployment | AnthropicDeployment | GeminiDeployment
+)
 Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
-_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic"})
+_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic", "gemini"})
 
 
 class ModelGroup(_Strict):

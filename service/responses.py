@@ -11,6 +11,7 @@ from service.config import (
     AzureOpenAIDeployment,
     Config,
     EchoDeployment,
+    GeminiDeployment,
     OpenAICompatibleDeployment,
 )
 from service.outcomes import Completion, Usage
@@ -21,6 +22,7 @@ _PROVIDER_TYPES = {
     OpenAICompatibleDeployment: "openai_compatible",
     AzureOpenAIDeployment: "azure_openai",
     AnthropicDeployment: "anthropic",
+    GeminiDeployment: "gemini",
 }
 
 

@@ -59,6 +59,16 @@ async def test_events_completed_by_one_read_come_as_one_batch() -> None:
     assert batches == [["1", "2"], ["3"]]
 
 
+async def test_lines_that_are_no_field_can_be_kept() -> None:
+    async def source() -> AsyncIterator[bytes]:
+        yield b'data: 1\n\n{\n  "error": {"code": 503}\n}\n'
+
+    stray: list[str] = []
+    events = [e.data async for batch in server_sent_events(source(), stray) for e in batch]
+    assert events == ["1"]
+    assert stray == ["{", '  "error": {"code": 503}', "}"]
+
+
 async def test_invalid_utf8_is_replaced_not_fatal() -> None:
     (event,) = await decode(b"data: \xff ok\n\n")
     assert event.data == "\ufffd ok"

@@ -12,8 +12,16 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from tests.conftest import StartGateway
 from tests.mock_anthropic import Fault as AnthropicFault
 from tests.mock_anthropic import MockAnthropic
+from tests.mock_gemini import MockGemini
 from tests.mock_openai import Fault as OpenAIFault
 from tests.mock_openai import MockOpenAI
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[MockGemini]:
+    mock = await MockGemini(api_key="sk-test").start()
+    yield mock
+    await mock.stop()
 
 
 @pytest.fixture
@@ -23,7 +31,7 @@ async def anthropic() -> AsyncIterator[MockAnthropic]:
     await mock.stop()
 
 
-def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str) -> str:
+def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str, gemini: MockGemini | None = None) -> str:
     deployments = {
         "anthropic": f"""
       - id: claude
@@ -51,6 +59,15 @@ def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str) -> str:
         api_key_env: MOCK_KEY
         context_window: 128000
         capabilities: [streaming, tools, vision]"""
+    if gemini is not None:
+        deployments["gemini"] = f"""
+      - id: gemini-flash
+        type: gemini
+        model: gemini-2.5-flash
+        base_url: {gemini.base_url}
+        api_key_env: MOCK_KEY
+        context_window: 1048576
+        capabilities: [streaming, tools, vision, json_mode, json_schema]"""
     order = [first, *(name for name in deployments if name != first)]
     listed = "".join(
         deployments[name].replace("context_window", f"priority: {i}\n        context_window")
@@ -79,23 +96,28 @@ LOOKUP = pb.Tool(name="lookup", description="Look a word up")
 
 
 async def test_list_models_names_each_provider_type(
-    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI
+    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI, gemini: MockGemini
 ) -> None:
-    stub = await start_gateway(config(anthropic, upstream, first="anthropic"))
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini))
     group = (await stub.ListModels(pb.ListModelsRequest())).model_groups[0]
     assert {d.id: d.provider for d in group.deployments} == {
         "claude": "anthropic",
         "gpt": "openai_compatible",
         "azure-gpt": "azure_openai",
+        "gemini-flash": "gemini",
     }
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure", "gemini"])
 async def test_every_provider_type_answers_with_tools_unary_and_streamed(
-    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI, provider: str
+    start_gateway: StartGateway,
+    anthropic: MockAnthropic,
+    upstream: MockOpenAI,
+    gemini: MockGemini,
+    provider: str,
 ) -> None:
     upstream.api_key = "sk-test"
-    stub = await start_gateway(config(anthropic, upstream, first="anthropic"))
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini))
     request = pb.ChatRequest(model=f"only-{provider}", messages=[user("define cat")], tools=[LOOKUP])
     response = await stub.Chat(request)
     assert response.served.deployment.startswith(f"{provider}-only-")

@@ -10,12 +10,14 @@ from service.config import (
     AzureOpenAIDeployment,
     Config,
     EchoDeployment,
+    GeminiDeployment,
     OpenAICompatibleDeployment,
     api_key,
 )
 from service.providers.anthropic import AnthropicProvider
 from service.providers.base import Provider
 from service.providers.echo import EchoProvider
+from service.providers.gemini import GeminiProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
 
 __all__ = ["Provider", "build_provider", "build_providers"]
@@ -29,6 +31,8 @@ def build_provider(deployment: AnyDeployment, environ: Mapping[str, str]) -> Pro
             return OpenAICompatibleProvider.for_deployment(deployment, api_key(deployment, environ))
         case AnthropicDeployment():
             return AnthropicProvider(deployment, api_key(deployment, environ))
+        case GeminiDeployment():
+            return GeminiProvider(deployment, api_key(deployment, environ))
 
 
 def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:

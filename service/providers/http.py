@@ -75,14 +75,18 @@ class ServerSentEvent:
     id: str | None = None
 
 
-async def server_sent_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[ServerSentEvent]]:
+async def server_sent_events(
+    chunks: AsyncIterable[bytes], stray: list[str] | None = None
+) -> AsyncIterator[list[ServerSentEvent]]:
     """Decode an event stream as the HTML standard specifies: lines end in CR, LF or CRLF;
     `data` lines join with LF; a blank line dispatches; comments and unknown fields are
     ignored; an event left unfinished at the end of the stream is dropped.
 
     Yields, for each chunk read, the events it completed (never an empty list), so that a
-    caller can pass on at once what arrived together rather than one message per event."""
-    decoder = _EventDecoder()
+    caller can pass on at once what arrived together rather than one message per event.
+    Lines that are no field of the format go to `stray` when given (Gemini ends a failed
+    stream with a bare JSON error object)."""
+    decoder = _EventDecoder(stray)
     pending = b""
     async for chunk in chunks:
         pending += chunk
@@ -96,10 +100,11 @@ async def server_sent_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[list
 
 
 class _EventDecoder:
-    def __init__(self) -> None:
+    def __init__(self, stray: list[str] | None) -> None:
         self._event = ""
         self._data: list[str] = []
         self._last_id: str | None = None
+        self._stray = stray
 
     def feed(self, raw: bytes) -> ServerSentEvent | None:
         """Take one line (with or without its ending); return the event a blank line completes."""
@@ -117,6 +122,8 @@ class _EventDecoder:
             self._event = value
         elif name == "id" and "\0" not in value:
             self._last_id = value
+        elif self._stray is not None and name not in ("", "retry"):
+            self._stray.append(line)
         return None
 
 

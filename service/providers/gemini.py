@@ -1,0 +1,298 @@
+"""Google's Gemini API: generateContent, and streamGenerateContent with `alt=sse`
+(https://ai.google.dev/api/generate-content).
+
+What differs from the unified request: roles are `user` and `model`; content is `parts`;
+system prompts go in `systemInstruction`; tool calls are `functionCall` parts, answered by
+`functionResponse` parts that name the function (Gemini's calls may carry no id, so the
+adapter makes one); a prompt or an answer blocked for safety is a content-filter outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from yarl import URL
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import GeminiDeployment
+from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.providers.http import HttpClient, classified, classified_error, error_body, server_sent_events
+
+# Reasons an answer was withheld for its content (https://ai.google.dev/api/generate-content#FinishReason).
+_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
+_FINISH_REASONS: dict[str, pb.FinishReason] = {
+    "STOP": pb.FINISH_REASON_STOP,
+    "MAX_TOKENS": pb.FINISH_REASON_LENGTH,
+    **dict.fromkeys(_FILTERED, pb.FINISH_REASON_CONTENT_FILTER),
+}
+_TOOL_MODES = {
+    pb.TOOL_CHOICE_MODE_AUTO: "AUTO",
+    pb.TOOL_CHOICE_MODE_NONE: "NONE",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "ANY",
+}
+
+
+class GeminiProvider:
+    def __init__(self, deployment: GeminiDeployment, api_key: str | None) -> None:
+        models = URL(str(deployment.base_url).rstrip("/") + f"/{deployment.api_version}/models/")
+        self._url = models / f"{deployment.model}:generateContent"
+        self._stream_url = (models / f"{deployment.model}:streamGenerateContent").with_query(alt="sse")
+        self._client = HttpClient(
+            headers={"x-goog-api-key": api_key} if api_key else {},
+            timeout_s=deployment.timeout_s,
+            max_connections=deployment.max_connections,
+        )
+        self._calls_made = 0
+
+    async def complete(self, request: pb.ChatRequest) -> Completion:
+        with classified():
+            async with self._client.post(self._url, _body(request)) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected response body: {error!r}") from error
+        candidate = _candidate(data)
+        texts, calls = self._parts(candidate)
+        reason = str(candidate.get("finishReason") or "")
+        if reason in _FILTERED and not texts and not calls:
+            raise UpstreamError(pb.OUTCOME_CONTENT_FILTERED, f"the answer was withheld: finishReason {reason}")
+        return Completion(
+            text="".join(texts),
+            tool_calls=tuple(pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls),
+            finish_reason=_finish_reason(reason, bool(calls)),
+            usage=_usage(data.get("usageMetadata")),
+            provider_request_id=str(data.get("responseId") or ""),
+        )
+
+    async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        reason = ""
+        usage = Usage()
+        request_id = ""
+        calls_sent = 0
+        stray: list[str] = []
+        with classified():
+            async with self._client.post(self._stream_url, _body(request)) as response:
+                if response.status >= 400:
+                    detail = (await response.read()).decode(errors="replace")
+                    raise _http_error(response.status, response.headers, detail)
+                if response.content_type != "text/event-stream":
+                    raise UpstreamError(
+                        pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: Content-Type {response.content_type!r}"
+                    )
+                async for events in server_sent_events(response.content.iter_any(), stray):
+                    texts: list[str] = []
+                    calls: list[pb.ToolCallDelta] = []
+                    try:
+                        for event in events:
+                            chunk = _parse_chunk(event.data)
+                            request_id = request_id or str(chunk.get("responseId") or "")
+                            if chunk.get("usageMetadata"):
+                                usage = _usage(chunk["usageMetadata"])
+                            candidate = _candidate(chunk)
+                            more_texts, more_calls = self._parts(candidate)
+                            texts += more_texts
+                            # Gemini sends a function call whole, never in pieces.
+                            for call in more_calls:
+                                call.index = calls_sent
+                                calls_sent += 1
+                                calls.append(call)
+                            reason = str(candidate.get("finishReason") or reason)
+                    except UpstreamError:
+                        if texts or calls:
+                            yield Delta("".join(texts), tuple(calls))
+                        raise
+                    if texts or calls:
+                        yield Delta("".join(texts), tuple(calls))
+        if not reason:
+            # A failure after the 200 comes as a bare JSON error object after the last event.
+            trailer = error_body("\n".join(stray))
+            if isinstance(trailer, dict) and isinstance(trailer.get("error"), dict):
+                raise _error(trailer["error"], "\n".join(stray), None)
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before a finishReason")
+        yield StreamFinished(
+            finish_reason=_finish_reason(reason, calls_sent > 0), usage=usage, provider_request_id=request_id
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _parts(self, candidate: Mapping[str, Any]) -> tuple[list[str], list[pb.ToolCallDelta]]:
+        """The text and the function calls of a candidate's parts (thoughts left out)."""
+        texts: list[str] = []
+        calls: list[pb.ToolCallDelta] = []
+        try:
+            for part in (candidate.get("content") or {}).get("parts") or ():
+                if "text" in part and not part.get("thought"):
+                    texts.append(str(part["text"]))
+                elif call := part.get("functionCall"):
+                    self._calls_made += 1
+                    call_id = str(call.get("id") or f"gemini_call_{self._calls_made}")
+                    arguments = json.dumps(call.get("args") or {})
+                    calls.append(pb.ToolCallDelta(index=len(calls), id=call_id, name=call["name"], arguments=arguments))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected content parts: {error!r}") from error
+        return texts, calls
+
+
+def _body(request: pb.ChatRequest) -> dict[str, Any]:
+    params = request.params
+    body: dict[str, Any] = {"contents": _contents(request.messages)}
+    system = "\n\n".join(
+        part.text for m in request.messages if m.role == pb.ROLE_SYSTEM for part in m.content if part.text
+    )
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    config: dict[str, Any] = {}
+    for name, field in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("max_tokens", "maxOutputTokens"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        if params.HasField(name):
+            config[field] = getattr(params, name)
+    if params.stop:
+        config["stopSequences"] = list(params.stop)
+    if request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        config["responseMimeType"] = "application/json"
+    elif request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = json_format.MessageToDict(request.response_format.schema)
+    if config:
+        body["generationConfig"] = config
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in request.tools]}]
+    if request.HasField("tool_choice"):
+        choice = request.tool_choice
+        if choice.WhichOneof("choice") == "tool_name":
+            body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice.tool_name]}}
+        elif mode := _TOOL_MODES.get(choice.mode):
+            body["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
+    return body
+
+
+def _contents(messages: Sequence[pb.Message]) -> list[dict[str, Any]]:
+    """User and model turns; tool results join the user turn after the calls, by function name."""
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    contents: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == pb.ROLE_SYSTEM:
+            continue
+        role = "model" if message.role == pb.ROLE_ASSISTANT else "user"
+        if message.role == pb.ROLE_TOOL:
+            parts = [_function_response(names.get(message.tool_call_id, ""), message)]
+        else:
+            parts = [_part(part) for part in message.content]
+            parts += [
+                {"functionCall": {"name": c.name, "args": json.loads(c.arguments or "{}")}} for c in message.tool_calls
+            ]
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return contents
+
+
+def _function_response(name: str, message: pb.Message) -> dict[str, Any]:
+    text = "".join(part.text for part in message.content)
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = None
+    # The API wants an object; other results are wrapped as the docs' examples do.
+    response = result if isinstance(result, dict) else {"result": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _part(part: pb.ContentPart) -> dict[str, Any]:
+    if part.WhichOneof("part") == "text":
+        return {"text": part.text}
+    image = part.image
+    if image.WhichOneof("source") == "url":
+        file_data = {"fileUri": image.url}
+        if image.mime_type:
+            file_data["mimeType"] = image.mime_type
+        return {"fileData": file_data}
+    return {"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode()}}
+
+
+def _declaration(tool: pb.Tool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        declaration["description"] = tool.description
+    if tool.parameters.fields:
+        declaration["parametersJsonSchema"] = json_format.MessageToDict(tool.parameters)
+    return declaration
+
+
+def _candidate(data: Any) -> Mapping[str, Any]:
+    """The first candidate; a prompt blocked for safety is a content-filter failure."""
+    if not isinstance(data, dict):
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"response is not an object: {str(data)[:200]!r}")
+    candidates = data.get("candidates")
+    if candidates:
+        first = candidates[0]
+        if isinstance(first, dict):
+            return first
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"candidate is not an object: {str(first)[:200]!r}")
+    blocked = (data.get("promptFeedback") or {}).get("blockReason")
+    if blocked:
+        raise UpstreamError(pb.OUTCOME_CONTENT_FILTERED, f"the prompt was blocked: blockReason {blocked}")
+    return {}
+
+
+def _finish_reason(reason: str, called: bool) -> pb.FinishReason:
+    # Gemini reports STOP after function calls; the unified API says TOOL_CALLS.
+    if called and reason == "STOP":
+        return pb.FINISH_REASON_TOOL_CALLS
+    return _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    return Usage(
+        input_tokens=int(raw.get("promptTokenCount") or 0),
+        # Thinking tokens are billed as output.
+        output_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
+        cached_input_tokens=int(raw.get("cachedContentTokenCount") or 0),
+    )
+
+
+def _parse_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as error:
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed stream chunk: {data[:200]!r}") from error
+    if not isinstance(chunk, dict):
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"stream chunk is not an object: {data[:200]!r}")
+    if isinstance(chunk.get("error"), dict):
+        raise _error(chunk["error"], data, None)
+    return chunk
+
+
+def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:
+    body = error_body(text)
+    detail = body.get("error") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        return _error(detail, text, headers, status)
+    return classified_error(status, text[:300], headers=headers)
+
+
+def _error(detail: Mapping[str, Any], text: str, headers: Mapping[str, str] | None, status: int = 0) -> UpstreamError:
+    status = status or int(detail.get("code") or 500)
+    reasons = {d.get("reason") for d in detail.get("details") or () if isinstance(d, dict)}
+    if "API_KEY_INVALID" in reasons:
+        # Gemini answers a bad key with 400 INVALID_ARGUMENT; it is an auth failure.
+        status = 401
+    message = str(detail.get("message") or text[:300])
+    return classified_error(status, message, kind=str(detail.get("status") or ""), headers=headers)
