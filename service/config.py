@@ -132,11 +132,32 @@ class GeminiDeployment(_HttpDeployment):
     api_version: str = "v1beta"
 
 
+class BedrockDeployment(_DeploymentBase):
+    """Amazon Bedrock's Converse API, signed with SigV4 from credentials in the environment."""
+
+    type: Literal["bedrock"]
+    # The AWS region the model runs in (`region` is the routing label, as for every deployment).
+    aws_region: str = Field(min_length=1)
+    # Default: https://bedrock-runtime.<aws_region>.amazonaws.com
+    endpoint_url: HttpUrl | None = None
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = "AWS_SESSION_TOKEN"
+    # Leave the deployment out, instead of failing, when its credentials are not set.
+    skip_without_key: bool = False
+    max_connections: PositiveInt = 100
+
+
 AnyDeployment = (
-    EchoDeployment | OpenAICompatibleDeployment | AzureOpenAIDeployment | AnthropicDeployment | GeminiDeployment
+    EchoDeployment
+    | OpenAICompatibleDeployment
+    | AzureOpenAIDeployment
+    | AnthropicDeployment
+    | GeminiDeployment
+    | BedrockDeployment
 )
 Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
-_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic", "gemini"})
+_DEPLOYMENT_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic", "gemini", "bedrock"})
 
 
 class ModelGroup(_Strict):
@@ -215,6 +236,14 @@ def api_key(deployment: _HttpDeployment, environ: Mapping[str, str]) -> str | No
     return environ.get(deployment.api_key_env) if deployment.api_key_env else None
 
 
+def _missing_credentials(dep: AnyDeployment, environ: Mapping[str, str]) -> str | None:
+    if isinstance(dep, _HttpDeployment) and dep.api_key_env and not api_key(dep, environ):
+        return dep.api_key_env
+    if isinstance(dep, BedrockDeployment):
+        return next((name for name in (dep.access_key_env, dep.secret_key_env) if not environ.get(name)), None)
+    return None
+
+
 def load_config(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, validate and resolve a config file, or the embedded default when `path` is None."""
     if path is None:
@@ -261,11 +290,12 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
     for group in config.model_groups:
         kept = []
         for dep in group.deployments:
-            if isinstance(dep, _HttpDeployment) and dep.api_key_env and not api_key(dep, environ):
-                if dep.skip_without_key:
+            missing = _missing_credentials(dep, environ)
+            if missing:
+                if getattr(dep, "skip_without_key", False):
                     continue
                 raise ConfigError(
-                    f"deployment {dep.id!r}: environment variable {dep.api_key_env} is not set "
+                    f"deployment {dep.id!r}: environment variable {missing} is not set "
                     "(set it, or mark the deployment skip_without_key: true)"
                 )
             kept.append(dep)

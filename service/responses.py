@@ -9,6 +9,7 @@ from service.config import (
     AnthropicDeployment,
     AnyDeployment,
     AzureOpenAIDeployment,
+    BedrockDeployment,
     Config,
     EchoDeployment,
     GeminiDeployment,
@@ -23,6 +24,7 @@ _PROVIDER_TYPES = {
     AzureOpenAIDeployment: "azure_openai",
     AnthropicDeployment: "anthropic",
     GeminiDeployment: "gemini",
+    BedrockDeployment: "bedrock",
 }
 
 

@@ -12,6 +12,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from tests.conftest import StartGateway
 from tests.mock_anthropic import Fault as AnthropicFault
 from tests.mock_anthropic import MockAnthropic
+from tests.mock_bedrock import MockBedrock
 from tests.mock_gemini import MockGemini
 from tests.mock_openai import Fault as OpenAIFault
 from tests.mock_openai import MockOpenAI
@@ -25,13 +26,27 @@ async def gemini() -> AsyncIterator[MockGemini]:
 
 
 @pytest.fixture
+async def bedrock() -> AsyncIterator[MockBedrock]:
+    # The gateway's test environment holds one secret, MOCK_KEY=sk-test: both AWS keys here.
+    mock = await MockBedrock(access_key="sk-test", secret_key="sk-test").start()
+    yield mock
+    await mock.stop()
+
+
+@pytest.fixture
 async def anthropic() -> AsyncIterator[MockAnthropic]:
     mock = await MockAnthropic(api_key="sk-test").start()
     yield mock
     await mock.stop()
 
 
-def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str, gemini: MockGemini | None = None) -> str:
+def config(
+    anthropic: MockAnthropic,
+    openai: MockOpenAI,
+    first: str,
+    gemini: MockGemini | None = None,
+    bedrock: MockBedrock | None = None,
+) -> str:
     deployments = {
         "anthropic": f"""
       - id: claude
@@ -68,6 +83,17 @@ def config(anthropic: MockAnthropic, openai: MockOpenAI, first: str, gemini: Moc
         api_key_env: MOCK_KEY
         context_window: 1048576
         capabilities: [streaming, tools, vision, json_mode, json_schema]"""
+    if bedrock is not None:
+        deployments["bedrock"] = f"""
+      - id: bedrock-haiku
+        type: bedrock
+        model: anthropic.claude-3-haiku-20240307-v1:0
+        aws_region: us-east-1
+        endpoint_url: {bedrock.base_url}
+        access_key_env: MOCK_KEY
+        secret_key_env: MOCK_KEY
+        context_window: 200000
+        capabilities: [streaming, tools, vision]"""
     order = [first, *(name for name in deployments if name != first)]
     listed = "".join(
         deployments[name].replace("context_window", f"priority: {i}\n        context_window")
@@ -96,28 +122,34 @@ LOOKUP = pb.Tool(name="lookup", description="Look a word up")
 
 
 async def test_list_models_names_each_provider_type(
-    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI, gemini: MockGemini
+    start_gateway: StartGateway,
+    anthropic: MockAnthropic,
+    upstream: MockOpenAI,
+    gemini: MockGemini,
+    bedrock: MockBedrock,
 ) -> None:
-    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini))
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini, bedrock=bedrock))
     group = (await stub.ListModels(pb.ListModelsRequest())).model_groups[0]
     assert {d.id: d.provider for d in group.deployments} == {
         "claude": "anthropic",
         "gpt": "openai_compatible",
         "azure-gpt": "azure_openai",
         "gemini-flash": "gemini",
+        "bedrock-haiku": "bedrock",
     }
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure", "gemini"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure", "gemini", "bedrock"])
 async def test_every_provider_type_answers_with_tools_unary_and_streamed(
     start_gateway: StartGateway,
     anthropic: MockAnthropic,
     upstream: MockOpenAI,
     gemini: MockGemini,
+    bedrock: MockBedrock,
     provider: str,
 ) -> None:
     upstream.api_key = "sk-test"
-    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini))
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic", gemini=gemini, bedrock=bedrock))
     request = pb.ChatRequest(model=f"only-{provider}", messages=[user("define cat")], tools=[LOOKUP])
     response = await stub.Chat(request)
     assert response.served.deployment.startswith(f"{provider}-only-")

@@ -8,6 +8,7 @@ from service.config import (
     AnthropicDeployment,
     AnyDeployment,
     AzureOpenAIDeployment,
+    BedrockDeployment,
     Config,
     EchoDeployment,
     GeminiDeployment,
@@ -16,6 +17,7 @@ from service.config import (
 )
 from service.providers.anthropic import AnthropicProvider
 from service.providers.base import Provider
+from service.providers.bedrock import BedrockProvider, credentials
 from service.providers.echo import EchoProvider
 from service.providers.gemini import GeminiProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
@@ -33,6 +35,8 @@ def build_provider(deployment: AnyDeployment, environ: Mapping[str, str]) -> Pro
             return AnthropicProvider(deployment, api_key(deployment, environ))
         case GeminiDeployment():
             return GeminiProvider(deployment, api_key(deployment, environ))
+        case BedrockDeployment():
+            return BedrockProvider(deployment, credentials(deployment, environ))
 
 
 def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:

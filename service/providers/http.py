@@ -40,6 +40,10 @@ class HttpClient:
         """POST `body` as JSON; use as `async with client.post(...) as response`, inside `classified()`."""
         return self._client().post(url, data=json.dumps(body).encode(), headers=self._headers)
 
+    def post_signed(self, url: URL, data: bytes, headers: Mapping[str, str]) -> aiohttp.client._RequestContextManager:
+        """POST these exact bytes with these headers too (a signature covers both)."""
+        return self._client().post(url, data=data, headers={**self._headers, **headers})
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -1,0 +1,318 @@
+"""Amazon Bedrock's Converse and ConverseStream APIs
+(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html).
+
+Requests are signed with SigV4 by botocore's signer, and streams are AWS event-stream
+frames decoded by botocore's parser: no hand-rolled crypto or framing. System prompts
+go in `system`, tool calls are `toolUse` blocks answered by `toolResult` blocks in the
+next user turn; what Converse cannot take (penalties, seeds, JSON response formats,
+image URLs, temperatures above 1, forbidding tools) is refused, not dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
+from botocore.eventstream import EventStreamBuffer, ParserError  # type: ignore[import-untyped]
+from google.protobuf import json_format
+from yarl import URL
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import BedrockDeployment
+from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.providers.http import HttpClient, classified, classified_error, error_body
+
+_STOP_REASONS: dict[str, pb.FinishReason] = {
+    "end_turn": pb.FINISH_REASON_STOP,
+    "stop_sequence": pb.FINISH_REASON_STOP,
+    "max_tokens": pb.FINISH_REASON_LENGTH,
+    "model_context_window_exceeded": pb.FINISH_REASON_LENGTH,
+    "tool_use": pb.FINISH_REASON_TOOL_CALLS,
+    "guardrail_intervened": pb.FINISH_REASON_CONTENT_FILTER,
+    "content_filtered": pb.FINISH_REASON_CONTENT_FILTER,
+}
+_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_UNSUPPORTED_PARAMS = ("seed", "presence_penalty", "frequency_penalty")
+# Exceptions named in an event stream, with the HTTP status they stand for.
+_STREAM_EXCEPTIONS = {
+    "throttlingException": 429,
+    "serviceUnavailableException": 503,
+    "internalServerException": 500,
+    "modelStreamErrorException": 500,
+    "validationException": 400,
+}
+
+
+def credentials(deployment: BedrockDeployment, environ: Mapping[str, str]) -> Credentials:
+    """The deployment's AWS credentials, from the environment variables it names."""
+    return Credentials(
+        environ.get(deployment.access_key_env, ""),
+        environ.get(deployment.secret_key_env, ""),
+        environ.get(deployment.session_token_env) or None,
+    )
+
+
+class BedrockProvider:
+    def __init__(self, deployment: BedrockDeployment, credentials: Credentials) -> None:
+        endpoint = str(deployment.endpoint_url or f"https://bedrock-runtime.{deployment.aws_region}.amazonaws.com")
+        # Model ids hold ':' ("…-v1:0"); the path carries it escaped, and the signature covers that path.
+        base = endpoint.rstrip("/") + "/model/" + urllib.parse.quote(deployment.model, safe="")
+        self._url = base + "/converse"
+        self._stream_url = base + "/converse-stream"
+        self._signer = SigV4Auth(credentials, "bedrock", deployment.aws_region)
+        self._client = HttpClient(
+            headers={}, timeout_s=deployment.timeout_s, max_connections=deployment.max_connections
+        )
+
+    async def complete(self, request: pb.ChatRequest) -> Completion:
+        url, data, headers = self._signed(self._url, _body(request))
+        with classified():
+            async with self._client.post_signed(url, data, headers) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+                request_id = response.headers.get("x-amzn-RequestId", "")
+        try:
+            data_out = json.loads(raw)
+            blocks = data_out["output"]["message"]["content"]
+            text = "".join(block["text"] for block in blocks if "text" in block)
+            tool_calls = tuple(
+                pb.ToolCall(
+                    id=block["toolUse"]["toolUseId"],
+                    name=block["toolUse"]["name"],
+                    arguments=json.dumps(block["toolUse"]["input"]),
+                )
+                for block in blocks
+                if "toolUse" in block
+            )
+            stop_reason = str(data_out.get("stopReason") or "")
+        except (ValueError, KeyError, TypeError) as error:
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected response body: {error!r}") from error
+        if stop_reason in ("content_filtered", "guardrail_intervened") and not text and not tool_calls:
+            raise UpstreamError(pb.OUTCOME_CONTENT_FILTERED, f"the answer was withheld: stopReason {stop_reason}")
+        return Completion(
+            text=text,
+            tool_calls=tool_calls,
+            finish_reason=_STOP_REASONS.get(stop_reason, pb.FINISH_REASON_UNSPECIFIED),
+            usage=_usage(data_out.get("usage")),
+            provider_request_id=request_id,
+        )
+
+    async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        url, data, headers = self._signed(self._stream_url, _body(request))
+        state = _StreamState()
+        with classified():
+            async with self._client.post_signed(url, data, headers) as response:
+                if response.status >= 400:
+                    detail = (await response.read()).decode(errors="replace")
+                    raise _http_error(response.status, response.headers, detail)
+                state.request_id = response.headers.get("x-amzn-RequestId", "")
+                frames = EventStreamBuffer()
+                async for chunk in response.content.iter_any():
+                    frames.add_data(chunk)
+                    # Frames that arrived in one read go on as one delta.
+                    texts: list[str] = []
+                    calls: list[pb.ToolCallDelta] = []
+                    try:
+                        for frame in frames:
+                            state.take(frame.headers, frame.payload, texts, calls)
+                    except ParserError as error:
+                        if texts or calls:
+                            yield Delta("".join(texts), tuple(calls))
+                        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"bad event-stream frame: {error}") from error
+                    except UpstreamError:
+                        if texts or calls:
+                            yield Delta("".join(texts), tuple(calls))
+                        raise
+                    if texts or calls:
+                        yield Delta("".join(texts), tuple(calls))
+        if not state.stop_reason:
+            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before messageStop")
+        yield StreamFinished(
+            finish_reason=_STOP_REASONS.get(state.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
+            usage=state.usage,
+            provider_request_id=state.request_id,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _signed(self, url: str, body: dict[str, Any]) -> tuple[URL, bytes, dict[str, str]]:
+        data = json.dumps(body).encode()
+        signed = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
+        self._signer.add_auth(signed)
+        # Sent exactly as signed: yarl must not re-encode the escaped model id.
+        return URL(url, encoded=True), data, dict(signed.headers.items())
+
+
+def _body(request: pb.ChatRequest) -> dict[str, Any]:
+    _refuse_what_converse_cannot_do(request)
+    params = request.params
+    body: dict[str, Any] = {"messages": _turns(request.messages)}
+    system = [{"text": part.text} for m in request.messages if m.role == pb.ROLE_SYSTEM for part in m.content]
+    if system:
+        body["system"] = system
+    inference: dict[str, Any] = {}
+    if params.HasField("max_tokens"):
+        inference["maxTokens"] = params.max_tokens
+    if params.HasField("temperature"):
+        inference["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        inference["topP"] = params.top_p
+    if params.stop:
+        inference["stopSequences"] = list(params.stop)
+    if inference:
+        body["inferenceConfig"] = inference
+    if request.tools or any(m.tool_calls for m in request.messages):
+        # Converse wants the tools declared whenever the conversation holds tool blocks.
+        tool_config: dict[str, Any] = {"tools": [_tool(tool) for tool in request.tools]}
+        if request.HasField("tool_choice"):
+            choice = request.tool_choice
+            if choice.WhichOneof("choice") == "tool_name":
+                tool_config["toolChoice"] = {"tool": {"name": choice.tool_name}}
+            elif choice.mode == pb.TOOL_CHOICE_MODE_REQUIRED:
+                tool_config["toolChoice"] = {"any": {}}
+            elif choice.mode == pb.TOOL_CHOICE_MODE_AUTO:
+                tool_config["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = tool_config
+    return body
+
+
+def _refuse_what_converse_cannot_do(request: pb.ChatRequest) -> None:
+    problems = [f"params.{name}" for name in _UNSUPPORTED_PARAMS if request.params.HasField(name)]
+    if request.params.HasField("temperature") and request.params.temperature > 1.0:
+        problems.append("params.temperature above 1")
+    if request.response_format.type in (pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT, pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA):
+        problems.append("response_format")
+    if request.tool_choice.WhichOneof("choice") == "mode" and request.tool_choice.mode == pb.TOOL_CHOICE_MODE_NONE:
+        problems.append("tool_choice NONE")
+    if any(part.image.WhichOneof("source") == "url" for m in request.messages for part in m.content):
+        problems.append("image URLs (send the image's bytes)")
+    if problems:
+        unsupported = ", ".join(problems)
+        raise UpstreamError(pb.OUTCOME_BAD_REQUEST, f"Bedrock's Converse API does not support {unsupported}")
+
+
+def _turns(messages: Sequence[pb.Message]) -> list[dict[str, Any]]:
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == pb.ROLE_SYSTEM:
+            continue
+        role = "assistant" if message.role == pb.ROLE_ASSISTANT else "user"
+        if message.role == pb.ROLE_TOOL:
+            text = "".join(part.text for part in message.content)
+            blocks = [{"toolResult": {"toolUseId": message.tool_call_id, "content": [{"text": text}]}}]
+        else:
+            blocks = [_content_block(part) for part in message.content]
+            blocks += [
+                {"toolUse": {"toolUseId": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}}
+                for c in message.tool_calls
+            ]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
+
+
+def _content_block(part: pb.ContentPart) -> dict[str, Any]:
+    if part.WhichOneof("part") == "text":
+        return {"text": part.text}
+    image_format = _IMAGE_FORMATS.get(part.image.mime_type)
+    if image_format is None:
+        wanted = "png, jpeg, gif or webp"
+        raise UpstreamError(pb.OUTCOME_BAD_REQUEST, f"Bedrock takes {wanted} images, not {part.image.mime_type!r}")
+    return {"image": {"format": image_format, "source": {"bytes": base64.b64encode(part.image.data).decode()}}}
+
+
+def _tool(tool: pb.Tool) -> dict[str, Any]:
+    schema = json_format.MessageToDict(tool.parameters) if tool.parameters.fields else {}
+    spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": schema or {"type": "object", "properties": {}}}}
+    if tool.description:
+        spec["description"] = tool.description
+    return {"toolSpec": spec}
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    cached = int(raw.get("cacheReadInputTokens") or 0)
+    written = int(raw.get("cacheWriteInputTokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("inputTokens") or 0) + cached + written,
+        output_tokens=int(raw.get("outputTokens") or 0),
+        cached_input_tokens=cached,
+    )
+
+
+class _StreamState:
+    def __init__(self) -> None:
+        self.request_id = ""
+        self.stop_reason = ""
+        self.usage = Usage()
+        self._tool_index: dict[int, int] = {}
+
+    def take(self, headers: Mapping[str, Any], payload: bytes, texts: list[str], calls: list[pb.ToolCallDelta]) -> None:
+        event = _parse_payload(payload)
+        if headers.get(":message-type") == "exception":
+            kind = str(headers.get(":exception-type") or "")
+            message = str(event.get("message") or event.get("Message") or payload[:300].decode(errors="replace"))
+            raise classified_error(_STREAM_EXCEPTIONS.get(kind, 500), message, kind=kind)
+        match headers.get(":event-type"):
+            case "contentBlockStart":
+                tool = (event.get("start") or {}).get("toolUse")
+                if tool:
+                    position = len(self._tool_index)
+                    self._tool_index[int(event.get("contentBlockIndex", -1))] = position
+                    calls.append(pb.ToolCallDelta(index=position, id=str(tool["toolUseId"]), name=str(tool["name"])))
+            case "contentBlockDelta":
+                delta = event.get("delta") or {}
+                if delta.get("text"):
+                    texts.append(str(delta["text"]))
+                elif piece := (delta.get("toolUse") or {}).get("input"):
+                    call = self._tool_index.get(int(event.get("contentBlockIndex", -1)))
+                    if call is None:
+                        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "toolUse input outside a toolUse block")
+                    if calls and calls[-1].index == call:
+                        calls[-1].arguments += piece
+                    else:
+                        calls.append(pb.ToolCallDelta(index=call, arguments=piece))
+            case "messageStop":
+                self.stop_reason = str(event.get("stopReason") or "")
+            case "metadata":
+                self.usage = _usage(event.get("usage"))
+            case _:
+                pass  # messageStart, contentBlockStop and event types added later
+
+
+def _parse_payload(payload: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except ValueError as error:
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed event payload: {payload[:200]!r}") from error
+    if not isinstance(event, dict):
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"event payload is not an object: {payload[:200]!r}")
+    return event
+
+
+def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:
+    # botocore reads the error's name from this header first ("Name:http://internal.amazon.com/…").
+    kind = headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
+    body = error_body(text)
+    message = text[:300]
+    if isinstance(body, dict):
+        message = str(body.get("message") or body.get("Message") or message)
+        kind = kind or str(body.get("__type") or "").rsplit("#", 1)[-1]
+    if kind == "ModelTimeoutException":
+        return UpstreamError(pb.OUTCOME_TIMEOUT, message, status=status)
+    if kind in ("ThrottlingException", "ServiceQuotaExceededException") and status != 429:
+        status = 429
+    if kind in ("ModelNotReadyException",):
+        status = 503
+    return classified_error(status, f"{kind}: {message}" if kind else message, kind=kind, headers=headers)
