@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
@@ -208,3 +209,15 @@ async def test_a_tool_conversation_moves_between_providers(
     assert second.message.content[0].text == "mock: tool said: a feline"
     sent = upstream.requests[-1]["messages"]
     assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2]["tool_call_id"] == call.id
+
+
+async def test_what_a_provider_cannot_do_is_invalid_argument(
+    start_gateway: StartGateway, anthropic: MockAnthropic, upstream: MockOpenAI
+) -> None:
+    stub = await start_gateway(config(anthropic, upstream, first="anthropic"))
+    request = pb.ChatRequest(model="only-anthropic", messages=[user("hi")], params=pb.GenerationParams(seed=7))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not support params.seed" in (caught.value.details() or "")
+    assert not anthropic.requests
