@@ -21,7 +21,15 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AnthropicDeployment
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import HttpClient, classified, classified_error, error_body, server_sent_events
+from service.providers.http import (
+    HttpClient,
+    check_event_stream,
+    classified,
+    classified_error,
+    error_body,
+    json_object,
+    server_sent_events,
+)
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -81,10 +89,7 @@ class AnthropicProvider:
                 if response.status >= 400:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
-                if response.content_type != "text/event-stream":
-                    raise UpstreamError(
-                        pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: Content-Type {response.content_type!r}"
-                    )
+                check_event_stream(response.content_type)
                 async for events in server_sent_events(response.content.iter_any()):
                     # What arrived in one read goes on as one delta, as for OpenAI.
                     texts: list[str] = []
@@ -237,7 +242,7 @@ class _StreamState:
         return _usage(self._usage)
 
     def take(self, name: str, data: str, texts: list[str], calls: list[pb.ToolCallDelta]) -> None:
-        event = _parse_event(data)
+        event = json_object(data, "stream event")
         if name == "error" or event.get("type") == "error":
             detail = event.get("error") or {}
             kind = str(detail.get("type") or "")
@@ -280,16 +285,6 @@ def _append_arguments(calls: list[pb.ToolCallDelta], position: int, piece: str) 
         calls[-1].arguments += piece
     else:
         calls.append(pb.ToolCallDelta(index=position, arguments=piece))
-
-
-def _parse_event(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError as error:
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed stream event: {data[:200]!r}") from error
-    if not isinstance(event, dict):
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"stream event is not an object: {data[:200]!r}")
-    return event
 
 
 def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:

@@ -26,7 +26,7 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import HttpClient, classified, classified_error, error_body
+from service.providers.http import HttpClient, classified, classified_error, error_body, json_object
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -259,7 +259,7 @@ class _StreamState:
         self._tool_index: dict[int, int] = {}
 
     def take(self, headers: Mapping[str, Any], payload: bytes, texts: list[str], calls: list[pb.ToolCallDelta]) -> None:
-        event = _parse_payload(payload)
+        event = json_object(payload, "event payload")
         if headers.get(":message-type") == "exception":
             kind = str(headers.get(":exception-type") or "")
             message = str(event.get("message") or event.get("Message") or payload[:300].decode(errors="replace"))
@@ -289,16 +289,6 @@ class _StreamState:
                 self.usage = _usage(event.get("usage"))
             case _:
                 pass  # messageStart, contentBlockStop and event types added later
-
-
-def _parse_payload(payload: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(payload)
-    except ValueError as error:
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed event payload: {payload[:200]!r}") from error
-    if not isinstance(event, dict):
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"event payload is not an object: {payload[:200]!r}")
-    return event
 
 
 def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:

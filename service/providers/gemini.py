@@ -20,7 +20,15 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import GeminiDeployment
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import HttpClient, classified, classified_error, error_body, server_sent_events
+from service.providers.http import (
+    HttpClient,
+    check_event_stream,
+    classified,
+    classified_error,
+    error_body,
+    json_object,
+    server_sent_events,
+)
 
 # Reasons an answer was withheld for its content (https://ai.google.dev/api/generate-content#FinishReason).
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
@@ -82,10 +90,7 @@ class GeminiProvider:
                 if response.status >= 400:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
-                if response.content_type != "text/event-stream":
-                    raise UpstreamError(
-                        pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: Content-Type {response.content_type!r}"
-                    )
+                check_event_stream(response.content_type)
                 async for events in server_sent_events(response.content.iter_any(), stray):
                     texts: list[str] = []
                     calls: list[pb.ToolCallDelta] = []
@@ -269,12 +274,7 @@ def _usage(raw: Any) -> Usage:
 
 
 def _parse_chunk(data: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as error:
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed stream chunk: {data[:200]!r}") from error
-    if not isinstance(chunk, dict):
-        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"stream chunk is not an object: {data[:200]!r}")
+    chunk = json_object(data, "stream chunk")
     if isinstance(chunk.get("error"), dict):
         raise _error(chunk["error"], data, None)
     return chunk

@@ -168,6 +168,22 @@ def classified_error(
     return UpstreamError(outcome, message, status=status, retry_after_s=retry)
 
 
+def json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """A JSON object from a stream, or a protocol error naming `what` it should have been."""
+    try:
+        value = json.loads(data)
+    except ValueError as error:
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed {what}: {data[:200]!r}") from error
+    if not isinstance(value, dict):
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"{what} is not an object: {data[:200]!r}")
+    return value
+
+
+def check_event_stream(content_type: str) -> None:
+    if content_type != "text/event-stream":
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"not an event stream: Content-Type {content_type!r}")
+
+
 def error_body(text: str) -> Any:
     """The JSON an error response carries, or None when it is not JSON."""
     try:
