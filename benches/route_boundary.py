@@ -1,5 +1,6 @@
 """Time router_core.Router.route called from a Python loop (the PyO3 boundary included),
-and check that a million decisions leave memory flat.
+and the input-token estimate of a typical request, and check that a million decisions leave
+memory flat.
 
     .venv/bin/python -m benches.route_boundary            # timings, then the memory check
     .venv/bin/python -m benches.route_boundary --quick    # a smoke run (CI)
@@ -17,8 +18,12 @@ import statistics
 import time
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 import router_core
 from benches.harness import rss_mib
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.tokens import estimate_input_tokens
 
 MISSES: list[dict[str, Any]] = [
     {"field": "task", "eq": "code"},
@@ -85,6 +90,36 @@ def median_call_us(router: router_core.Router, calls: int, rounds: int) -> float
     return statistics.median(samples)
 
 
+def typical_request() -> pb.ChatRequest:
+    """A system prompt, two user turns around an answer with code, and one tool: 0.9 KB of text."""
+    parameters = struct_pb2.Struct()
+    parameters.update({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}})
+    turns = [
+        (pb.ROLE_SYSTEM, "You are a careful assistant. Answer briefly and cite the documentation where you can. " * 2),
+        (pb.ROLE_USER, "Why does this return None for an empty list?\n\ndef first(items):\n    for item in items:\n"
+         "        return item\n"),
+        (pb.ROLE_ASSISTANT, "Because the loop body never runs: with no item the function falls off its end, and a "
+         "Python function that ends without a return statement returns None. Return a default instead. " * 3),
+        (pb.ROLE_USER, "Thanks. And what will the weather be in Zürich for the next three days?"),
+    ]  # fmt: skip
+    return pb.ChatRequest(
+        model="auto",
+        messages=[pb.Message(role=role, content=[pb.ContentPart(text=text)]) for role, text in turns],
+        tools=[pb.Tool(name="get_weather", description="The forecast for a city.", parameters=parameters)],
+    )
+
+
+def median_estimate_us(calls: int, rounds: int) -> float:
+    request = typical_request()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            estimate_input_tokens(request.messages, request.tools)
+        samples.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(samples)
+
+
 def memory_check(decisions: int) -> None:
     router = router_core.Router(routing_config(4))
     checkpoints = {decisions // 10, decisions}
@@ -105,6 +140,7 @@ def main() -> None:
         router = router_core.Router(routing_config(deployments))
         median = median_call_us(router, calls, rounds)
         print(f"route+release from Python, {deployments:>2} deployments: {median:6.2f} µs median")
+    print(f"estimate_input_tokens, 4 messages and a tool: {median_estimate_us(calls, rounds):6.2f} µs median")
     memory_check(1_000 if options.quick else 1_000_000)
 
 

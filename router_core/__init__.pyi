@@ -16,7 +16,17 @@ __all__ = [
     "RouterError",
     "UnknownDeploymentError",
     "UnknownModelGroupError",
+    "estimate_tokens",
 ]
+
+def estimate_tokens(texts: Sequence[str], *, messages: int = 0, images: int = 0) -> int:
+    """Estimated input tokens of a request: its ``texts`` (message parts, tool-call names and
+    arguments, tool definitions as JSON), plus 4 per message and 765 per image.
+
+    Counts the way BPE tokenizers of the cl100k/o200k kind split text (words, digit groups,
+    punctuation runs, line breaks, CJK and other scripts), within a few percent of them for
+    English, code and JSON. Each deployment's router calibrates it against the input tokens its
+    provider reports (``DeploymentStats.input_token_ratio``)."""
 
 @final
 class Router:
@@ -49,7 +59,9 @@ class Router:
 
         The first policy whose condition matches decides; with none matching,
         ``model`` names the group (or "auto", the default group) and its own
-        strategy orders it. ``max_output_tokens`` 0 means unknown. Unknown
+        strategy orders it. ``input_tokens`` is the estimate (``estimate_tokens``);
+        each deployment scales it by its calibration for its context window and
+        its reservation. ``max_output_tokens`` 0 means unknown. Unknown
         capability or region names match no deployment; an empty ``regions``
         allows any. ``max_cost_usd`` removes deployments whose estimated cost
         for this request is higher. The same ``affinity_key`` keeps the same
@@ -57,9 +69,13 @@ class Router:
         deterministic; ``dry_run`` explains without side effects. Raises
         UnknownModelGroupError when no policy matches and the group is unknown.
         """
-    def reserve(self, deployment: str, *, tokens: int = 0, tenant: str = "", api_key: str = "") -> Lease:
-        """A lease on ``deployment`` for a fallback attempt (``tokens``: input plus
-        max output). Raises DeploymentUnavailableError or UnknownDeploymentError."""
+    def reserve(
+        self, deployment: str, *, tokens: int = 0, input_tokens: int = 0, tenant: str = "", api_key: str = ""
+    ) -> Lease:
+        """A lease on ``deployment`` for a fallback attempt (``tokens``: the estimate,
+        input plus max output). ``input_tokens``, the input part if known, is reserved
+        as the deployment counts it (calibrated), and the outcome's reported input
+        then calibrates it. Raises DeploymentUnavailableError or UnknownDeploymentError."""
     def record(
         self,
         lease: Lease,
@@ -74,8 +90,9 @@ class Router:
         """Settle a lease with its attempt's outcome class (ok, rate_limited,
         overloaded, server_error, timeout, connection_error,
         context_window_exceeded, content_filtered, auth_error, bad_request,
-        protocol_error). ValueError for an unknown class, a bad latency, or a
-        lease already settled."""
+        protocol_error). An "ok" that reports ``input_tokens`` calibrates the
+        deployment's input estimate. ValueError for an unknown class, a bad
+        latency, or a lease already settled."""
     def release(self, lease: Lease) -> None:
         """Give back a lease whose attempt produced no outcome; a no-op if settled."""
     def stats(self) -> list[DeploymentStats]:
@@ -117,7 +134,8 @@ class Lease:
     def deployment(self) -> str: ...
     @property
     def tokens(self) -> int:
-        """Tokens reserved: the input estimate plus max output."""
+        """Tokens reserved: the input estimate as the deployment counts it
+        (calibrated), plus max output."""
     @property
     def is_probe(self) -> bool:
         """This attempt probes a half-open circuit."""
@@ -186,6 +204,11 @@ class DeploymentStats:
     @property
     def headroom(self) -> float:
         """Rate-limit budget left, in [0, 1]."""
+    @property
+    def input_token_ratio(self) -> float:
+        """Moving average of reported / estimated input tokens over successful
+        attempts, in [0.25, 4]; it scales the estimate for this deployment. 1.0
+        until calibrated."""
 
 class RouterError(Exception):
     """Base class of every error raised by the router."""

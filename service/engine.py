@@ -59,7 +59,9 @@ class Engine:
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
 
     def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
-        input_tokens = estimate_input_tokens(request.messages) if request.messages else request.input_tokens
+        input_tokens = (
+            estimate_input_tokens(request.messages, request.tools) if request.messages else request.input_tokens
+        )
         decision = self._decide(
             request.model,
             request.routing,
@@ -167,7 +169,7 @@ class Engine:
     def _candidates(
         self,
         decision: router_core.Decision,
-        tokens: int,
+        tokens: _Estimate,
         attempts: _Attempts,
         time_remaining: TimeRemaining,
     ) -> Generator[tuple[DeploymentConfig, float, router_core.Lease], None, None]:
@@ -191,10 +193,11 @@ class Engine:
             if decision.lease is not None:
                 self.router.release(decision.lease)
 
-    def _reserve(self, deployment: str, tokens: int, attempts: _Attempts) -> router_core.Lease | None:
+    def _reserve(self, deployment: str, tokens: _Estimate, attempts: _Attempts) -> router_core.Lease | None:
         """A fallback's lease, or None (noted in the attempts) when it cannot take one now."""
         try:
-            return self.router.reserve(deployment, tokens=tokens)
+            # The input part is scaled by, and calibrates, the deployment's own count of it.
+            return self.router.reserve(deployment, tokens=tokens.total, input_tokens=tokens.input)
         except router_core.DeploymentUnavailableError as error:
             skipped = UpstreamError(
                 pb.OUTCOME_RATE_LIMITED, f"not tried: {error.detail}", retry_after_s=error.retry_after_s
@@ -204,10 +207,10 @@ class Engine:
             )
             return None
 
-    def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, int]:
+    def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, _Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""
         max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
-        input_tokens = estimate_input_tokens(request.messages)
+        input_tokens = estimate_input_tokens(request.messages, request.tools)
         decision = self._decide(
             request.model,
             request.routing,
@@ -223,7 +226,7 @@ class Engine:
             if decision.retry_after_s is not None:
                 raise BudgetExhausted(decision.model_group, rejections, decision.retry_after_s)
             raise NoEligibleDeployment(decision.model_group, rejections)
-        return decision, input_tokens + max_output
+        return decision, _Estimate(input_tokens, max_output)
 
     def _decide(
         self,
@@ -310,6 +313,18 @@ async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for item in rest:
         yield item
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    """The tokens a request's leases reserve: its estimated input and its max output."""
+
+    input: int
+    max_output: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.max_output
 
 
 def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming: bool) -> list[str]:

@@ -163,6 +163,33 @@ def test_a_lease_settles_once(router: Router) -> None:
     assert next(s.in_flight for s in router.stats() if s.deployment == "a") == 0
 
 
+def test_reported_input_calibrates_the_window_filter_and_the_reservation(router: Router) -> None:
+    """After successes reporting twice the estimate, deployment a (an 8k window) counts 2x:
+    5,000 estimated input tokens plus 1,000 output no longer fit it, and its leases reserve more."""
+    assert {s.deployment: s.input_token_ratio for s in router.stats()} == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert not router.route("tiered", input_tokens=5_000, max_output_tokens=1_000).rejected
+    for _ in range(40):
+        lease = router.reserve("a", tokens=2_000, input_tokens=2_000)
+        router.record(lease, outcome="ok", latency_ms=10.0, input_tokens=4_000, output_tokens=10)
+    ratio = {s.deployment: s.input_token_ratio for s in router.stats()}
+    assert 1.95 < ratio["a"] < 2.0 and ratio["c"] == 1.0
+    assert "input_token_ratio=1.9" in repr(router.stats()[0])
+
+    decision = router.route("tiered", input_tokens=5_000, max_output_tokens=1_000)
+    assert [c.deployment for c in decision.candidates] == ["c"]
+    [rejection] = decision.rejected
+    calibrated = round(5_000 * ratio["a"])
+    assert (rejection.deployment, rejection.filter) == ("a", "context_window")
+    assert rejection.detail == (
+        f"needs {calibrated + 1_000} tokens ({calibrated} input, the estimate 5000 scaled by {ratio['a']:.2f} "
+        "for this deployment, + 1000 max output), context window is 8000"
+    )
+    lease = router.reserve("a", tokens=2_500, input_tokens=2_000)
+    assert lease.tokens == round(2_000 * ratio["a"]) + 500
+    router.release(lease)
+    assert router.reserve("a", tokens=2_500).tokens == 2_500, "without input_tokens nothing is calibrated"
+
+
 def test_budgets_leases_and_cool_downs_with_a_manual_clock() -> None:
     limited = config(deployments=[deployment("a", rpm=5), deployment("b"), deployment("c", priority=1)])
     router = Router(json.dumps(limited), manual_clock=True)

@@ -120,7 +120,7 @@ fn record(c: &mut Criterion) {
     };
     c.bench_function("record", |b| {
         b.iter_batched(
-            || router.reserve("dep-42", "acme", "", 2_500).unwrap(),
+            || router.reserve("dep-42", "acme", "", 2_000, 500).unwrap(),
             |lease| router.record(lease, black_box(&outcome)).unwrap(),
             BatchSize::SmallInput,
         )

@@ -3,12 +3,14 @@
 //! rejection; a fixed set of kinds dispatched by `match`, so new ones (policies,
 //! circuit breakers) slot in as variants.
 
+use crate::calibration::scale;
 use crate::router::{Rejection, RouteRequest};
 use crate::table::{Deployment, Plan, Table, IMPOSSIBLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
-    /// `context_window < input_tokens + max_output_tokens`.
+    /// `context_window < input tokens + max_output_tokens`, the input being
+    /// the estimate as the deployment counts it (scaled by its calibration).
     ContextWindow,
     /// The deployment lacks a required capability (the request's or the policy's).
     Capabilities,
@@ -41,7 +43,6 @@ impl Filter {
 pub(crate) struct Query<'r, S> {
     request: &'r RouteRequest<'r, S>,
     table: &'r Table,
-    needed_tokens: u64,
     required_capabilities: u64,
     /// A capability no deployment has can never be satisfied.
     unknown_capability: bool,
@@ -78,7 +79,6 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
         Query {
             request,
             table,
-            needed_tokens: u64::from(request.input_tokens) + u64::from(request.max_output_tokens),
             required_capabilities,
             unknown_capability,
             allowed_regions,
@@ -88,8 +88,12 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
 
     /// `None` if `deployment` passes every filter.
     pub(crate) fn reject(&self, deployment: &Deployment) -> Option<Rejection> {
-        let (filter, detail) = if u64::from(deployment.context_window) < self.needed_tokens {
-            (Filter::ContextWindow, self.context_detail(deployment))
+        let ratio = deployment.calibration.ratio();
+        let input = scale(self.request.input_tokens, ratio);
+        let needed = u64::from(input) + u64::from(self.request.max_output_tokens);
+        let (filter, detail) = if u64::from(deployment.context_window) < needed {
+            let detail = self.context_detail(deployment, input, ratio, needed);
+            (Filter::ContextWindow, detail)
         } else if self.unknown_capability
             || deployment.capabilities & self.required_capabilities != self.required_capabilities
         {
@@ -123,13 +127,24 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
             .then(|| format!("estimated cost ${cost:.6} exceeds the ceiling ${ceiling:.6}"))
     }
 
-    fn context_detail(&self, deployment: &Deployment) -> String {
+    fn context_detail(
+        &self,
+        deployment: &Deployment,
+        input: u32,
+        ratio: f64,
+        needed: u64,
+    ) -> String {
+        let estimate = self.request.input_tokens;
+        let input = if input == estimate {
+            format!("{input} input")
+        } else {
+            format!(
+                "{input} input, the estimate {estimate} scaled by {ratio:.2} for this deployment,"
+            )
+        };
         format!(
-            "needs {} tokens ({} input + {} max output), context window is {}",
-            self.needed_tokens,
-            self.request.input_tokens,
-            self.request.max_output_tokens,
-            deployment.context_window
+            "needs {needed} tokens ({input} + {} max output), context window is {}",
+            self.request.max_output_tokens, deployment.context_window
         )
     }
 

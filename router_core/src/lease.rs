@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::calibration::Calibration;
 use crate::clock::Nanos;
 use crate::health::Health;
 use crate::ratelimit::{self, Limit, Reservation};
@@ -21,6 +22,10 @@ pub struct Lease {
     pub(crate) reservation: Reservation,
     /// This attempt is the half-open breaker's probe.
     pub(crate) probe: bool,
+    /// The deployment's calibration, and the input estimate the attempt was
+    /// leased for (0: unknown), which the provider's reported count calibrates.
+    pub(crate) calibration: Arc<Calibration>,
+    pub(crate) estimated_input_tokens: u32,
 }
 
 impl Lease {
@@ -28,9 +33,15 @@ impl Lease {
         &self.deployment
     }
 
-    /// Tokens reserved: the estimate of input plus maximum output.
+    /// Tokens reserved: the input estimate as this deployment counts it
+    /// (calibrated), plus the maximum output.
     pub fn tokens(&self) -> u32 {
         self.reservation.tokens()
+    }
+
+    /// The input estimate before calibration; 0 when the lease was taken without one.
+    pub fn estimated_input_tokens(&self) -> u32 {
+        self.estimated_input_tokens
     }
 
     pub fn is_probe(&self) -> bool {

@@ -4,6 +4,7 @@
 //! The crate knows nothing of Python; the binding in `python` is compiled only
 //! with the `python` feature (maturin turns it on).
 
+mod calibration;
 mod clock;
 mod config;
 mod error;
@@ -18,10 +19,14 @@ mod strategy;
 mod table;
 #[cfg(test)]
 mod testing;
+mod tokens;
 
 #[cfg(feature = "python")]
 mod python;
 
+pub use calibration::{
+    CALIBRATION_ALPHA, FULL_WEIGHT_TOKENS, MAX_INPUT_TOKEN_RATIO, MIN_INPUT_TOKEN_RATIO,
+};
 pub use clock::{Clock, Nanos};
 pub use config::{
     Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, ScoringConfig,
@@ -40,6 +45,9 @@ pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;
 pub use table::MAX_NAMES;
+pub use tokens::{
+    estimate_input_tokens, estimate_text_tokens, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE,
+};
 
 // The extension module maturin builds: this export list is the whole Python
 // API, and `router_core/__init__.pyi` types it (checked by mypy.stubtest).
@@ -48,6 +56,8 @@ pub use table::MAX_NAMES;
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod router_core {
+    #[pymodule_export]
+    use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
         PyCandidate, PyDecision, PyDeploymentStats, PyDeploymentUnavailableError, PyLease,

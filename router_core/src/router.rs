@@ -37,6 +37,9 @@ pub struct RouteRequest<'a, S = &'a str> {
     pub tags: &'a [S],
     /// Free key/value pairs, for policies to match as `metadata.<key>`.
     pub metadata: &'a [(S, S)],
+    /// The input estimate (see [`crate::estimate_input_tokens`]); each
+    /// deployment scales it by its calibration for its context window and
+    /// its reservation. Policies match it as given.
     pub input_tokens: u32,
     /// 0 means unknown; only `input_tokens` then counts against the window.
     pub max_output_tokens: u32,
@@ -198,9 +201,6 @@ impl Router {
         let mut candidates = Vec::with_capacity(plan.tiers.iter().map(Vec::len).sum());
         let mut rejected = Vec::new();
         let mut survivors = Vec::new();
-        let tokens = request
-            .input_tokens
-            .saturating_add(request.max_output_tokens);
         // The earliest time a deployment that is only waiting on a budget or
         // a provider's Retry-After could take the request.
         let mut retry_at: Option<Nanos> = None;
@@ -209,7 +209,7 @@ impl Router {
             survivors.clear();
             for deployment in tier.iter().map(|&i| &table.deployments[i]) {
                 let rejection = query.reject(deployment).or_else(|| {
-                    let (rejection, until) = unavailable(deployment, tokens, request.dry_run, now)?;
+                    let (rejection, until) = unavailable(deployment, request, now)?;
                     earliest(&mut retry_at, until);
                     Some(rejection)
                 });
@@ -246,7 +246,7 @@ impl Router {
             retry_after: None,
         };
         if !request.dry_run {
-            lease_first(&table, &mut decision, request, tokens, now, &mut retry_at);
+            lease_first(&table, &mut decision, request, now, &mut retry_at);
         }
         if decision.candidates.is_empty() {
             decision.retry_after = retry_at.map(|at| Duration::from_nanos(at.saturating_sub(now)));
@@ -254,21 +254,24 @@ impl Router {
         Ok(decision)
     }
 
-    /// A lease on `deployment` for a fallback attempt: `tokens` is the
-    /// estimate (input plus max output). Fails with `Unavailable` when the
-    /// deployment is out of rotation or a budget is exhausted.
+    /// A lease on `deployment` for a fallback attempt, reserving the input
+    /// estimate as the deployment counts it (calibrated) plus the max output.
+    /// Fails with `Unavailable` when the deployment is out of rotation or a
+    /// budget is exhausted.
     pub fn reserve(
         &self,
         deployment: &str,
         tenant: &str,
         api_key: &str,
-        tokens: u32,
+        input_tokens: u32,
+        max_output_tokens: u32,
     ) -> Result<Lease, RouterError> {
         let table = self.table.load();
         let target = table
             .deployment(deployment)
             .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
         let now = self.clock.now();
+        let tokens = (input_tokens, max_output_tokens);
         lease_on(&table, target, tenant, api_key, tokens, now).map_err(|denied| {
             RouterError::Unavailable {
                 deployment: deployment.to_owned(),
@@ -281,9 +284,10 @@ impl Router {
     }
 
     /// Settles a lease with what its attempt came to: the rate-limit
-    /// reservation against the tokens actually used, the counters, and the
+    /// reservation against the tokens actually used, the counters, the
     /// deployment's health (breaker, cool-downs, latency; outlier ejection
-    /// among its groups at most once a second).
+    /// among its groups at most once a second) and, for a success that
+    /// reports its input, the calibration of the input estimate.
     pub fn record(&self, lease: Lease, outcome: &Outcome) -> Result<(), RouterError> {
         for latency in std::iter::once(outcome.latency_ms).chain(outcome.ttft_ms) {
             if !(latency.is_finite() && latency >= 0.0) {
@@ -304,6 +308,9 @@ impl Router {
             now,
         );
         if outcome.class == OutcomeClass::Ok {
+            lease
+                .calibration
+                .observe(lease.estimated_input_tokens, outcome.input_tokens);
             self.eject_outliers(&lease.deployment, now);
         }
         Ok(())
@@ -357,6 +364,7 @@ impl Router {
                     d.health.snapshot(now),
                     unavailable,
                     d.limit.headroom(now),
+                    d.calibration.ratio(),
                 )
             })
             .collect()
@@ -394,7 +402,6 @@ fn lease_first<S>(
     table: &Table,
     decision: &mut Decision,
     request: &RouteRequest<'_, S>,
-    tokens: u32,
     now: Nanos,
     retry_at: &mut Option<Nanos>,
 ) {
@@ -407,7 +414,7 @@ fn lease_first<S>(
             deployment,
             request.tenant,
             request.api_key,
-            tokens,
+            (request.input_tokens, request.max_output_tokens),
             now,
         ) {
             Ok(lease) => {
@@ -469,18 +476,17 @@ fn signals<S: AsRef<str>>(
     signals
 }
 
-/// The health and rate-limit filters: `None` if the deployment can take an
-/// attempt of `tokens` now (a half-open breaker admits its probe; the lease
+/// The health and rate-limit filters: `None` if the deployment can take the
+/// request's attempt now (a half-open breaker admits its probe; the lease
 /// claims it). Otherwise the rejection, and when waiting would let it serve:
 /// for a spent budget or a provider's Retry-After, not for an open circuit.
 ///
 /// Budgets are checked here only when explaining (`dry_run`): a real decision
 /// reserves on its first candidates in turn, which checks exactly, and skips
 /// a lock per deployment it will never try.
-fn unavailable(
+fn unavailable<S>(
     deployment: &Deployment,
-    tokens: u32,
-    dry_run: bool,
+    request: &RouteRequest<'_, S>,
     now: Nanos,
 ) -> Option<(Rejection, Option<Nanos>)> {
     let (filter, detail, until) = match deployment.health.admit(now) {
@@ -492,14 +498,18 @@ fn unavailable(
                 waiting_helps.then_some(until),
             )
         }
-        _ if !dry_run => return None,
-        _ => match deployment.limit.check(tokens, now) {
-            Ok(()) => return None,
-            Err(denied) => {
-                let denied = budget_denied(Owner::Deployment, denied, "", "", tokens);
-                (denied.filter, denied.detail, denied.retry_at)
+        _ if !request.dry_run => return None,
+        _ => {
+            let tokens =
+                deployment.reserved_tokens(request.input_tokens, request.max_output_tokens);
+            match deployment.limit.check(tokens, now) {
+                Ok(()) => return None,
+                Err(denied) => {
+                    let denied = budget_denied(Owner::Deployment, denied, "", "", tokens);
+                    (denied.filter, denied.detail, denied.retry_at)
+                }
             }
-        },
+        }
     };
     let rejection = Rejection {
         deployment: deployment.id.clone(),
@@ -519,14 +529,16 @@ struct LeaseDenied {
     everyone: bool,
 }
 
-/// Reserves `tokens` on the deployment's, tenant's and key's budgets at once,
-/// claims the probe if the breaker is half-open, and counts the attempt in flight.
+/// Reserves the (input estimate, max output) `tokens`, the input as the
+/// deployment counts it, on the deployment's, tenant's and key's budgets at
+/// once, claims the probe if the breaker is half-open, and counts the attempt
+/// in flight.
 fn lease_on(
     table: &Table,
     deployment: &Deployment,
     tenant: &str,
     api_key: &str,
-    tokens: u32,
+    (estimated_input_tokens, max_output_tokens): (u32, u32),
     now: Nanos,
 ) -> Result<Lease, LeaseDenied> {
     let probe = match deployment.health.admit(now) {
@@ -541,6 +553,7 @@ fn lease_on(
         Admission::Probe => true,
         Admission::Available => false,
     };
+    let tokens = deployment.reserved_tokens(estimated_input_tokens, max_output_tokens);
     let limits = Limits {
         deployment: Arc::clone(&deployment.limit),
         tenant: table.tenant_limits.get(tenant).cloned(),
@@ -569,6 +582,8 @@ fn lease_on(
         limits,
         reservation,
         probe,
+        calibration: Arc::clone(&deployment.calibration),
+        estimated_input_tokens,
     })
 }
 
@@ -655,7 +670,7 @@ mod tests {
 
     /// Records `outcome` on a fresh lease of `deployment`.
     fn record_on(router: &Router, deployment: &str, outcome: &Outcome) -> Result<(), RouterError> {
-        let lease = router.reserve(deployment, "", "", 0)?;
+        let lease = router.reserve(deployment, "", "", 0, 0)?;
         router.record(lease, outcome)
     }
 

@@ -62,6 +62,9 @@ pub struct DeploymentStats {
     pub health: HealthSnapshot,
     /// Rate-limit budget left, in [0, 1].
     pub headroom: f64,
+    /// Moving average of reported / estimated input tokens, which scales the
+    /// estimate here; 1.0 until calibrated (see [`crate::CALIBRATION_ALPHA`]).
+    pub input_token_ratio: f64,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +112,7 @@ impl Counters {
         health: HealthSnapshot,
         unavailable: Option<(&'static str, Duration)>,
         headroom: f64,
+        input_token_ratio: f64,
     ) -> DeploymentStats {
         DeploymentStats {
             deployment: deployment.to_owned(),
@@ -121,6 +125,7 @@ impl Counters {
             unavailable,
             health,
             headroom,
+            input_token_ratio,
         }
     }
 }
@@ -132,7 +137,7 @@ mod tests {
 
     fn snapshot(counters: &Counters) -> DeploymentStats {
         let health = Health::new(HealthPolicy::default()).snapshot(0);
-        counters.snapshot("d", health, None, 1.0)
+        counters.snapshot("d", health, None, 1.0, 1.0)
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::calibration::Calibration;
 use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
 use crate::health::{Health, RateGate};
@@ -75,12 +76,22 @@ pub(crate) struct Deployment {
     pub(crate) limit: Arc<Limit>,
     /// Breaker, cool-downs and latency estimate; carried over a reload.
     pub(crate) health: Arc<Health>,
+    /// How this deployment counts input against the estimate; carried over a reload.
+    pub(crate) calibration: Arc<Calibration>,
     /// Indices of the groups this deployment belongs to: its peers for
     /// outlier ejection.
     pub(crate) groups: Vec<usize>,
 }
 
 impl Deployment {
+    /// Tokens an attempt reserves here: the input estimate as this deployment
+    /// counts it (calibrated), plus the max output.
+    pub(crate) fn reserved_tokens(&self, estimated_input: u32, max_output: u32) -> u32 {
+        self.calibration
+            .apply(estimated_input)
+            .saturating_add(max_output)
+    }
+
     /// What a request of this size would cost here at most, in USD.
     pub(crate) fn cost_usd(&self, input_tokens: u32, max_output_tokens: u32) -> f64 {
         (f64::from(input_tokens) * self.input_price_per_mtok
@@ -206,6 +217,9 @@ impl Table {
                     Some(old) => Health::carry_over(&old.health, config.health.clone()),
                     None => Health::new(config.health.clone()),
                 }),
+                calibration: previous
+                    .and_then(|t| t.deployment(&d.id))
+                    .map_or_else(Arc::default, |old| Arc::clone(&old.calibration)),
                 groups: config
                     .model_groups
                     .iter()

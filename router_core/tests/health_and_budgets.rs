@@ -261,7 +261,7 @@ fn rate_limited_deployments_cool_down_for_retry_after_never_less() {
         .unwrap();
     router.record(lease, &limited(7)).unwrap();
     // A shorter Retry-After later does not shorten the pause.
-    let lease = router.reserve("a", "", "", 0);
+    let lease = router.reserve("a", "", "", 0, 0);
     assert!(
         matches!(lease, Err(RouterError::Unavailable { retry_after: Some(d), .. }) if d == Duration::from_secs(7))
     );
@@ -307,7 +307,7 @@ fn a_latency_outlier_is_ejected() {
                 100.0 + f64::from(round % 3)
             };
             // Once ejected, d3 takes no leases: that is what is being tested.
-            if let Ok(lease) = router.reserve(id, "", "", 0) {
+            if let Ok(lease) = router.reserve(id, "", "", 0, 0) {
                 router.record(lease, &Outcome::ok(latency)).unwrap();
             }
         }

@@ -125,7 +125,7 @@ proptest! {
         let router = Router::new(&config(&mut before.keys().map(|k| format!("d{k}")))).unwrap();
         for (id, &count) in &before {
             for _ in 0..count {
-                let lease = router.reserve(&format!("d{id}"), "", "", 10).unwrap();
+                let lease = router.reserve(&format!("d{id}"), "", "", 0, 10).unwrap();
                 router.record(lease, &Outcome::ok(1.0)).unwrap();
             }
         }

@@ -237,7 +237,7 @@ fn lowest_cost_orders_by_estimated_cost() {
 fn lowest_latency_prefers_measured_fast_and_tries_unmeasured() {
     let router = single_policy("lowest_latency");
     for (id, latency) in [("g-eu", 900.0), ("g-us", 300.0), ("c-eu", 600.0)] {
-        let lease = router.reserve(id, "", "", 0).unwrap();
+        let lease = router.reserve(id, "", "", 0, 0).unwrap();
         router
             .record(lease, &router_core::Outcome::ok(latency))
             .unwrap();
