@@ -68,6 +68,10 @@ class _DeploymentBase(_Strict):
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
     timeout_s: PositiveFloat = 60.0
+    # Streams: a first token later than this, or a pause between chunks longer than this, is a
+    # timeout (before the first token the call falls over to the next candidate). Unset: timeout_s.
+    first_token_timeout_s: PositiveFloat | None = None
+    stall_timeout_s: PositiveFloat | None = None
 
 
 class EchoDeployment(_DeploymentBase):

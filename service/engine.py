@@ -116,14 +116,15 @@ class Engine:
             for deployment, budget, lease in candidates:
                 started = time.perf_counter()
                 events = self.providers[deployment.id].stream(request)
+                first_budget = min(budget, deployment.first_token_timeout_s or budget)
                 try:
                     # Nothing reaches the client until the first event, so a failure
                     # up to here can still fall through to the next candidate.
-                    async with asyncio.timeout(budget):
+                    async with asyncio.timeout(first_budget):
                         first = await anext(events)
                 except (UpstreamError, TimeoutError, StopAsyncIteration) as raised:
                     await events.aclose()
-                    error = _as_upstream_error(raised, budget)
+                    error = _as_upstream_error(raised, first_budget)
                     attempts.add_failure(self._record_failure(lease, error, started), error)
                     if error.retriable:
                         continue
@@ -136,7 +137,7 @@ class Engine:
                 finished: StreamFinished | None = None
                 deltas_sent = 0
                 try:
-                    async for event in _chain(first, events):
+                    async for event in _stalling(first, events, deployment.stall_timeout_s):
                         if isinstance(event, Delta):
                             yield pb.ChatStreamResponse(
                                 delta=pb.StreamDelta(text=event.text, tool_calls=event.tool_calls)
@@ -309,9 +310,23 @@ class _Attempts:
         return UpstreamFailed(self.items, retry_after_s=self.retry_after_s, why=why, deadline_exceeded=out_of_time)
 
 
-async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+async def _stalling(first: T, rest: AsyncIterator[T], stall_s: float | None) -> AsyncIterator[T]:
+    """`first`, then `rest`, failing as a timeout when `rest` is silent for `stall_s`. Only the
+    wait for the upstream counts: time spent handing an item to the client does not."""
     yield first
-    async for item in rest:
+    if stall_s is None:
+        # The HTTP client's read timeout (timeout_s) still ends a silent upstream.
+        async for item in rest:
+            yield item
+        return
+    while True:
+        try:
+            async with asyncio.timeout(stall_s):
+                item = await anext(rest)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as error:
+            raise UpstreamError(pb.OUTCOME_TIMEOUT, f"stalled: no chunk for {stall_s:g}s") from error
         yield item
 
 
