@@ -172,10 +172,34 @@ class ModelGroup(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
 
 
+RetryableOutcome = Literal[
+    "rate_limited", "overloaded", "server_error", "timeout", "connection_error", "protocol_error"
+]
+_RETRIED_BY_DEFAULT: list[RetryableOutcome] = ["rate_limited", "overloaded", "server_error", "connection_error"]
+
+
+class RetrySettings(_Strict):
+    """Retrying a failed attempt on the same deployment before falling back to the next one."""
+
+    # Extra attempts on the same deployment (0: fall back at once).
+    same_deployment: NonNegativeInt = 0
+    # The outcome classes retried in place; the others fall back (or fail) as before.
+    # (Not `on`: YAML reads that key as true.)
+    retry_on: list[RetryableOutcome] = Field(default_factory=lambda: list(_RETRIED_BY_DEFAULT))
+    # Exponential backoff with full jitter: a random wait up to initial * 2^n, capped at max.
+    # A Retry-After longer than backoff_max_s is not waited for: the call falls back instead.
+    backoff_initial_s: PositiveFloat = 0.1
+    backoff_max_s: PositiveFloat = 2.0
+    # No attempt, retry or fallback, starts later than this after the call began (and never
+    # past the client's deadline).
+    total_budget_s: PositiveFloat | None = None
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
     server: ServerSettings = ServerSettings()
+    retries: RetrySettings = RetrySettings()
     default_group: str | None = None
     model_groups: list[ModelGroup] = Field(min_length=1)
     # Routing rules and the balanced strategy's weights belong to the Rust

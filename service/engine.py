@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import Config
+from service.config import Config, RetrySettings
 from service.errors import BudgetExhausted, InvalidRequest, NoEligibleDeployment, StreamInterrupted, UpstreamFailed
 from service.outcomes import Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
@@ -90,8 +91,8 @@ class Engine:
         request_id = uuid.uuid4().hex
         decision, tokens = self._decide_chat(request, streaming=False)
         attempts = _Attempts()
-        with contextlib.closing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
-            for deployment, budget, lease in candidates:
+        async with contextlib.aclosing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
+            async for deployment, budget, lease in candidates:
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(budget):
@@ -112,8 +113,8 @@ class Engine:
         request_id = uuid.uuid4().hex
         decision, tokens = self._decide_chat(request, streaming=True)
         attempts = _Attempts()
-        with contextlib.closing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
-            for deployment, budget, lease in candidates:
+        async with contextlib.aclosing(self._candidates(decision, tokens, attempts, time_remaining)) as candidates:
+            async for deployment, budget, lease in candidates:
                 started = time.perf_counter()
                 events = self.providers[deployment.id].stream(request)
                 first_budget = min(budget, deployment.first_token_timeout_s or budget)
@@ -167,29 +168,38 @@ class Engine:
                 return
         raise attempts.failure(time_remaining)
 
-    def _candidates(
+    async def _candidates(
         self,
         decision: router_core.Decision,
         tokens: _Estimate,
         attempts: _Attempts,
         time_remaining: TimeRemaining,
-    ) -> Generator[tuple[DeploymentConfig, float, router_core.Lease], None, None]:
-        """The decision's deployments in order, each with its time budget and a lease
-        on its rate-limit budget, while the deadline allows. A lease the caller did
-        not settle (cancelled, or it stopped early) is released here."""
+    ) -> AsyncGenerator[tuple[DeploymentConfig, float, router_core.Lease], None]:
+        """The decision's deployments in order, each with its time budget and a lease on its
+        rate-limit budget, while the deadline allows; a deployment whose attempt failed in a
+        class the retry settings name is tried again first, after a backoff. A lease the
+        caller did not settle (cancelled, or it stopped early) is released here."""
+        retries = self.config.retries
+        time_remaining = _within(time_remaining, retries.total_budget_s)
         try:
             for index, candidate in enumerate(decision.candidates):
                 deployment = self.deployments[candidate.deployment]
-                budget = _attempt_budget(deployment.timeout_s, time_remaining)
-                if budget is None:
-                    return
                 lease = decision.lease if index == 0 else self._reserve(deployment.id, tokens, attempts)
-                if lease is None:
-                    continue
-                try:
-                    yield deployment, budget, lease
-                finally:
-                    self.router.release(lease)
+                retried = 0
+                while lease is not None:
+                    budget = _attempt_budget(deployment.timeout_s, time_remaining)
+                    if budget is None:
+                        return
+                    try:
+                        yield deployment, budget, lease
+                    finally:
+                        self.router.release(lease)
+                    delay = _retry_delay(retries, retried, attempts.last_error, time_remaining)
+                    if delay is None:
+                        break
+                    retried += 1
+                    await asyncio.sleep(delay)
+                    lease = self._reserve(deployment.id, tokens, attempts)
         finally:
             if decision.lease is not None:
                 self.router.release(decision.lease)
@@ -298,9 +308,11 @@ class _Attempts:
 
     items: list[pb.Attempt] = field(default_factory=list)
     retry_after_s: float | None = None
+    last_error: UpstreamError | None = None
 
     def add_failure(self, attempt: pb.Attempt, error: UpstreamError) -> None:
         self.items.append(attempt)
+        self.last_error = error
         if error.retry_after_s is not None and (self.retry_after_s is None or error.retry_after_s < self.retry_after_s):
             self.retry_after_s = error.retry_after_s
 
@@ -340,6 +352,39 @@ class _Estimate:
     @property
     def total(self) -> int:
         return self.input + self.max_output
+
+
+def _retry_delay(
+    retries: RetrySettings, retried: int, error: UpstreamError | None, time_remaining: TimeRemaining
+) -> float | None:
+    """How long to wait before trying the same deployment again, or None to move on."""
+    if error is None or retried >= retries.same_deployment or not error.retriable:
+        return None
+    if _OUTCOME_CLASSES.get(error.outcome) not in retries.retry_on:
+        return None
+    delay = random.uniform(0.0, min(retries.backoff_max_s, retries.backoff_initial_s * 2**retried))
+    if error.retry_after_s is not None:
+        if error.retry_after_s > retries.backoff_max_s:
+            return None
+        delay = max(delay, error.retry_after_s)
+    left = time_remaining()
+    if left is not None and left - delay < DEADLINE_MARGIN_S + MIN_ATTEMPT_S:
+        return None
+    return delay
+
+
+def _within(time_remaining: TimeRemaining, total_budget_s: float | None) -> TimeRemaining:
+    """The client's deadline, tightened by the retry settings' total budget from now."""
+    if total_budget_s is None:
+        return time_remaining
+    ends = time.monotonic() + total_budget_s
+
+    def remaining() -> float:
+        client = time_remaining()
+        own = ends - time.monotonic()
+        return own if client is None else min(client, own)
+
+    return remaining
 
 
 def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming: bool) -> list[str]:

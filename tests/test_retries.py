@@ -1,0 +1,166 @@
+"""Retrying the same deployment before falling back: backoff, Retry-After, limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from aiohttp import web
+
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from tests.conftest import StartGateway
+from tests.mock_openai import Fault, MockOpenAI
+
+
+class FlakyOpenAI(MockOpenAI):
+    """Fails its next `failures` requests with `fault`, then answers."""
+
+    failures = 0
+    failing = Fault(status=503)
+
+    async def _chat(self, request: web.Request, *, model: str | None = None) -> web.StreamResponse:
+        self.fault = self.failing if self.failures > 0 else None
+        self.failures -= 1
+        return await super()._chat(request, model=model)
+
+
+@pytest.fixture
+async def flaky() -> AsyncIterator[FlakyOpenAI]:
+    mock = FlakyOpenAI()
+    await mock.start()
+    yield mock
+    await mock.stop()
+
+
+def config(first: MockOpenAI, second: MockOpenAI, retries: str) -> str:
+    return f"""
+retries: {retries}
+default_group: chat
+model_groups:
+  - name: chat
+    strategy: priority
+    deployments:
+      - id: mock-0
+        type: openai_compatible
+        model: m
+        base_url: {first.base_url}
+        context_window: 8192
+        priority: 0
+      - id: mock-1
+        type: openai_compatible
+        model: m
+        base_url: {second.base_url}
+        context_window: 8192
+        priority: 1
+"""
+
+
+def chat() -> pb.ChatRequest:
+    return pb.ChatRequest(model="chat", messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hi")])])
+
+
+FAST = "{same_deployment: 1, backoff_initial_s: 0.01, backoff_max_s: 1}"
+
+
+async def test_a_transient_failure_is_retried_on_the_same_deployment(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    stub = await start_gateway(config(flaky, second_upstream, FAST))
+    response = await stub.Chat(chat())
+    assert response.served.deployment == "mock-0"
+    assert [(a.deployment, a.outcome) for a in response.attempts] == [
+        ("mock-0", pb.OUTCOME_OVERLOADED),
+        ("mock-0", pb.OUTCOME_OK),
+    ]
+    assert not second_upstream.requests
+
+
+async def test_retries_run_out_then_the_call_falls_back(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 2
+    stub = await start_gateway(config(flaky, second_upstream, FAST))
+    response = await stub.Chat(chat())
+    assert [(a.deployment, a.outcome) for a in response.attempts] == [
+        ("mock-0", pb.OUTCOME_OVERLOADED),
+        ("mock-0", pb.OUTCOME_OVERLOADED),
+        ("mock-1", pb.OUTCOME_OK),
+    ]
+
+
+async def test_no_retry_in_place_by_default(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    stub = await start_gateway(config(flaky, second_upstream, "{}"))
+    response = await stub.Chat(chat())
+    assert [a.deployment for a in response.attempts] == ["mock-0", "mock-1"]
+
+
+async def test_retry_after_is_waited_for_when_it_is_short(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    flaky.failing = Fault(status=429, headers={"retry-after-ms": "300"})
+    stub = await start_gateway(config(flaky, second_upstream, FAST))
+    started = time.perf_counter()
+    response = await stub.Chat(chat())
+    assert time.perf_counter() - started >= 0.3
+    assert [(a.deployment, a.outcome) for a in response.attempts] == [
+        ("mock-0", pb.OUTCOME_RATE_LIMITED),
+        ("mock-0", pb.OUTCOME_OK),
+    ]
+
+
+async def test_a_long_retry_after_falls_back_at_once(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    flaky.failing = Fault(status=429, headers={"Retry-After": "30"})
+    stub = await start_gateway(config(flaky, second_upstream, FAST))
+    started = time.perf_counter()
+    response = await stub.Chat(chat())
+    assert time.perf_counter() - started < 1
+    assert [a.deployment for a in response.attempts] == ["mock-0", "mock-1"]
+
+
+async def test_classes_not_named_are_not_retried_in_place(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    retries = "{same_deployment: 1, backoff_initial_s: 0.01, retry_on: [connection_error]}"
+    stub = await start_gateway(config(flaky, second_upstream, retries))
+    response = await stub.Chat(chat())
+    assert [a.deployment for a in response.attempts] == ["mock-0", "mock-1"]
+
+
+async def test_a_stream_is_retried_in_place_before_its_first_content(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 1
+    stub = await start_gateway(config(flaky, second_upstream, FAST))
+    events = [event async for event in stub.ChatStream(chat())]
+    assert events[0].start.served.deployment == "mock-0"
+    assert [(a.deployment, a.outcome) for a in events[0].start.failed_attempts] == [("mock-0", pb.OUTCOME_OVERLOADED)]
+    assert "".join(e.delta.text for e in events if e.HasField("delta")) == "mock: hi"
+    assert not second_upstream.requests
+
+
+async def test_the_total_budget_stops_further_attempts(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
+) -> None:
+    flaky.failures = 10
+    flaky.failing = Fault(status=503, hang_s=0.2)
+    second_upstream.fault = Fault(status=503)
+    retries = "{same_deployment: 5, backoff_initial_s: 0.01, total_budget_s: 0.3}"
+    stub = await start_gateway(config(flaky, second_upstream, retries))
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat())
+    assert time.perf_counter() - started < 0.6
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "mock-0" in (caught.value.details() or "")
+    assert len(flaky.requests) <= 2 and not second_upstream.requests
