@@ -184,12 +184,17 @@ class Engine:
         try:
             for index, candidate in enumerate(decision.candidates):
                 deployment = self.deployments[candidate.deployment]
-                lease = decision.lease if index == 0 else self._reserve(deployment.id, tokens, attempts)
                 retried = 0
-                while lease is not None:
+                while True:
+                    # Time first, lease second: a lease taken for an attempt that never starts
+                    # would hold the deployment's budget.
                     budget = _attempt_budget(deployment.timeout_s, time_remaining)
                     if budget is None:
                         return
+                    first = index == 0 and retried == 0
+                    lease = decision.lease if first else self._reserve(deployment.id, tokens, attempts)
+                    if lease is None:
+                        break
                     try:
                         yield deployment, budget, lease
                     finally:
@@ -199,7 +204,6 @@ class Engine:
                         break
                     retried += 1
                     await asyncio.sleep(delay)
-                    lease = self._reserve(deployment.id, tokens, attempts)
         finally:
             if decision.lease is not None:
                 self.router.release(decision.lease)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -57,14 +59,36 @@ MAX_TOOLS = 128
 ARGUMENT_FRAGMENT_CHARS = 8
 TOOL_CHOICE_MODES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+# What `Fault.invalid_json` answers with: the start of a completion, cut off.
+INVALID_JSON_BODY = '{"id": "chatcmpl-x", "choices": ['
 
 
 @dataclass
 class Fault:
-    """How the next requests fail. `status` answers with that HTTP status and an OpenAI error body;
-    `hang_s` waits before answering; `cut_after` ends a stream after that many content chunks (tool call
-    argument fragments count as content chunks) without a finish; `malformed_after` sends a non-JSON chunk;
-    `error_event_after` sends an error event."""
+    """How the next requests fail, the ways real upstreams do. Only a request that validates meets
+    its fault: `hang_s` first, then a `status` answer instead of a completion; the other fields
+    break the completion itself.
+
+    - `status`: answer with that HTTP status and an OpenAI error body whose `type` is
+      `rate_limit_error` for 429, `invalid_request_error` for other 4xx and `server_error` for
+      5xx (529 included; the gateway classifies 529 by its status), with `code` and `message`.
+    - `headers`: sent with a `status` answer (e.g. `{"Retry-After": "7"}` on a 429).
+    - `hang_s`: wait that long before anything, headers included (a hang before headers).
+    - `cut_after`: a stream ends cleanly after that many content chunks, without a finish
+      reason or `[DONE]` (tool call argument fragments count as content chunks here and below).
+    - `malformed_after`: a stream sends a non-JSON chunk after that many content chunks, then ends.
+    - `error_event_after`: a stream sends an OpenAI error event after that many content chunks.
+    - `reset_after_bytes`: unary: send the headers (with the full Content-Length) and that many
+      bytes of the body, then reset the TCP connection (RST: SO_LINGER 0, transport.abort());
+      stream: the same after that many bytes of the event stream (the events' bytes, not the
+      chunked framing), possibly in the middle of an event. A shorter answer completes.
+    - `stall_after`, `stall_s`: a stream goes silent for `stall_s` seconds before its content chunk
+      number `stall_after` (0: a slow first token, the role chunk already sent), then goes on
+      normally.
+    - `invalid_json`: unary: a 200 with Content-Type application/json whose body is not JSON
+      (`INVALID_JSON_BODY`). Streams ignore it (see `malformed_after`).
+
+    A refused connection needs no fault: point the deployment at a port nothing listens on."""
 
     status: int = 0
     code: str | None = None
@@ -74,6 +98,10 @@ class Fault:
     cut_after: int | None = None
     malformed_after: int | None = None
     error_event_after: int | None = None
+    reset_after_bytes: int | None = None
+    stall_after: int | None = None
+    stall_s: float = 0.0
+    invalid_json: bool = False
 
 
 class Invalid(NamedTuple):
@@ -180,7 +208,7 @@ class MockOpenAI:
             first = {"role": "assistant", "content": ""}
             return await self._stream(request, body, first, deltas, finish, usage, fault)
         message = {"role": "assistant", "content": " ".join(words), "refusal": None}
-        return web.json_response(_completion(body, message, finish, usage))
+        return await _unary(request, _completion(body, message, finish, usage), fault)
 
     async def _tool_call(
         self,
@@ -218,7 +246,7 @@ class MockOpenAI:
             ],
             "refusal": None,
         }
-        return web.json_response(_completion(body, message, finish, usage))
+        return await _unary(request, _completion(body, message, finish, usage), fault)
 
     async def _stream(
         self,
@@ -240,14 +268,30 @@ class MockOpenAI:
             "system_fingerprint": "fp_mock",
         }
 
-        async def send(payload: dict[str, Any] | str) -> None:
+        reset_after = fault.reset_after_bytes if fault else None
+        sent = 0
+
+        async def send(payload: dict[str, Any] | str) -> bool:
+            """Write one event; False when the fault reset the connection instead."""
+            nonlocal sent
             data = payload if isinstance(payload, str) else json.dumps(payload)
-            await response.write(f"data: {data}\n\n".encode())
+            raw = f"data: {data}\n\n".encode()
+            if reset_after is not None and sent + len(raw) > reset_after:
+                if reset_after > sent:
+                    await response.write(raw[: reset_after - sent])
+                _reset(request)
+                return False
+            await response.write(raw)
+            sent += len(raw)
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
+            return True
 
-        await send({**base, "choices": [{"index": 0, "delta": first, "logprobs": None, "finish_reason": None}]})
+        if not await send({**base, "choices": [{"index": 0, "delta": first, "logprobs": None, "finish_reason": None}]}):
+            return response
         for i, delta in enumerate(deltas):
+            if fault and fault.stall_after == i:
+                await asyncio.sleep(fault.stall_s)
             if fault and fault.cut_after == i:
                 return response
             if fault and fault.malformed_after == i:
@@ -265,12 +309,44 @@ class MockOpenAI:
                     }
                 )
                 return response
-            await send({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
-        await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]})
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await send({**base, "choices": [], "usage": usage})
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+            if not await send(chunk):
+                return response
+        if not await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]}):
+            return response
+        if (body.get("stream_options") or {}).get("include_usage") and not await send(
+            {**base, "choices": [], "usage": usage}
+        ):
+            return response
         await send("[DONE]")
         return response
+
+
+async def _unary(request: web.Request, completion: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
+    """A whole completion, or the way `fault` breaks it."""
+    if fault and fault.invalid_json:
+        return web.Response(text=INVALID_JSON_BODY, content_type="application/json")
+    body = json.dumps(completion).encode()
+    if fault and fault.reset_after_bytes is not None and fault.reset_after_bytes < len(body):
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        if fault.reset_after_bytes:
+            await response.write(body[: fault.reset_after_bytes])
+        _reset(request)
+        return response
+    return web.json_response(completion)
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST: no FIN, nothing still buffered is sent."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _completion(body: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, Any]) -> dict[str, Any]:
