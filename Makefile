@@ -80,6 +80,7 @@ bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a sm
 	$(PY) -m benches.route_boundary --quick
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc --quick
 	$(PY) -m benches.chat --quick
+	$(PY) -m benches.soak --quick
 
 .PHONY: bench
 bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -87,6 +88,7 @@ bench: install tools ## benchmarks: the Rust core (criterion), route() across Py
 	$(PY) -m benches.route_boundary
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc
 	$(PY) -m benches.chat
+	$(PY) -m benches.soak
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

@@ -182,8 +182,19 @@ class Engine:
         retries = self.config.retries
         time_remaining = _within(time_remaining, retries.total_budget_s)
         try:
+            overflowed = 0  # the largest context window a prompt has overflowed so far
             for index, candidate in enumerate(decision.candidates):
                 deployment = self.deployments[candidate.deployment]
+                if deployment.context_window <= overflowed:
+                    attempts.add_skipped(
+                        deployment.id,
+                        UpstreamError(
+                            pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED,
+                            f"not tried: its context window ({deployment.context_window}) is no larger than "
+                            f"one the prompt overflowed ({overflowed})",
+                        ),
+                    )
+                    continue
                 retried = 0
                 while True:
                     # Time first, lease second: a lease taken for an attempt that never starts
@@ -199,6 +210,10 @@ class Engine:
                         yield deployment, budget, lease
                     finally:
                         self.router.release(lease)
+                    if attempts.last_error and attempts.last_error.outcome == pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED:
+                        # Only a larger window can help: the candidates that follow are skipped unless larger.
+                        overflowed = max(overflowed, deployment.context_window)
+                        break
                     delay = _retry_delay(retries, retried, attempts.last_error, time_remaining)
                     if delay is None:
                         break
@@ -217,9 +232,7 @@ class Engine:
             skipped = UpstreamError(
                 pb.OUTCOME_RATE_LIMITED, f"not tried: {error.detail}", retry_after_s=error.retry_after_s
             )
-            attempts.add_failure(
-                pb.Attempt(deployment=deployment, outcome=skipped.outcome, error_message=str(skipped)), skipped
-            )
+            attempts.add_skipped(deployment, skipped)
             return None
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, _Estimate]:
@@ -313,6 +326,10 @@ class _Attempts:
     items: list[pb.Attempt] = field(default_factory=list)
     retry_after_s: float | None = None
     last_error: UpstreamError | None = None
+
+    def add_skipped(self, deployment: str, why: UpstreamError) -> None:
+        """A candidate passed over without a call (it could not do better than one that failed)."""
+        self.add_failure(pb.Attempt(deployment=deployment, outcome=why.outcome, error_message=str(why)), why)
 
     def add_failure(self, attempt: pb.Attempt, error: UpstreamError) -> None:
         self.items.append(attempt)

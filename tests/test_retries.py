@@ -164,3 +164,44 @@ async def test_the_total_budget_stops_further_attempts(
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert "mock-0" in (caught.value.details() or "")
     assert len(flaky.requests) <= 2 and not second_upstream.requests
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_a_context_overflow_skips_to_a_larger_window(
+    start_gateway: StartGateway, upstream: MockOpenAI, second_upstream: MockOpenAI, streaming: bool
+) -> None:
+    upstream.fault = Fault(status=400, code="context_length_exceeded", message="maximum context length exceeded")
+    large = await MockOpenAI(reply_prefix="large: ").start()
+    try:
+        deployments = "".join(
+            f"""
+      - {{id: {name}, type: openai_compatible, model: m, base_url: "{mock.base_url}",
+          context_window: {window}, priority: {i}}}"""
+            for i, (name, mock, window) in enumerate(
+                [("small-a", upstream, 8192), ("small-b", second_upstream, 8192), ("large", large, 128000)]
+            )
+        )
+        config = f"""
+default_group: chat
+model_groups:
+  - name: chat
+    strategy: priority
+    deployments:{deployments}
+"""
+        stub = await start_gateway(config)
+        if streaming:
+            events = [event async for event in stub.ChatStream(chat())]
+            served, attempts = events[0].start.served, list(events[-1].end.attempts)
+        else:
+            response = await stub.Chat(chat())
+            served, attempts = response.served, list(response.attempts)
+    finally:
+        await large.stop()
+    assert served.deployment == "large"
+    assert [(a.deployment, a.outcome) for a in attempts] == [
+        ("small-a", pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED),
+        ("small-b", pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED),
+        ("large", pb.OUTCOME_OK),
+    ]
+    assert "not tried" in attempts[1].error_message
+    assert not second_upstream.requests
