@@ -163,18 +163,31 @@ struct Explanation {
     now: Nanos,
 }
 
+/// Nanoseconds as people read them: "3.2 s", or "50 ms" under a second (never "0.0 s").
+struct HumanDuration(u64);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= 1_000_000_000 {
+            write!(f, "{:.1} s", self.0 as f64 / 1e9)
+        } else {
+            write!(f, "{} ms", self.0.div_ceil(1_000_000))
+        }
+    }
+}
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.admission {
             Admission::Available => f.write_str("available"),
             Admission::Probe => f.write_str("circuit half-open, may probe"),
             Admission::Unavailable { until, reason } => {
-                let secs = until.saturating_sub(self.now) as f64 / 1e9;
+                let left = HumanDuration(until.saturating_sub(self.now));
                 match reason {
                     UnavailableReason::ProbeInFlight => {
-                        write!(f, "{reason} (claim lapses in {secs:.1} s)")
+                        write!(f, "{reason} (claim lapses in {left})")
                     }
-                    _ => write!(f, "{reason} for another {secs:.1} s"),
+                    _ => write!(f, "{reason} for another {left}"),
                 }
             }
         }

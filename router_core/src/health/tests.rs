@@ -240,7 +240,10 @@ fn rate_limit_cools_down_for_retry_after_and_is_never_shortened() {
     assert_eq!(health.snapshot(clock.now()).state, BreakerState::Closed);
     let explained = health.admit(clock.now()).explain(clock.now()).to_string();
     assert_eq!(explained, "rate limited for another 4.0 s");
-    clock.advance(secs(4));
+    clock.advance(secs(4) - Duration::from_millis(50));
+    let explained = health.admit(clock.now()).explain(clock.now()).to_string();
+    assert_eq!(explained, "rate limited for another 50 ms");
+    clock.advance(Duration::from_millis(50));
     assert_eq!(health.admit(clock.now()), Admission::Available);
 }
 
