@@ -65,6 +65,23 @@ class StreamFinished:
 StreamEvent = Delta | StreamFinished
 
 
+def usage_with_cache(uncached_input: int, output: int, cache_read: int, cache_write: int) -> Usage:
+    """Usage from providers that count prompt tokens read from and written to their cache apart
+    from the rest (Anthropic, Bedrock): all of them are input, the reads are also cached."""
+    return Usage(
+        input_tokens=uncached_input + cache_read + cache_write, output_tokens=output, cached_input_tokens=cache_read
+    )
+
+
+def add_arguments(calls: list[pb.ToolCallDelta], index: int, piece: str) -> None:
+    """Add a piece of a streamed tool call's arguments, joined to the last piece when that is of
+    the same call, so that pieces read together go on as one."""
+    if calls and calls[-1].index == index:
+        calls[-1].arguments += piece
+    else:
+        calls.append(pb.ToolCallDelta(index=index, arguments=piece))
+
+
 class UpstreamError(Exception):
     """A provider call that failed, classified so the engine can act on the class."""
 

@@ -20,7 +20,16 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AnthropicDeployment
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.outcomes import (
+    Completion,
+    Delta,
+    StreamEvent,
+    StreamFinished,
+    UpstreamError,
+    Usage,
+    add_arguments,
+    usage_with_cache,
+)
 from service.providers.http import (
     HttpClient,
     check_event_stream,
@@ -215,15 +224,13 @@ def _tool_choice(choice: pb.ToolChoice) -> dict[str, Any] | None:
 
 
 def _usage(raw: Any) -> Usage:
-    """Anthropic counts cached and cache-writing prompt tokens apart from `input_tokens`."""
     if not isinstance(raw, dict):
         return Usage()
-    cached = int(raw.get("cache_read_input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0) + cached + written,
-        output_tokens=int(raw.get("output_tokens") or 0),
-        cached_input_tokens=cached,
+    return usage_with_cache(
+        int(raw.get("input_tokens") or 0),
+        int(raw.get("output_tokens") or 0),
+        int(raw.get("cache_read_input_tokens") or 0),
+        int(raw.get("cache_creation_input_tokens") or 0),
     )
 
 
@@ -270,7 +277,7 @@ class _StreamState:
                     call = self._tool_index.get(int(event.get("index", -1)))
                     if call is None:
                         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "input_json_delta outside a tool_use block")
-                    _append_arguments(calls, call, delta["partial_json"])
+                    add_arguments(calls, call, delta["partial_json"])
             case "message_delta":
                 self.stop_reason = str((event.get("delta") or {}).get("stop_reason") or self.stop_reason)
                 self._usage.update(event.get("usage") or {})
@@ -278,13 +285,6 @@ class _StreamState:
                 self.stopped = True
             case _:
                 pass  # ping, content_block_stop and event types added later
-
-
-def _append_arguments(calls: list[pb.ToolCallDelta], position: int, piece: str) -> None:
-    if calls and calls[-1].index == position:
-        calls[-1].arguments += piece
-    else:
-        calls.append(pb.ToolCallDelta(index=position, arguments=piece))
 
 
 def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:

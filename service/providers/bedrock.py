@@ -25,7 +25,16 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.outcomes import (
+    Completion,
+    Delta,
+    StreamEvent,
+    StreamFinished,
+    UpstreamError,
+    Usage,
+    add_arguments,
+    usage_with_cache,
+)
 from service.providers.http import HttpClient, classified, classified_error, error_body, json_object
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
@@ -242,12 +251,11 @@ def _tool(tool: pb.Tool) -> dict[str, Any]:
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    cached = int(raw.get("cacheReadInputTokens") or 0)
-    written = int(raw.get("cacheWriteInputTokens") or 0)
-    return Usage(
-        input_tokens=int(raw.get("inputTokens") or 0) + cached + written,
-        output_tokens=int(raw.get("outputTokens") or 0),
-        cached_input_tokens=cached,
+    return usage_with_cache(
+        int(raw.get("inputTokens") or 0),
+        int(raw.get("outputTokens") or 0),
+        int(raw.get("cacheReadInputTokens") or 0),
+        int(raw.get("cacheWriteInputTokens") or 0),
     )
 
 
@@ -279,10 +287,7 @@ class _StreamState:
                     call = self._tool_index.get(int(event.get("contentBlockIndex", -1)))
                     if call is None:
                         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "toolUse input outside a toolUse block")
-                    if calls and calls[-1].index == call:
-                        calls[-1].arguments += piece
-                    else:
-                        calls.append(pb.ToolCallDelta(index=call, arguments=piece))
+                    add_arguments(calls, call, piece)
             case "messageStop":
                 self.stop_reason = str(event.get("stopReason") or "")
             case "metadata":

@@ -18,7 +18,7 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage, add_arguments
 from service.providers.http import (
     HttpClient,
     check_event_stream,
@@ -149,15 +149,19 @@ class OpenAICompatibleProvider:
                                 if text := delta.get("content"):
                                     texts.append(text)
                                 for call in delta.get("tool_calls") or ():
-                                    calls.append(_tool_call_delta(call))
+                                    piece = _tool_call_delta(call)
+                                    if piece.id or piece.name:
+                                        calls.append(piece)
+                                    else:
+                                        add_arguments(calls, piece.index, piece.arguments)
                                 if reason := choice.get("finish_reason"):
                                     finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
                     except UpstreamError:
                         if texts or calls:
-                            yield Delta("".join(texts), _merged(calls))
+                            yield Delta("".join(texts), tuple(calls))
                         raise
                     if texts or calls:
-                        yield Delta("".join(texts), _merged(calls))
+                        yield Delta("".join(texts), tuple(calls))
                     if done:
                         break
         if not done and finish_reason is None:
@@ -259,18 +263,6 @@ def _tool_call_delta(call: Any) -> pb.ToolCallDelta:
         name=function.get("name") or "",
         arguments=function.get("arguments") or "",
     )
-
-
-def _merged(calls: list[pb.ToolCallDelta]) -> tuple[pb.ToolCallDelta, ...]:
-    """Consecutive argument pieces of the same call as one piece."""
-    merged: list[pb.ToolCallDelta] = []
-    for call in calls:
-        last = merged[-1] if merged else None
-        if last is not None and last.index == call.index and not call.id and not call.name:
-            last.arguments += call.arguments
-        else:
-            merged.append(call)
-    return tuple(merged)
 
 
 def _content_part(part: pb.ContentPart) -> dict[str, Any]:
