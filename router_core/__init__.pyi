@@ -2,7 +2,7 @@
 route requests and record their outcomes from any thread."""
 
 from collections.abc import Mapping, Sequence
-from typing import Self, final
+from typing import Literal, Self, final
 
 __all__ = [
     "Candidate",
@@ -10,6 +10,7 @@ __all__ = [
     "Decision",
     "DeploymentStats",
     "DeploymentUnavailableError",
+    "Hedge",
     "Lease",
     "Rejection",
     "Router",
@@ -95,6 +96,11 @@ class Router:
         latency, or a lease already settled."""
     def release(self, lease: Lease) -> None:
         """Give back a lease whose attempt produced no outcome; a no-op if settled."""
+    def latency_tail_ms(self, deployment: str, *, first_token: bool) -> float | None:
+        """The deployment's tail estimate in ms (mean + 2 deviations) of its time to first
+        token when ``first_token``, else of its whole latency: how long to wait before
+        hedging an attempt on it. None before its first successful outcome that measured
+        it (a ``ttft_ms``, for the first token). Raises UnknownDeploymentError."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
     def reload(self, config_json: str) -> None:
@@ -127,6 +133,29 @@ class Decision:
     @property
     def retry_after_s(self) -> float | None:
         """When every candidate was out of budget: seconds until one could serve."""
+    @property
+    def hedge(self) -> Hedge | None:
+        """The matched policy's hedging; None without a policy or when it does not hedge."""
+    @property
+    def content_fallback(self) -> Literal["none", "next_tier", "next"]:
+        """What a content refusal does, per the matched policy: "none" fails the request
+        (also without a policy), "next_tier" goes on to the first candidate of a later
+        tier, "next" to the next candidate whatever its tier."""
+
+@final
+class Hedge:
+    """When a first attempt has not answered (its first token, for a stream) within its
+    deployment's tail estimate (``Router.latency_tail_ms``) clamped to [``min_delay_ms``,
+    ``max_delay_ms``], or ``max_delay_ms`` without an estimate, start the next candidate
+    alongside and keep whichever answers first."""
+
+    @property
+    def min_delay_ms(self) -> float: ...
+    @property
+    def max_delay_ms(self) -> float: ...
+    @property
+    def max_hedges(self) -> int:
+        """Most extra attempts per request, 1 to 3."""
 
 @final
 class Lease:
@@ -151,6 +180,10 @@ class Candidate:
     def score(self) -> float:
         """In [0, 1], higher is better. weighted: the random key u**(1/weight);
         priority: 1 / (1 + priority)."""
+    @property
+    def tier(self) -> int:
+        """0 for the policy's (or model group's) own targets, n for its n-th fallback
+        tier that added deployments."""
 
 @final
 class Rejection:
@@ -200,7 +233,11 @@ class DeploymentStats:
     def tail_latency_ms(self) -> float | None:
         """About the 95th percentile: mean + 2 deviations."""
     @property
-    def ewma_ttft_ms(self) -> float | None: ...
+    def ewma_ttft_ms(self) -> float | None:
+        """Moving average of successful times to first token (alpha 0.2)."""
+    @property
+    def tail_ttft_ms(self) -> float | None:
+        """Time to first token's tail, as ``tail_latency_ms`` is latency's."""
     @property
     def headroom(self) -> float:
         """Rate-limit budget left, in [0, 1]."""

@@ -324,3 +324,80 @@ def test_cost_ceiling_rejects_with_the_cost_filter() -> None:
     decision = router.route("general", input_tokens=100_000, max_cost_usd=0.07, seed=3)
     assert [c.deployment for c in decision.candidates] == ["g-us"]
     assert [(r.deployment, r.filter) for r in decision.rejected] == [("g-eu", "cost")]
+
+
+HEDGED_CONFIG: dict[str, Any] = POLICY_CONFIG | {
+    "policies": [
+        {"id": "hedged", "when": {"field": "task", "eq": "chat"}, "route_to": {"groups": ["coder"]},
+         "fallback": [{"deployments": ["g-eu"]}, {"deployments": ["g-us"]}],
+         "hedge": {"min_delay_ms": 50, "max_hedges": 2}, "content_fallback": "next_tier"},
+        {"id": "refusals-move-on", "when": {"field": "task", "eq": "draft"}, "route_to": {"groups": ["general"]},
+         "content_fallback": "next"},
+    ],
+}  # fmt: skip
+
+
+def test_a_policy_passes_its_hedge_and_content_fallback_to_the_decision() -> None:
+    router = Router(json.dumps(HEDGED_CONFIG))
+    decision = router.route("general", task="chat", dry_run=True)
+    assert decision.policy == "hedged"
+    hedge = decision.hedge
+    assert isinstance(hedge, router_core.Hedge)
+    assert (hedge.min_delay_ms, hedge.max_delay_ms, hedge.max_hedges) == (50.0, 2000.0, 2)
+    assert repr(hedge) == "Hedge(min_delay_ms=50.0, max_delay_ms=2000.0, max_hedges=2)"
+    assert decision.content_fallback == "next_tier"
+    shown = 'hedge=Hedge(min_delay_ms=50.0, max_delay_ms=2000.0, max_hedges=2), content_fallback="next_tier")'
+    assert repr(decision).endswith(shown)
+    with pytest.raises(AttributeError):
+        hedge.max_hedges = 3  # type: ignore[misc]
+
+    drafting = router.route("general", task="draft", dry_run=True)
+    assert (drafting.hedge, drafting.content_fallback) == (None, "next")
+    unmatched = router.route("general", dry_run=True)
+    assert (unmatched.policy, unmatched.hedge, unmatched.content_fallback) == (None, None, "none")
+
+
+def test_candidates_carry_their_tier() -> None:
+    router = Router(json.dumps(HEDGED_CONFIG))
+    decision = router.route("general", task="chat", dry_run=True)
+    assert [(c.deployment, c.tier) for c in decision.candidates] == [("coder", 0), ("g-eu", 1), ("g-us", 2)]
+    assert "tier=2" in repr(decision.candidates[2])
+    assert {c.tier for c in router.route("general", dry_run=True).candidates} == {0}
+
+
+@pytest.mark.parametrize(
+    ("hedge", "message"),
+    [
+        ({"min_delay_ms": -1}, "policies[0].hedge.min_delay_ms: must be a finite number >= 0"),
+        ({"max_delay_ms": 0}, "policies[0].hedge.max_delay_ms: must be a finite number > 0"),
+        ({"min_delay_ms": 10, "max_delay_ms": 5}, "policies[0].hedge.min_delay_ms: must be <= max_delay_ms"),
+        ({"max_hedges": 4}, "policies[0].hedge.max_hedges: must be between 1 and 3"),
+        ({"after_ms": 4}, "policies[0].hedge.after_ms: unknown field"),
+    ],
+)
+def test_invalid_hedges_name_their_key(hedge: dict[str, Any], message: str) -> None:
+    policies = [HEDGED_CONFIG["policies"][0] | {"hedge": hedge}]
+    with pytest.raises(ConfigError) as caught:
+        Router(json.dumps(HEDGED_CONFIG | {"policies": policies}))
+    assert str(caught.value).startswith(message)
+
+
+def test_latency_tail_per_deployment(router: Router) -> None:
+    assert router.latency_tail_ms("a", first_token=True) is None
+    for latency_ms, ttft_ms in [(900.0, 80.0), (1_100.0, 120.0)]:
+        router.record(router.reserve("a"), outcome="ok", latency_ms=latency_ms, ttft_ms=ttft_ms)
+    record(router, "b", latency_ms=300.0)
+    stats = {s.deployment: s for s in router.stats()}
+    first_token = router.latency_tail_ms("a", first_token=True)
+    assert first_token is not None and stats["a"].ewma_ttft_ms is not None
+    assert first_token == stats["a"].tail_ttft_ms and first_token > stats["a"].ewma_ttft_ms
+    assert router.latency_tail_ms("a", first_token=False) == stats["a"].tail_latency_ms
+    assert router.latency_tail_ms("b", first_token=False) == pytest.approx(300.0)
+    assert router.latency_tail_ms("b", first_token=True) is None, "no ttft_ms was reported for b"
+    assert (stats["b"].tail_ttft_ms, stats["c"].tail_latency_ms) == (None, None)
+    assert f"tail_ttft_ms={first_token!r}" in repr(stats["a"])
+    with pytest.raises(UnknownDeploymentError) as caught:
+        router.latency_tail_ms("zz", first_token=True)
+    assert caught.value.deployment == "zz"
+    with pytest.raises(TypeError):
+        router.latency_tail_ms("a", True)  # type: ignore[call-arg]

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use crate::attempts::{ContentFallback, HedgeConfig};
 use crate::error::ConfigError;
 use crate::health::HealthPolicy;
 use crate::matcher::{Matcher, MatcherConfig};
@@ -56,6 +57,12 @@ pub struct PolicyConfig {
     /// included) apply to fallbacks exactly as to the primary candidates.
     #[serde(default)]
     pub fallback: Vec<TargetConfig>,
+    /// Race a slow first attempt against the next candidate; none waits it out.
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+    /// Whether a content refusal tries further candidates.
+    #[serde(default)]
+    pub content_fallback: ContentFallback,
 }
 
 /// A set of deployments, named directly or through their model groups.
@@ -321,6 +328,9 @@ impl Config {
             self.validate_target(&policy.route_to, &key("route_to"))?;
             for (j, fallback) in policy.fallback.iter().enumerate() {
                 self.validate_target(fallback, &key(&format!("fallback[{j}]")))?;
+            }
+            if let Some(hedge) = &policy.hedge {
+                hedge.validate(&key("hedge"))?;
             }
             let constraints = &policy.constraints;
             if let Some(ceiling) = constraints.max_cost_usd {

@@ -231,6 +231,8 @@ pub struct HealthSnapshot {
     pub tail_latency_ms: Option<f64>,
     pub ewma_latency_ms: Option<f64>,
     pub ewma_ttft_ms: Option<f64>,
+    /// Like `tail_latency_ms`, for the time to the first token.
+    pub tail_ttft_ms: Option<f64>,
     /// Successes folded into the latency estimate since its last ejection.
     pub latency_samples: u64,
 }
@@ -376,6 +378,11 @@ impl Health {
         self.latency.ttft_ms()
     }
 
+    /// As [`Health::tail_latency_ms`], for the time to the first token.
+    pub fn tail_ttft_ms(&self) -> Option<f64> {
+        self.latency.ttft_tail_ms()
+    }
+
     /// Failed share of the outcomes in the error window; `None` when there are none.
     pub fn error_rate(&self, now: Nanos) -> Option<f64> {
         let (outcomes, failures) = self.lock().window(now);
@@ -399,6 +406,7 @@ impl Health {
             tail_latency_ms: self.latency.tail_ms(),
             ewma_latency_ms: self.latency.mean_ms(),
             ewma_ttft_ms: self.latency.ttft_ms(),
+            tail_ttft_ms: self.latency.ttft_tail_ms(),
             latency_samples: self.latency.samples(),
         }
     }

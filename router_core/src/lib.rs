@@ -4,6 +4,7 @@
 //! The crate knows nothing of Python; the binding in `python` is compiled only
 //! with the `python` feature (maturin turns it on).
 
+mod attempts;
 mod calibration;
 mod clock;
 mod config;
@@ -24,6 +25,7 @@ mod tokens;
 #[cfg(feature = "python")]
 mod python;
 
+pub use attempts::{ContentFallback, Hedge, HedgeConfig};
 pub use calibration::{
     CALIBRATION_ALPHA, FULL_WEIGHT_TOKENS, MAX_INPUT_TOKEN_RATIO, MIN_INPUT_TOKEN_RATIO,
 };
@@ -60,7 +62,7 @@ mod router_core {
     use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
-        PyCandidate, PyDecision, PyDeploymentStats, PyDeploymentUnavailableError, PyLease,
+        PyCandidate, PyDecision, PyDeploymentStats, PyDeploymentUnavailableError, PyHedge, PyLease,
         PyRejection, PyRouter, PyRouterError, PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 

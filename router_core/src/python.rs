@@ -14,7 +14,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::{
-    estimate_input_tokens, Clock, Decision, DeploymentStats, Lease, Outcome, OutcomeClass,
+    estimate_input_tokens, Clock, Decision, DeploymentStats, Hedge, Lease, Outcome, OutcomeClass,
     RouteRequest, Router, RouterError,
 };
 
@@ -213,6 +213,21 @@ impl PyRouter {
         }
     }
 
+    /// The deployment's tail estimate in ms (mean + 2 deviations) of its time
+    /// to first token when `first_token`, else of its whole latency; None
+    /// before its first measured success. UnknownDeploymentError if unknown.
+    #[pyo3(signature = (deployment, *, first_token))]
+    fn latency_tail_ms(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        first_token: bool,
+    ) -> PyResult<Option<f64>> {
+        self.0
+            .latency_tail_ms(deployment, first_token)
+            .map_err(|e| to_py_err(py, e))
+    }
+
     /// One snapshot per deployment of the current config, in config order.
     fn stats(&self) -> Vec<PyDeploymentStats> {
         self.0
@@ -265,6 +280,8 @@ pub struct PyDecision {
     rejected: Py<PyTuple>,
     lease: Option<Py<PyLease>>,
     retry_after_s: Option<f64>,
+    hedge: Option<Py<PyHedge>>,
+    content_fallback: &'static str,
 }
 
 impl PyDecision {
@@ -272,6 +289,7 @@ impl PyDecision {
         let candidates = decision.candidates.into_iter().map(|c| PyCandidate {
             deployment: c.deployment.to_string(),
             score: c.score,
+            tier: c.tier,
         });
         let rejected = decision.rejected.into_iter().map(|r| PyRejection {
             deployment: r.deployment.to_string(),
@@ -289,6 +307,11 @@ impl PyDecision {
                 .map(|lease| Py::new(py, PyLease::new(lease)))
                 .transpose()?,
             retry_after_s: decision.retry_after.map(|d| d.as_secs_f64()),
+            hedge: decision
+                .hedge
+                .map(|hedge| Py::new(py, PyHedge::from(hedge)))
+                .transpose()?,
+            content_fallback: decision.content_fallback.as_str(),
         })
     }
 }
@@ -298,7 +321,7 @@ impl PyDecision {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={}, \
-             lease={}, retry_after_s={})",
+             lease={}, retry_after_s={}, hedge={}, content_fallback={:?})",
             self.model_group,
             repr_option(self.policy.as_deref()),
             self.strategy,
@@ -309,23 +332,60 @@ impl PyDecision {
                 None => "None".to_owned(),
             },
             repr_option(self.retry_after_s),
+            match &self.hedge {
+                Some(hedge) => hedge.get().__repr__(),
+                None => "None".to_owned(),
+            },
+            self.content_fallback,
         ))
     }
 }
 
-/// A deployment to try, with its strategy score in [0, 1].
+/// The matched policy's hedging: start the next candidate alongside a first
+/// attempt silent past its deployment's tail estimate, clamped to
+/// [min_delay_ms, max_delay_ms], at most `max_hedges` times per request.
+#[pyclass(frozen, get_all, name = "Hedge", module = "router_core")]
+pub struct PyHedge {
+    min_delay_ms: f64,
+    max_delay_ms: f64,
+    max_hedges: u32,
+}
+
+impl From<Hedge> for PyHedge {
+    fn from(hedge: Hedge) -> Self {
+        PyHedge {
+            min_delay_ms: hedge.min_delay_ms,
+            max_delay_ms: hedge.max_delay_ms,
+            max_hedges: hedge.max_hedges,
+        }
+    }
+}
+
+#[pymethods]
+impl PyHedge {
+    fn __repr__(&self) -> String {
+        format!(
+            "Hedge(min_delay_ms={:?}, max_delay_ms={:?}, max_hedges={})",
+            self.min_delay_ms, self.max_delay_ms, self.max_hedges
+        )
+    }
+}
+
+/// A deployment to try, with its strategy score in [0, 1] and its tier (0:
+/// the primary targets, n: the n-th fallback).
 #[pyclass(frozen, get_all, name = "Candidate", module = "router_core")]
 pub struct PyCandidate {
     deployment: String,
     score: f64,
+    tier: u32,
 }
 
 #[pymethods]
 impl PyCandidate {
     fn __repr__(&self) -> String {
         format!(
-            "Candidate(deployment={:?}, score={:?})",
-            self.deployment, self.score
+            "Candidate(deployment={:?}, score={:?}, tier={})",
+            self.deployment, self.score, self.tier
         )
     }
 }
@@ -420,6 +480,7 @@ pub struct PyDeploymentStats {
     ewma_latency_ms: Option<f64>,
     tail_latency_ms: Option<f64>,
     ewma_ttft_ms: Option<f64>,
+    tail_ttft_ms: Option<f64>,
     headroom: f64,
     input_token_ratio: f64,
 }
@@ -441,6 +502,7 @@ impl From<DeploymentStats> for PyDeploymentStats {
             ewma_latency_ms: s.health.ewma_latency_ms,
             tail_latency_ms: s.health.tail_latency_ms,
             ewma_ttft_ms: s.health.ewma_ttft_ms,
+            tail_ttft_ms: s.health.tail_ttft_ms,
             headroom: s.headroom,
             input_token_ratio: s.input_token_ratio,
         }
@@ -452,8 +514,8 @@ impl PyDeploymentStats {
     fn __repr__(&self) -> String {
         format!(
             "DeploymentStats(deployment={:?}, requests={}, failures={}, in_flight={}, state={:?}, \
-             unavailable_reason={}, error_rate={}, tail_latency_ms={}, headroom={:?}, \
-             input_token_ratio={:?})",
+             unavailable_reason={}, error_rate={}, tail_latency_ms={}, tail_ttft_ms={}, \
+             headroom={:?}, input_token_ratio={:?})",
             self.deployment,
             self.requests,
             self.failures,
@@ -462,6 +524,7 @@ impl PyDeploymentStats {
             repr_option(self.unavailable_reason),
             repr_option(self.error_rate),
             repr_option(self.tail_latency_ms),
+            repr_option(self.tail_ttft_ms),
             self.headroom,
             self.input_token_ratio,
         )

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::attempts::{ContentFallback, Hedge};
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::error::RouterError;
@@ -100,6 +101,10 @@ pub struct Decision {
     /// When every candidate was out of rate-limit budget: how long until the
     /// earliest could take this request.
     pub retry_after: Option<Duration>,
+    /// The matched policy's hedging; `None` without a policy or a hedge.
+    pub hedge: Option<Hedge>,
+    /// The matched policy's; `ContentFallback::None` without a policy.
+    pub content_fallback: ContentFallback,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +112,9 @@ pub struct Candidate {
     pub deployment: Arc<str>,
     /// Strategy-specific, in [0, 1], higher is better (see [`Strategy`]).
     pub score: f64,
+    /// 0 for the plan's primary targets, n for its n-th fallback tier that
+    /// had any deployment of its own, so the caller can skip to a later tier.
+    pub tier: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +186,7 @@ impl Router {
             Some(policy) => {
                 let group = requested.map(|g| &g.name).or(policy.model_group.as_ref());
                 (
-                    Some(policy.id.clone()),
+                    Some(policy),
                     &policy.plan,
                     group.cloned().unwrap_or_else(|| "".into()),
                 )
@@ -205,7 +213,7 @@ impl Router {
         // a provider's Retry-After could take the request.
         let mut retry_at: Option<Nanos> = None;
         let needs = plan.strategy.needs();
-        for tier in &plan.tiers {
+        for (tier_number, tier) in (0u32..).zip(&plan.tiers) {
             survivors.clear();
             for deployment in tier.iter().map(|&i| &table.deployments[i]) {
                 let rejection = query.reject(deployment).or_else(|| {
@@ -235,15 +243,20 @@ impl Router {
             if start == 0 && !request.affinity_key.is_empty() {
                 stick(&mut candidates, &survivors, request.affinity_key);
             }
+            for candidate in &mut candidates[start..] {
+                candidate.tier = tier_number;
+            }
         }
         let mut decision = Decision {
             model_group,
-            policy,
+            policy: policy.map(|p| p.id.clone()),
             strategy: plan.strategy,
             candidates,
             rejected,
             lease: None,
             retry_after: None,
+            hedge: policy.and_then(|p| p.hedge),
+            content_fallback: policy.map_or_else(ContentFallback::default, |p| p.content_fallback),
         };
         if !request.dry_run {
             lease_first(&table, &mut decision, request, now, &mut retry_at);
@@ -280,6 +293,26 @@ impl Router {
                     .retry_at
                     .map(|at| Duration::from_nanos(at.saturating_sub(now))),
             }
+        })
+    }
+
+    /// The deployment's tail estimate (mean + 2 deviations) of the time to its
+    /// first token when `first_token`, else of its whole latency; `None`
+    /// before its first measured success. The delay before hedging it.
+    pub fn latency_tail_ms(
+        &self,
+        deployment: &str,
+        first_token: bool,
+    ) -> Result<Option<f64>, RouterError> {
+        let table = self.table.load();
+        let health = &table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?
+            .health;
+        Ok(if first_token {
+            health.tail_ttft_ms()
+        } else {
+            health.tail_latency_ms()
         })
     }
 

@@ -211,10 +211,7 @@ impl Strategy {
                     run = Some((out.len(), rank));
                 }
             }
-            out.push(Candidate {
-                deployment: deployment.id.clone(),
-                score: random_key(rng, deployment),
-            });
+            out.push(candidate(deployment, random_key(rng, deployment)));
         }
         if let Some((start, rank)) = run {
             self.finish_run(&mut out[start..], rank);
@@ -231,6 +228,15 @@ impl Strategy {
                 _ => candidate.score.exp(),
             };
         }
+    }
+}
+
+/// A candidate in tier 0: the router numbers the tier once the tier is ordered.
+fn candidate(deployment: &Deployment, score: f64) -> Candidate {
+    Candidate {
+        deployment: deployment.id.clone(),
+        score,
+        tier: 0,
     }
 }
 
@@ -264,10 +270,10 @@ fn order_round_robin(
     };
     let start = (turn % n as u64) as usize;
     for position in 0..n {
-        out.push(Candidate {
-            deployment: survivors[(start + position) % n].deployment.id.clone(),
-            score: 1.0 - position as f64 / n as f64,
-        });
+        out.push(candidate(
+            survivors[(start + position) % n].deployment,
+            1.0 - position as f64 / n as f64,
+        ));
     }
 }
 
@@ -287,10 +293,7 @@ fn order_by(
             measure(&survivor.signals),
             random_key(rng, survivor.deployment),
         ));
-        out.push(Candidate {
-            deployment: survivor.deployment.id.clone(),
-            score: 0.0,
-        });
+        out.push(candidate(survivor.deployment, 0.0));
     }
     let mut positions: Vec<usize> = (0..survivors.len()).collect();
     positions.sort_unstable_by(|&a, &b| {
@@ -301,10 +304,7 @@ fn order_by(
     });
     let best = positions.first().map_or(0.0, |&p| keys[p].0);
     for (slot, &p) in positions.iter().enumerate() {
-        out[start + slot] = Candidate {
-            deployment: survivors[p].deployment.id.clone(),
-            score: score(best, keys[p].0),
-        };
+        out[start + slot] = candidate(survivors[p].deployment, score(best, keys[p].0));
     }
 }
 
@@ -336,10 +336,7 @@ fn order_balanced(
         };
         // Ties between equal scores fall to the weighted random key.
         let tie = random_key(ctx.rng, survivor.deployment) * 1e-12;
-        out.push(Candidate {
-            deployment: survivor.deployment.id.clone(),
-            score: score + tie,
-        });
+        out.push(candidate(survivor.deployment, score + tie));
     }
     let ranked = &mut out[start..];
     ranked.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));

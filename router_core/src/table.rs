@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::attempts::{ContentFallback, Hedge};
 use crate::calibration::Calibration;
 use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
@@ -164,6 +165,9 @@ pub(crate) struct Policy {
     pub(crate) plan: Plan,
     /// The first group the policy routes to, reported as the decision's model group.
     pub(crate) model_group: Option<Arc<str>>,
+    /// Passed on to every decision the policy makes (see [`Hedge`]).
+    pub(crate) hedge: Option<Hedge>,
+    pub(crate) content_fallback: ContentFallback,
 }
 
 #[derive(Debug)]
@@ -309,6 +313,8 @@ impl Table {
                     }),
                     plan,
                     model_group: p.route_to.groups.first().map(|g| g.as_str().into()),
+                    hedge: p.hedge,
+                    content_fallback: p.content_fallback,
                 }
             })
             .collect();

@@ -3,7 +3,9 @@
 //! absolute deviation from that average. `mean + 2 · deviation` sits near the
 //! 95th percentile for a roughly normal spread (the mean absolute deviation is
 //! about 0.8 σ), needs no sample buffer, and follows a step change within a
-//! few dozen samples.
+//! few dozen samples. Time to first token gets the same pair of averages:
+//! its tail is how long a stream's first attempt may go silent before the
+//! gateway hedges it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -23,6 +25,7 @@ pub(super) struct Latency {
     mean_ms: Ewma,
     deviation_ms: Ewma,
     ttft_ms: Ewma,
+    ttft_deviation_ms: Ewma,
     /// Samples since the estimate was last judged (see `forget_samples`).
     samples: AtomicU64,
 }
@@ -33,6 +36,7 @@ impl Default for Latency {
             mean_ms: Ewma::empty(),
             deviation_ms: Ewma::empty(),
             ttft_ms: Ewma::empty(),
+            ttft_deviation_ms: Ewma::empty(),
             samples: AtomicU64::new(0),
         }
     }
@@ -43,21 +47,20 @@ impl Latency {
     /// averages for good. (`Router::record` already rejects them.)
     pub(super) fn record(&self, latency_ms: f64, ttft_ms: Option<f64>) {
         if valid(latency_ms) {
-            let deviation = match self.mean_ms.update(latency_ms) {
-                Some(previous) => (latency_ms - previous).abs(),
-                None => 0.0,
-            };
-            self.deviation_ms.update(deviation);
+            fold(&self.mean_ms, &self.deviation_ms, latency_ms);
             self.samples.fetch_add(1, Relaxed);
         }
         if let Some(ttft) = ttft_ms.filter(|&t| valid(t)) {
-            self.ttft_ms.update(ttft);
+            fold(&self.ttft_ms, &self.ttft_deviation_ms, ttft);
         }
     }
 
     pub(super) fn tail_ms(&self) -> Option<f64> {
-        let mean = self.mean_ms.get()?;
-        Some(mean + TAIL_DEVIATIONS * self.deviation_ms.get().unwrap_or(0.0))
+        tail(&self.mean_ms, &self.deviation_ms)
+    }
+
+    pub(super) fn ttft_tail_ms(&self) -> Option<f64> {
+        tail(&self.ttft_ms, &self.ttft_deviation_ms)
     }
 
     pub(super) fn mean_ms(&self) -> Option<f64> {
@@ -84,6 +87,7 @@ impl Latency {
             (&self.mean_ms, &other.mean_ms),
             (&self.deviation_ms, &other.deviation_ms),
             (&self.ttft_ms, &other.ttft_ms),
+            (&self.ttft_deviation_ms, &other.ttft_deviation_ms),
         ] {
             to.0.store(from.0.load(Relaxed), Relaxed);
         }
@@ -93,6 +97,19 @@ impl Latency {
 
 fn valid(ms: f64) -> bool {
     ms.is_finite() && ms >= 0.0
+}
+
+/// Folds `sample` into a mean and its deviation from the mean as it was.
+fn fold(mean: &Ewma, deviation: &Ewma, sample: f64) {
+    let distance = match mean.update(sample) {
+        Some(previous) => (sample - previous).abs(),
+        None => 0.0,
+    };
+    deviation.update(distance);
+}
+
+fn tail(mean: &Ewma, deviation: &Ewma) -> Option<f64> {
+    Some(mean.get()? + TAIL_DEVIATIONS * deviation.get().unwrap_or(0.0))
 }
 
 /// An exponentially weighted moving average in `f64` bits, updated by
@@ -140,6 +157,15 @@ mod tests {
             (latency.tail_ms(), latency.mean_ms(), latency.samples()),
             (None, None, 0)
         );
+        assert_eq!((latency.ttft_ms(), latency.ttft_tail_ms()), (None, None));
+    }
+
+    #[test]
+    fn latency_without_ttft_leaves_no_ttft_tail() {
+        let latency = Latency::default();
+        latency.record(100.0, None);
+        assert_eq!(latency.ttft_tail_ms(), None);
+        assert_eq!(latency.tail_ms(), Some(100.0));
     }
 
     #[test]
@@ -150,7 +176,36 @@ mod tests {
         }
         assert_eq!(latency.tail_ms(), Some(100.0));
         assert_eq!(latency.ttft_ms(), Some(20.0));
+        assert_eq!(latency.ttft_tail_ms(), Some(20.0));
         assert_eq!(latency.samples(), 50);
+    }
+
+    #[test]
+    fn ttft_tail_sits_above_the_mean_of_a_spread() {
+        let latency = Latency::default();
+        for i in 0..200 {
+            latency.record(500.0, Some(if i % 2 == 0 { 40.0 } else { 60.0 }));
+        }
+        let (mean, tail) = (latency.ttft_ms().unwrap(), latency.ttft_tail_ms().unwrap());
+        assert!((45.0..55.0).contains(&mean), "{mean}");
+        // As for latency: each sample lands about 11 ms from the swinging average.
+        assert!((70.0..75.0).contains(&tail), "{tail}");
+        assert_eq!(
+            latency.tail_ms(),
+            Some(500.0),
+            "the two estimates are apart"
+        );
+    }
+
+    #[test]
+    fn copy_from_carries_the_ttft_tail() {
+        let latency = Latency::default();
+        latency.record(100.0, Some(10.0));
+        latency.record(100.0, Some(30.0));
+        let copy = Latency::default();
+        copy.copy_from(&latency);
+        assert_eq!(copy.ttft_tail_ms(), latency.ttft_tail_ms());
+        assert!(copy.ttft_tail_ms().unwrap() > copy.ttft_ms().unwrap());
     }
 
     #[test]
