@@ -70,6 +70,19 @@ class NoEligibleDeployment(GatewayError):
         return [error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)]
 
 
+class NoHealthyDeployment(NoEligibleDeployment):
+    """Every deployment that could serve the request is out of rotation for now (open circuit,
+    ejected as an outlier), with no time known when one returns."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> Sequence[Message]:
+        (info,) = super().details()
+        assert isinstance(info, error_details_pb2.ErrorInfo)
+        info.reason = "NO_HEALTHY_DEPLOYMENT"
+        return [info]
+
+
 class BudgetExhausted(NoEligibleDeployment):
     """Every candidate is out of rate-limit budget (its own, the tenant's or the key's) for now."""
 
@@ -92,10 +105,11 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-# The status a failed request gets from the class of its last upstream failure.
+# The status a failed request gets from the class of its last upstream failure (UNAVAILABLE
+# for the rest). An upstream timeout is UNAVAILABLE, not DEADLINE_EXCEEDED: that code is kept
+# for the client's own deadline, so a client can tell its deadline from the gateway's limits.
 _STATUS_OF_OUTCOME = {
     pb.OUTCOME_RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    pb.OUTCOME_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     pb.OUTCOME_BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED: grpc.StatusCode.INVALID_ARGUMENT,
     pb.OUTCOME_CONTENT_FILTERED: grpc.StatusCode.FAILED_PRECONDITION,

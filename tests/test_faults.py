@@ -60,7 +60,10 @@ FAST = Limits(timeout_s=0.5, first_token_s=0.3, stall_s=STALL_S)
 PATIENT = Limits(timeout_s=5)
 
 
-def config(faulty_url: str, healthy_url: str, faulty: Limits, healthy: Limits) -> str:
+def config(faulty_url: str, healthy_url: str, faulty: Limits, healthy: Limits, *, twin: bool = False) -> str:
+    """mock-0 on the faulty upstream, mock-1 on the healthy one and, with `twin`, mock-2 on the
+    faulty upstream too (priority 2)."""
+    upstreams = [(faulty_url, faulty), (healthy_url, healthy)] + ([(faulty_url, faulty)] if twin else [])
     deployments = "".join(
         f"""
       - id: mock-{i}
@@ -69,7 +72,7 @@ def config(faulty_url: str, healthy_url: str, faulty: Limits, healthy: Limits) -
         base_url: {url}
         context_window: 8192
         priority: {i}{limits.yaml()}"""
-        for i, (url, limits) in enumerate(((faulty_url, faulty), (healthy_url, healthy)))
+        for i, (url, limits) in enumerate(upstreams)
     )
     return f"""
 default_group: chat
@@ -124,6 +127,8 @@ class Harness:
     faulty: MockOpenAI
     healthy: MockOpenAI
     tasks_before: Counter[str] = field(default_factory=Counter)
+    # Deployments on the faulty mock, each with its own connection pool (2 with a twin).
+    faulty_pools: int = 1
 
     def stats(self, deployment: str) -> router_core.DeploymentStats:
         return next(s for s in self.server.engine.router.stats() if s.deployment == deployment)
@@ -132,9 +137,10 @@ class Harness:
         """No connection held by a response, no task left over, no connection left ESTABLISHED to a
         mock whose exchange broke off (`*_closed`), and every lease given back (checked last, as
         `LeakedLease`). A mock whose HTTP exchange completed (an error status, a complete but wrong
-        body) may keep one idle keep-alive connection in the gateway's pool: reuse, not a leak."""
-        for mock, closed in ((self.faulty, faulty_closed), (self.healthy, healthy_closed)):
-            limit = 0 if closed else 1
+        body) may keep one idle keep-alive connection in each of the gateway's pools for it: reuse,
+        not a leak."""
+        for mock, closed, pools in ((self.faulty, faulty_closed, self.faulty_pools), (self.healthy, healthy_closed, 1)):
+            limit = 0 if closed else pools
             assert await eventually(lambda mock=mock, limit=limit: upstream_connections(mock) <= limit), (
                 f"{upstream_connections(mock)} connections to the mock on port {mock.port} left open"
             )
@@ -159,13 +165,16 @@ class StartHarness(Protocol):
         refused: bool = False,
         faulty: Limits = PATIENT,
         healthy: Limits = PATIENT,
+        twin: bool = False,
+        policies: str = "",
     ) -> Harness: ...
 
 
 @pytest.fixture
 async def start(upstream: MockOpenAI, second_upstream: MockOpenAI) -> AsyncIterator[StartHarness]:
     """Start a gateway in front of `upstream` (mock-0, `faulty` limits; a closed port when `refused`)
-    and `second_upstream` (mock-1, `healthy` limits)."""
+    and `second_upstream` (mock-1, `healthy` limits), with mock-2 on `upstream` too when `twin`,
+    and the `policies:` section of the config given."""
     started: list[tuple[Gateway, grpc.aio.Channel]] = []
 
     async def start_harness(
@@ -173,13 +182,17 @@ async def start(upstream: MockOpenAI, second_upstream: MockOpenAI) -> AsyncItera
         refused: bool = False,
         faulty: Limits = PATIENT,
         healthy: Limits = PATIENT,
+        twin: bool = False,
+        policies: str = "",
     ) -> Harness:
         faulty_url = f"http://127.0.0.1:{closed_port()}/v1" if refused else upstream.base_url
-        server = Gateway(parse_config(config(faulty_url, second_upstream.base_url, faulty, healthy)), "127.0.0.1:0")
+        text = config(faulty_url, second_upstream.base_url, faulty, healthy, twin=twin)
+        server = Gateway(parse_config(text + (f"policies:\n{policies}" if policies else "")), "127.0.0.1:0")
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         started.append((server, channel))
-        return Harness(server, pb_grpc.GatewayStub(channel), upstream, second_upstream, gateway_tasks())
+        stub = pb_grpc.GatewayStub(channel)
+        return Harness(server, stub, upstream, second_upstream, gateway_tasks(), faulty_pools=2 if twin else 1)
 
     yield start_harness
     for server, channel in started:
@@ -433,7 +446,8 @@ BOTH_FAIL = {
     "hang-hang": BothFail(
         Fault(hang_s=5),
         Fault(hang_s=5),
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        # The deployments' own limits ran out, not the client's deadline.
+        grpc.StatusCode.UNAVAILABLE,
         (pb.OUTCOME_TIMEOUT, pb.OUTCOME_TIMEOUT),
         broken=(True, True),
     ),

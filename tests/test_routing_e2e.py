@@ -78,7 +78,7 @@ async def test_policies_route_by_task_and_prompt_length(start_gateway: StartGate
 
     explained = await stub.Route(pb.RouteRequest(model="auto", routing=pb.RoutingHints(task="code")))
     assert explained.policy == "code" and explained.strategy == "weighted"
-    assert [c.deployment for c in explained.candidates] == ["coder-us", "general-eu"]
+    assert [(c.deployment, c.tier) for c in explained.candidates] == [("coder-us", 0), ("general-eu", 1)]
 
 
 async def test_residency_is_never_violated_even_by_fallback(

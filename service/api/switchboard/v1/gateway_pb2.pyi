@@ -61,6 +61,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_AUTH_ERROR: _ClassVar[Outcome]
     OUTCOME_BAD_REQUEST: _ClassVar[Outcome]
     OUTCOME_PROTOCOL_ERROR: _ClassVar[Outcome]
+    OUTCOME_CANCELLED: _ClassVar[Outcome]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -94,6 +95,7 @@ OUTCOME_CONTENT_FILTERED: Outcome
 OUTCOME_AUTH_ERROR: Outcome
 OUTCOME_BAD_REQUEST: Outcome
 OUTCOME_PROTOCOL_ERROR: Outcome
+OUTCOME_CANCELLED: Outcome
 
 class ContentPart(_message.Message):
     __slots__ = ("text", "image")
@@ -372,18 +374,20 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., routing: _Optional[_Union[RoutingHints, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ...) -> None: ...
 
 class RouteCandidate(_message.Message):
-    __slots__ = ("deployment", "score", "provider", "provider_model", "region")
+    __slots__ = ("deployment", "score", "provider", "provider_model", "region", "tier")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     score: float
     provider: str
     provider_model: str
     region: str
-    def __init__(self, deployment: _Optional[str] = ..., score: _Optional[float] = ..., provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
+    tier: int
+    def __init__(self, deployment: _Optional[str] = ..., score: _Optional[float] = ..., provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., region: _Optional[str] = ..., tier: _Optional[int] = ...) -> None: ...
 
 class RouteRejection(_message.Message):
     __slots__ = ("deployment", "filter", "detail")
