@@ -81,6 +81,7 @@ bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a sm
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc --quick
 	$(PY) -m benches.chat --quick
 	$(PY) -m benches.soak --quick
+	$(PY) -m benches.hedging --quick
 
 .PHONY: bench
 bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor

@@ -172,7 +172,7 @@ class Schedule:
         self._attempts = attempts
         self.time_remaining = within(time_remaining, retries.total_budget_s)
         self._next = 0
-        self._retried = 0  # retries in place of the deployment tried last
+        self._retried: dict[str, int] = {}  # retries in place so far, by deployment
         self._overflowed = 0  # the largest context window the prompt has overflowed so far
         self._lowest_tier = 0  # candidates of earlier tiers are passed over (content fallback)
         self.out_of_time = False  # the deadline or the retry budget left no time for another attempt
@@ -195,12 +195,13 @@ class Schedule:
     async def after(self, slot: Slot, error: UpstreamError) -> Slot | None:
         """The attempt to make after `slot` failed with `error` (which `accepts`): the same
         deployment again after a backoff, or the next candidate; None when there is none."""
-        delay = retry_delay(self._retries, self._retried, error, self.time_remaining)
+        retried = self._retried.get(slot.deployment.id, 0)
+        delay = retry_delay(self._retries, retried, error, self.time_remaining)
         if delay is not None:
             await asyncio.sleep(delay)
             again = self._slot(slot.deployment, slot.tier)
             if again is not None:
-                self._retried += 1
+                self._retried[slot.deployment.id] = retried + 1
                 return again
         return self.next_candidate()
 
@@ -218,7 +219,6 @@ class Schedule:
                 continue
             slot = self._slot(deployment, candidate.tier, first=self._next == 1)
             if slot is not None:
-                self._retried = 0
                 return slot
         return None
 

@@ -32,8 +32,10 @@ from service.runner import Attempter
 from service.tokens import estimate_input_tokens
 
 T = TypeVar("T")
-# Rejections that waiting can undo: a deployment out of rotation or out of budget for now.
-_TRANSIENT_FILTERS = frozenset({"health", "rate_limit"})
+# Rejections that waiting can undo with no known wait: a deployment out of rotation. (A budget
+# that waiting restores comes with its wait, as BudgetExhausted; one the request can never fit
+# is a precondition.)
+_TRANSIENT_FILTERS = frozenset({"health"})
 
 
 class Engine:
@@ -161,9 +163,9 @@ class Engine:
                 )
             )
         finally:
-            await stream.aclose()
             # A no-op once the outcome is recorded; gives the budget back if the client went away.
             self.router.release(slot.lease)
+            await stream.aclose()
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""

@@ -9,6 +9,7 @@ by the outcome, given back when the attempt is abandoned, or handed to the calle
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -19,6 +20,7 @@ from service.config import RetrySettings
 from service.outcomes import UpstreamError
 from service.responses import DeploymentConfig
 
+log = logging.getLogger(__name__)
 R = TypeVar("R")
 Start = Callable[[Slot], Awaitable[R]]
 Discard = Callable[[R], Awaitable[None]]
@@ -90,7 +92,13 @@ class _Race(Generic[R]):
     """Attempts that may overlap: when the newest one running has not answered by its hedge
     delay, the next candidate starts alongside (up to the policy's `max_hedges`). The first
     answer wins and the others are cancelled. A failure while another attempt runs waits for
-    that one; when none is left running, the schedule picks the next attempt as usual."""
+    that one (or, when `max_hedges` allows, is replaced by the next candidate at once, the first
+    attempt being late already); when none is left running, the schedule picks the next attempt
+    as usual.
+
+    Leases are never held across an await without a way back: whatever ends the race (a winner,
+    a failure, the client going away at any await), every lease but the winner's is recorded or
+    released before anything is awaited, and answers that lost are closed afterwards."""
 
     def __init__(
         self,
@@ -112,8 +120,11 @@ class _Race(Generic[R]):
         self._streaming = streaming
         self._running: dict[asyncio.Task[R], Slot] = {}
         self._hedges_left = hedge.max_hedges
+        # Answers that lost (or were left when the race ended), still to close.
+        self._lost: list[R] = []
 
     async def run(self, time_remaining: TimeRemaining) -> Won[R]:
+        won: Won[R] | None = None
         try:
             slot = self._schedule.next_candidate()
             while True:
@@ -127,16 +138,22 @@ class _Race(Generic[R]):
                 if not done:
                     self._start_hedge()
                     continue
-                won, failed, fatal = await self._settle(done)
+                won, failed, fatal = self._settle(done)
                 if won is not None:
-                    await self._cancel_running("cancelled: another attempt answered first")
-                    return won
+                    await self._stop_running("cancelled: another attempt answered first")
+                    handed_over, won = won, None
+                    return handed_over
                 if fatal:
+                    await self._stop_running("cancelled: another attempt failed the request")
                     raise self._attempts.failure(time_remaining, budget_spent=self._schedule.out_of_time)
                 if not self._running and failed is not None:
                     slot = await self._schedule.after(*failed)
         finally:
-            await self._cancel_running("cancelled: the request ended")
+            if won is not None:
+                # The race ended (cancelled, or a crash) before the winner was handed over.
+                self._attempter.router.release(won.slot.lease)
+                self._lost.append(won.answer)
+            await self._stop_running("cancelled: the request ended")
 
     def _launch(self, slot: Slot) -> None:
         slot.started = time.perf_counter()
@@ -158,51 +175,78 @@ class _Race(Generic[R]):
         self._hedges_left -= 1
         self._launch(hedge)
 
-    async def _settle(
-        self, done: set[asyncio.Task[R]]
-    ) -> tuple[Won[R] | None, tuple[Slot, UpstreamError] | None, bool]:
-        """The winner among attempts that just ended, if any; else the last failure, and whether
-        a failure ends the request."""
+    def _settle(self, done: set[asyncio.Task[R]]) -> tuple[Won[R] | None, tuple[Slot, UpstreamError] | None, bool]:
+        """Settles the attempts that just ended, earliest started first: the winner, if any (its
+        lease still held); else the last failure, and whether a failure ends the request. An
+        unexpected exception is raised once every one of them is settled."""
         won: Won[R] | None = None
         failed: tuple[Slot, UpstreamError] | None = None
         fatal = False
-        for task in done:
+        crash: BaseException | None = None
+        for task in sorted(done, key=lambda task: self._running[task].started):
             slot = self._running.pop(task)
-            error = task.exception()
-            if error is None:
+            outcome = self._outcome(task, slot, "cancelled: another attempt answered first")
+            if isinstance(outcome, UpstreamError):
+                fatal = fatal or not self._schedule.accepts(slot, outcome)
+                failed = (slot, outcome)
+            elif isinstance(outcome, BaseException):
+                crash = crash or outcome
+            elif outcome is not None:
                 if won is None:
-                    won = Won(slot, task.result())
+                    won = Won(slot, outcome[0])
                 else:
-                    await self._abandon(slot, task.result(), "cancelled: another attempt answered first")
-            elif isinstance(error, UpstreamError):
-                self._attempts.add_failure(self._attempter.record.failure(slot, error), error)
-                fatal = fatal or not self._schedule.accepts(slot, error)
-                failed = (slot, error)
-            else:
-                self._attempter.router.release(slot.lease)
-                raise error
+                    self._abandon(slot, outcome[0], "cancelled: another attempt answered first")
+        if crash is not None:
+            if won is not None:
+                self._abandon(won.slot, won.answer, "cancelled: another attempt crashed")
+            raise crash
         return won, failed, fatal
 
-    async def _abandon(self, slot: Slot, answer: R, why: str) -> None:
-        await self._discard(answer)
+    def _outcome(self, task: asyncio.Task[R], slot: Slot, why: str) -> tuple[R] | UpstreamError | BaseException | None:
+        """An ended attempt's answer (its lease still held), or its failure (recorded), or the
+        exception it crashed with (lease released); None when it was cancelled (released, listed)."""
+        if task.cancelled():
+            self._attempter.router.release(slot.lease)
+            self._attempts.add_cancelled(slot, why)
+            return None
+        error = task.exception()
+        if error is None:
+            return (task.result(),)
+        if isinstance(error, UpstreamError):
+            self._attempts.add_failure(self._attempter.record.failure(slot, error), error)
+            return error
+        self._attempter.router.release(slot.lease)
+        return error
+
+    def _abandon(self, slot: Slot, answer: R, why: str) -> None:
         self._attempter.router.release(slot.lease)
         self._attempts.add_cancelled(slot, why)
+        self._lost.append(answer)
 
-    async def _cancel_running(self, why: str) -> None:
-        """Cancels the attempts still running, closing their upstream calls, and gives their leases back."""
-        if not self._running:
-            return
+    async def _stop_running(self, why: str) -> None:
+        """Cancels the attempts still running and settles their leases at once, then waits for them
+        to end (each closes its own upstream call) and closes the answers that lost."""
         running = list(self._running.items())
         self._running.clear()
-        for task, _ in running:
-            task.cancel()
-        ended = await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
-        for (_, slot), result in zip(running, ended, strict=True):
-            if isinstance(result, UpstreamError):
-                # It failed before the cancellation reached it.
-                self._attempts.add_failure(self._attempter.record.failure(slot, result), result)
-            elif isinstance(result, BaseException):
+        for task, slot in running:
+            if task.done():
+                outcome = self._outcome(task, slot, why)
+                if isinstance(outcome, tuple):
+                    self._abandon(slot, outcome[0], why)
+            else:
+                task.cancel()
                 self._attempter.router.release(slot.lease)
                 self._attempts.add_cancelled(slot, why)
-            else:
-                await self._abandon(slot, result, why)
+        pending = [task for task, _ in running if not task.done()]
+        if pending:
+            # Not gather: cancelling this wait must not cancel the attempts' own cleanup.
+            await asyncio.wait(pending)
+        for task in pending:
+            if not task.cancelled() and task.exception() is None:
+                self._lost.append(task.result())  # it answered before the cancellation reached it
+        lost, self._lost = self._lost, []
+        for answer in lost:
+            try:
+                await self._discard(answer)
+            except Exception:  # closing a lost answer must not fail the request, nor skip the rest
+                log.exception("closing an attempt that lost a hedged race failed")

@@ -14,8 +14,8 @@ from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from tests import test_faults
-from tests.conftest import status_details
-from tests.mock_openai import Fault
+from tests.conftest import StartGateway, status_details
+from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cancellation import eventually, upstream_connections
 from tests.test_faults import MODES, PATIENT, TEXT, Limits, Mode, StartHarness, ask, chat_request, fail
 
@@ -242,3 +242,31 @@ async def test_no_more_hedges_start_than_the_policy_allows(start: StartHarness, 
     assert len(harness.healthy.requests) == 1  # mock-1, the first hedge
     assert len(harness.faulty.requests) == max_hedges  # mock-0, and mock-2 as the second hedge
     await harness.check_nothing_leaked(faulty_closed=True, healthy_closed=True)
+
+
+async def test_a_request_no_budget_can_ever_fit_is_a_precondition_not_unavailable(
+    start_gateway: StartGateway, upstream: MockOpenAI
+) -> None:
+    """A rate_limit rejection with no wait (the request is larger than the deployment's whole
+    tokens-per-minute budget) is permanent: retrying cannot help, so it is not UNAVAILABLE."""
+    stub = await start_gateway(
+        f"""
+default_group: chat
+model_groups:
+  - name: chat
+    deployments:
+      - id: small
+        type: openai_compatible
+        model: m
+        base_url: {upstream.base_url}
+        context_window: 100000
+        tpm: 1000
+"""
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(pb.ChatRequest(model="chat", messages=chat_request().messages, params={"max_tokens": 5000}))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = next(d for d in status_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo))
+    assert info.reason == "NO_ELIGIBLE_DEPLOYMENT"
+    assert "tokens-per-minute" in info.metadata["rejected.small"]
+    assert not upstream.requests
