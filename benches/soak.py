@@ -8,7 +8,8 @@ serve one model group (strategy priority) of one gateway worker. Each upstream c
 probability --fault-rate, one fault drawn at random (a seeded random.Random): a 500, a 503, a
 429 with retry-after-ms, a hang before headers, a cut, malformed or reset stream, a stall. A
 grpc.aio client sends half unary Chat and half ChatStream calls at concurrency 32, each with a
-3 s deadline. Every call must end in a success or an error status: a call that outlives its
+3 s deadline; the gateway retries once in place and may wait up to --wait-for-capacity-s (default
+1) for a rate-limited deployment. Every call must end in a success or an error status: a call that outlives its
 deadline by 0.5 s is a hang, a stream that ends without `end` or an error is truncated, and
 either fails the run (exit status 1). The gateway worker's RSS is read after the warm-up and
 after each round. Results: benches/results/soak.json (soak-quick.json with --quick).
@@ -31,6 +32,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from google.rpc import error_details_pb2, status_pb2
 
 from benches.chat import worker_pid
 from benches.harness import RESULTS, free_port, machine, pinned, rss_mib, running
@@ -86,7 +88,7 @@ def _fault_name(fault: Fault | None) -> str:
     return "other"
 
 
-def gateway_config(ports: list[int]) -> str:
+def gateway_config(ports: list[int], wait_for_capacity_s: float) -> str:
     deployments = "".join(
         f"""
       - id: mock-{i}
@@ -104,7 +106,7 @@ def gateway_config(ports: list[int]) -> str:
     )
     return f"""
 default_group: soak
-retries: {{same_deployment: 1, backoff_initial_s: 0.01, backoff_max_s: 0.2}}
+retries: {{same_deployment: 1, backoff_initial_s: 0.01, backoff_max_s: 0.2, wait_for_capacity_s: {wait_for_capacity_s}}}
 model_groups:
   - name: soak
     strategy: priority
@@ -143,6 +145,18 @@ REQUEST = pb.ChatRequest(
 )
 
 
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call's rich status (UPSTREAM_FAILED, STREAM_INTERRUPTED, …)."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if not isinstance(raw, bytes):
+        return "no_details"
+    for packed in status_pb2.Status.FromString(raw).details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return str(info.reason)
+    return "no_error_info"
+
+
 async def one_call(stub: pb_grpc.GatewayStub, stream: bool) -> tuple[str, float]:
     """(outcome, seconds): "ok", "truncated_ok", "hang" or the gRPC status code's name."""
     started = time.perf_counter()
@@ -157,8 +171,9 @@ async def one_call(stub: pb_grpc.GatewayStub, stream: bool) -> tuple[str, float]
                 ended = ended or event.WhichOneof("event") == "end"
             return "ok" if ended else "truncated_ok"
         except grpc.aio.AioRpcError as error:
-            EXAMPLES.setdefault(error.code().name, str(error.details()))
-            return str(error.code().name)
+            outcome = f"{error.code().name}/{error_reason(error)}"
+            EXAMPLES.setdefault(outcome, str(error.details()))
+            return outcome
 
     try:
         # The client's own guard, so that the bench stops by itself even if a call never does.
@@ -220,6 +235,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests per round (default 20 000, 300 with --quick)")
     parser.add_argument("--fault-rate", type=float, default=0.2, help="share of upstream calls given a fault")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument(
+        "--wait-for-capacity-s",
+        type=float,
+        default=1.0,
+        help="retries.wait_for_capacity_s: how long a call may wait for a rate-limited deployment (0: fail at once)",
+    )
     options = parser.parse_args()
     total = options.requests or (300 if options.quick else 20_000)
     if (os.cpu_count() or 1) >= 2:
@@ -233,7 +254,7 @@ def main() -> None:
     rounds: list[dict[str, Any]] = []
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-            config.write(gateway_config([mock.port for mock in upstreams.mocks]))
+            config.write(gateway_config([mock.port for mock in upstreams.mocks], options.wait_for_capacity_s))
             config.flush()
             serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
             command = pinned([*serve, "--listen", f"127.0.0.1:{gateway_port}"], 0)
@@ -260,6 +281,7 @@ def main() -> None:
             "hang_margin_s": HANG_MARGIN_S,
             "fault_rate": options.fault_rate,
             "seed": options.seed,
+            "wait_for_capacity_s": options.wait_for_capacity_s,
             "faults": [_fault_name(f) for f in FAULTS],
         },
         "faults_injected": upstreams.injected(),

@@ -41,6 +41,19 @@ OUTCOME_CLASSES = {
 
 
 @dataclass(frozen=True, slots=True)
+class Deadline:
+    """How long a request has left: by the client's own deadline, and by the sooner of that and
+    the retry settings' total budget, counted from the request's start."""
+
+    client: TimeRemaining
+    remaining: TimeRemaining
+
+    @classmethod
+    def starting_now(cls, client: TimeRemaining, total_budget_s: float | None) -> Deadline:
+        return cls(client, within(client, total_budget_s))
+
+
+@dataclass(frozen=True, slots=True)
 class Estimate:
     """The tokens a request's leases reserve: its estimated input and its max output."""
 
@@ -100,10 +113,10 @@ class Attempts:
             )
         )
 
-    def failure(self, client_time_remaining: TimeRemaining, *, budget_spent: bool = False) -> UpstreamFailed:
+    def failure(self, deadline: Deadline, *, budget_spent: bool = False) -> UpstreamFailed:
         """The error for a request no attempt answered. DEADLINE_EXCEEDED only when the client's own
         deadline left no time; the gateway's retry budget running out is reported by the last outcome."""
-        out_of_time = attempt_budget(0.0, client_time_remaining) is None
+        out_of_time = attempt_budget(0.0, deadline.client) is None
         if out_of_time:
             why = "the deadline left no time for another attempt"
         elif budget_spent:
@@ -162,7 +175,7 @@ class Schedule:
         decision: router_core.Decision,
         tokens: Estimate,
         attempts: Attempts,
-        time_remaining: TimeRemaining,
+        deadline: Deadline,
     ) -> None:
         self._router = router
         self._deployments = deployments
@@ -170,7 +183,7 @@ class Schedule:
         self._decision = decision
         self._tokens = tokens
         self._attempts = attempts
-        self.time_remaining = within(time_remaining, retries.total_budget_s)
+        self.time_remaining = deadline.remaining
         self._next = 0
         self._retried: dict[str, int] = {}  # retries in place so far, by deployment
         self._overflowed = 0  # the largest context window the prompt has overflowed so far

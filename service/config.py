@@ -193,6 +193,10 @@ class RetrySettings(_Strict):
     # No attempt, retry or fallback, starts later than this after the call began (and never
     # past the client's deadline).
     total_budget_s: PositiveFloat | None = None
+    # When every candidate is rate limited (a provider's Retry-After, or out of this gateway's
+    # rpm/tpm budget) with a known wait, wait up to this long in all and route again, instead
+    # of failing at once with RESOURCE_EXHAUSTED. 0: fail at once.
+    wait_for_capacity_s: NonNegativeFloat = 0.0
 
 
 class Config(_Strict):

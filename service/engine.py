@@ -13,10 +13,22 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import grpc
+
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.attempts import Attempts, Estimate, Slot, TimeRemaining, as_upstream_error
+from service.attempts import (
+    DEADLINE_MARGIN_S,
+    MIN_ATTEMPT_S,
+    Attempts,
+    Deadline,
+    Estimate,
+    Slot,
+    TimeRemaining,
+    Won,
+    as_upstream_error,
+)
 from service.config import Config
 from service.errors import (
     BudgetExhausted,
@@ -24,13 +36,15 @@ from service.errors import (
     NoEligibleDeployment,
     NoHealthyDeployment,
     StreamInterrupted,
+    UpstreamFailed,
 )
 from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError
 from service.providers import Provider
 from service.responses import DeploymentConfig
-from service.runner import Attempter
+from service.runner import Attempter, Discard, Start
 from service.tokens import estimate_input_tokens
 
+R = TypeVar("R")
 T = TypeVar("T")
 # Rejections that waiting can undo with no known wait: a deployment out of rotation. (A budget
 # that waiting restores comes with its wait, as BudgetExhausted; one the request can never fit
@@ -87,7 +101,6 @@ class Engine:
 
     async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
         request_id = uuid.uuid4().hex
-        decision, tokens = self._decide_chat(request, streaming=False)
         attempts = Attempts()
 
         async def complete(slot: Slot) -> Completion:
@@ -97,8 +110,8 @@ class Engine:
             except TimeoutError as error:
                 raise as_upstream_error(error, slot.budget) from error
 
-        won = await self.attempter.first_answer(
-            decision, tokens, attempts, time_remaining, complete, _nothing_to_close, streaming=False
+        decision, won = await self._first_answer(
+            request, attempts, time_remaining, complete, _nothing_to_close, streaming=False
         )
         attempts.items.append(self.attempter.record.success(won.slot, None, won.answer.usage))
         return responses.chat_response(
@@ -109,7 +122,6 @@ class Engine:
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
     ) -> AsyncIterator[pb.ChatStreamResponse]:
         request_id = uuid.uuid4().hex
-        decision, tokens = self._decide_chat(request, streaming=True)
         attempts = Attempts()
 
         async def open_stream(slot: Slot) -> _OpenStream:
@@ -127,8 +139,8 @@ class Engine:
                 raise
             return _OpenStream(first, events, slot.elapsed())
 
-        won = await self.attempter.first_answer(
-            decision, tokens, attempts, time_remaining, open_stream, _OpenStream.aclose, streaming=True
+        decision, won = await self._first_answer(
+            request, attempts, time_remaining, open_stream, _OpenStream.aclose, streaming=True
         )
         slot, stream = won.slot, won.answer
         try:
@@ -166,6 +178,49 @@ class Engine:
             # A no-op once the outcome is recorded; gives the budget back if the client went away.
             self.router.release(slot.lease)
             await stream.aclose()
+
+    async def _first_answer(
+        self,
+        request: pb.ChatRequest,
+        attempts: Attempts,
+        time_remaining: TimeRemaining,
+        start: Start[R],
+        discard: Discard[R],
+        *,
+        streaming: bool,
+    ) -> tuple[router_core.Decision, Won[R]]:
+        """Routes the request and runs its attempts to the first answer. When every candidate is
+        rate limited with a known wait, waits (up to `retries.wait_for_capacity_s` in all, within
+        the deadline) and routes again; the attempts of every round are kept."""
+        deadline = Deadline.starting_now(time_remaining, self.config.retries.total_budget_s)
+        waited = 0.0
+        while True:
+            try:
+                decision, tokens = self._decide_chat(request, streaming=streaming)
+                won = await self.attempter.first_answer(
+                    decision, tokens, attempts, deadline, start, discard, streaming=streaming
+                )
+                return decision, won
+            except (BudgetExhausted, UpstreamFailed) as error:
+                wait = self._capacity_wait(error, waited, deadline)
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+            waited += wait
+
+    def _capacity_wait(
+        self, error: BudgetExhausted | UpstreamFailed, waited: float, deadline: Deadline
+    ) -> float | None:
+        """How long to wait before routing again, or None to fail with `error` now."""
+        if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or error.retry_after_s is None:
+            return None
+        wait = error.retry_after_s
+        if waited + wait > self.config.retries.wait_for_capacity_s:
+            return None
+        left = deadline.remaining()
+        if left is not None and left - wait < DEADLINE_MARGIN_S + MIN_ATTEMPT_S:
+            return None
+        return wait
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import router_core
-from service.attempts import Attempts, Estimate, Recorder, Schedule, Slot, TimeRemaining, Won
+from service.attempts import Attempts, Deadline, Estimate, Recorder, Schedule, Slot, Won
 from service.config import RetrySettings
 from service.outcomes import UpstreamError
 from service.responses import DeploymentConfig
@@ -42,7 +42,7 @@ class Attempter:
         decision: router_core.Decision,
         tokens: Estimate,
         attempts: Attempts,
-        time_remaining: TimeRemaining,
+        deadline: Deadline,
         start: Start[R],
         discard: Discard[R],
         *,
@@ -50,17 +50,17 @@ class Attempter:
     ) -> Won[R]:
         """The first attempt to answer. `start` runs an attempt up to its first answer, raising
         UpstreamError when it fails; `discard` closes an answer that lost a hedged race."""
-        schedule = Schedule(self.router, self.deployments, self.retries, decision, tokens, attempts, time_remaining)
+        schedule = Schedule(self.router, self.deployments, self.retries, decision, tokens, attempts, deadline)
         try:
             if decision.hedge is None:
-                return await self._one_at_a_time(schedule, attempts, start, time_remaining)
+                return await self._one_at_a_time(schedule, attempts, start, deadline)
             race = _Race(self, schedule, attempts, start, discard, decision.hedge, streaming=streaming)
-            return await race.run(time_remaining)
+            return await race.run(deadline)
         finally:
             schedule.close()
 
     async def _one_at_a_time(
-        self, schedule: Schedule, attempts: Attempts, start: Start[R], time_remaining: TimeRemaining
+        self, schedule: Schedule, attempts: Attempts, start: Start[R], deadline: Deadline
     ) -> Won[R]:
         slot = schedule.next_candidate()
         while slot is not None:
@@ -77,7 +77,7 @@ class Attempter:
                 raise
             else:
                 return Won(slot, answer)
-        raise attempts.failure(time_remaining, budget_spent=schedule.out_of_time)
+        raise attempts.failure(deadline, budget_spent=schedule.out_of_time)
 
     def hedge_delay_s(self, slot: Slot, hedge: router_core.Hedge, *, streaming: bool) -> float:
         """How long `slot` may go without its first answer before a hedge starts: its deployment's
@@ -123,14 +123,14 @@ class _Race(Generic[R]):
         # Answers that lost (or were left when the race ended), still to close.
         self._lost: list[R] = []
 
-    async def run(self, time_remaining: TimeRemaining) -> Won[R]:
+    async def run(self, deadline: Deadline) -> Won[R]:
         won: Won[R] | None = None
         try:
             slot = self._schedule.next_candidate()
             while True:
                 if not self._running:
                     if slot is None:
-                        raise self._attempts.failure(time_remaining, budget_spent=self._schedule.out_of_time)
+                        raise self._attempts.failure(deadline, budget_spent=self._schedule.out_of_time)
                     self._launch(slot)
                 done, _ = await asyncio.wait(
                     self._running, timeout=self._until_hedge(), return_when=asyncio.FIRST_COMPLETED
@@ -145,7 +145,7 @@ class _Race(Generic[R]):
                     return handed_over
                 if fatal:
                     await self._stop_running("cancelled: another attempt failed the request")
-                    raise self._attempts.failure(time_remaining, budget_spent=self._schedule.out_of_time)
+                    raise self._attempts.failure(deadline, budget_spent=self._schedule.out_of_time)
                 if not self._running and failed is not None:
                     slot = await self._schedule.after(*failed)
         finally:

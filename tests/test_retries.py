@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from aiohttp import web
+from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, status_details
 from tests.mock_openai import Fault, MockOpenAI
 
 
@@ -207,3 +208,56 @@ model_groups:
     ]
     assert "not tried" in attempts[1].error_message
     assert not second_upstream.requests
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_a_request_waits_for_capacity_when_every_candidate_is_rate_limited(
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI, streaming: bool
+) -> None:
+    """Both deployments answer 429 (Retry-After 200 and 300 ms): with wait_for_capacity_s the
+    gateway waits the shorter one and routes again, and the answer lists all three attempts."""
+    flaky.failures = 1
+    flaky.failing = Fault(status=429, headers={"retry-after-ms": "200"})
+    second_upstream.fault = Fault(status=429, headers={"retry-after-ms": "300"})
+    stub = await start_gateway(config(flaky, second_upstream, "{wait_for_capacity_s: 1}"))
+    started = time.perf_counter()
+    if streaming:
+        events = [event async for event in stub.ChatStream(chat())]
+        served, attempts = events[0].start.served.deployment, events[-1].end.attempts
+    else:
+        response = await stub.Chat(chat())
+        served, attempts = response.served.deployment, response.attempts
+    assert time.perf_counter() - started >= 0.2
+    assert served == "mock-0"
+    assert [(a.deployment, a.outcome) for a in attempts] == [
+        ("mock-0", pb.OUTCOME_RATE_LIMITED),
+        ("mock-1", pb.OUTCOME_RATE_LIMITED),
+        ("mock-0", pb.OUTCOME_OK),
+    ]
+    assert len(second_upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("retries", "deadline_s"),
+    [("{}", None), ("{wait_for_capacity_s: 0.1}", None), ("{wait_for_capacity_s: 5}", 0.15)],
+    ids=["off-by-default", "wait-longer-than-allowed", "deadline-too-close"],
+)
+async def test_a_wait_for_capacity_it_cannot_afford_fails_at_once(
+    start_gateway: StartGateway,
+    flaky: FlakyOpenAI,
+    second_upstream: MockOpenAI,
+    retries: str,
+    deadline_s: float | None,
+) -> None:
+    flaky.failures = 1
+    flaky.failing = Fault(status=429, headers={"retry-after-ms": "200"})
+    second_upstream.fault = Fault(status=429, headers={"retry-after-ms": "300"})
+    stub = await start_gateway(config(flaky, second_upstream, retries))
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat(), timeout=deadline_s)
+    assert time.perf_counter() - started < 0.15
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    (retry,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.RetryInfo)]
+    assert retry.retry_delay.ToMilliseconds() == 200
+    assert len(flaky.requests) == 1 and len(second_upstream.requests) == 1

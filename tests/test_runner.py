@@ -14,13 +14,14 @@ import pytest
 
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.attempts import Attempts, Estimate, Slot, Won
+from service.attempts import Attempts, Deadline, Estimate, Slot, Won
 from service.config import parse_config
 from service.errors import UpstreamFailed
 from service.outcomes import UpstreamError, Usage
 from service.runner import Attempter
 
 HEDGE_MS = 20
+NO_DEADLINE = Deadline(client=lambda: None, remaining=lambda: None)
 SLOW_S = 0.2
 
 
@@ -74,7 +75,7 @@ class Setup:
     async def first_answer(self, start: Callable[[Slot], Awaitable[Stream]]) -> Won[Stream]:
         decision = self.router.route("chat")
         return await self.attempter.first_answer(
-            decision, Estimate(10, 10), self.attempts, lambda: None, start, Stream.aclose, streaming=True
+            decision, Estimate(10, 10), self.attempts, NO_DEADLINE, start, Stream.aclose, streaming=True
         )
 
 
