@@ -157,13 +157,11 @@ class Engine:
                         deltas_sent += 1
                     else:
                         finished = event
+                if finished is None:
+                    raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "the provider's stream ended unfinished")
             except UpstreamError as error:
-                self.attempter.record.failure(slot, error)
-                raise StreamInterrupted(slot.deployment.id, deltas_sent, error) from error
-            if finished is None:
-                raise StreamInterrupted(
-                    slot.deployment.id, deltas_sent, RuntimeError("provider stream ended unfinished")
-                )
+                attempts.items.append(self.attempter.record.failure(slot, error))
+                raise StreamInterrupted(slot.deployment.id, deltas_sent, error, attempts.items) from error
             attempts.items.append(self.attempter.record.success(slot, stream.first_token_s, finished.usage))
             yield pb.ChatStreamResponse(
                 end=pb.StreamEnd(

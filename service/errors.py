@@ -140,7 +140,8 @@ class UpstreamFailed(GatewayError):
     def details(self) -> Sequence[Message]:
         metadata = {f"attempt.{i}": f"{a.deployment} {pb.Outcome.Name(a.outcome)}" for i, a in enumerate(self.attempts)}
         details: list[Message] = [
-            error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata)
+            error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata),
+            pb.AttemptLog(attempts=self.attempts),
         ]
         if self.retry_after_s is not None:
             details.append(_retry_info(self.retry_after_s))
@@ -152,14 +153,20 @@ class StreamInterrupted(GatewayError):
 
     code = grpc.StatusCode.UNAVAILABLE
 
-    def __init__(self, deployment: str, deltas_sent: int, cause: BaseException) -> None:
+    def __init__(
+        self, deployment: str, deltas_sent: int, cause: BaseException, attempts: Sequence[pb.Attempt] = ()
+    ) -> None:
         self.deployment = deployment
         self.deltas_sent = deltas_sent
+        self.attempts = list(attempts)
         super().__init__(f"stream from {deployment} failed after {deltas_sent} content deltas: {cause}")
 
     def details(self) -> Sequence[Message]:
         metadata = {"deployment": self.deployment, "deltas_sent": str(self.deltas_sent)}
-        return [error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=ERROR_DOMAIN, metadata=metadata)]
+        return [
+            error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=ERROR_DOMAIN, metadata=metadata),
+            pb.AttemptLog(attempts=self.attempts),
+        ]
 
 
 def _rich_status(error: GatewayError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:

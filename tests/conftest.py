@@ -11,6 +11,7 @@ import uvloop
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from service.server import Gateway
@@ -64,7 +65,7 @@ def status_details(error: grpc.aio.AioRpcError) -> list[Message]:
     assert raw, f"no rich status details on {error.code()}: {error.details()}"
     status = status_pb2.Status.FromString(raw)
     assert status.code == error.code().value[0]
-    kinds = [error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo]
+    kinds = [error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, pb.AttemptLog]
     details: list[Message] = []
     for packed in status.details:
         for kind in kinds:

@@ -182,9 +182,11 @@ async def test_stream_cut_after_content_ends_with_error_not_ok(
     assert received[0].HasField("start") and len(received) == 1 + len(deltas)
     assert "".join(deltas) == "mock: one"
     assert f"after {len(deltas)} content deltas" in (caught.value.details() or "")
-    (info,) = status_details(caught.value)
+    info, log = status_details(caught.value)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == "STREAM_INTERRUPTED" and info.metadata["deployment"] == "mock-0"
+    assert isinstance(log, pb.AttemptLog)
+    assert [(a.deployment, a.outcome) for a in log.attempts] == [("mock-0", pb.OUTCOME_PROTOCOL_ERROR)]
     assert not second_upstream.requests, "a stream must not fall back once content was sent"
 
 
@@ -197,10 +199,12 @@ async def test_all_deployments_failing_names_every_attempt(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat_request())
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    (info,) = status_details(caught.value)
+    info, log = status_details(caught.value)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == "UPSTREAM_FAILED"
     assert info.metadata == {"attempt.0": "mock-0 OUTCOME_SERVER_ERROR", "attempt.1": "mock-1 OUTCOME_OVERLOADED"}
+    assert isinstance(log, pb.AttemptLog)
+    assert [(a.deployment, a.upstream_status) for a in log.attempts] == [("mock-0", 502), ("mock-1", 503)]
 
 
 async def test_rate_limited_everywhere_is_resource_exhausted_with_retry_info(

@@ -319,6 +319,25 @@ async def test_a_rate_limit_cools_the_deployment_for_its_retry_after(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_rejected_credentials_fall_back_and_take_the_deployment_out_of_rotation(
+    start: StartHarness, mode: Mode
+) -> None:
+    """A 401 falls back at once, and mock-0 stays out for the auth cool-down (5 minutes by
+    default): the next call goes straight to mock-1, without asking mock-0 again."""
+    harness = await start()
+    harness.faulty.fault = Fault(status=401, message="Incorrect API key provided")
+    answer = await ask(harness, mode)
+    assert answer.deployment == "mock-1"
+    assert answer.attempts == [("mock-0", pb.OUTCOME_AUTH_ERROR), ("mock-1", pb.OUTCOME_OK)]
+    stats = harness.stats("mock-0")
+    assert stats.unavailable_reason == "auth_failed"
+    assert stats.unavailable_for_s == pytest.approx(300, abs=5)
+    assert (await ask(harness, mode)).attempts == [("mock-1", pb.OUTCOME_OK)]
+    assert len(harness.faulty.requests) == 1
+    await harness.check_nothing_leaked(faulty_closed=False)
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_connection_kept_after_an_http_error_is_reused(start: StartHarness, mode: Mode) -> None:
     """After a complete error answer the connection to mock-0 stays in the pool, idle, and the next
     call takes it again: one connection for three calls, not three."""
@@ -386,10 +405,14 @@ async def test_a_fault_after_content_ends_the_stream_with_an_error(start: StartH
     assert "".join(deltas) == "mock: one", "the deltas must be exactly the content sent before the fault"
     details = error.details() or ""
     assert details.startswith(f"stream from mock-0 failed after {len(deltas)} content deltas: {cause}"), details
-    (info,) = status_details(error)
+    info, log = status_details(error)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == "STREAM_INTERRUPTED"
     assert dict(info.metadata) == {"deployment": "mock-0", "deltas_sent": str(len(deltas))}
+    assert isinstance(log, pb.AttemptLog)
+    (attempt,) = log.attempts
+    assert attempt.deployment == "mock-0" and attempt.error_message == cause + details.split(cause, 1)[1]
+    assert attempt.latency.ToTimedelta().total_seconds() > 0
     assert not harness.healthy.requests, "a stream must not fall back once content was sent"
     assert harness.faulty.requests == [stream_body(TEXT)]
     assert harness.stats("mock-0").failures == 1, "the interrupted attempt was not recorded as a failure"
@@ -404,10 +427,12 @@ async def test_a_bad_request_fails_at_once_without_fallback(start: StartHarness,
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Invalid 'seed'" in (error.details() or "")
     assert not received
-    (info,) = status_details(error)
+    info, log = status_details(error)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == "UPSTREAM_FAILED"
     assert dict(info.metadata) == {"attempt.0": "mock-0 OUTCOME_BAD_REQUEST"}
+    assert isinstance(log, pb.AttemptLog)
+    assert [(a.deployment, a.upstream_status) for a in log.attempts] == [("mock-0", 400)]
     assert not harness.healthy.requests
     await harness.check_nothing_leaked(faulty_closed=False)
 
@@ -475,6 +500,13 @@ async def test_both_deployments_failing_names_both_attempts(start: StartHarness,
     }
     message = error.details() or ""
     assert "mock-0: " in message and "mock-1: " in message
+    # The same attempts, typed, with what the metadata cannot carry: latency, HTTP status, error.
+    (log,) = [d for d in details if isinstance(d, pb.AttemptLog)]
+    assert [(a.deployment, a.outcome) for a in log.attempts] == [
+        ("mock-0", case.outcomes[0]),
+        ("mock-1", case.outcomes[1]),
+    ]
+    assert all(a.error_message and a.latency.ToTimedelta().total_seconds() >= 0 for a in log.attempts)
     retry = [d for d in details if isinstance(d, error_details_pb2.RetryInfo)]
     if case.retry_after_ms is None:
         assert not retry

@@ -73,8 +73,10 @@ async def test_a_stall_after_content_ends_the_call_with_an_error(
     assert "stalled: no chunk for 0.1s" in (caught.value.details() or "")
     assert received[0].start.served.deployment == "slow"
     assert any(event.HasField("delta") for event in received)
-    (info,) = status_details(caught.value)
+    info, log = status_details(caught.value)
     assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "STREAM_INTERRUPTED"
+    assert isinstance(log, pb.AttemptLog)
+    assert [(a.deployment, a.outcome) for a in log.attempts] == [("slow", pb.OUTCOME_TIMEOUT)]
     assert not second_upstream.requests, "a stream must not fall back once content was sent"
 
 

@@ -258,6 +258,12 @@ class Usage(_message.Message):
     cached_input_tokens: int
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ...) -> None: ...
 
+class AttemptLog(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
 class Attempt(_message.Message):
     __slots__ = ("deployment", "outcome", "latency", "upstream_status", "error_message")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
