@@ -25,7 +25,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from aiohttp import web
 
 from benches.chat import worker_pid
 from benches.harness import RESULTS, free_port, machine, pinned, running
+from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from benches.soak import percentile
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -75,48 +75,19 @@ class TailedOpenAI(MockOpenAI):
         return await super()._chat(request, model=model)
 
 
-class Upstreams:
-    """The two mocks on an asyncio loop of their own, in a background thread."""
-
-    def __init__(self, seed: int, tail_rate: float, tail_s: float) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        rng = random.Random(seed)
-        self.mocks = [TailedOpenAI(rng, tail_rate, tail_s) for _ in range(2)]
-        for mock in self.mocks:
-            asyncio.run_coroutine_threadsafe(mock.start(), self.loop).result(timeout=10)
-
-    def calls(self) -> int:
-        return sum(mock.calls for mock in self.mocks)
-
-    def close(self) -> None:
-        for mock in self.mocks:
-            asyncio.run_coroutine_threadsafe(mock.stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-
 def gateway_config(ports: list[int], hedge: str | None) -> str:
-    deployments = "".join(
-        f"""
-      - id: mock-{i}
-        type: openai_compatible
-        model: bench-model
-        base_url: http://127.0.0.1:{port}/v1
-        context_window: 100000
-        max_connections: 200
-        priority: {i}"""
-        for i, port in enumerate(ports)
-    )
     policy = f"\npolicies:\n  - id: hedged\n    route_to: {{groups: [bench]}}\n    hedge: {hedge}\n" if hedge else ""
     return f"""
 default_group: bench
 model_groups:
   - name: bench
     strategy: priority
-    deployments:{deployments}
+    deployments:{deployments_yaml(ports)}
 {policy}"""
+
+
+def upstream_calls(upstreams: BackgroundMocks[TailedOpenAI]) -> int:
+    return sum(mock.calls for mock in upstreams.mocks)
 
 
 async def one_call(stub: pb_grpc.GatewayStub, stream: bool) -> float | str:
@@ -172,10 +143,10 @@ def summarize(latencies: list[float], errors: dict[str, int], upstream_calls: in
     }
 
 
-def run_setting(upstreams: Upstreams, hedge: str | None, total: int) -> dict[str, Any]:
+def run_setting(upstreams: BackgroundMocks[TailedOpenAI], hedge: str | None, total: int) -> dict[str, Any]:
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-        config.write(gateway_config([mock.port for mock in upstreams.mocks], hedge))
+        config.write(gateway_config(upstreams.ports(), hedge))
         config.flush()
         serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
         with running(pinned([*serve, "--listen", f"127.0.0.1:{port}"], 0), "switchboard listening", port) as pid:
@@ -184,9 +155,9 @@ def run_setting(upstreams: Upstreams, hedge: str | None, total: int) -> dict[str
             asyncio.run(load(port, WARMUP, stream=True))
             results = {}
             for kind, stream in (("unary", False), ("stream_ttft", True)):
-                before = upstreams.calls()
+                before = upstream_calls(upstreams)
                 latencies, errors = asyncio.run(load(port, total, stream))
-                results[kind] = summarize(latencies, errors, upstreams.calls() - before, total)
+                results[kind] = summarize(latencies, errors, upstream_calls(upstreams) - before, total)
     return results
 
 
@@ -205,7 +176,8 @@ def main() -> None:
     # A hedge's loser is cancelled mid-request: the mocks' handlers meet closed connections.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    upstreams = Upstreams(options.seed, options.tail_rate, options.tail_ms / 1000)
+    rng = random.Random(options.seed)
+    upstreams = BackgroundMocks([TailedOpenAI(rng, options.tail_rate, options.tail_ms / 1000) for _ in range(2)])
     try:
         results = {name: run_setting(upstreams, hedge, total) for name, hedge in SETTINGS.items()}
     finally:

@@ -25,7 +25,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -36,6 +35,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from benches.chat import worker_pid
 from benches.harness import RESULTS, free_port, machine, pinned, rss_mib, running
+from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from tests.mock_openai import Fault, MockOpenAI
@@ -89,53 +89,21 @@ def _fault_name(fault: Fault | None) -> str:
 
 
 def gateway_config(ports: list[int], wait_for_capacity_s: float) -> str:
-    deployments = "".join(
-        f"""
-      - id: mock-{i}
-        type: openai_compatible
-        model: soak-model
-        base_url: http://127.0.0.1:{port}/v1
-        context_window: 100000
-        max_connections: 200
-        priority: {i}
-        timeout_s: 1
-        first_token_timeout_s: 0.5
-        stall_timeout_s: 0.5
-"""
-        for i, port in enumerate(ports)
-    )
+    limits = "\n        timeout_s: 1\n        first_token_timeout_s: 0.5\n        stall_timeout_s: 0.5"
     return f"""
 default_group: soak
 retries: {{same_deployment: 1, backoff_initial_s: 0.01, backoff_max_s: 0.2, wait_for_capacity_s: {wait_for_capacity_s}}}
 model_groups:
   - name: soak
     strategy: priority
-    deployments:{deployments}"""
+    deployments:{deployments_yaml(ports, limits)}"""
 
 
-class Upstreams:
-    """Two faulty mocks on an asyncio loop of their own, in a background thread."""
-
-    def __init__(self, seed: int, rate: float) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        rng = random.Random(seed)
-        self.mocks = [FaultyOpenAI(rng, rate) for _ in range(2)]
-        for mock in self.mocks:
-            asyncio.run_coroutine_threadsafe(mock.start(), self.loop).result(timeout=10)
-
-    def injected(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for mock in self.mocks:
-            total.update(mock.injected)
-        return dict(sorted(total.items()))
-
-    def close(self) -> None:
-        for mock in self.mocks:
-            asyncio.run_coroutine_threadsafe(mock.stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+def injected(upstreams: BackgroundMocks[FaultyOpenAI]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for mock in upstreams.mocks:
+        total.update(mock.injected)
+    return dict(sorted(total.items()))
 
 
 # The first error message seen for each status code, for the report.
@@ -249,12 +217,13 @@ def main() -> None:
     # The mocks' handlers meet connections the gateway gave up on (that is the point): not news.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    upstreams = Upstreams(options.seed, options.fault_rate)
+    rng = random.Random(options.seed)
+    upstreams = BackgroundMocks([FaultyOpenAI(rng, options.fault_rate) for _ in range(2)])
     gateway_port = free_port()
     rounds: list[dict[str, Any]] = []
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-            config.write(gateway_config([mock.port for mock in upstreams.mocks], options.wait_for_capacity_s))
+            config.write(gateway_config(upstreams.ports(), options.wait_for_capacity_s))
             config.flush()
             serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
             command = pinned([*serve, "--listen", f"127.0.0.1:{gateway_port}"], 0)
@@ -284,7 +253,7 @@ def main() -> None:
             "wait_for_capacity_s": options.wait_for_capacity_s,
             "faults": [_fault_name(f) for f in FAULTS],
         },
-        "faults_injected": upstreams.injected(),
+        "faults_injected": injected(upstreams),
         "rounds": rounds,
         "error_examples": dict(sorted(EXAMPLES.items())),
         "hangs": hangs,
