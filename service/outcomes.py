@@ -73,15 +73,6 @@ def usage_with_cache(uncached_input: int, output: int, cache_read: int, cache_wr
     )
 
 
-def add_arguments(calls: list[pb.ToolCallDelta], index: int, piece: str) -> None:
-    """Add a piece of a streamed tool call's arguments, joined to the last piece when that is of
-    the same call, so that pieces read together go on as one."""
-    if calls and calls[-1].index == index:
-        calls[-1].arguments += piece
-    else:
-        calls.append(pb.ToolCallDelta(index=index, arguments=piece))
-
-
 class UpstreamError(Exception):
     """A provider call that failed, classified so the engine can act on the class."""
 

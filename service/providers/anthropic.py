@@ -20,18 +20,12 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AnthropicDeployment
-from service.outcomes import (
-    Completion,
-    Delta,
-    StreamEvent,
-    StreamFinished,
-    UpstreamError,
-    Usage,
-    add_arguments,
-    usage_with_cache,
-)
+from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage, usage_with_cache
 from service.providers.http import (
     HttpClient,
+    PendingDelta,
+    ServerSentEvent,
+    batched_deltas,
     check_event_stream,
     classified,
     classified_error,
@@ -99,21 +93,9 @@ class AnthropicProvider:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
                 check_event_stream(response.content_type)
-                async for events in server_sent_events(response.content.iter_any()):
-                    # What arrived in one read goes on as one delta, as for OpenAI.
-                    texts: list[str] = []
-                    calls: list[pb.ToolCallDelta] = []
-                    try:
-                        for event in events:
-                            state.take(event.event, event.data, texts, calls)
-                    except UpstreamError:
-                        if texts or calls:
-                            yield Delta("".join(texts), tuple(calls))
-                        raise
-                    if texts or calls:
-                        yield Delta("".join(texts), tuple(calls))
-                    if state.stopped:
-                        break
+                events = server_sent_events(response.content.iter_any())
+                async for delta in batched_deltas(events, state.take, stop=lambda: state.stopped):
+                    yield delta
         if not state.stopped:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before message_stop")
         yield StreamFinished(
@@ -248,7 +230,8 @@ class _StreamState:
     def usage(self) -> Usage:
         return _usage(self._usage)
 
-    def take(self, name: str, data: str, texts: list[str], calls: list[pb.ToolCallDelta]) -> None:
+    def take(self, sse: ServerSentEvent, pending: PendingDelta) -> None:
+        name, data = sse.event, sse.data
         event = json_object(data, "stream event")
         if name == "error" or event.get("type") == "error":
             detail = event.get("error") or {}
@@ -266,18 +249,19 @@ class _StreamState:
                 if block.get("type") == "tool_use":
                     position = len(self._tool_index)
                     self._tool_index[int(event.get("index", -1))] = position
-                    calls.append(pb.ToolCallDelta(index=position, id=str(block["id"]), name=str(block["name"])))
+                    tool_use = pb.ToolCallDelta(index=position, id=str(block["id"]), name=str(block["name"]))
+                    pending.calls.append(tool_use)
                 elif block.get("type") == "text" and block.get("text"):
-                    texts.append(block["text"])
+                    pending.texts.append(block["text"])
             case "content_block_delta":
                 delta = event.get("delta") or {}
                 if delta.get("type") == "text_delta" and delta.get("text"):
-                    texts.append(delta["text"])
+                    pending.texts.append(delta["text"])
                 elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                     call = self._tool_index.get(int(event.get("index", -1)))
                     if call is None:
                         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "input_json_delta outside a tool_use block")
-                    add_arguments(calls, call, delta["partial_json"])
+                    pending.add_arguments(call, delta["partial_json"])
             case "message_delta":
                 self.stop_reason = str((event.get("delta") or {}).get("stop_reason") or self.stop_reason)
                 self._usage.update(event.get("usage") or {})

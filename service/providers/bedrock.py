@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
@@ -25,17 +25,16 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
-from service.outcomes import (
-    Completion,
-    Delta,
-    StreamEvent,
-    StreamFinished,
-    UpstreamError,
-    Usage,
-    add_arguments,
-    usage_with_cache,
+from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage, usage_with_cache
+from service.providers.http import (
+    HttpClient,
+    PendingDelta,
+    batched_deltas,
+    classified,
+    classified_error,
+    error_body,
+    json_object,
 )
-from service.providers.http import HttpClient, classified, classified_error, error_body, json_object
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -122,25 +121,8 @@ class BedrockProvider:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
                 state.request_id = response.headers.get("x-amzn-RequestId", "")
-                frames = EventStreamBuffer()
-                async for chunk in response.content.iter_any():
-                    frames.add_data(chunk)
-                    # Frames that arrived in one read go on as one delta.
-                    texts: list[str] = []
-                    calls: list[pb.ToolCallDelta] = []
-                    try:
-                        for frame in frames:
-                            state.take(frame.headers, frame.payload, texts, calls)
-                    except ParserError as error:
-                        if texts or calls:
-                            yield Delta("".join(texts), tuple(calls))
-                        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"bad event-stream frame: {error}") from error
-                    except UpstreamError:
-                        if texts or calls:
-                            yield Delta("".join(texts), tuple(calls))
-                        raise
-                    if texts or calls:
-                        yield Delta("".join(texts), tuple(calls))
+                async for delta in batched_deltas(_frames(response.content.iter_any()), state.take):
+                    yield delta
         if not state.stop_reason:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before messageStop")
         yield StreamFinished(
@@ -259,6 +241,24 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+async def _frames(chunks: AsyncIterable[bytes]) -> AsyncIterator[Iterator[tuple[Mapping[str, Any], bytes]]]:
+    """For each chunk read, the event-stream frames it completed (headers and payload), so that
+    frames that arrived in one read go on as one delta."""
+    buffer = EventStreamBuffer()
+    async for chunk in chunks:
+        buffer.add_data(chunk)
+        yield _completed(buffer)
+
+
+def _completed(buffer: EventStreamBuffer) -> Iterator[tuple[Mapping[str, Any], bytes]]:
+    # Raised while the batch is read, so that the frames before a bad one still go on.
+    try:
+        for frame in buffer:
+            yield frame.headers, frame.payload
+    except ParserError as error:
+        raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"bad event-stream frame: {error}") from error
+
+
 class _StreamState:
     def __init__(self) -> None:
         self.request_id = ""
@@ -266,7 +266,8 @@ class _StreamState:
         self.usage = Usage()
         self._tool_index: dict[int, int] = {}
 
-    def take(self, headers: Mapping[str, Any], payload: bytes, texts: list[str], calls: list[pb.ToolCallDelta]) -> None:
+    def take(self, frame: tuple[Mapping[str, Any], bytes], pending: PendingDelta) -> None:
+        headers, payload = frame
         event = json_object(payload, "event payload")
         if headers.get(":message-type") == "exception":
             kind = str(headers.get(":exception-type") or "")
@@ -278,16 +279,17 @@ class _StreamState:
                 if tool:
                     position = len(self._tool_index)
                     self._tool_index[int(event.get("contentBlockIndex", -1))] = position
-                    calls.append(pb.ToolCallDelta(index=position, id=str(tool["toolUseId"]), name=str(tool["name"])))
+                    tool_use = pb.ToolCallDelta(index=position, id=str(tool["toolUseId"]), name=str(tool["name"]))
+                    pending.calls.append(tool_use)
             case "contentBlockDelta":
                 delta = event.get("delta") or {}
                 if delta.get("text"):
-                    texts.append(str(delta["text"]))
+                    pending.texts.append(str(delta["text"]))
                 elif piece := (delta.get("toolUse") or {}).get("input"):
                     call = self._tool_index.get(int(event.get("contentBlockIndex", -1)))
                     if call is None:
                         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "toolUse input outside a toolUse block")
-                    add_arguments(calls, call, piece)
+                    pending.add_arguments(call, piece)
             case "messageStop":
                 self.stop_reason = str(event.get("stopReason") or "")
             case "metadata":

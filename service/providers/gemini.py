@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -19,9 +19,12 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import GeminiDeployment
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
+from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage
 from service.providers.http import (
     HttpClient,
+    PendingDelta,
+    ServerSentEvent,
+    batched_deltas,
     check_event_stream,
     classified,
     classified_error,
@@ -80,10 +83,7 @@ class GeminiProvider:
         )
 
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        reason = ""
-        usage = Usage()
-        request_id = ""
-        calls_sent = 0
+        state = _StreamState(self._parts)
         stray: list[str] = []
         with classified():
             async with self._client.post(self._stream_url, _body(request)) as response:
@@ -91,38 +91,19 @@ class GeminiProvider:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
                 check_event_stream(response.content_type)
-                async for events in server_sent_events(response.content.iter_any(), stray):
-                    texts: list[str] = []
-                    calls: list[pb.ToolCallDelta] = []
-                    try:
-                        for event in events:
-                            chunk = _parse_chunk(event.data)
-                            request_id = request_id or str(chunk.get("responseId") or "")
-                            if chunk.get("usageMetadata"):
-                                usage = _usage(chunk["usageMetadata"])
-                            candidate = _candidate(chunk)
-                            more_texts, more_calls = self._parts(candidate)
-                            texts += more_texts
-                            # Gemini sends a function call whole, never in pieces.
-                            for call in more_calls:
-                                call.index = calls_sent
-                                calls_sent += 1
-                                calls.append(call)
-                            reason = str(candidate.get("finishReason") or reason)
-                    except UpstreamError:
-                        if texts or calls:
-                            yield Delta("".join(texts), tuple(calls))
-                        raise
-                    if texts or calls:
-                        yield Delta("".join(texts), tuple(calls))
-        if not reason:
+                events = server_sent_events(response.content.iter_any(), stray)
+                async for delta in batched_deltas(events, state.take):
+                    yield delta
+        if not state.reason:
             # A failure after the 200 comes as a bare JSON error object after the last event.
             trailer = error_body("\n".join(stray))
             if isinstance(trailer, dict) and isinstance(trailer.get("error"), dict):
                 raise _error(trailer["error"], "\n".join(stray), None)
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before a finishReason")
         yield StreamFinished(
-            finish_reason=_finish_reason(reason, calls_sent > 0), usage=usage, provider_request_id=request_id
+            finish_reason=_finish_reason(state.reason, state.calls_sent > 0),
+            usage=state.usage,
+            provider_request_id=state.request_id,
         )
 
     async def aclose(self) -> None:
@@ -144,6 +125,33 @@ class GeminiProvider:
         except (KeyError, TypeError, AttributeError) as error:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"unexpected content parts: {error!r}") from error
         return texts, calls
+
+
+class _StreamState:
+    """What a stream has said so far: the response id, usage, the finish reason and how many
+    function calls came; `parts` reads a candidate's text and calls (the provider's `_parts`)."""
+
+    def __init__(self, parts: Callable[[Mapping[str, Any]], tuple[list[str], list[pb.ToolCallDelta]]]) -> None:
+        self.request_id = ""
+        self.usage = Usage()
+        self.reason = ""
+        self.calls_sent = 0
+        self._parts = parts
+
+    def take(self, event: ServerSentEvent, pending: PendingDelta) -> None:
+        chunk = _parse_chunk(event.data)
+        self.request_id = self.request_id or str(chunk.get("responseId") or "")
+        if chunk.get("usageMetadata"):
+            self.usage = _usage(chunk["usageMetadata"])
+        candidate = _candidate(chunk)
+        texts, calls = self._parts(candidate)
+        pending.texts += texts
+        # Gemini sends a function call whole, never in pieces.
+        for call in calls:
+            call.index = self.calls_sent
+            self.calls_sent += 1
+            pending.calls.append(call)
+        self.reason = str(candidate.get("finishReason") or self.reason)
 
 
 def _body(request: pb.ChatRequest) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """What every HTTP-speaking provider shares: a pooled client, failure classification,
-server-sent events and Retry-After.
+server-sent events, streamed content batched into deltas, and Retry-After.
 
 The client is aiohttp's. The architecture first named httpx; profiling a loaded gateway
 worker (py-spy, benches/chat.py) put 54% of its CPU inside httpx and httpcore, and a
@@ -13,15 +13,17 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.outcomes import UpstreamError
+from service.outcomes import Delta, UpstreamError
+
+_Event = TypeVar("_Event")
 
 
 class HttpClient:
@@ -129,6 +131,58 @@ class _EventDecoder:
         elif self._stray is not None and name not in ("", "retry"):
             self._stray.append(line)
         return None
+
+
+class PendingDelta:
+    """The content gathered from one batch of upstream events, to go on as one Delta."""
+
+    __slots__ = ("calls", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.calls: list[pb.ToolCallDelta] = []
+
+    def add_arguments(self, index: int, piece: str) -> None:
+        """Add a piece of a streamed tool call's arguments, joined to the last piece when that is of
+        the same call, so that pieces read together go on as one."""
+        if self.calls and self.calls[-1].index == index:
+            self.calls[-1].arguments += piece
+        else:
+            self.calls.append(pb.ToolCallDelta(index=index, arguments=piece))
+
+    def delta(self) -> Delta | None:
+        """What was gathered, as one Delta; None when nothing was."""
+        return Delta("".join(self.texts), tuple(self.calls)) if self.texts or self.calls else None
+
+
+async def batched_deltas(
+    batches: AsyncIterable[Iterable[_Event]],
+    take: Callable[[_Event, PendingDelta], None],
+    *,
+    stop: Callable[[], bool] = lambda: False,
+) -> AsyncIterator[Delta]:
+    """One Delta for each batch of upstream events (those that arrived in one read) that had
+    content: `take` reads each event, keeping what the stream says in the caller's state and
+    adding its content to the batch's PendingDelta. Ends after a batch when `stop()` is true
+    (the stream said it is over).
+
+    Content that arrived in one read goes on as one delta: fewer, larger messages when the
+    upstream outpaces the client, and no waiting when it does not. When an event fails, the
+    content the batch gathered before it goes on first, then the failure: what was read before
+    an error still reaches the client."""
+    async for batch in batches:
+        pending = PendingDelta()
+        try:
+            for event in batch:
+                take(event, pending)
+        except UpstreamError:
+            if (delta := pending.delta()) is not None:
+                yield delta
+            raise
+        if (delta := pending.delta()) is not None:
+            yield delta
+        if stop():
+            return
 
 
 # How providers word a prompt that does not fit: OpenAI, vLLM, Anthropic, Gemini, Bedrock.

@@ -18,9 +18,12 @@ from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage, add_arguments
+from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage
 from service.providers.http import (
     HttpClient,
+    PendingDelta,
+    ServerSentEvent,
+    batched_deltas,
     check_event_stream,
     classified,
     classified_error,
@@ -120,56 +123,22 @@ class OpenAICompatibleProvider:
 
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, stream=True)
-        finish_reason: pb.FinishReason | None = None
-        usage = Usage()
-        request_id = ""
-        done = False
+        state = _StreamState()
         with classified():
             async with self._client.post(self._url, body) as response:
                 if response.status >= 400:
                     detail = (await response.read()).decode(errors="replace")
                     raise _http_error(response.status, response.headers, detail)
                 check_event_stream(response.content_type)
-                async for events in server_sent_events(response.content.iter_any()):
-                    # Content that arrived in one read goes on as one delta: fewer, larger messages
-                    # when the upstream outpaces the client, and no waiting when it does not.
-                    texts: list[str] = []
-                    calls: list[pb.ToolCallDelta] = []
-                    try:
-                        for event in events:
-                            if event.data == "[DONE]":
-                                done = True
-                                break
-                            chunk = _parse_chunk(event.data)
-                            request_id = request_id or str(chunk.get("id") or "")
-                            if chunk.get("usage"):
-                                usage = _usage(chunk["usage"])
-                            for choice in chunk.get("choices") or ():
-                                delta = choice.get("delta") or {}
-                                if text := delta.get("content"):
-                                    texts.append(text)
-                                for call in delta.get("tool_calls") or ():
-                                    piece = _tool_call_delta(call)
-                                    if piece.id or piece.name:
-                                        calls.append(piece)
-                                    else:
-                                        add_arguments(calls, piece.index, piece.arguments)
-                                if reason := choice.get("finish_reason"):
-                                    finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
-                    except UpstreamError:
-                        if texts or calls:
-                            yield Delta("".join(texts), tuple(calls))
-                        raise
-                    if texts or calls:
-                        yield Delta("".join(texts), tuple(calls))
-                    if done:
-                        break
-        if not done and finish_reason is None:
+                events = server_sent_events(response.content.iter_any())
+                async for delta in batched_deltas(events, state.take, stop=lambda: state.done):
+                    yield delta
+        if not state.done and state.finish_reason is None:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before its finish reason or [DONE]")
         yield StreamFinished(
-            finish_reason=finish_reason if finish_reason is not None else pb.FINISH_REASON_UNSPECIFIED,
-            usage=usage,
-            provider_request_id=request_id,
+            finish_reason=state.finish_reason if state.finish_reason is not None else pb.FINISH_REASON_UNSPECIFIED,
+            usage=state.usage,
+            provider_request_id=state.request_id,
         )
 
     async def aclose(self) -> None:
@@ -285,6 +254,39 @@ def _usage(raw: Any) -> Usage:
         output_tokens=int(raw.get("completion_tokens") or 0),
         cached_input_tokens=int(details.get("cached_tokens") or 0),
     )
+
+
+class _StreamState:
+    """What a stream has said so far: the request id, usage, the finish reason, whether [DONE] came."""
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self.usage = Usage()
+        self.finish_reason: pb.FinishReason | None = None
+        self.done = False
+
+    def take(self, event: ServerSentEvent, pending: PendingDelta) -> None:
+        if self.done:
+            return  # what follows [DONE] in the same read is not part of the stream
+        if event.data == "[DONE]":
+            self.done = True
+            return
+        chunk = _parse_chunk(event.data)
+        self.request_id = self.request_id or str(chunk.get("id") or "")
+        if chunk.get("usage"):
+            self.usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if text := delta.get("content"):
+                pending.texts.append(text)
+            for call in delta.get("tool_calls") or ():
+                piece = _tool_call_delta(call)
+                if piece.id or piece.name:
+                    pending.calls.append(piece)
+                else:
+                    pending.add_arguments(piece.index, piece.arguments)
+            if reason := choice.get("finish_reason"):
+                self.finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
 
 
 def _parse_chunk(data: str) -> dict[str, Any]:
