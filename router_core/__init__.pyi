@@ -272,7 +272,9 @@ class UnknownDeploymentError(RouterError):
 
 @final
 class DeploymentUnavailableError(RouterError):
-    def __new__(cls, deployment: str, detail: str, retry_after_s: float | None = None) -> Self: ...
+    def __new__(
+        cls, deployment: str, detail: str, retry_after_s: float | None = None, rate_limited: bool = False
+    ) -> Self: ...
     @property
     def deployment(self) -> str: ...
     @property
@@ -280,3 +282,7 @@ class DeploymentUnavailableError(RouterError):
     @property
     def retry_after_s(self) -> float | None:
         """When the same lease could succeed; None if waiting cannot help."""
+    @property
+    def rate_limited(self) -> bool:
+        """Refused by a budget or a provider's 429 cool-down, not for being out of rotation
+        (open circuit, latency outlier, rejected credentials)."""

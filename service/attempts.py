@@ -36,7 +36,8 @@ TimeRemaining = Callable[[], float | None]
 OUTCOME_CLASSES = {
     value: name.removeprefix("OUTCOME_").lower()
     for name, value in pb.Outcome.items()
-    if value not in (pb.OUTCOME_UNSPECIFIED, pb.OUTCOME_CANCELLED)
+    # Listed in answers, never recorded: an attempt abandoned, or one never made.
+    if value not in (pb.OUTCOME_UNSPECIFIED, pb.OUTCOME_CANCELLED, pb.OUTCOME_OUT_OF_ROTATION)
 }
 
 
@@ -93,6 +94,9 @@ class Attempts:
 
     items: list[pb.Attempt] = field(default_factory=list)
     retry_after_s: float | None = None
+    # The failure that ended the request at once (a bad request, a refusal), when one did: it,
+    # not whatever was listed after it, decides the status.
+    decisive: UpstreamError | None = None
 
     def add_skipped(self, deployment: str, why: UpstreamError) -> None:
         """A candidate passed over without a call (it could not do better than one that failed)."""
@@ -123,7 +127,13 @@ class Attempts:
             why = "the retry budget (total_budget_s) left no time for another attempt"
         else:
             why = "no candidate deployment answered"
-        return UpstreamFailed(self.items, retry_after_s=self.retry_after_s, why=why, deadline_exceeded=out_of_time)
+        return UpstreamFailed(
+            self.items,
+            retry_after_s=self.retry_after_s,
+            why=why,
+            deadline_exceeded=out_of_time,
+            outcome=None if self.decisive is None else self.decisive.outcome,
+        )
 
 
 class Recorder:
@@ -193,7 +203,14 @@ class Schedule:
 
     def accepts(self, slot: Slot, error: UpstreamError) -> bool:
         """Whether the request may go on after `slot` failed with `error`; notes what the failure
-        rules out for the candidates still to come."""
+        rules out for the candidates still to come, and the failure that ends the request."""
+        if self._goes_on(slot, error):
+            return True
+        if self._attempts.decisive is None:
+            self._attempts.decisive = error
+        return False
+
+    def _goes_on(self, slot: Slot, error: UpstreamError) -> bool:
         if error.outcome == pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED:
             # Only a larger window can help.
             self._overflowed = max(self._overflowed, slot.deployment.context_window)
@@ -275,9 +292,12 @@ class Schedule:
             # The input part is scaled by, and calibrates, the deployment's own count of it.
             return self._router.reserve(deployment, tokens=self._tokens.total, input_tokens=self._tokens.input)
         except router_core.DeploymentUnavailableError as error:
-            skipped = UpstreamError(
-                pb.OUTCOME_RATE_LIMITED, f"not tried: {error.detail}", retry_after_s=error.retry_after_s
-            )
+            if error.rate_limited:
+                skipped = UpstreamError(
+                    pb.OUTCOME_RATE_LIMITED, f"not tried: {error.detail}", retry_after_s=error.retry_after_s
+                )
+            else:
+                skipped = UpstreamError(pb.OUTCOME_OUT_OF_ROTATION, f"not tried: {error.detail}")
             self._attempts.add_skipped(deployment, skipped)
             return None
 

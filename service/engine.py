@@ -8,6 +8,7 @@ the router. A stream falls back only before its first content is sent.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from service.tokens import estimate_input_tokens
 
 R = TypeVar("R")
 T = TypeVar("T")
+# The shortest wait between two rounds of waiting for capacity.
+MIN_CAPACITY_WAIT_S = 0.05
 # Rejections that waiting can undo with no known wait: a deployment out of rotation. (A budget
 # that waiting restores comes with its wait, as BudgetExhausted; one the request can never fit
 # is a precondition.)
@@ -187,33 +190,49 @@ class Engine:
         *,
         streaming: bool,
     ) -> tuple[router_core.Decision, Won[R]]:
-        """Routes the request and runs its attempts to the first answer. When every candidate is
-        rate limited with a known wait, waits (up to `retries.wait_for_capacity_s` in all, within
-        the deadline) and routes again; the attempts of every round are kept."""
+        """Routes the request and runs its attempts to the first answer. When all a round found
+        was rate limiting with a known wait, waits (up to `retries.wait_for_capacity_s` in all,
+        within the deadline) and routes again; the attempts of every round are kept."""
         deadline = Deadline.starting_now(time_remaining, self.config.retries.total_budget_s)
-        waited = 0.0
+        began = time.monotonic()
         while True:
+            round_began = len(attempts.items)
+            attempts.retry_after_s = None  # a wait already served says nothing of this round
             try:
                 decision, tokens = self._decide_chat(request, streaming=streaming)
                 won = await self.attempter.first_answer(
                     decision, tokens, attempts, deadline, start, discard, streaming=streaming
                 )
                 return decision, won
-            except (BudgetExhausted, UpstreamFailed) as error:
-                wait = self._capacity_wait(error, waited, deadline)
-                if wait is None:
-                    raise
+            except NoEligibleDeployment as error:
+                error.attempts = attempts.items
+                failure: BudgetExhausted | UpstreamFailed | NoEligibleDeployment = error
+            except UpstreamFailed as error:
+                failure = error
+            wait = self._capacity_wait(failure, attempts.items[round_began:], time.monotonic() - began, deadline)
+            if wait is None:
+                raise failure
             await asyncio.sleep(wait)
-            waited += wait
 
     def _capacity_wait(
-        self, error: BudgetExhausted | UpstreamFailed, waited: float, deadline: Deadline
+        self,
+        failure: BudgetExhausted | UpstreamFailed | NoEligibleDeployment,
+        round_attempts: Sequence[pb.Attempt],
+        waited: float,
+        deadline: Deadline,
     ) -> float | None:
-        """How long to wait before routing again, or None to fail with `error` now."""
-        if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or error.retry_after_s is None:
+        """How long to wait before routing again, or None to fail now: only when everything the
+        round met was rate limiting with a known wait, and the wait fits the settings and the deadline."""
+        allowed = self.config.retries.wait_for_capacity_s
+        if allowed <= 0 or not isinstance(failure, BudgetExhausted | UpstreamFailed):
             return None
-        wait = error.retry_after_s
-        if waited + wait > self.config.retries.wait_for_capacity_s:
+        if failure.code != grpc.StatusCode.RESOURCE_EXHAUSTED or failure.retry_after_s is None:
+            return None
+        if any(a.outcome not in (pb.OUTCOME_RATE_LIMITED, pb.OUTCOME_CANCELLED) for a in round_attempts):
+            return None
+        # A Retry-After of 0 must not turn into a busy loop of rounds.
+        wait = max(failure.retry_after_s, MIN_CAPACITY_WAIT_S)
+        if waited + wait > allowed:
             return None
         left = deadline.remaining()
         if left is not None and left - wait < DEADLINE_MARGIN_S + MIN_ATTEMPT_S:

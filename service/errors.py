@@ -61,13 +61,16 @@ class NoEligibleDeployment(GatewayError):
     def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]]) -> None:
         self.model_group = model_group
         self.rejections = list(rejections)
+        self.attempts: list[pb.Attempt] = []
         reasons = "; ".join(f"{dep} ({flt}: {detail})" for dep, flt, detail in self.rejections)
         super().__init__(f"no deployment of model group {model_group!r} can serve this request: {reasons}")
 
     def details(self) -> Sequence[Message]:
         metadata = {"model_group": self.model_group}
         metadata.update({f"rejected.{dep}": f"{flt}: {detail}" for dep, flt, detail in self.rejections})
-        return [error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)]
+        info = error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)
+        # Attempts made before routing found nothing left (rounds of waiting for capacity).
+        return [info, pb.AttemptLog(attempts=self.attempts)] if self.attempts else [info]
 
 
 class NoHealthyDeployment(NoEligibleDeployment):
@@ -77,10 +80,10 @@ class NoHealthyDeployment(NoEligibleDeployment):
     code = grpc.StatusCode.UNAVAILABLE
 
     def details(self) -> Sequence[Message]:
-        (info,) = super().details()
+        info, *log = super().details()
         assert isinstance(info, error_details_pb2.ErrorInfo)
         info.reason = "NO_HEALTHY_DEPLOYMENT"
-        return [info]
+        return [info, *log]
 
 
 class BudgetExhausted(NoEligibleDeployment):
@@ -93,10 +96,10 @@ class BudgetExhausted(NoEligibleDeployment):
         self.retry_after_s = retry_after_s
 
     def details(self) -> Sequence[Message]:
-        (info,) = super().details()
+        info, *log = super().details()
         assert isinstance(info, error_details_pb2.ErrorInfo)
         info.reason = "RATE_LIMITED"
-        return [info, _retry_info(self.retry_after_s)]
+        return [info, _retry_info(self.retry_after_s), *log]
 
 
 def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
@@ -126,14 +129,18 @@ class UpstreamFailed(GatewayError):
         retry_after_s: float | None = None,
         why: str = "",
         deadline_exceeded: bool = False,
+        outcome: pb.Outcome | None = None,
     ) -> None:
+        """`outcome` decides the status; by default the last attempt's that was not cancelled."""
         self.attempts = list(attempts)
         self.retry_after_s = retry_after_s
-        last = self.attempts[-1].outcome if self.attempts else pb.OUTCOME_UNSPECIFIED
+        if outcome is None:
+            ended = [a.outcome for a in self.attempts if a.outcome != pb.OUTCOME_CANCELLED]
+            outcome = ended[-1] if ended else pb.OUTCOME_UNSPECIFIED
         if deadline_exceeded:
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
         else:
-            self.code = _STATUS_OF_OUTCOME.get(last, grpc.StatusCode.UNAVAILABLE)
+            self.code = _STATUS_OF_OUTCOME.get(outcome, grpc.StatusCode.UNAVAILABLE)
         tried = "; ".join(f"{a.deployment}: {a.error_message}" for a in self.attempts) or "no deployment tried"
         super().__init__(f"{why or 'all deployments failed'} ({tried})")
 

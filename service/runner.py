@@ -21,6 +21,8 @@ from service.outcomes import UpstreamError
 from service.responses import DeploymentConfig
 
 log = logging.getLogger(__name__)
+# Closings of late answers still running, kept so that they are not garbage collected midway.
+_closing: set[asyncio.Future[None]] = set()
 R = TypeVar("R")
 Start = Callable[[Slot], Awaitable[R]]
 Discard = Callable[[R], Awaitable[None]]
@@ -120,6 +122,7 @@ class _Race(Generic[R]):
         self._streaming = streaming
         self._running: dict[asyncio.Task[R], Slot] = {}
         self._hedges_left = hedge.max_hedges
+        self._ended = False  # a failure ended the request: no attempt starts any more
         # Answers that lost (or were left when the race ended), still to close.
         self._lost: list[R] = []
 
@@ -128,10 +131,11 @@ class _Race(Generic[R]):
         try:
             slot = self._schedule.next_candidate()
             while True:
-                if not self._running:
-                    if slot is None:
-                        raise self._attempts.failure(deadline, budget_spent=self._schedule.out_of_time)
+                if slot is not None:
                     self._launch(slot)
+                    slot = None
+                if not self._running:
+                    raise self._attempts.failure(deadline, budget_spent=self._schedule.out_of_time)
                 done, _ = await asyncio.wait(
                     self._running, timeout=self._until_hedge(), return_when=asyncio.FIRST_COMPLETED
                 )
@@ -144,9 +148,11 @@ class _Race(Generic[R]):
                     handed_over, won = won, None
                     return handed_over
                 if fatal:
-                    await self._stop_running("cancelled: another attempt failed the request")
-                    raise self._attempts.failure(deadline, budget_spent=self._schedule.out_of_time)
-                if not self._running and failed is not None:
+                    # Nothing new starts; an attempt already running may still answer (a hedge's
+                    # provider may refuse what the first attempt's accepts).
+                    self._ended = True
+                    self._hedges_left = 0
+                if failed is not None and not self._running and not self._ended:
                     slot = await self._schedule.after(*failed)
         finally:
             if won is not None:
@@ -228,6 +234,7 @@ class _Race(Generic[R]):
         to end (each closes its own upstream call) and closes the answers that lost."""
         running = list(self._running.items())
         self._running.clear()
+        pending: list[asyncio.Task[R]] = []
         for task, slot in running:
             if task.done():
                 outcome = self._outcome(task, slot, why)
@@ -235,18 +242,32 @@ class _Race(Generic[R]):
                     self._abandon(slot, outcome[0], why)
             else:
                 task.cancel()
+                # Should this wait be cancelled too, the task still ends by itself: what it
+                # ends with is then looked at (and a late answer closed) by the callback.
+                task.add_done_callback(self._after_cancel)
                 self._attempter.router.release(slot.lease)
                 self._attempts.add_cancelled(slot, why)
-        pending = [task for task, _ in running if not task.done()]
+                pending.append(task)
         if pending:
             # Not gather: cancelling this wait must not cancel the attempts' own cleanup.
             await asyncio.wait(pending)
-        for task in pending:
-            if not task.cancelled() and task.exception() is None:
-                self._lost.append(task.result())  # it answered before the cancellation reached it
-        lost, self._lost = self._lost, []
-        for answer in lost:
+        while self._lost:
+            # One at a time off the list: if this is cancelled, the rest stay to be closed.
+            answer = self._lost.pop()
             try:
                 await self._discard(answer)
             except Exception:  # closing a lost answer must not fail the request, nor skip the rest
                 log.exception("closing an attempt that lost a hedged race failed")
+
+    def _after_cancel(self, task: asyncio.Task[R]) -> None:
+        """A cancelled attempt ended: retrieve its exception (so none goes unseen), and close an
+        answer that came before the cancellation reached it."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            closing = asyncio.ensure_future(self._discard(task.result()))
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+        elif not isinstance(error, UpstreamError):
+            log.error("a cancelled attempt crashed", exc_info=error)

@@ -261,3 +261,118 @@ async def test_a_wait_for_capacity_it_cannot_afford_fails_at_once(
     (retry,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.RetryInfo)]
     assert retry.retry_delay.ToMilliseconds() == 200
     assert len(flaky.requests) == 1 and len(second_upstream.requests) == 1
+
+
+class SequencedOpenAI(MockOpenAI):
+    """Meets its requests with `faults` in turn (None: answers), then answers."""
+
+    faults: list[Fault | None]
+
+    async def _chat(self, request: web.Request, *, model: str | None = None) -> web.StreamResponse:
+        self.fault = self.faults.pop(0) if self.faults else None
+        return await super()._chat(request, model=model)
+
+
+@pytest.fixture
+async def sequenced() -> AsyncIterator[SequencedOpenAI]:
+    mock = SequencedOpenAI()
+    mock.faults = []
+    await mock.start()
+    yield mock
+    await mock.stop()
+
+
+@pytest.fixture
+async def second_sequenced() -> AsyncIterator[SequencedOpenAI]:
+    mock = SequencedOpenAI(reply_prefix="second: ")
+    mock.faults = []
+    await mock.start()
+    yield mock
+    await mock.stop()
+
+
+def rate_limited(ms: int) -> Fault:
+    return Fault(status=429, headers={"retry-after-ms": str(ms)})
+
+
+@pytest.mark.parametrize("retries", ["{}", "{wait_for_capacity_s: 0.3}"], ids=["default", "waiting"])
+async def test_a_zero_retry_after_never_turns_into_a_busy_loop(
+    start_gateway: StartGateway, upstream: MockOpenAI, second_upstream: MockOpenAI, retries: str
+) -> None:
+    """Retry-After 0 adds no cool-down: without waiting the call fails at once; waiting, each
+    round still waits at least 50 ms, and the rounds stop when the allowance is spent."""
+    upstream.fault = second_upstream.fault = Fault(status=429, headers={"Retry-After": "0"})
+    stub = await start_gateway(config(upstream, second_upstream, retries))
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat(), timeout=5)
+    elapsed = time.perf_counter() - started
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    rounds = len(upstream.requests)
+    assert len(second_upstream.requests) == rounds
+    if retries == "{}":
+        assert rounds == 1 and elapsed < 0.2
+    else:
+        assert 2 <= rounds <= 7 and 0.25 <= elapsed < 1.0, (rounds, elapsed)
+
+
+async def test_capacity_is_waited_for_only_when_every_attempt_was_rate_limited(
+    start_gateway: StartGateway, upstream: MockOpenAI, second_upstream: MockOpenAI
+) -> None:
+    """mock-0 failed with a 500: waiting for mock-1's 429 would not bring mock-0 back."""
+    upstream.fault = Fault(status=500)
+    second_upstream.fault = rate_limited(200)
+    stub = await start_gateway(config(upstream, second_upstream, "{wait_for_capacity_s: 1}"))
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat())
+    assert time.perf_counter() - started < 0.15
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(upstream.requests) == 1 and len(second_upstream.requests) == 1
+
+
+async def test_a_later_round_reports_its_own_wait_and_every_rounds_attempts(
+    start_gateway: StartGateway, sequenced: SequencedOpenAI, second_sequenced: SequencedOpenAI
+) -> None:
+    """Round 1: both say 50 ms; round 2: both say 5 s. The error's RetryInfo is round 2's (not
+    the 50 ms already waited), and the attempt log holds both rounds."""
+    sequenced.faults = [rate_limited(50), rate_limited(5000)]
+    second_sequenced.faults = [rate_limited(50), rate_limited(5000)]
+    stub = await start_gateway(config(sequenced, second_sequenced, "{wait_for_capacity_s: 1}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat())
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = status_details(caught.value)
+    (retry,) = [d for d in details if isinstance(d, error_details_pb2.RetryInfo)]
+    assert retry.retry_delay.ToMilliseconds() == 5000
+    (log,) = [d for d in details if isinstance(d, pb.AttemptLog)]
+    assert [(a.deployment, a.outcome) for a in log.attempts] == [
+        ("mock-0", pb.OUTCOME_RATE_LIMITED),
+        ("mock-1", pb.OUTCOME_RATE_LIMITED),
+        ("mock-0", pb.OUTCOME_RATE_LIMITED),
+        ("mock-1", pb.OUTCOME_RATE_LIMITED),
+    ]
+
+
+async def test_a_deployment_out_of_rotation_is_not_reported_as_rate_limited(
+    start_gateway: StartGateway, upstream: MockOpenAI, second_upstream: MockOpenAI
+) -> None:
+    """One failure opens a circuit here, so each retry in place finds its deployment out of
+    rotation: listed as such, and the call is UNAVAILABLE with no RetryInfo (no rate limit to
+    wait out), not RESOURCE_EXHAUSTED."""
+    upstream.fault = second_upstream.fault = Fault(status=500)
+    text = config(upstream, second_upstream, FAST) + "health: {consecutive_failures: 1}\n"
+    stub = await start_gateway(text)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Chat(chat())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = status_details(caught.value)
+    assert not [d for d in details if isinstance(d, error_details_pb2.RetryInfo)]
+    (log,) = [d for d in details if isinstance(d, pb.AttemptLog)]
+    assert [(a.deployment, a.outcome) for a in log.attempts] == [
+        ("mock-0", pb.OUTCOME_SERVER_ERROR),
+        ("mock-0", pb.OUTCOME_OUT_OF_ROTATION),
+        ("mock-1", pb.OUTCOME_SERVER_ERROR),
+        ("mock-1", pb.OUTCOME_OUT_OF_ROTATION),
+    ]
+    assert "circuit open" in log.attempts[1].error_message

@@ -7,9 +7,11 @@ and the slow attempts take ten times longer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 
 import router_core
@@ -172,18 +174,76 @@ async def test_a_crash_next_to_an_answer_releases_both_leases_and_closes_the_ans
     assert race.in_flight() == {}
 
 
-async def test_a_failure_that_ends_the_request_lists_the_attempt_it_cancelled() -> None:
+async def test_a_failure_that_ends_the_request_lets_the_running_attempt_answer() -> None:
+    """The hedge b is refused as a bad request (say, a parameter its provider lacks) while a is
+    still running: nothing new starts, but a may still answer, and does."""
     race = setup()
 
     async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "a":
-            await asyncio.sleep(10)
-        raise UpstreamError(pb.OUTCOME_BAD_REQUEST, "bad request", status=400)
+        if slot.deployment.id == "b":
+            raise UpstreamError(pb.OUTCOME_BAD_REQUEST, "unsupported parameter", status=400)
+        await asyncio.sleep(SLOW_S)
+        return Stream("a")
+
+    won = await race.first_answer(start)
+    assert won.slot.deployment.id == "a"
+    assert race.listed() == [("b", "BAD_REQUEST")]
+    race.attempter.record.success(won.slot, None, Usage())
+    assert race.in_flight() == {}
+
+
+async def test_the_failure_that_ended_the_request_decides_its_status() -> None:
+    """b's bad request ends the request (c is never tried); a then fails too, retriably. The
+    status is b's (INVALID_ARGUMENT: do not retry), not a's (UNAVAILABLE), and both are listed."""
+    race = setup("abc")
+    calls: list[str] = []
+
+    async def start(slot: Slot) -> Stream:
+        calls.append(slot.deployment.id)
+        if slot.deployment.id == "b":
+            raise UpstreamError(pb.OUTCOME_BAD_REQUEST, "bad request", status=400)
+        await asyncio.sleep(SLOW_S)
+        raise UpstreamError(pb.OUTCOME_SERVER_ERROR, "boom", status=500)
 
     with pytest.raises(UpstreamFailed) as caught:
         await race.first_answer(start)
-    listed = [(a.deployment, pb.Outcome.Name(a.outcome)) for a in caught.value.attempts]
-    assert listed == [("b", "OUTCOME_BAD_REQUEST"), ("a", "OUTCOME_CANCELLED")]
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(a.deployment, pb.Outcome.Name(a.outcome)) for a in caught.value.attempts] == [
+        ("b", "OUTCOME_BAD_REQUEST"),
+        ("a", "OUTCOME_SERVER_ERROR"),
+    ]
+    assert calls == ["a", "b"]
+    assert race.in_flight() == {}
+
+
+async def test_a_client_leaving_while_losers_close_leaves_no_error_unseen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The winner b is handed over while a's cancellation is slow; the client leaves during that
+    wait. a's cleanup then fails: its error is still retrieved (no 'never retrieved' warning)."""
+    race = setup()
+    loop_errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
+
+    async def start(slot: Slot) -> Stream:
+        if slot.deployment.id == "a":
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                await asyncio.sleep(SLOW_S / 4)
+                raise ConnectionResetError("close failed") from None
+        return Stream("b")
+
+    task = asyncio.ensure_future(race.first_answer(start))
+    await asyncio.sleep(HEDGE_MS / 1000 * 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(SLOW_S / 2)  # a's cleanup ends by itself
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
+    assert "a cancelled attempt crashed" in caplog.text
     assert race.in_flight() == {}
 
 

@@ -53,6 +53,10 @@ pub enum RouterError {
         detail: String,
         /// When the same lease could succeed; `None` if waiting cannot help.
         retry_after: Option<std::time::Duration>,
+        /// Refused by a budget (this router's, or a provider's 429 cool-down),
+        /// not because the deployment is out of rotation (circuit, outlier,
+        /// credentials): the caller may report it as rate limiting.
+        rate_limited: bool,
     },
     /// A NaN or negative latency would poison the moving averages for good.
     #[error("latencies must be finite numbers >= 0, got {0}")]

@@ -606,21 +606,27 @@ pub struct PyDeploymentUnavailableError {
     detail: String,
     #[pyo3(get)]
     retry_after_s: Option<f64>,
+    /// Refused by a budget or a provider's 429 cool-down, not for being out
+    /// of rotation (open circuit, outlier, rejected credentials).
+    #[pyo3(get)]
+    rate_limited: bool,
 }
 
 #[pymethods]
 impl PyDeploymentUnavailableError {
     #[new]
-    #[pyo3(signature = (deployment, detail, retry_after_s = None))]
+    #[pyo3(signature = (deployment, detail, retry_after_s = None, rate_limited = false))]
     fn new(
         deployment: String,
         detail: String,
         retry_after_s: Option<f64>,
+        rate_limited: bool,
     ) -> PyClassInitializer<Self> {
         PyClassInitializer::from(PyRouterError).add_subclass(PyDeploymentUnavailableError {
             deployment,
             detail,
             retry_after_s,
+            rate_limited,
         })
     }
 
@@ -629,6 +635,7 @@ impl PyDeploymentUnavailableError {
             deployment: self.deployment.clone(),
             detail: self.detail.clone(),
             retry_after: None,
+            rate_limited: self.rate_limited,
         }
         .to_string()
     }
@@ -675,10 +682,12 @@ fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
             deployment,
             detail,
             retry_after,
+            rate_limited,
         } => py.get_type::<PyDeploymentUnavailableError>().call1((
             deployment,
             detail,
             retry_after.map(|d| d.as_secs_f64()),
+            rate_limited,
         )),
         RouterError::InvalidLatency(_) => return PyValueError::new_err(err.to_string()),
     };

@@ -288,6 +288,7 @@ impl Router {
         lease_on(&table, target, tenant, api_key, tokens, now).map_err(|denied| {
             RouterError::Unavailable {
                 deployment: deployment.to_owned(),
+                rate_limited: denied.filter == Filter::RateLimit || denied.retry_at.is_some(),
                 detail: denied.detail,
                 retry_after: denied
                     .retry_at
@@ -575,13 +576,16 @@ fn lease_on(
     now: Nanos,
 ) -> Result<Lease, LeaseDenied> {
     let probe = match deployment.health.admit(now) {
-        admission @ Admission::Unavailable { until, .. } => {
+        admission @ Admission::Unavailable { until, reason } => {
+            // As for the route filter: only a provider's cool-down ends at a known time
+            // worth waiting for; an open circuit or an ejection is no rate limit.
+            let waiting_helps = reason == UnavailableReason::CoolingDown;
             return Err(LeaseDenied {
                 filter: Filter::Health,
                 detail: admission.explain(now).to_string(),
-                retry_at: Some(until),
+                retry_at: waiting_helps.then_some(until),
                 everyone: false,
-            })
+            });
         }
         Admission::Probe => true,
         Admission::Available => false,

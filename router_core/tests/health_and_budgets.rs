@@ -208,6 +208,15 @@ fn consecutive_failures_open_the_circuit_and_one_probe_closes_it() {
         [("a", "health", "circuit open for another 5.0 s")]
     );
     router.release(open.lease.unwrap());
+    // A fallback lease on it is refused as out of rotation: no rate limit, no wait to offer.
+    assert!(matches!(
+        router.reserve("a", "", "", 0, 0),
+        Err(RouterError::Unavailable {
+            retry_after: None,
+            rate_limited: false,
+            ..
+        })
+    ));
 
     clock.advance(Duration::from_secs(5));
     let probe = router.route(&RouteRequest::new("g")).unwrap();
@@ -263,7 +272,7 @@ fn rate_limited_deployments_cool_down_for_retry_after_never_less() {
     // A shorter Retry-After later does not shorten the pause.
     let lease = router.reserve("a", "", "", 0, 0);
     assert!(
-        matches!(lease, Err(RouterError::Unavailable { retry_after: Some(d), .. }) if d == Duration::from_secs(7))
+        matches!(lease, Err(RouterError::Unavailable { retry_after: Some(d), rate_limited: true, .. }) if d == Duration::from_secs(7))
     );
     clock.advance(Duration::from_secs(6));
     let cooling = router.route(&RouteRequest::new("g")).unwrap();

@@ -62,6 +62,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_BAD_REQUEST: _ClassVar[Outcome]
     OUTCOME_PROTOCOL_ERROR: _ClassVar[Outcome]
     OUTCOME_CANCELLED: _ClassVar[Outcome]
+    OUTCOME_OUT_OF_ROTATION: _ClassVar[Outcome]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -96,6 +97,7 @@ OUTCOME_AUTH_ERROR: Outcome
 OUTCOME_BAD_REQUEST: Outcome
 OUTCOME_PROTOCOL_ERROR: Outcome
 OUTCOME_CANCELLED: Outcome
+OUTCOME_OUT_OF_ROTATION: Outcome
 
 class ContentPart(_message.Message):
     __slots__ = ("text", "image")
