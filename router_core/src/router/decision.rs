@@ -1,0 +1,112 @@
+//! The request and decision data that cross the router's API: what a caller
+//! asks routed, and the ordered candidates (with the rejected ones explained)
+//! it gets back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::attempts::{ContentFallback, Hedge};
+use crate::filter::Filter;
+use crate::lease::Lease;
+use crate::strategy::Strategy;
+
+/// What a caller wants routed: the request's routing features. `S` lets
+/// callers pass `&str` or `String` lists.
+#[derive(Debug, Clone)]
+pub struct RouteRequest<'a, S = &'a str> {
+    /// A model-group name, or `"auto"` for the configured default group.
+    pub model: &'a str,
+    /// Who is asking; selects the tenant's rate limit. Empty for none.
+    pub tenant: &'a str,
+    /// The caller's API key id (never the secret); selects its rate limit.
+    pub api_key: &'a str,
+    /// The kind of task ("code", "summarize", …), for policies to match.
+    pub task: &'a str,
+    pub tags: &'a [S],
+    /// Free key/value pairs, for policies to match as `metadata.<key>`.
+    pub metadata: &'a [(S, S)],
+    /// The input estimate (see [`crate::estimate_input_tokens`]); each
+    /// deployment scales it by its calibration for its context window and
+    /// its reservation. Policies match it as given.
+    pub input_tokens: u32,
+    /// 0 means unknown; only `input_tokens` then counts against the window.
+    pub max_output_tokens: u32,
+    /// Capability names; one that no deployment has matches nothing.
+    pub capabilities: &'a [S],
+    /// Allowed regions (data residency); empty means any.
+    pub regions: &'a [S],
+    /// Removes deployments whose estimated cost for this request is higher.
+    pub max_cost_usd: Option<f64>,
+    /// The latency the caller hopes for, for policies to match.
+    pub latency_target_ms: Option<f64>,
+    /// Requests with the same key keep the same deployment while it is healthy.
+    pub affinity_key: &'a str,
+    /// Fixes the random order; `None` draws a fresh seed.
+    pub seed: Option<u64>,
+    /// Explain only: reserve no rate-limit budget, claim no probe, advance no rotation.
+    pub dry_run: bool,
+}
+
+impl<'a> RouteRequest<'a> {
+    pub fn new(model: &'a str) -> Self {
+        RouteRequest {
+            model,
+            tenant: "",
+            api_key: "",
+            task: "",
+            tags: &[],
+            metadata: &[],
+            input_tokens: 0,
+            max_output_tokens: 0,
+            capabilities: &[],
+            regions: &[],
+            max_cost_usd: None,
+            latency_target_ms: None,
+            affinity_key: "",
+            seed: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// The router's answer: deployments to try in order, and why the others were left out.
+#[derive(Debug)]
+pub struct Decision {
+    /// The requested group, or the first group of the matched policy's target
+    /// (empty when the policy names only deployments).
+    pub model_group: Arc<str>,
+    /// The policy that decided; `None` when no policy matched and the model
+    /// group's own strategy applied.
+    pub policy: Option<Arc<str>>,
+    pub strategy: Strategy,
+    /// Best first; empty when every deployment was rejected.
+    pub candidates: Vec<Candidate>,
+    pub rejected: Vec<Rejection>,
+    /// Budget and in-flight slot taken for the first candidate (none for a
+    /// dry run, or when nothing could be leased).
+    pub lease: Option<Lease>,
+    /// When every candidate was out of rate-limit budget: how long until the
+    /// earliest could take this request.
+    pub retry_after: Option<Duration>,
+    /// The matched policy's hedging; `None` without a policy or a hedge.
+    pub hedge: Option<Hedge>,
+    /// The matched policy's; `ContentFallback::None` without a policy.
+    pub content_fallback: ContentFallback,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub deployment: Arc<str>,
+    /// Strategy-specific, in [0, 1], higher is better (see [`Strategy`]).
+    pub score: f64,
+    /// 0 for the plan's primary targets, n for its n-th fallback tier that
+    /// had any deployment of its own, so the caller can skip to a later tier.
+    pub tier: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub deployment: Arc<str>,
+    pub filter: Filter,
+    pub detail: String,
+}

@@ -1,0 +1,170 @@
+//! Taking a lease: reserving rate-limit budget, claiming a half-open
+//! breaker's probe and counting the attempt in flight, all or nothing, and
+//! explaining a denial in the same terms as a routing rejection.
+
+use std::sync::Arc;
+
+use crate::clock::Nanos;
+use crate::filter::Filter;
+use crate::health::{Admission, UnavailableReason};
+use crate::lease::{Lease, Limits, Owner};
+use crate::ratelimit::{reserve, Denied};
+use crate::table::{Deployment, Table};
+
+use super::{Candidate, Decision, Rejection, RouteRequest};
+
+/// Leases the first candidate that can take the attempt now, rejecting those
+/// that cannot (a race with other requests, or a probe already claimed). A
+/// tenant or API key out of budget rejects every candidate.
+pub(super) fn lease_first<S>(
+    table: &Table,
+    decision: &mut Decision,
+    request: &RouteRequest<'_, S>,
+    now: Nanos,
+    retry_at: &mut Option<Nanos>,
+) {
+    while let Some(first) = decision.candidates.first() {
+        let deployment = table
+            .deployment(&first.deployment)
+            .expect("candidates come from this table");
+        match lease_on(
+            table,
+            deployment,
+            request.tenant,
+            request.api_key,
+            (request.input_tokens, request.max_output_tokens),
+            now,
+        ) {
+            Ok(lease) => {
+                decision.lease = Some(lease);
+                return;
+            }
+            Err(denied) => {
+                earliest(retry_at, denied.retry_at);
+                let rejected: Vec<Candidate> = if denied.everyone {
+                    decision.candidates.drain(..).collect()
+                } else {
+                    vec![decision.candidates.remove(0)]
+                };
+                decision
+                    .rejected
+                    .extend(rejected.into_iter().map(|c| Rejection {
+                        deployment: c.deployment,
+                        filter: denied.filter,
+                        detail: denied.detail.clone(),
+                    }));
+            }
+        }
+    }
+}
+
+/// Keeps in `current` the sooner of it and `candidate`: when the first of the
+/// deployments that are only waiting could take the request.
+pub(super) fn earliest(current: &mut Option<Nanos>, candidate: Option<Nanos>) {
+    if let Some(at) = candidate {
+        *current = Some(current.map_or(at, |c| c.min(at)));
+    }
+}
+
+/// Why a lease could not be had.
+pub(super) struct LeaseDenied {
+    pub(super) filter: Filter,
+    pub(super) detail: String,
+    /// When the same lease could succeed; `None` if waiting cannot help.
+    pub(super) retry_at: Option<Nanos>,
+    /// A tenant's or API key's budget: no deployment can take the request.
+    everyone: bool,
+}
+
+/// Reserves the (input estimate, max output) `tokens`, the input as the
+/// deployment counts it, on the deployment's, tenant's and key's budgets at
+/// once, claims the probe if the breaker is half-open, and counts the attempt
+/// in flight.
+pub(super) fn lease_on(
+    table: &Table,
+    deployment: &Deployment,
+    tenant: &str,
+    api_key: &str,
+    (estimated_input_tokens, max_output_tokens): (u32, u32),
+    now: Nanos,
+) -> Result<Lease, LeaseDenied> {
+    let probe = match deployment.health.admit(now) {
+        admission @ Admission::Unavailable { until, reason } => {
+            // As for the route filter (signals::unavailable): only a provider's cool-down ends at a known time
+            // worth waiting for; an open circuit or an ejection is no rate limit.
+            let waiting_helps = reason == UnavailableReason::CoolingDown;
+            return Err(LeaseDenied {
+                filter: Filter::Health,
+                detail: admission.explain(now).to_string(),
+                retry_at: waiting_helps.then_some(until),
+                everyone: false,
+            });
+        }
+        Admission::Probe => true,
+        Admission::Available => false,
+    };
+    let tokens = deployment.reserved_tokens(estimated_input_tokens, max_output_tokens);
+    let limits = Limits {
+        deployment: Arc::clone(&deployment.limit),
+        tenant: table.tenant_limits.get(tenant).cloned(),
+        api_key: table.api_key_limits.get(api_key).cloned(),
+    };
+    let reservation = limits
+        .with(|all| reserve(all, tokens, now))
+        .map_err(|denied| {
+            let owner = limits.owner(denied.owner_index());
+            budget_denied(owner, denied, tenant, api_key, tokens)
+        })?;
+    if probe && !deployment.health.claim_probe(now) {
+        limits.release(reservation, now);
+        return Err(LeaseDenied {
+            filter: Filter::Health,
+            detail: "half-open, and another request is already probing it".to_owned(),
+            retry_at: None,
+            everyone: false,
+        });
+    }
+    deployment.stats.start_attempt();
+    Ok(Lease {
+        deployment: Arc::clone(&deployment.id),
+        counters: Arc::clone(&deployment.stats),
+        health: Arc::clone(&deployment.health),
+        limits,
+        reservation,
+        probe,
+        calibration: Arc::clone(&deployment.calibration),
+        estimated_input_tokens,
+    })
+}
+
+/// Explains a denial of `owner`'s budget.
+pub(super) fn budget_denied(
+    owner: Owner,
+    denied: Denied,
+    tenant: &str,
+    api_key: &str,
+    tokens: u32,
+) -> LeaseDenied {
+    let whose = match owner {
+        Owner::Deployment => "deployment".to_owned(),
+        Owner::Tenant => format!("tenant {tenant:?}"),
+        Owner::ApiKey => format!("API key {api_key:?}"),
+    };
+    let (detail, retry_at) = match denied {
+        Denied::Exhausted { kind, retry_at, .. } => {
+            (format!("{whose} {kind} budget exhausted"), Some(retry_at))
+        }
+        Denied::TooLarge {
+            kind, per_minute, ..
+        } => (
+            format!("needs {tokens} tokens, more than the {whose} {kind} limit of {per_minute}"),
+            None,
+        ),
+    };
+    LeaseDenied {
+        filter: Filter::RateLimit,
+        detail,
+        retry_at,
+        everyone: owner != Owner::Deployment,
+    }
+}
