@@ -26,12 +26,9 @@ from service.providers.http import (
     PendingDelta,
     ServerSentEvent,
     batched_deltas,
-    check_event_stream,
-    classified,
     classified_error,
     error_body,
     json_object,
-    server_sent_events,
 )
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
@@ -54,16 +51,16 @@ class AnthropicProvider:
         if api_key:
             headers["x-api-key"] = api_key
         self._client = HttpClient(
-            headers=headers, timeout_s=deployment.timeout_s, max_connections=deployment.max_connections
+            headers=headers,
+            timeout_s=deployment.timeout_s,
+            max_connections=deployment.max_connections,
+            http_error=_http_error,
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         body = self._body(request, stream=False)
-        with classified():
-            async with self._client.post(self._url, body) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+        async with self._client.post(self._url, body) as response:
+            raw = await response.read()
         try:
             data = json.loads(raw)
             blocks = data["content"]
@@ -87,15 +84,9 @@ class AnthropicProvider:
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, stream=True)
         state = _StreamState()
-        with classified():
-            async with self._client.post(self._url, body) as response:
-                if response.status >= 400:
-                    detail = (await response.read()).decode(errors="replace")
-                    raise _http_error(response.status, response.headers, detail)
-                check_event_stream(response.content_type)
-                events = server_sent_events(response.content.iter_any())
-                async for delta in batched_deltas(events, state.take, stop=lambda: state.stopped):
-                    yield delta
+        async with self._client.events(self._url, body) as events:
+            async for delta in batched_deltas(events, state.take, stop=lambda: state.stopped):
+                yield delta
         if not state.stopped:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before message_stop")
         yield StreamFinished(

@@ -30,7 +30,6 @@ from service.providers.http import (
     HttpClient,
     PendingDelta,
     batched_deltas,
-    classified,
     classified_error,
     error_body,
     json_object,
@@ -75,17 +74,17 @@ class BedrockProvider:
         self._stream_url = base + "/converse-stream"
         self._signer = SigV4Auth(credentials, "bedrock", deployment.aws_region)
         self._client = HttpClient(
-            headers={}, timeout_s=deployment.timeout_s, max_connections=deployment.max_connections
+            headers={},
+            timeout_s=deployment.timeout_s,
+            max_connections=deployment.max_connections,
+            http_error=_http_error,
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         url, data, headers = self._signed(self._url, _body(request))
-        with classified():
-            async with self._client.post_signed(url, data, headers) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
-                request_id = response.headers.get("x-amzn-RequestId", "")
+        async with self._client.post_signed(url, data, headers) as response:
+            raw = await response.read()
+            request_id = response.headers.get("x-amzn-RequestId", "")
         try:
             data_out = json.loads(raw)
             blocks = data_out["output"]["message"]["content"]
@@ -115,14 +114,10 @@ class BedrockProvider:
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         url, data, headers = self._signed(self._stream_url, _body(request))
         state = _StreamState()
-        with classified():
-            async with self._client.post_signed(url, data, headers) as response:
-                if response.status >= 400:
-                    detail = (await response.read()).decode(errors="replace")
-                    raise _http_error(response.status, response.headers, detail)
-                state.request_id = response.headers.get("x-amzn-RequestId", "")
-                async for delta in batched_deltas(_frames(response.content.iter_any()), state.take):
-                    yield delta
+        async with self._client.post_signed(url, data, headers) as response:
+            state.request_id = response.headers.get("x-amzn-RequestId", "")
+            async for delta in batched_deltas(_frames(response.content.iter_any()), state.take):
+                yield delta
         if not state.stop_reason:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before messageStop")
         yield StreamFinished(

@@ -25,12 +25,9 @@ from service.providers.http import (
     PendingDelta,
     ServerSentEvent,
     batched_deltas,
-    check_event_stream,
-    classified,
     classified_error,
     error_body,
     json_object,
-    server_sent_events,
 )
 
 # Reasons an answer was withheld for its content (https://ai.google.dev/api/generate-content#FinishReason).
@@ -56,15 +53,13 @@ class GeminiProvider:
             headers={"x-goog-api-key": api_key} if api_key else {},
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            http_error=_http_error,
         )
         self._calls_made = 0
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
-        with classified():
-            async with self._client.post(self._url, _body(request)) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+        async with self._client.post(self._url, _body(request)) as response:
+            raw = await response.read()
         try:
             data = json.loads(raw)
         except ValueError as error:
@@ -85,15 +80,9 @@ class GeminiProvider:
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         state = _StreamState(self._parts)
         stray: list[str] = []
-        with classified():
-            async with self._client.post(self._stream_url, _body(request)) as response:
-                if response.status >= 400:
-                    detail = (await response.read()).decode(errors="replace")
-                    raise _http_error(response.status, response.headers, detail)
-                check_event_stream(response.content_type)
-                events = server_sent_events(response.content.iter_any(), stray)
-                async for delta in batched_deltas(events, state.take):
-                    yield delta
+        async with self._client.events(self._stream_url, _body(request), stray) as events:
+            async for delta in batched_deltas(events, state.take):
+                yield delta
         if not state.reason:
             # A failure after the 200 comes as a bare JSON error object after the last event.
             trailer = error_body("\n".join(stray))

@@ -26,25 +26,56 @@ from service.outcomes import Delta, UpstreamError
 _Event = TypeVar("_Event")
 
 
+# How a provider reads an HTTP error answer (status, headers, body text) into a classified failure.
+HttpErrorReader = Callable[[int, Mapping[str, str], str], UpstreamError]
+
+
 class HttpClient:
     """One deployment's connection pool. `timeout_s` bounds connecting, waiting for a pooled
-    connection and each read (so a long stream lives as long as it keeps sending)."""
+    connection and each read (so a long stream lives as long as it keeps sending). Every request
+    goes through one path: transport failures classified, an error status read by the provider's
+    `http_error`, so a provider's calls only ever see a response that succeeded."""
 
-    def __init__(self, *, headers: Mapping[str, str], timeout_s: float, max_connections: int) -> None:
+    def __init__(
+        self, *, headers: Mapping[str, str], timeout_s: float, max_connections: int, http_error: HttpErrorReader
+    ) -> None:
         self._headers = {"Content-Type": "application/json", **headers}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=min(10.0, timeout_s), sock_read=timeout_s
         )
         self._max_connections = max_connections
+        self._http_error = http_error
         self._session: aiohttp.ClientSession | None = None
 
-    def post(self, url: URL, body: Mapping[str, Any]) -> aiohttp.client._RequestContextManager:
-        """POST `body` as JSON; use as `async with client.post(...) as response`, inside `classified()`."""
-        return self._client().post(url, data=json.dumps(body).encode(), headers=self._headers)
+    def post(self, url: URL, body: Mapping[str, Any]) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """POST `body` as JSON: `async with client.post(...) as response`, a response that succeeded.
+        Transport failures inside the block (reading the body included) are classified too."""
+        request = self._client().post(url, data=json.dumps(body).encode(), headers=self._headers)
+        return self._succeeded(request)
 
-    def post_signed(self, url: URL, data: bytes, headers: Mapping[str, str]) -> aiohttp.client._RequestContextManager:
-        """POST these exact bytes with these headers too (a signature covers both)."""
-        return self._client().post(url, data=data, headers={**self._headers, **headers})
+    def post_signed(
+        self, url: URL, data: bytes, headers: Mapping[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """POST these exact bytes with these headers too (a signature covers both); as `post`."""
+        return self._succeeded(self._client().post(url, data=data, headers={**self._headers, **headers}))
+
+    @contextlib.asynccontextmanager
+    async def events(
+        self, url: URL, body: Mapping[str, Any], stray: list[str] | None = None
+    ) -> AsyncIterator[AsyncIterator[list[ServerSentEvent]]]:
+        """POST `body` and read the answer as server-sent events (see `server_sent_events`)."""
+        async with self.post(url, body) as response:
+            check_event_stream(response.content_type)
+            yield server_sent_events(response.content.iter_any(), stray)
+
+    @contextlib.asynccontextmanager
+    async def _succeeded(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
+        with classified():
+            async with request as response:
+                if response.status >= 400:
+                    detail = (await response.read()).decode(errors="replace")
+                    raise self._http_error(response.status, response.headers, detail)
+                yield response
 
     async def aclose(self) -> None:
         if self._session is not None:

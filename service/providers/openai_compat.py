@@ -24,12 +24,9 @@ from service.providers.http import (
     PendingDelta,
     ServerSentEvent,
     batched_deltas,
-    check_event_stream,
-    classified,
     classified_error,
     error_body,
     json_object,
-    server_sent_events,
 )
 
 _ROLES = {
@@ -66,7 +63,9 @@ class OpenAICompatibleProvider:
         self._url = url
         self._stream_usage = stream_usage
         self._max_tokens_field = max_tokens_field
-        self._client = HttpClient(headers=headers, timeout_s=timeout_s, max_connections=max_connections)
+        self._client = HttpClient(
+            headers=headers, timeout_s=timeout_s, max_connections=max_connections, http_error=_http_error
+        )
 
     @classmethod
     def for_deployment(
@@ -98,11 +97,8 @@ class OpenAICompatibleProvider:
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
-        with classified():
-            async with self._client.post(self._url, self._body(request, stream=False)) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise _http_error(response.status, response.headers, raw.decode(errors="replace"))
+        async with self._client.post(self._url, self._body(request, stream=False)) as response:
+            raw = await response.read()
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
@@ -124,15 +120,9 @@ class OpenAICompatibleProvider:
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, stream=True)
         state = _StreamState()
-        with classified():
-            async with self._client.post(self._url, body) as response:
-                if response.status >= 400:
-                    detail = (await response.read()).decode(errors="replace")
-                    raise _http_error(response.status, response.headers, detail)
-                check_event_stream(response.content_type)
-                events = server_sent_events(response.content.iter_any())
-                async for delta in batched_deltas(events, state.take, stop=lambda: state.done):
-                    yield delta
+        async with self._client.events(self._url, body) as events:
+            async for delta in batched_deltas(events, state.take, stop=lambda: state.done):
+                yield delta
         if not state.done and state.finish_reason is None:
             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before its finish reason or [DONE]")
         yield StreamFinished(
