@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -30,6 +30,7 @@ from service.providers.http import (
     error_body,
     json_object,
 )
+from service.providers.translate import NO_PENALTIES_OR_SEED, merged_turns, unsupported_sampling
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -39,7 +40,6 @@ _STOP_REASONS: dict[str, pb.FinishReason] = {
     "tool_use": pb.FINISH_REASON_TOOL_CALLS,
     "refusal": pb.FINISH_REASON_CONTENT_FILTER,
 }
-_UNSUPPORTED_PARAMS = ("seed", "presence_penalty", "frequency_penalty")
 
 
 class AnthropicProvider:
@@ -107,7 +107,7 @@ class AnthropicProvider:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_tokens if params.HasField("max_tokens") else self.default_max_tokens,
-            "messages": _turns(request.messages),
+            "messages": merged_turns(request.messages, _blocks),
         }
         if system:
             body["system"] = system
@@ -128,31 +128,11 @@ class AnthropicProvider:
 
 def _refuse_what_anthropic_cannot_do(request: pb.ChatRequest) -> None:
     """A parameter the API has no equivalent for fails the request rather than vanish from it."""
-    problems = [f"params.{name}" for name in _UNSUPPORTED_PARAMS if request.params.HasField(name)]
-    if request.params.HasField("temperature") and request.params.temperature > 1.0:
-        problems.append("params.temperature above 1")
-    if request.response_format.type in (pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT, pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA):
-        problems.append("response_format")
+    problems = unsupported_sampling(request, NO_PENALTIES_OR_SEED)
     if problems:
         raise UpstreamError(
             pb.OUTCOME_BAD_REQUEST, f"the Anthropic Messages API does not support {', '.join(problems)}"
         )
-
-
-def _turns(messages: Sequence[pb.Message]) -> list[dict[str, Any]]:
-    """User and assistant turns as content blocks; tool results join the user turn that follows the calls."""
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == pb.ROLE_SYSTEM:
-            continue
-        role = "assistant" if message.role == pb.ROLE_ASSISTANT else "user"
-        blocks = _blocks(message)
-        if turns and turns[-1]["role"] == role:
-            # The API wants tool results of one turn together, right after the calls.
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return turns
 
 
 def _blocks(message: pb.Message) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
@@ -34,6 +34,7 @@ from service.providers.http import (
     error_body,
     json_object,
 )
+from service.providers.translate import NO_PENALTIES_OR_SEED, merged_turns, unsupported_sampling
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -45,7 +46,6 @@ _STOP_REASONS: dict[str, pb.FinishReason] = {
     "content_filtered": pb.FINISH_REASON_CONTENT_FILTER,
 }
 _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
-_UNSUPPORTED_PARAMS = ("seed", "presence_penalty", "frequency_penalty")
 # Exceptions named in an event stream, with the HTTP status they stand for.
 _STREAM_EXCEPTIONS = {
     "throttlingException": 429,
@@ -140,7 +140,7 @@ class BedrockProvider:
 def _body(request: pb.ChatRequest) -> dict[str, Any]:
     _refuse_what_converse_cannot_do(request)
     params = request.params
-    body: dict[str, Any] = {"messages": _turns(request.messages)}
+    body: dict[str, Any] = {"messages": merged_turns(request.messages, _blocks)}
     system = [{"text": part.text} for m in request.messages if m.role == pb.ROLE_SYSTEM for part in m.content]
     if system:
         body["system"] = system
@@ -171,11 +171,7 @@ def _body(request: pb.ChatRequest) -> dict[str, Any]:
 
 
 def _refuse_what_converse_cannot_do(request: pb.ChatRequest) -> None:
-    problems = [f"params.{name}" for name in _UNSUPPORTED_PARAMS if request.params.HasField(name)]
-    if request.params.HasField("temperature") and request.params.temperature > 1.0:
-        problems.append("params.temperature above 1")
-    if request.response_format.type in (pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT, pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA):
-        problems.append("response_format")
+    problems = unsupported_sampling(request, NO_PENALTIES_OR_SEED)
     if request.tool_choice.WhichOneof("choice") == "mode" and request.tool_choice.mode == pb.TOOL_CHOICE_MODE_NONE:
         problems.append("tool_choice NONE")
     if any(part.image.WhichOneof("source") == "url" for m in request.messages for part in m.content):
@@ -185,26 +181,16 @@ def _refuse_what_converse_cannot_do(request: pb.ChatRequest) -> None:
         raise UpstreamError(pb.OUTCOME_BAD_REQUEST, f"Bedrock's Converse API does not support {unsupported}")
 
 
-def _turns(messages: Sequence[pb.Message]) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == pb.ROLE_SYSTEM:
-            continue
-        role = "assistant" if message.role == pb.ROLE_ASSISTANT else "user"
-        if message.role == pb.ROLE_TOOL:
-            text = "".join(part.text for part in message.content)
-            blocks = [{"toolResult": {"toolUseId": message.tool_call_id, "content": [{"text": text}]}}]
-        else:
-            blocks = [_content_block(part) for part in message.content]
-            blocks += [
-                {"toolUse": {"toolUseId": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}}
-                for c in message.tool_calls
-            ]
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return turns
+def _blocks(message: pb.Message) -> list[dict[str, Any]]:
+    if message.role == pb.ROLE_TOOL:
+        text = "".join(part.text for part in message.content)
+        return [{"toolResult": {"toolUseId": message.tool_call_id, "content": [{"text": text}]}}]
+    blocks = [_content_block(part) for part in message.content]
+    blocks += [
+        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}}
+        for c in message.tool_calls
+    ]
+    return blocks
 
 
 def _content_block(part: pb.ContentPart) -> dict[str, Any]:

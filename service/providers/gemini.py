@@ -29,6 +29,7 @@ from service.providers.http import (
     error_body,
     json_object,
 )
+from service.providers.translate import merged_turns
 
 # Reasons an answer was withheld for its content (https://ai.google.dev/api/generate-content#FinishReason).
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
@@ -185,23 +186,15 @@ def _body(request: pb.ChatRequest) -> dict[str, Any]:
 def _contents(messages: Sequence[pb.Message]) -> list[dict[str, Any]]:
     """User and model turns; tool results join the user turn after the calls, by function name."""
     names = {call.id: call.name for m in messages for call in m.tool_calls}
-    contents: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == pb.ROLE_SYSTEM:
-            continue
-        role = "model" if message.role == pb.ROLE_ASSISTANT else "user"
+
+    def parts(message: pb.Message) -> list[dict[str, Any]]:
         if message.role == pb.ROLE_TOOL:
-            parts = [_function_response(names.get(message.tool_call_id, ""), message)]
-        else:
-            parts = [_part(part) for part in message.content]
-            parts += [
-                {"functionCall": {"name": c.name, "args": json.loads(c.arguments or "{}")}} for c in message.tool_calls
-            ]
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return contents
+            return [_function_response(names.get(message.tool_call_id, ""), message)]
+        return [_part(part) for part in message.content] + [
+            {"functionCall": {"name": c.name, "args": json.loads(c.arguments or "{}")}} for c in message.tool_calls
+        ]
+
+    return merged_turns(messages, parts, assistant="model", key="parts")
 
 
 def _function_response(name: str, message: pb.Message) -> dict[str, Any]:
