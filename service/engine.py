@@ -63,9 +63,7 @@ class Engine:
         self.deployments: dict[str, DeploymentConfig] = {dep.id: dep for dep in config.deployments()}
         # What Route says of each deployment never changes; copying it beats building it (3x).
         self._route_candidates = {
-            dep.id: pb.RouteCandidate(
-                deployment=dep.id, provider=responses.provider_type(dep), provider_model=dep.model, region=dep.region
-            )
+            dep.id: pb.RouteCandidate(deployment=dep.id, provider=dep.type, provider_model=dep.model, region=dep.region)
             for dep in config.deployments()
         }
         self.attempter = Attempter(router, self.deployments, config.retries)

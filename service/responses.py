@@ -5,31 +5,10 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import (
-    AnthropicDeployment,
-    AnyDeployment,
-    AzureOpenAIDeployment,
-    BedrockDeployment,
-    Config,
-    EchoDeployment,
-    GeminiDeployment,
-    OpenAICompatibleDeployment,
-)
+from service.config import AnyDeployment, Config
 from service.outcomes import Completion, Usage
 
 DeploymentConfig = AnyDeployment
-_PROVIDER_TYPES = {
-    EchoDeployment: "echo",
-    OpenAICompatibleDeployment: "openai_compatible",
-    AzureOpenAIDeployment: "azure_openai",
-    AnthropicDeployment: "anthropic",
-    GeminiDeployment: "gemini",
-    BedrockDeployment: "bedrock",
-}
-
-
-def provider_type(deployment: DeploymentConfig) -> str:
-    return _PROVIDER_TYPES[type(deployment)]
 
 
 def model_list(config: Config) -> pb.ListModelsResponse:
@@ -73,7 +52,7 @@ def served(model_group: str, deployment: DeploymentConfig) -> pb.Served:
     return pb.Served(
         model_group=model_group,
         deployment=deployment.id,
-        provider=provider_type(deployment),
+        provider=deployment.type,
         provider_model=deployment.model,
     )
 
@@ -102,7 +81,7 @@ def duration(seconds: float) -> duration_pb2.Duration:
 def deployment_info(dep: DeploymentConfig) -> pb.Deployment:
     return pb.Deployment(
         id=dep.id,
-        provider=provider_type(dep),
+        provider=dep.type,
         provider_model=dep.model,
         region=dep.region,
         context_window=dep.context_window,
