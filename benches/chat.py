@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benches.harness import RESULTS, ROOT, free_port, machine, pinned, rss_mib, running
+from benches.harness import RESULTS, ROOT, free_port, gateway, machine, pinned, rss_mib, running
 from service.api.switchboard.v1 import gateway_pb2 as pb
 
 CONCURRENCY = (1, 16, 64)
@@ -76,11 +75,6 @@ def loadgen(mode: str, port: int, body: Path, concurrency: int, total: int) -> d
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
     result: dict[str, float] = json.loads(done.stdout)
     return result
-
-
-def worker_pid(parent: int) -> int:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return int(children[0]) if children else parent
 
 
 def measure(upstream_port: int, gateway_port: int, bodies: dict[str, Path], total: int) -> list[dict[str, Any]]:
@@ -141,7 +135,6 @@ def main() -> None:
     total, soak_requests = (40, 200) if options.quick else (5_000, 100_000)
     upstream_port, gateway_port = free_port(), free_port()
     with (
-        tempfile.NamedTemporaryFile("w", suffix=".yaml") as config,
         request_bodies() as bodies,
         running(
             pinned([str(BIN / "mockupstream"), str(upstream_port)], 1),
@@ -149,18 +142,13 @@ def main() -> None:
             upstream_port,
             grpc_ready=False,
         ),
+        gateway(gateway_config(upstream_port), gateway_port) as worker,
     ):
-        config.write(gateway_config(upstream_port))
-        config.flush()
-        serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
-        with running(
-            pinned([*serve, "--listen", f"127.0.0.1:{gateway_port}"], 0), "switchboard listening", gateway_port
-        ) as pid:
-            idle = rss_mib(worker_pid(pid))
-            rows = measure(upstream_port, gateway_port, bodies, total)
-            after_runs = rss_mib(worker_pid(pid))
-            loadgen("grpc-unary", gateway_port, bodies["grpc"], 64, soak_requests)
-            after_soak = rss_mib(worker_pid(pid))
+        idle = rss_mib(worker)
+        rows = measure(upstream_port, gateway_port, bodies, total)
+        after_runs = rss_mib(worker)
+        loadgen("grpc-unary", gateway_port, bodies["grpc"], 64, soak_requests)
+        after_soak = rss_mib(worker)
     overhead = compare(rows)
     rss = {"idle": idle, "after_runs": after_runs, f"after_{soak_requests}_more": after_soak}
     report: dict[str, Any] = {

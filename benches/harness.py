@@ -8,6 +8,8 @@ import platform
 import re
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +52,23 @@ def running(command: list[str], ready: str, port: int, processes: int = 1, *, gr
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def gateway(config_yaml: str, port: int) -> Iterator[int]:
+    """One gateway process on CPU 0, serving `config_yaml` on `port` until the block ends;
+    yields the pid of its worker (whose memory is the gateway's)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        config.write(config_yaml)
+        config.flush()
+        serve = [sys.executable, "-m", "service", "serve", "--config", config.name, "--listen", f"127.0.0.1:{port}"]
+        with running(pinned(serve, 0), "switchboard listening", port) as pid:
+            yield worker_pid(pid)
+
+
+def worker_pid(parent: int) -> int:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return int(children[0]) if children else parent
 
 
 def pinned(command: list[str], cpu: int | None) -> list[str]:

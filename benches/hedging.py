@@ -24,15 +24,13 @@ import logging
 import os
 import random
 import sys
-import tempfile
 import time
 from typing import Any
 
 import grpc
 from aiohttp import web
 
-from benches.chat import worker_pid
-from benches.harness import RESULTS, free_port, machine, pinned, running
+from benches.harness import RESULTS, free_port, gateway, machine
 from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from benches.soak import percentile
 from service.api.switchboard.v1 import gateway_pb2 as pb
@@ -145,19 +143,14 @@ def summarize(latencies: list[float], errors: dict[str, int], upstream_calls: in
 
 def run_setting(upstreams: BackgroundMocks[TailedOpenAI], hedge: str | None, total: int) -> dict[str, Any]:
     port = free_port()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-        config.write(gateway_config(upstreams.ports(), hedge))
-        config.flush()
-        serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
-        with running(pinned([*serve, "--listen", f"127.0.0.1:{port}"], 0), "switchboard listening", port) as pid:
-            worker_pid(pid)
-            asyncio.run(load(port, WARMUP, stream=False))
-            asyncio.run(load(port, WARMUP, stream=True))
-            results = {}
-            for kind, stream in (("unary", False), ("stream_ttft", True)):
-                before = upstream_calls(upstreams)
-                latencies, errors = asyncio.run(load(port, total, stream))
-                results[kind] = summarize(latencies, errors, upstream_calls(upstreams) - before, total)
+    with gateway(gateway_config(upstreams.ports(), hedge), port):
+        asyncio.run(load(port, WARMUP, stream=False))
+        asyncio.run(load(port, WARMUP, stream=True))
+        results = {}
+        for kind, stream in (("unary", False), ("stream_ttft", True)):
+            before = upstream_calls(upstreams)
+            latencies, errors = asyncio.run(load(port, total, stream))
+            results[kind] = summarize(latencies, errors, upstream_calls(upstreams) - before, total)
     return results
 
 

@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -33,8 +32,7 @@ import grpc
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 
-from benches.chat import worker_pid
-from benches.harness import RESULTS, free_port, machine, pinned, rss_mib, running
+from benches.harness import RESULTS, free_port, gateway, machine, rss_mib
 from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -222,18 +220,12 @@ def main() -> None:
     gateway_port = free_port()
     rounds: list[dict[str, Any]] = []
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-            config.write(gateway_config(upstreams.ports(), options.wait_for_capacity_s))
-            config.flush()
-            serve = [sys.executable, "-m", "service", "serve", "--config", config.name]
-            command = pinned([*serve, "--listen", f"127.0.0.1:{gateway_port}"], 0)
-            with running(command, "switchboard listening", gateway_port) as pid:
-                worker = worker_pid(pid)
-                asyncio.run(load(gateway_port, WARMUP))
-                rss = {"after_warmup": rss_mib(worker)}
-                for name in ("round_1", "round_2"):
-                    rounds.append(summarize(*asyncio.run(load(gateway_port, total))))
-                    rss[f"after_{name}"] = rss_mib(worker)
+        with gateway(gateway_config(upstreams.ports(), options.wait_for_capacity_s), gateway_port) as worker:
+            asyncio.run(load(gateway_port, WARMUP))
+            rss = {"after_warmup": rss_mib(worker)}
+            for name in ("round_1", "round_2"):
+                rounds.append(summarize(*asyncio.run(load(gateway_port, total))))
+                rss[f"after_{name}"] = rss_mib(worker)
     finally:
         upstreams.close()
     hangs = sum(r["hangs"] for r in rounds)
