@@ -16,14 +16,14 @@ from tests.mock_openai import Fault, MockOpenAI
 
 
 class FlakyOpenAI(MockOpenAI):
-    """Fails its next `failures` requests with `fault`, then answers."""
+    """Meets its next requests with `faults` in turn (None: answers), then answers."""
 
-    failures = 0
-    failing = Fault(status=503)
+    def __init__(self, *, reply_prefix: str = "mock: ") -> None:
+        super().__init__(reply_prefix=reply_prefix)
+        self.faults: list[Fault | None] = []
 
     async def _chat(self, request: web.Request, *, model: str | None = None) -> web.StreamResponse:
-        self.fault = self.failing if self.failures > 0 else None
-        self.failures -= 1
+        self.fault = self.faults.pop(0) if self.faults else None
         return await super()._chat(request, model=model)
 
 
@@ -33,6 +33,17 @@ async def flaky() -> AsyncIterator[FlakyOpenAI]:
     await mock.start()
     yield mock
     await mock.stop()
+
+
+@pytest.fixture
+async def second_flaky() -> AsyncIterator[FlakyOpenAI]:
+    mock = FlakyOpenAI(reply_prefix="second: ")
+    await mock.start()
+    yield mock
+    await mock.stop()
+
+
+OVERLOADED = Fault(status=503)
 
 
 def config(first: MockOpenAI, second: MockOpenAI, retries: str) -> str:
@@ -68,7 +79,7 @@ FAST = "{same_deployment: 1, backoff_initial_s: 0.01, backoff_max_s: 1}"
 async def test_a_transient_failure_is_retried_on_the_same_deployment(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
+    flaky.faults = [OVERLOADED]
     stub = await start_gateway(config(flaky, second_upstream, FAST))
     response = await stub.Chat(chat())
     assert response.served.deployment == "mock-0"
@@ -82,7 +93,7 @@ async def test_a_transient_failure_is_retried_on_the_same_deployment(
 async def test_retries_run_out_then_the_call_falls_back(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 2
+    flaky.faults = [OVERLOADED] * 2
     stub = await start_gateway(config(flaky, second_upstream, FAST))
     response = await stub.Chat(chat())
     assert [(a.deployment, a.outcome) for a in response.attempts] == [
@@ -95,7 +106,7 @@ async def test_retries_run_out_then_the_call_falls_back(
 async def test_no_retry_in_place_by_default(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
+    flaky.faults = [OVERLOADED]
     stub = await start_gateway(config(flaky, second_upstream, "{}"))
     response = await stub.Chat(chat())
     assert [a.deployment for a in response.attempts] == ["mock-0", "mock-1"]
@@ -104,8 +115,7 @@ async def test_no_retry_in_place_by_default(
 async def test_retry_after_is_waited_for_when_it_is_short(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
-    flaky.failing = Fault(status=429, headers={"retry-after-ms": "300"})
+    flaky.faults = [rate_limited(300)]
     stub = await start_gateway(config(flaky, second_upstream, FAST))
     started = time.perf_counter()
     response = await stub.Chat(chat())
@@ -119,8 +129,7 @@ async def test_retry_after_is_waited_for_when_it_is_short(
 async def test_a_long_retry_after_falls_back_at_once(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
-    flaky.failing = Fault(status=429, headers={"Retry-After": "30"})
+    flaky.faults = [Fault(status=429, headers={"Retry-After": "30"})]
     stub = await start_gateway(config(flaky, second_upstream, FAST))
     started = time.perf_counter()
     response = await stub.Chat(chat())
@@ -131,7 +140,7 @@ async def test_a_long_retry_after_falls_back_at_once(
 async def test_classes_not_named_are_not_retried_in_place(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
+    flaky.faults = [OVERLOADED]
     retries = "{same_deployment: 1, backoff_initial_s: 0.01, retry_on: [connection_error]}"
     stub = await start_gateway(config(flaky, second_upstream, retries))
     response = await stub.Chat(chat())
@@ -141,7 +150,7 @@ async def test_classes_not_named_are_not_retried_in_place(
 async def test_a_stream_is_retried_in_place_before_its_first_content(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 1
+    flaky.faults = [OVERLOADED]
     stub = await start_gateway(config(flaky, second_upstream, FAST))
     events = [event async for event in stub.ChatStream(chat())]
     assert events[0].start.served.deployment == "mock-0"
@@ -153,8 +162,7 @@ async def test_a_stream_is_retried_in_place_before_its_first_content(
 async def test_the_total_budget_stops_further_attempts(
     start_gateway: StartGateway, flaky: FlakyOpenAI, second_upstream: MockOpenAI
 ) -> None:
-    flaky.failures = 10
-    flaky.failing = Fault(status=503, hang_s=0.2)
+    flaky.faults = [Fault(status=503, hang_s=0.2)] * 10
     second_upstream.fault = Fault(status=503)
     retries = "{same_deployment: 5, backoff_initial_s: 0.01, total_budget_s: 0.3}"
     stub = await start_gateway(config(flaky, second_upstream, retries))
@@ -216,8 +224,7 @@ async def test_a_request_waits_for_capacity_when_every_candidate_is_rate_limited
 ) -> None:
     """Both deployments answer 429 (Retry-After 200 and 300 ms): with wait_for_capacity_s the
     gateway waits the shorter one and routes again, and the answer lists all three attempts."""
-    flaky.failures = 1
-    flaky.failing = Fault(status=429, headers={"retry-after-ms": "200"})
+    flaky.faults = [rate_limited(200)]
     second_upstream.fault = Fault(status=429, headers={"retry-after-ms": "300"})
     stub = await start_gateway(config(flaky, second_upstream, "{wait_for_capacity_s: 1}"))
     started = time.perf_counter()
@@ -249,8 +256,7 @@ async def test_a_wait_for_capacity_it_cannot_afford_fails_at_once(
     retries: str,
     deadline_s: float | None,
 ) -> None:
-    flaky.failures = 1
-    flaky.failing = Fault(status=429, headers={"retry-after-ms": "200"})
+    flaky.faults = [rate_limited(200)]
     second_upstream.fault = Fault(status=429, headers={"retry-after-ms": "300"})
     stub = await start_gateway(config(flaky, second_upstream, retries))
     started = time.perf_counter()
@@ -261,34 +267,6 @@ async def test_a_wait_for_capacity_it_cannot_afford_fails_at_once(
     (retry,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.RetryInfo)]
     assert retry.retry_delay.ToMilliseconds() == 200
     assert len(flaky.requests) == 1 and len(second_upstream.requests) == 1
-
-
-class SequencedOpenAI(MockOpenAI):
-    """Meets its requests with `faults` in turn (None: answers), then answers."""
-
-    faults: list[Fault | None]
-
-    async def _chat(self, request: web.Request, *, model: str | None = None) -> web.StreamResponse:
-        self.fault = self.faults.pop(0) if self.faults else None
-        return await super()._chat(request, model=model)
-
-
-@pytest.fixture
-async def sequenced() -> AsyncIterator[SequencedOpenAI]:
-    mock = SequencedOpenAI()
-    mock.faults = []
-    await mock.start()
-    yield mock
-    await mock.stop()
-
-
-@pytest.fixture
-async def second_sequenced() -> AsyncIterator[SequencedOpenAI]:
-    mock = SequencedOpenAI(reply_prefix="second: ")
-    mock.faults = []
-    await mock.start()
-    yield mock
-    await mock.stop()
 
 
 def rate_limited(ms: int) -> Fault:
@@ -332,13 +310,13 @@ async def test_capacity_is_waited_for_only_when_every_attempt_was_rate_limited(
 
 
 async def test_a_later_round_reports_its_own_wait_and_every_rounds_attempts(
-    start_gateway: StartGateway, sequenced: SequencedOpenAI, second_sequenced: SequencedOpenAI
+    start_gateway: StartGateway, flaky: FlakyOpenAI, second_flaky: FlakyOpenAI
 ) -> None:
     """Round 1: both say 50 ms; round 2: both say 5 s. The error's RetryInfo is round 2's (not
     the 50 ms already waited), and the attempt log holds both rounds."""
-    sequenced.faults = [rate_limited(50), rate_limited(5000)]
-    second_sequenced.faults = [rate_limited(50), rate_limited(5000)]
-    stub = await start_gateway(config(sequenced, second_sequenced, "{wait_for_capacity_s: 1}"))
+    flaky.faults = [rate_limited(50), rate_limited(5000)]
+    second_flaky.faults = [rate_limited(50), rate_limited(5000)]
+    stub = await start_gateway(config(flaky, second_flaky, "{wait_for_capacity_s: 1}"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat())
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
