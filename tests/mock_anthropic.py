@@ -41,6 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 KNOWN_PARAMETERS = {
     "model",
     "messages",
@@ -134,7 +136,7 @@ def error_type_for(status: int) -> str:
     return ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
 
 
-class MockAnthropic:
+class MockAnthropic(LoopbackServer):
     def __init__(
         self,
         *,
@@ -144,6 +146,7 @@ class MockAnthropic:
         cached_tokens: int = 0,
         leading_empty_json_delta: bool = False,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.reply_prefix = reply_prefix
         self.chunk_delay_s = chunk_delay_s
@@ -156,29 +159,15 @@ class MockAnthropic:
         self.requests_received = 0
         self.messages_made = 0
         self.tool_uses_made = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         """The API root without /v1: clients append /v1/messages."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> MockAnthropic:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        # Hanging handlers are cancelled at once on stop instead of being awaited.
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/messages", self._messages)
+        router.add_route("*", "/{tail:.*}", self._not_found)
 
     def _request_id(self) -> str:
         self.requests_received += 1

@@ -72,6 +72,8 @@ from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
+from tests.loopback import LoopbackServer
+
 SERVICE = "bedrock"
 # Made-up credentials in the shapes of real ones (20-character key id, 40-character secret).
 ACCESS_KEY = "AKIAMOCKBEDROCK00001"
@@ -268,7 +270,7 @@ def sign(
     return {str(name): str(value) for name, value in request.headers.items()}
 
 
-class MockBedrock:
+class MockBedrock(LoopbackServer):
     def __init__(
         self,
         *,
@@ -281,6 +283,7 @@ class MockBedrock:
         cached_tokens: int = 0,
         models: set[str] | None = None,
     ) -> None:
+        super().__init__()
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
@@ -300,28 +303,14 @@ class MockBedrock:
         self.model_ids: list[str] = []
         self.requests_received = 0
         self.tool_uses_made = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         """The endpoint root: clients append /model/{modelId}/converse."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> MockBedrock:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # Hanging handlers are cancelled at once on stop instead of being awaited.
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", "/{tail:.*}", self._handle)
 
     def _request_id(self) -> str:
         self.requests_received += 1

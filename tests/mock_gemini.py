@@ -59,6 +59,8 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 API_PREFIX = "/v1beta/models/"
 METHODS = ("generateContent", "streamGenerateContent")
 PROTO_PACKAGE = "type.googleapis.com/google.ai.generativelanguage.v1beta"
@@ -165,7 +167,7 @@ def error_body(code: int, message: str, status: str | None = None, details: list
     return {"error": error}
 
 
-class MockGemini:
+class MockGemini(LoopbackServer):
     def __init__(
         self,
         *,
@@ -175,6 +177,7 @@ class MockGemini:
         cached_tokens: int = 0,
         models: set[str] | None = None,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.reply_prefix = reply_prefix
         self.chunk_delay_s = chunk_delay_s
@@ -199,28 +202,14 @@ class MockGemini:
         self.requests_received = 0
         self.responses_made = 0
         self.function_calls_made = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         """The API root: clients append /v1beta/models/{model}:generateContent."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> MockGemini:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # Hanging handlers are cancelled at once on stop instead of being awaited.
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", "/{tail:.*}", self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests_received += 1

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 KNOWN_ARGUMENTS = {
     "model",
     "messages",
@@ -112,8 +114,9 @@ class Invalid(NamedTuple):
     code: str | None = None
 
 
-class MockOpenAI:
+class MockOpenAI(LoopbackServer):
     def __init__(self, *, api_key: str | None = None, reply_prefix: str = "mock: ", chunk_delay_s: float = 0.0) -> None:
+        super().__init__()
         self.api_key = api_key
         self.reply_prefix = reply_prefix
         self.chunk_delay_s = chunk_delay_s
@@ -124,28 +127,14 @@ class MockOpenAI:
         self.azure_deployment = "mock-deployment"
         self.azure_api_versions = {"2024-10-21", "2025-04-01-preview"}
         self.headers: list[dict[str, str]] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def start(self) -> MockOpenAI:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
-        # Hanging handlers are cancelled at once on stop instead of being awaited.
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/chat/completions", self._chat)
+        router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
 
     @property
     def azure_endpoint(self) -> str:
