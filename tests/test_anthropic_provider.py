@@ -13,6 +13,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AnthropicDeployment
 from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.anthropic import AnthropicProvider
+from tests.adapters import LOOKUP, failures, request, text
 from tests.mock_anthropic import Fault, MockAnthropic
 
 
@@ -42,21 +43,6 @@ async def provider(anthropic: MockAnthropic) -> AsyncIterator[AnthropicProvider]
     adapter = AnthropicProvider(deployment(anthropic.base_url), api_key="sk-ant-right")
     yield adapter
     await adapter.aclose()
-
-
-def text(role: pb.Role, value: str) -> pb.Message:
-    return pb.Message(role=role, content=[pb.ContentPart(text=value)])
-
-
-def request(*messages: pb.Message, **params: object) -> pb.ChatRequest:
-    return pb.ChatRequest(
-        model="g",
-        messages=messages or [text(pb.ROLE_SYSTEM, "be brief"), text(pb.ROLE_USER, "hi there")],
-        params=pb.GenerationParams(**params),  # type: ignore[arg-type]
-    )
-
-
-LOOKUP = pb.Tool(name="lookup", description="Look a word up")
 
 
 async def test_unary_translates_both_ways(provider: AnthropicProvider, anthropic: MockAnthropic) -> None:
@@ -174,12 +160,10 @@ async def test_http_errors_are_classified(
     provider: AnthropicProvider, anthropic: MockAnthropic, fault: Fault, outcome: int
 ) -> None:
     anthropic.fault = fault
-    for call in (provider.complete(request()), _drain(provider.stream(request()))):
-        with pytest.raises(UpstreamError) as caught:
-            await call
-        assert caught.value.outcome == outcome
+    unary, stream = await failures(provider, request())
+    assert (unary.outcome, stream.outcome) == (outcome, outcome)
     if outcome == pb.OUTCOME_RATE_LIMITED:
-        assert caught.value.retry_after_s == 7
+        assert unary.retry_after_s == stream.retry_after_s == 7
 
 
 async def test_wrong_key_is_auth_error(anthropic: MockAnthropic) -> None:
@@ -289,8 +273,3 @@ async def test_the_documented_text_stream_transcript() -> None:
     assert "".join(e.text for e in events if isinstance(e, Delta))
     finished = events[-1]
     assert isinstance(finished, StreamFinished) and finished.finish_reason == pb.FINISH_REASON_STOP
-
-
-async def _drain(events: AsyncIterator[object]) -> None:
-    async for _ in events:
-        pass

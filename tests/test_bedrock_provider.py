@@ -14,6 +14,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
 from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.bedrock import BedrockProvider, credentials
+from tests.adapters import LOOKUP, failures, request, text
 from tests.mock_bedrock import ACCESS_KEY, REGION, SECRET_KEY, Fault, MockBedrock, encode_event
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -47,21 +48,6 @@ async def provider(bedrock: MockBedrock) -> AsyncIterator[BedrockProvider]:
     adapter = BedrockProvider(dep, credentials(dep, ENVIRON))
     yield adapter
     await adapter.aclose()
-
-
-def text(role: pb.Role, value: str) -> pb.Message:
-    return pb.Message(role=role, content=[pb.ContentPart(text=value)])
-
-
-def request(*messages: pb.Message, **params: object) -> pb.ChatRequest:
-    return pb.ChatRequest(
-        model="g",
-        messages=messages or [text(pb.ROLE_SYSTEM, "be brief"), text(pb.ROLE_USER, "hi there")],
-        params=pb.GenerationParams(**params),  # type: ignore[arg-type]
-    )
-
-
-LOOKUP = pb.Tool(name="lookup", description="Look a word up")
 
 
 async def test_signed_unary_translates_both_ways(provider: BedrockProvider, bedrock: MockBedrock) -> None:
@@ -154,10 +140,8 @@ async def test_http_errors_are_classified(
     provider: BedrockProvider, bedrock: MockBedrock, fault: Fault, outcome: int
 ) -> None:
     bedrock.fault = fault
-    for call in (provider.complete(request()), _drain(provider.stream(request()))):
-        with pytest.raises(UpstreamError) as caught:
-            await call
-        assert caught.value.outcome == outcome
+    unary, stream = await failures(provider, request())
+    assert (unary.outcome, stream.outcome) == (outcome, outcome)
 
 
 @pytest.mark.parametrize(
@@ -266,8 +250,3 @@ async def test_the_documented_tool_stream() -> None:
     finished = events[-1]
     assert isinstance(finished, StreamFinished) and finished.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     assert finished.usage.input_tokens == 380 and finished.usage.output_tokens == 41
-
-
-async def _drain(events: AsyncIterator[object]) -> None:
-    async for _ in events:
-        pass

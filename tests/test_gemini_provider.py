@@ -14,6 +14,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import GeminiDeployment
 from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.gemini import GeminiProvider
+from tests.adapters import LOOKUP, failures, request, text
 from tests.mock_gemini import Fault, MockGemini
 
 
@@ -35,21 +36,6 @@ async def provider(gemini: MockGemini) -> AsyncIterator[GeminiProvider]:
     adapter = GeminiProvider(deployment(gemini.base_url), api_key="g-key")
     yield adapter
     await adapter.aclose()
-
-
-def text(role: pb.Role, value: str) -> pb.Message:
-    return pb.Message(role=role, content=[pb.ContentPart(text=value)])
-
-
-def request(*messages: pb.Message, **params: object) -> pb.ChatRequest:
-    return pb.ChatRequest(
-        model="g",
-        messages=messages or [text(pb.ROLE_SYSTEM, "be brief"), text(pb.ROLE_USER, "hi there")],
-        params=pb.GenerationParams(**params),  # type: ignore[arg-type]
-    )
-
-
-LOOKUP = pb.Tool(name="lookup", description="Look a word up")
 
 
 async def test_unary_translates_both_ways(provider: GeminiProvider, gemini: MockGemini) -> None:
@@ -130,10 +116,8 @@ async def test_json_schema_output(provider: GeminiProvider, gemini: MockGemini) 
 
 async def test_safety_blocks_are_content_filter_outcomes(provider: GeminiProvider, gemini: MockGemini) -> None:
     gemini.block_prompt = True
-    for call in (provider.complete(request()), _drain(provider.stream(request()))):
-        with pytest.raises(UpstreamError) as caught:
-            await call
-        assert caught.value.outcome == pb.OUTCOME_CONTENT_FILTERED
+    unary, stream = await failures(provider, request())
+    assert (unary.outcome, stream.outcome) == (pb.OUTCOME_CONTENT_FILTERED, pb.OUTCOME_CONTENT_FILTERED)
     gemini.block_prompt = False
     gemini.safety_stop = True
     with pytest.raises(UpstreamError) as caught:
@@ -157,12 +141,10 @@ async def test_http_errors_are_classified(
     provider: GeminiProvider, gemini: MockGemini, fault: Fault, outcome: int
 ) -> None:
     gemini.fault = fault
-    for call in (provider.complete(request()), _drain(provider.stream(request()))):
-        with pytest.raises(UpstreamError) as caught:
-            await call
-        assert caught.value.outcome == outcome
+    unary, stream = await failures(provider, request())
+    assert (unary.outcome, stream.outcome) == (outcome, outcome)
     if outcome == pb.OUTCOME_RATE_LIMITED:
-        assert caught.value.retry_after_s == 7
+        assert unary.retry_after_s == stream.retry_after_s == 7
 
 
 async def test_an_invalid_key_is_auth_error(gemini: MockGemini) -> None:
@@ -238,8 +220,3 @@ async def test_the_documented_error_after_the_stream_began() -> None:
     assert [d.text for d in deltas if isinstance(d, Delta)] == ["Okay"]
     assert isinstance(error, UpstreamError) and error.outcome == pb.OUTCOME_OVERLOADED
     assert "overloaded" in error.message
-
-
-async def _drain(events: AsyncIterator[object]) -> None:
-    async for _ in events:
-        pass

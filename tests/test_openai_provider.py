@@ -11,6 +11,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
 from service.outcomes import Delta, StreamFinished, UpstreamError
 from service.providers.openai_compat import OpenAICompatibleProvider
+from tests.adapters import failures
 from tests.mock_openai import Fault, MockOpenAI
 
 
@@ -108,12 +109,10 @@ async def test_http_errors_are_classified(
     provider: OpenAICompatibleProvider, upstream: MockOpenAI, fault: Fault, outcome: int, status: int
 ) -> None:
     upstream.fault = fault
-    for call in (provider.complete(request()), _drain(provider.stream(request()))):
-        with pytest.raises(UpstreamError) as caught:
-            await call
-        assert (caught.value.outcome, caught.value.status) == (outcome, status)
-    if status == 429:
-        assert caught.value.retry_after_s == 7.0
+    for error in await failures(provider, request()):
+        assert (error.outcome, error.status) == (outcome, status)
+        if status == 429:
+            assert error.retry_after_s == 7.0
 
 
 async def test_wrong_key_is_auth_error(upstream: MockOpenAI) -> None:
@@ -184,11 +183,6 @@ async def test_slow_upstream_is_timeout(upstream: MockOpenAI) -> None:
         await adapter.complete(request())
     assert caught.value.outcome == pb.OUTCOME_TIMEOUT
     await adapter.aclose()
-
-
-async def _drain(events: AsyncIterator[object]) -> None:
-    async for _ in events:
-        pass
 
 
 async def test_a_burst_of_tool_call_pieces_merges_per_call(provider: OpenAICompatibleProvider) -> None:

@@ -4,7 +4,7 @@ connection error, an upstream that does not answer in time is a timeout."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,6 +22,7 @@ from service.providers.anthropic import AnthropicProvider
 from service.providers.bedrock import BedrockProvider, credentials
 from service.providers.gemini import GeminiProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
+from tests.adapters import drain
 from tests.mock_anthropic import Fault as AnthropicFault
 from tests.mock_anthropic import MockAnthropic
 from tests.mock_bedrock import ACCESS_KEY, SECRET_KEY, MockBedrock
@@ -99,11 +100,6 @@ PROVIDERS = {
 REQUEST = pb.ChatRequest(model="m", messages=[pb.Message(role=pb.ROLE_USER, content=[pb.ContentPart(text="hi")])])
 
 
-async def _drain(events: AsyncIterator[object]) -> None:
-    async for _ in events:
-        pass
-
-
 @pytest.mark.parametrize("kind", PROVIDERS)
 async def test_a_refused_connection_is_a_connection_error(kind: str) -> None:
     with socket.socket() as probe:
@@ -111,7 +107,7 @@ async def test_a_refused_connection_is_a_connection_error(kind: str) -> None:
         port = probe.getsockname()[1]
     adapter = PROVIDERS[kind][0](f"http://127.0.0.1:{port}")
     try:
-        for call in (adapter.complete(REQUEST), _drain(adapter.stream(REQUEST))):
+        for call in (adapter.complete(REQUEST), drain(adapter.stream(REQUEST))):
             with pytest.raises(UpstreamError) as caught:
                 await call
             assert caught.value.outcome == pb.OUTCOME_CONNECTION_ERROR
@@ -125,7 +121,7 @@ async def test_an_upstream_that_does_not_answer_is_a_timeout(kind: str) -> None:
     root, stop = await hanging()
     adapter = build(root)
     try:
-        for call in (adapter.complete(REQUEST), _drain(adapter.stream(REQUEST))):
+        for call in (adapter.complete(REQUEST), drain(adapter.stream(REQUEST))):
             with pytest.raises(UpstreamError) as caught:
                 await call
             assert caught.value.outcome == pb.OUTCOME_TIMEOUT
