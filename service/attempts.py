@@ -120,7 +120,7 @@ class Attempts:
     def failure(self, deadline: Deadline, *, budget_spent: bool = False) -> UpstreamFailed:
         """The error for a request no attempt answered. DEADLINE_EXCEEDED only when the client's own
         deadline left no time; the gateway's retry budget running out is reported by the last outcome."""
-        out_of_time = attempt_budget(0.0, deadline.client) is None
+        out_of_time = not room_for_attempt(deadline.client())
         if out_of_time:
             why = "the deadline left no time for another attempt"
         elif budget_spent:
@@ -315,10 +315,7 @@ def retry_delay(
         if error.retry_after_s > retries.backoff_max_s:
             return None
         delay = max(delay, error.retry_after_s)
-    left = time_remaining()
-    if left is not None and left - delay < DEADLINE_MARGIN_S + MIN_ATTEMPT_S:
-        return None
-    return delay
+    return delay if room_for_attempt(time_remaining(), after_s=delay) else None
 
 
 def within(time_remaining: TimeRemaining, total_budget_s: float | None) -> TimeRemaining:
@@ -335,15 +332,19 @@ def within(time_remaining: TimeRemaining, total_budget_s: float | None) -> TimeR
     return remaining
 
 
+def room_for_attempt(left: float | None, *, after_s: float = 0.0) -> bool:
+    """Whether `left` seconds (None: no deadline) leave time for an attempt starting `after_s` from now."""
+    return left is None or left - after_s - DEADLINE_MARGIN_S >= MIN_ATTEMPT_S
+
+
 def attempt_budget(timeout_s: float, time_remaining: TimeRemaining) -> float | None:
     """Seconds the next attempt may take, or None if the deadline leaves no room for one."""
     remaining = time_remaining()
     if remaining is None:
         return timeout_s
-    remaining -= DEADLINE_MARGIN_S
-    if remaining < MIN_ATTEMPT_S:
+    if not room_for_attempt(remaining):
         return None
-    return min(timeout_s, remaining)
+    return min(timeout_s, remaining - DEADLINE_MARGIN_S)
 
 
 def as_upstream_error(raised: BaseException, budget: float) -> UpstreamError:

@@ -20,8 +20,6 @@ import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import (
-    DEADLINE_MARGIN_S,
-    MIN_ATTEMPT_S,
     Attempts,
     Deadline,
     Estimate,
@@ -29,6 +27,7 @@ from service.attempts import (
     TimeRemaining,
     Won,
     as_upstream_error,
+    room_for_attempt,
 )
 from service.config import Config
 from service.errors import (
@@ -232,10 +231,7 @@ class Engine:
         wait = max(failure.retry_after_s, MIN_CAPACITY_WAIT_S)
         if waited + wait > allowed:
             return None
-        left = deadline.remaining()
-        if left is not None and left - wait < DEADLINE_MARGIN_S + MIN_ATTEMPT_S:
-            return None
-        return wait
+        return wait if room_for_attempt(deadline.remaining(), after_s=wait) else None
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""
