@@ -148,6 +148,19 @@ impl fmt::Display for UnavailableReason {
 }
 
 impl Admission {
+    /// When waiting makes the deployment available again, for a caller to wait or to tell its
+    /// client: only a provider's 429 cool-down ends at a time worth waiting for; an open
+    /// circuit, an ejection or rejected credentials are no rate limit.
+    pub fn worth_waiting_until(self) -> Option<Nanos> {
+        match self {
+            Admission::Unavailable {
+                until,
+                reason: UnavailableReason::CoolingDown,
+            } => Some(until),
+            _ => None,
+        }
+    }
+
     /// A human explanation as of `now`, e.g. "circuit open for another 3.2 s";
     /// `until` is absolute, so the remaining time needs the caller's clock.
     pub fn explain(self, now: Nanos) -> impl fmt::Display {

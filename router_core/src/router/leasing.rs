@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::Nanos;
 use crate::filter::Filter;
-use crate::health::{Admission, UnavailableReason};
+use crate::health::Admission;
 use crate::lease::{Lease, Limits, Owner};
 use crate::ratelimit::{reserve, Denied};
 use crate::table::{Deployment, Table};
@@ -89,14 +89,11 @@ pub(super) fn lease_on(
     now: Nanos,
 ) -> Result<Lease, LeaseDenied> {
     let probe = match deployment.health.admit(now) {
-        admission @ Admission::Unavailable { until, reason } => {
-            // As for the route filter (signals::unavailable): only a provider's cool-down ends at a known time
-            // worth waiting for; an open circuit or an ejection is no rate limit.
-            let waiting_helps = reason == UnavailableReason::CoolingDown;
+        admission @ Admission::Unavailable { .. } => {
             return Err(LeaseDenied {
                 filter: Filter::Health,
                 detail: admission.explain(now).to_string(),
-                retry_at: waiting_helps.then_some(until),
+                retry_at: admission.worth_waiting_until(),
                 everyone: false,
             });
         }

@@ -4,7 +4,7 @@
 
 use crate::clock::Nanos;
 use crate::filter::{Filter, Query};
-use crate::health::{Admission, UnavailableReason};
+use crate::health::Admission;
 use crate::lease::Owner;
 use crate::strategy::{Needs, Signals};
 use crate::table::Deployment;
@@ -53,14 +53,11 @@ pub(super) fn unavailable<S>(
     now: Nanos,
 ) -> Option<(Rejection, Option<Nanos>)> {
     let (filter, detail, until) = match deployment.health.admit(now) {
-        admission @ Admission::Unavailable { until, reason } => {
-            let waiting_helps = reason == UnavailableReason::CoolingDown;
-            (
-                Filter::Health,
-                admission.explain(now).to_string(),
-                waiting_helps.then_some(until),
-            )
-        }
+        admission @ Admission::Unavailable { .. } => (
+            Filter::Health,
+            admission.explain(now).to_string(),
+            admission.worth_waiting_until(),
+        ),
         _ if !request.dry_run => return None,
         _ => {
             let tokens =
