@@ -347,10 +347,8 @@ def attempt_budget(timeout_s: float, time_remaining: TimeRemaining) -> float | N
     return min(timeout_s, remaining - DEADLINE_MARGIN_S)
 
 
-def as_upstream_error(raised: BaseException, budget: float) -> UpstreamError:
+def as_upstream_error(raised: TimeoutError | StopAsyncIteration, budget: float) -> UpstreamError:
     """A timeout or an empty stream, as the failure class the engine acts on."""
-    if isinstance(raised, UpstreamError):
-        return raised
     if isinstance(raised, StopAsyncIteration):
         return UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended without any event")
     return UpstreamError(pb.OUTCOME_TIMEOUT, f"no answer within {budget:.3f}s")
