@@ -95,7 +95,8 @@ class Router:
         deployment's input estimate. ValueError for an unknown class, a bad
         latency, or a lease already settled."""
     def release(self, lease: Lease) -> None:
-        """Give back a lease whose attempt produced no outcome; a no-op if settled."""
+        """Give back a lease whose attempt produced no outcome; a no-op if settled. A lease
+        that is garbage collected unsettled gives itself back the same way."""
     def latency_tail_ms(self, deployment: str, *, first_token: bool) -> float | None:
         """The deployment's tail estimate in ms (mean + 2 deviations) of its time to first
         token when ``first_token``, else of its whole latency: how long to wait before

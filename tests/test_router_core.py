@@ -163,6 +163,25 @@ def test_a_lease_settles_once(router: Router) -> None:
     assert next(s.in_flight for s in router.stats() if s.deployment == "a") == 0
 
 
+def test_a_lease_collected_unsettled_gives_itself_back() -> None:
+    limited = config(deployments=[deployment("a", rpm=1), deployment("b"), deployment("c", priority=1)])
+    router = Router(json.dumps(limited), manual_clock=True)
+
+    def in_flight() -> int:
+        return next(s.in_flight for s in router.stats() if s.deployment == "a")
+
+    for _ in range(3):  # with a 1 rpm budget, only a lease that came back lets the next one in
+        decision = router.route("tiered", input_tokens=10)
+        assert decision.lease is not None and decision.lease.deployment == "a"
+        assert in_flight() == 1
+        del decision
+        assert in_flight() == 0
+    lease = router.reserve("a", tokens=10)
+    del lease
+    assert in_flight() == 0
+    assert router.stats()[0].headroom == 1.0
+
+
 def test_reported_input_calibrates_the_window_filter_and_the_reservation(router: Router) -> None:
     """After successes reporting twice the estimate, deployment a (an 8k window) counts 2x:
     5,000 estimated input tokens plus 1,000 output no longer fit it, and its leases reserve more."""

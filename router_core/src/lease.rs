@@ -1,34 +1,67 @@
 //! Leases: the budget and the in-flight slot one attempt holds on one
 //! deployment, from the decision (or a fallback's `reserve`) until the
-//! attempt's outcome is recorded or the attempt is abandoned.
+//! attempt's outcome is recorded or the lease is dropped.
 
 use std::sync::Arc;
 
 use crate::calibration::Calibration;
-use crate::clock::Nanos;
+use crate::clock::{Clock, Nanos};
 use crate::health::Health;
 use crate::ratelimit::{self, Limit, Reservation};
 use crate::stats::Counters;
 
-/// Held for one attempt; give it back to `Router::record` or `Router::release`.
-/// It keeps the limits it reserved on, so an attempt started before a config
-/// reload settles on the budget it was taken from.
+/// Held for one attempt. `Router::record` settles it with the attempt's
+/// outcome; dropped unrecorded (abandoned, cancelled, forgotten on some path),
+/// it gives its budget, its in-flight slot and any half-open probe back by
+/// itself. Both consume it, so it settles once. It keeps the limits it
+/// reserved on, so an attempt started before a config reload settles on the
+/// budget it was taken from.
 #[derive(Debug)]
 pub struct Lease {
     pub(crate) deployment: Arc<str>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) health: Arc<Health>,
     pub(crate) limits: Limits,
-    pub(crate) reservation: Reservation,
+    /// Taken by `Router::record`; still here when the lease drops, it is released.
+    pub(crate) reservation: Option<Reservation>,
+    tokens: u32,
     /// This attempt is the half-open breaker's probe.
     pub(crate) probe: bool,
     /// The deployment's calibration, and the input estimate the attempt was
     /// leased for (0: unknown), which the provider's reported count calibrates.
     pub(crate) calibration: Arc<Calibration>,
     pub(crate) estimated_input_tokens: u32,
+    /// The router's clock, for the refill when the lease gives itself back.
+    clock: Clock,
 }
 
 impl Lease {
+    #[allow(clippy::too_many_arguments)] // one field each; built only by leasing
+    pub(crate) fn new(
+        deployment: Arc<str>,
+        counters: Arc<Counters>,
+        health: Arc<Health>,
+        limits: Limits,
+        reservation: Reservation,
+        probe: bool,
+        calibration: Arc<Calibration>,
+        estimated_input_tokens: u32,
+        clock: Clock,
+    ) -> Lease {
+        Lease {
+            deployment,
+            counters,
+            health,
+            limits,
+            tokens: reservation.tokens(),
+            reservation: Some(reservation),
+            probe,
+            calibration,
+            estimated_input_tokens,
+            clock,
+        }
+    }
+
     pub fn deployment(&self) -> &str {
         &self.deployment
     }
@@ -36,7 +69,7 @@ impl Lease {
     /// Tokens reserved: the input estimate as this deployment counts it
     /// (calibrated), plus the maximum output.
     pub fn tokens(&self) -> u32 {
-        self.reservation.tokens()
+        self.tokens
     }
 
     /// The input estimate before calibration; 0 when the lease was taken without one.
@@ -46,6 +79,24 @@ impl Lease {
 
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// Gives the lease back with no outcome: its budget returns in full. The
+    /// same as dropping it; the name says so at the call site.
+    pub fn release(self) {}
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(reservation) = self.reservation.take() else {
+            return; // recorded
+        };
+        let now = self.clock.now();
+        self.limits.release(reservation, now);
+        self.counters.end_attempt();
+        if self.probe {
+            self.health.abandon_probe(now);
+        }
     }
 }
 

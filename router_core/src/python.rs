@@ -408,8 +408,9 @@ impl PyRejection {
     }
 }
 
-/// Budget and an in-flight slot held for one attempt; hand it back to
-/// `Router.record` or `Router.release` exactly once.
+/// Budget and an in-flight slot held for one attempt. `Router.record` settles
+/// it, `Router.release` gives it back, once; collected unsettled, it gives
+/// itself back.
 #[pyclass(frozen, name = "Lease", module = "router_core")]
 pub struct PyLease {
     #[pyo3(get)]

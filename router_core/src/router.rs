@@ -170,7 +170,14 @@ impl Router {
             content_fallback: policy.map_or_else(ContentFallback::default, |p| p.content_fallback),
         };
         if !request.dry_run {
-            lease_first(&table, &mut decision, request, now, &mut retry_at);
+            lease_first(
+                &table,
+                &mut decision,
+                request,
+                &self.clock,
+                now,
+                &mut retry_at,
+            );
         }
         if decision.candidates.is_empty() {
             decision.retry_after = retry_at.map(|at| Duration::from_nanos(at.saturating_sub(now)));
@@ -196,7 +203,7 @@ impl Router {
             .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
         let now = self.clock.now();
         let tokens = (input_tokens, max_output_tokens);
-        lease_on(&table, target, tenant, api_key, tokens, now).map_err(|denied| {
+        lease_on(&table, target, tenant, api_key, tokens, &self.clock, now).map_err(|denied| {
             RouterError::Unavailable {
                 deployment: deployment.to_owned(),
                 rate_limited: denied.filter == Filter::RateLimit || denied.retry_at.is_some(),
@@ -233,16 +240,19 @@ impl Router {
     /// deployment's health (breaker, cool-downs, latency; outlier ejection
     /// among its groups at most once a second) and, for a success that
     /// reports its input, the calibration of the input estimate.
-    pub fn record(&self, lease: Lease, outcome: &Outcome) -> Result<(), RouterError> {
+    pub fn record(&self, mut lease: Lease, outcome: &Outcome) -> Result<(), RouterError> {
         for latency in std::iter::once(outcome.latency_ms).chain(outcome.ttft_ms) {
             if !(latency.is_finite() && latency >= 0.0) {
-                self.release(lease);
+                lease.release();
                 return Err(RouterError::InvalidLatency(latency));
             }
         }
+        let Some(reservation) = lease.reservation.take() else {
+            unreachable!("a lease's reservation is taken only here, and record consumes the lease");
+        };
         let now = self.clock.now();
         let used = outcome.input_tokens.saturating_add(outcome.output_tokens);
-        lease.limits.settle(lease.reservation, used, now);
+        lease.limits.settle(reservation, used, now);
         lease.counters.record(outcome);
         lease.counters.end_attempt();
         lease.health.on_outcome(
@@ -263,13 +273,9 @@ impl Router {
 
     /// Gives back a lease whose attempt never produced an outcome (abandoned,
     /// or cancelled by the client): the reserved budget returns in full.
+    /// Dropping the lease does the same.
     pub fn release(&self, lease: Lease) {
-        let now = self.clock.now();
-        lease.limits.release(lease.reservation, now);
-        lease.counters.end_attempt();
-        if lease.probe {
-            lease.health.abandon_probe(now);
-        }
+        lease.release();
     }
 
     fn eject_outliers(&self, deployment: &str, now: Nanos) {

@@ -96,12 +96,67 @@ fn a_decision_leases_its_first_candidate_and_record_settles_it() {
         max_output_tokens: 300,
         ..request.clone()
     };
-    assert_eq!(
-        router.route(&smaller).unwrap().lease.unwrap().deployment(),
-        "a"
-    );
+    let third = router.route(&smaller).unwrap().lease.unwrap();
+    assert_eq!(third.deployment(), "a");
     let stats = router.stats();
     assert_eq!((stats[0].in_flight, stats[1].in_flight), (1, 0));
+}
+
+#[test]
+fn a_lease_dropped_unrecorded_gives_back_its_budget_slot_and_probe() {
+    let (budgeted, _) = router(json!({"tpm": 10_000, "rpm": 2}), json!({}), json!({}));
+    let request = RouteRequest {
+        input_tokens: 300,
+        max_output_tokens: 500,
+        ..RouteRequest::new("g")
+    };
+    for _ in 0..5 {
+        // Never recorded nor released: each lease gives itself back as the decision drops.
+        let decision = budgeted.route(&request).unwrap();
+        assert_eq!(decision.lease.as_ref().unwrap().deployment(), "a");
+        assert_eq!(budgeted.stats()[0].in_flight, 1);
+    }
+    assert_eq!(budgeted.stats()[0].in_flight, 0);
+    let held = budgeted.route(&request).unwrap();
+    assert_eq!(held.lease.as_ref().unwrap().tokens(), 800);
+
+    // A recorded lease keeps its request when it drops: a has one of its 2 rpm left.
+    budgeted
+        .record(held.lease.unwrap(), &Outcome::ok(5.0))
+        .unwrap();
+    let stats = budgeted.stats();
+    assert_eq!((stats[0].requests, stats[0].in_flight), (1, 0));
+    let last = budgeted.route(&request).unwrap();
+    assert_eq!(ids(&last)[0], "a");
+    let over = budgeted.route(&request).unwrap();
+    assert_eq!(
+        rejections(&over),
+        [(
+            "a",
+            "rate_limit",
+            "deployment requests-per-minute budget exhausted"
+        )]
+    );
+    drop((last, over));
+
+    // A half-open breaker's probe comes back when its lease drops.
+    let (router, clock) = router(json!({}), json!({}), json!({}));
+    for _ in 0..5 {
+        fail(
+            &router,
+            router.route(&RouteRequest::new("g")).unwrap(),
+            OutcomeClass::ServerError,
+        );
+    }
+    clock.advance(Duration::from_secs(60));
+    let probe = router.route(&RouteRequest::new("g")).unwrap();
+    assert!(probe.lease.as_ref().unwrap().is_probe());
+    drop(probe);
+    let again = router.route(&RouteRequest::new("g")).unwrap();
+    assert!(
+        again.lease.unwrap().is_probe(),
+        "the probe slot is free again"
+    );
 }
 
 #[test]

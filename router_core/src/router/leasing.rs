@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::clock::Nanos;
+use crate::clock::{Clock, Nanos};
 use crate::filter::Filter;
 use crate::health::Admission;
 use crate::lease::{Lease, Limits, Owner};
@@ -20,6 +20,7 @@ pub(super) fn lease_first<S>(
     table: &Table,
     decision: &mut Decision,
     request: &RouteRequest<'_, S>,
+    clock: &Clock,
     now: Nanos,
     retry_at: &mut Option<Nanos>,
 ) {
@@ -33,6 +34,7 @@ pub(super) fn lease_first<S>(
             request.tenant,
             request.api_key,
             (request.input_tokens, request.max_output_tokens),
+            clock,
             now,
         ) {
             Ok(lease) => {
@@ -86,6 +88,7 @@ pub(super) fn lease_on(
     tenant: &str,
     api_key: &str,
     (estimated_input_tokens, max_output_tokens): (u32, u32),
+    clock: &Clock,
     now: Nanos,
 ) -> Result<Lease, LeaseDenied> {
     let probe = match deployment.health.admit(now) {
@@ -122,16 +125,17 @@ pub(super) fn lease_on(
         });
     }
     deployment.stats.start_attempt();
-    Ok(Lease {
-        deployment: Arc::clone(&deployment.id),
-        counters: Arc::clone(&deployment.stats),
-        health: Arc::clone(&deployment.health),
+    Ok(Lease::new(
+        Arc::clone(&deployment.id),
+        Arc::clone(&deployment.stats),
+        Arc::clone(&deployment.health),
         limits,
         reservation,
         probe,
-        calibration: Arc::clone(&deployment.calibration),
+        Arc::clone(&deployment.calibration),
         estimated_input_tokens,
-    })
+        clock.clone(),
+    ))
 }
 
 /// Explains a denial of `owner`'s budget.
