@@ -1,32 +1,33 @@
-"""One request's life: route → call → record → fall back → answer.
+"""One request's life: decide → run attempts → respond.
 
-The router (Rust) orders the candidates; this module walks that order, calling
-each deployment's provider until one answers, recording every outcome back to
-the router. A stream falls back only before its first content is sent.
+The router (Rust) orders the candidates; the attempts package runs them to the first answer,
+and this module turns that answer into the response (a stream reads the rest of its events
+here, and can no longer fall back once content is sent).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TypeVar
-
-import grpc
 
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import (
-    Attempts,
+    SYSTEM_CLOCK,
+    AttemptLog,
+    Clock,
     Deadline,
     Estimate,
-    Slot,
+    Opening,
+    Schedule,
+    Streaming,
     TimeRemaining,
+    Unary,
     Won,
-    as_upstream_error,
+    first_answer,
     room_for_attempt,
 )
 from service.config import Config
@@ -38,34 +39,37 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError
+from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError
 from service.providers import Provider
 from service.responses import DeploymentConfig
-from service.runner import Attempter, Discard, Start
 from service.tokens import estimate_input_tokens
 
 R = TypeVar("R")
-T = TypeVar("T")
 # The shortest wait between two rounds of waiting for capacity.
 MIN_CAPACITY_WAIT_S = 0.05
 # Rejections that waiting can undo with no known wait: a deployment out of rotation. (A budget
 # that waiting restores comes with its wait, as BudgetExhausted; one the request can never fit
 # is a precondition.)
 _TRANSIENT_FILTERS = frozenset({"health"})
+# What ends a round of attempts without an answer.
+RoundFailure = BudgetExhausted | UpstreamFailed | NoEligibleDeployment
 
 
 class Engine:
-    def __init__(self, config: Config, router: router_core.Router, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        router: router_core.Router,
+        providers: dict[str, Provider],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.config = config
         self.router = router
         self.providers = providers
+        self.clock = clock
         self.deployments: dict[str, DeploymentConfig] = {dep.id: dep for dep in config.deployments()}
-        # What Route says of each deployment never changes; copying it beats building it (3x).
-        self._route_candidates = {
-            dep.id: pb.RouteCandidate(deployment=dep.id, provider=dep.type, provider_model=dep.model, region=dep.region)
-            for dep in config.deployments()
-        }
-        self.attempter = Attempter(router, self.deployments, config.retries)
+        self._route_candidates = responses.route_candidates(config)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
@@ -78,157 +82,97 @@ class Engine:
             request.model,
             request.routing,
             request.metadata,
-            request.messages,
             input_tokens,
             request.max_output_tokens,
             needs=_needed_capabilities(request, streaming=False),
             dry_run=True,
         )
-        response = pb.RouteResponse(
-            model_group=decision.model_group,
-            policy=decision.policy or "",
-            strategy=decision.strategy,
-            input_tokens=input_tokens,
-        )
-        for candidate in decision.candidates:
-            entry = response.candidates.add()
-            entry.CopyFrom(self._route_candidates[candidate.deployment])
-            entry.score = candidate.score
-            entry.tier = candidate.tier
-        for rejection in decision.rejected:
-            response.rejected.add(deployment=rejection.deployment, filter=rejection.filter, detail=rejection.detail)
-        return response
+        return responses.route_response(decision, input_tokens, self._route_candidates)
 
     async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
         request_id = uuid.uuid4().hex
-        attempts = Attempts()
-
-        async def complete(slot: Slot) -> Completion:
-            try:
-                async with asyncio.timeout(slot.budget):
-                    return await self.providers[slot.deployment.id].complete(request)
-            except TimeoutError as error:
-                raise as_upstream_error(error, slot.budget) from error
-
-        decision, won = await self._first_answer(
-            request, attempts, time_remaining, complete, _nothing_to_close, streaming=False
-        )
-        attempts.items.append(self.attempter.record.success(won.slot, None, won.answer.usage))
-        return responses.chat_response(
-            request_id, decision.model_group, won.slot.deployment, won.answer, attempts.items
-        )
+        log = AttemptLog()
+        model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
+        async with won:
+            won.attempt.ok(won.answer.usage)
+        return responses.chat_response(request_id, model_group, won.attempt.deployment, won.answer, log.records)
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
     ) -> AsyncIterator[pb.ChatStreamResponse]:
         request_id = uuid.uuid4().hex
-        attempts = Attempts()
-
-        async def open_stream(slot: Slot) -> _OpenStream:
-            events = self.providers[slot.deployment.id].stream(request)
-            budget = min(slot.budget, slot.deployment.first_token_timeout_s or slot.budget)
-            try:
-                # Nothing reaches the client until the first event, so a failure up to
-                # here can still fall over to another candidate.
-                async with asyncio.timeout(budget):
-                    first = await anext(events)
-            except BaseException as raised:
-                await events.aclose()
-                if isinstance(raised, TimeoutError | StopAsyncIteration):
-                    raise as_upstream_error(raised, budget) from raised
-                raise
-            return _OpenStream(first, events, slot.elapsed())
-
-        decision, won = await self._first_answer(
-            request, attempts, time_remaining, open_stream, _OpenStream.aclose, streaming=True
-        )
-        slot, stream = won.slot, won.answer
-        try:
-            served = responses.served(decision.model_group, slot.deployment)
-            yield pb.ChatStreamResponse(
-                start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts.items)
-            )
+        log = AttemptLog()
+        model_group, won = await self._first_answer(request, Streaming(self.providers, request), log, time_remaining)
+        async with won:
+            attempt, stream = won.attempt, won.answer
+            deployment = attempt.deployment
+            yield responses.stream_start(request_id, model_group, deployment, log.records)
             finished: StreamFinished | None = None
             deltas_sent = 0
             try:
-                async for event in _stalling(stream.first, stream.events, slot.deployment.stall_timeout_s):
+                async for event in stream.rest(deployment.stall_timeout_s):
                     if isinstance(event, Delta):
-                        yield pb.ChatStreamResponse(delta=pb.StreamDelta(text=event.text, tool_calls=event.tool_calls))
+                        yield responses.stream_delta(event)
                         deltas_sent += 1
                     else:
                         finished = event
                 if finished is None:
                     raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "the provider's stream ended unfinished")
             except UpstreamError as error:
-                attempts.items.append(self.attempter.record.failure(slot, error))
-                raise StreamInterrupted(slot.deployment.id, deltas_sent, error, attempts.items) from error
-            attempts.items.append(self.attempter.record.success(slot, stream.first_token_s, finished.usage))
-            yield pb.ChatStreamResponse(
-                end=pb.StreamEnd(
-                    finish_reason=finished.finish_reason,
-                    usage=responses.usage(finished.usage),
-                    cost_usd=responses.cost(slot.deployment, finished.usage),
-                    attempts=attempts.items,
-                    provider_request_id=finished.provider_request_id,
-                )
-            )
-        finally:
-            # A no-op once the outcome is recorded; gives the budget back if the client went away.
-            self.router.release(slot.lease)
-            await stream.aclose()
+                attempt.failed(error)
+                raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
+            attempt.ok(finished.usage, first_token_s=stream.first_token_s)
+            yield responses.stream_end(deployment, finished, log.records)
 
     async def _first_answer(
-        self,
-        request: pb.ChatRequest,
-        attempts: Attempts,
-        time_remaining: TimeRemaining,
-        start: Start[R],
-        discard: Discard[R],
-        *,
-        streaming: bool,
-    ) -> tuple[router_core.Decision, Won[R]]:
-        """Routes the request and runs its attempts to the first answer. When all a round found
-        was rate limiting with a known wait, waits (up to `retries.wait_for_capacity_s` in all,
-        within the deadline) and routes again; the attempts of every round are kept."""
-        deadline = Deadline.starting_now(time_remaining, self.config.retries.total_budget_s)
-        began = time.monotonic()
+        self, request: pb.ChatRequest, opening: Opening[R], log: AttemptLog, time_remaining: TimeRemaining
+    ) -> tuple[str, Won[R]]:
+        """Routes the request and runs its attempts to the first answer, returning the model
+        group and the winner, still open. When all a round found was rate limiting with a known
+        wait, waits (up to `retries.wait_for_capacity_s` in all, within the deadline) and routes
+        again; the attempts of every round are kept."""
+        deadline = Deadline.starting_now(time_remaining, self.config.retries.total_budget_s, self.clock)
+        began = self.clock()
         while True:
-            round_began = len(attempts.items)
-            attempts.retry_after_s = None  # a wait already served says nothing of this round
+            round_began = len(log.records)
+            log.retry_after_s = None  # a wait already served says nothing of this round
+            failure: RoundFailure
             try:
-                decision, tokens = self._decide_chat(request, streaming=streaming)
-                won = await self.attempter.first_answer(
-                    decision, tokens, attempts, deadline, start, discard, streaming=streaming
+                decision, tokens = self._decide_chat(request, streaming=opening.streaming)
+                schedule = Schedule(
+                    self.router, self.deployments, self.config.retries, decision, tokens, log, deadline, self.clock
                 )
-                return decision, won
+                return decision.model_group, await first_answer(schedule, opening)
             except NoEligibleDeployment as error:
-                error.attempts = attempts.items
-                failure: BudgetExhausted | UpstreamFailed | NoEligibleDeployment = error
+                error.attempts = log.records
+                failure = error
             except UpstreamFailed as error:
                 failure = error
-            wait = self._capacity_wait(failure, attempts.items[round_began:], time.monotonic() - began, deadline)
+            wait = self._capacity_wait(failure, log.records[round_began:], self.clock() - began, deadline)
             if wait is None:
                 raise failure
             await asyncio.sleep(wait)
 
     def _capacity_wait(
-        self,
-        failure: BudgetExhausted | UpstreamFailed | NoEligibleDeployment,
-        round_attempts: Sequence[pb.Attempt],
-        waited: float,
-        deadline: Deadline,
+        self, failure: RoundFailure, round_records: Sequence[AttemptRecord], waited: float, deadline: Deadline
     ) -> float | None:
         """How long to wait before routing again, or None to fail now: only when everything the
         round met was rate limiting with a known wait, and the wait fits the settings and the deadline."""
         allowed = self.config.retries.wait_for_capacity_s
-        if allowed <= 0 or not isinstance(failure, BudgetExhausted | UpstreamFailed):
+        if allowed <= 0:
             return None
-        if failure.code != grpc.StatusCode.RESOURCE_EXHAUSTED or failure.retry_after_s is None:
+        if isinstance(failure, BudgetExhausted):
+            retry_after_s: float | None = failure.retry_after_s
+        elif isinstance(failure, UpstreamFailed) and not failure.deadline_exceeded:
+            retry_after_s = failure.retry_after_s
+        else:
             return None
-        if any(a.outcome not in (pb.OUTCOME_RATE_LIMITED, pb.OUTCOME_CANCELLED) for a in round_attempts):
+        if retry_after_s is None:
+            return None
+        if any(r.outcome not in (pb.OUTCOME_RATE_LIMITED, pb.OUTCOME_CANCELLED) for r in round_records):
             return None
         # A Retry-After of 0 must not turn into a busy loop of rounds.
-        wait = max(failure.retry_after_s, MIN_CAPACITY_WAIT_S)
+        wait = max(retry_after_s, MIN_CAPACITY_WAIT_S)
         if waited + wait > allowed:
             return None
         return wait if room_for_attempt(deadline.remaining(), after_s=wait) else None
@@ -241,7 +185,6 @@ class Engine:
             request.model,
             request.routing,
             request.metadata,
-            request.messages,
             input_tokens,
             max_output,
             needs=_needed_capabilities(request, streaming=streaming),
@@ -262,7 +205,6 @@ class Engine:
         model: str,
         routing: pb.RoutingHints,
         metadata: Mapping[str, str],
-        messages: Sequence[pb.Message],
         input_tokens: int,
         max_output_tokens: int,
         *,
@@ -288,42 +230,6 @@ class Engine:
         except router_core.UnknownModelGroupError as error:
             known = ", ".join(error.known) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
-
-
-@dataclass(slots=True)
-class _OpenStream:
-    """A stream that has produced its first event, the rest still to read."""
-
-    first: StreamEvent
-    events: AsyncGenerator[StreamEvent, None]
-    first_token_s: float
-
-    async def aclose(self) -> None:
-        await self.events.aclose()
-
-
-async def _nothing_to_close(_: Completion) -> None:
-    """A unary answer that lost a hedged race holds nothing open."""
-
-
-async def _stalling(first: T, rest: AsyncIterator[T], stall_s: float | None) -> AsyncIterator[T]:
-    """`first`, then `rest`, failing as a timeout when `rest` is silent for `stall_s`. Only the
-    wait for the upstream counts: time spent handing an item to the client does not."""
-    yield first
-    if stall_s is None:
-        # The HTTP client's read timeout (timeout_s) still ends a silent upstream.
-        async for item in rest:
-            yield item
-        return
-    while True:
-        try:
-            async with asyncio.timeout(stall_s):
-                item = await anext(rest)
-        except StopAsyncIteration:
-            return
-        except TimeoutError as error:
-            raise UpstreamError(pb.OUTCOME_TIMEOUT, f"stalled: no chunk for {stall_s:g}s") from error
-        yield item
 
 
 def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming: bool) -> list[str]:

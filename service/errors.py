@@ -17,7 +17,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.outcomes import AttemptRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class NoEligibleDeployment(GatewayError):
     def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]]) -> None:
         self.model_group = model_group
         self.rejections = list(rejections)
-        self.attempts: list[pb.Attempt] = []
+        self.attempts: list[AttemptRecord] = []
         reasons = "; ".join(f"{dep} ({flt}: {detail})" for dep, flt, detail in self.rejections)
         super().__init__(f"no deployment of model group {model_group!r} can serve this request: {reasons}")
 
@@ -70,7 +72,7 @@ class NoEligibleDeployment(GatewayError):
         metadata.update({f"rejected.{dep}": f"{flt}: {detail}" for dep, flt, detail in self.rejections})
         info = error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)
         # Attempts made before routing found nothing left (rounds of waiting for capacity).
-        return [info, pb.AttemptLog(attempts=self.attempts)] if self.attempts else [info]
+        return [info, responses.attempt_log(self.attempts)] if self.attempts else [info]
 
 
 class NoHealthyDeployment(NoEligibleDeployment):
@@ -124,7 +126,7 @@ class UpstreamFailed(GatewayError):
 
     def __init__(
         self,
-        attempts: Sequence[pb.Attempt],
+        attempts: Sequence[AttemptRecord],
         *,
         retry_after_s: float | None = None,
         why: str = "",
@@ -134,6 +136,7 @@ class UpstreamFailed(GatewayError):
         """`outcome` decides the status; by default the last attempt's that was not cancelled."""
         self.attempts = list(attempts)
         self.retry_after_s = retry_after_s
+        self.deadline_exceeded = deadline_exceeded
         if outcome is None:
             ended = [a.outcome for a in self.attempts if a.outcome != pb.OUTCOME_CANCELLED]
             outcome = ended[-1] if ended else pb.OUTCOME_UNSPECIFIED
@@ -141,14 +144,14 @@ class UpstreamFailed(GatewayError):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
         else:
             self.code = _STATUS_OF_OUTCOME.get(outcome, grpc.StatusCode.UNAVAILABLE)
-        tried = "; ".join(f"{a.deployment}: {a.error_message}" for a in self.attempts) or "no deployment tried"
+        tried = "; ".join(f"{a.deployment}: {a.error}" for a in self.attempts) or "no deployment tried"
         super().__init__(f"{why or 'all deployments failed'} ({tried})")
 
     def details(self) -> Sequence[Message]:
         metadata = {f"attempt.{i}": f"{a.deployment} {pb.Outcome.Name(a.outcome)}" for i, a in enumerate(self.attempts)}
         details: list[Message] = [
             error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata),
-            pb.AttemptLog(attempts=self.attempts),
+            responses.attempt_log(self.attempts),
         ]
         if self.retry_after_s is not None:
             details.append(_retry_info(self.retry_after_s))
@@ -161,7 +164,7 @@ class StreamInterrupted(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
 
     def __init__(
-        self, deployment: str, deltas_sent: int, cause: BaseException, attempts: Sequence[pb.Attempt] = ()
+        self, deployment: str, deltas_sent: int, cause: BaseException, attempts: Sequence[AttemptRecord] = ()
     ) -> None:
         self.deployment = deployment
         self.deltas_sent = deltas_sent
@@ -172,7 +175,7 @@ class StreamInterrupted(GatewayError):
         metadata = {"deployment": self.deployment, "deltas_sent": str(self.deltas_sent)}
         return [
             error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=ERROR_DOMAIN, metadata=metadata),
-            pb.AttemptLog(attempts=self.attempts),
+            responses.attempt_log(self.attempts),
         ]
 
 

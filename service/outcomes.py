@@ -27,6 +27,15 @@ RETRIABLE_OUTCOMES = frozenset(
 )
 
 
+# The router's outcome classes are the proto's names without the prefix: OUTCOME_RATE_LIMITED → rate_limited.
+OUTCOME_CLASSES = {
+    value: name.removeprefix("OUTCOME_").lower()
+    for name, value in pb.Outcome.items()
+    # Listed in answers, never recorded: an attempt abandoned, or one never made.
+    if value not in (pb.OUTCOME_UNSPECIFIED, pb.OUTCOME_CANCELLED, pb.OUTCOME_OUT_OF_ROTATION)
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
@@ -63,6 +72,17 @@ class StreamFinished:
 
 
 StreamEvent = Delta | StreamFinished
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt of a request came to, as its answer or its error lists it."""
+
+    deployment: str
+    outcome: pb.Outcome
+    latency_s: float | None = None  # None: passed over without a call
+    upstream_status: int = 0
+    error: str = ""
 
 
 def usage_with_cache(uncached_input: int, output: int, cache_read: int, cache_write: int) -> Usage:

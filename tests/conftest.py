@@ -16,12 +16,16 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from service.server import Gateway
 from tests.mock_openai import MockOpenAI
+from tests.virtual_time import new_virtual_time_loop
 
 StartGateway = Callable[[str], Awaitable[pb_grpc.GatewayStub]]
 
 
-def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The tests run on the loop the gateway runs on in production."""
+def pytest_asyncio_loop_factories(item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The tests run on the loop the gateway runs on in production; those marked `virtual_time`
+    on a loop whose time moves only when every task waits (tests/virtual_time.py)."""
+    if item.get_closest_marker("virtual_time"):
+        return {"virtual_time": new_virtual_time_loop}
     return {"uvloop": uvloop.new_event_loop}
 
 

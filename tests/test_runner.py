@@ -1,8 +1,8 @@
-"""The attempt loop (service/runner.py) against a real router and scripted attempts: leases are
+"""The attempt loop (service/attempts) against a real router and scripted attempts: leases are
 settled exactly once on every path of a hedged race (a winner, a crash, a fatal failure, the
 client leaving mid-cleanup), answers that lost are closed, and retries in place are counted per
-deployment however attempts overlap. Timings are scripted, not measured: a hedge fires after 20 ms
-and the slow attempts take ten times longer."""
+deployment however attempts overlap. Time is virtual (tests/virtual_time.py): a hedge fires after
+exactly 20 ms and the slow attempts take ten times longer, with no wall-clock sleep."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import pytest
 
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.attempts import Attempts, Deadline, Estimate, Slot, Won
+from service.attempts import NO_DEADLINE, Attempt, AttemptLog, Estimate, Schedule, Won, first_answer
 from service.config import parse_config
 from service.errors import UpstreamFailed
 from service.outcomes import UpstreamError, Usage
-from service.runner import Attempter
+
+pytestmark = pytest.mark.virtual_time
 
 HEDGE_MS = 20
-NO_DEADLINE = Deadline(client=lambda: None, remaining=lambda: None)
 SLOW_S = 0.2
 
 
@@ -63,29 +63,49 @@ class Stream:
 
 
 @dataclass
+class Scripted:
+    """An opening whose attempts do what the test says."""
+
+    run: Callable[[Attempt], Awaitable[Stream]]
+    streaming: bool = True
+
+    async def start(self, attempt: Attempt) -> Stream:
+        return await self.run(attempt)
+
+    async def discard(self, answer: Stream) -> None:
+        await answer.aclose()
+
+
+@dataclass
 class Setup:
     router: router_core.Router
-    attempter: Attempter
-    attempts: Attempts = field(default_factory=Attempts)
+    config_text: str
+    log: AttemptLog = field(default_factory=AttemptLog)
 
     def in_flight(self) -> dict[str, int]:
         return {stats.deployment: stats.in_flight for stats in self.router.stats() if stats.in_flight}
 
     def listed(self) -> list[tuple[str, str]]:
-        return [(a.deployment, pb.Outcome.Name(a.outcome).removeprefix("OUTCOME_")) for a in self.attempts.items]
+        return [(a.deployment, pb.Outcome.Name(a.outcome).removeprefix("OUTCOME_")) for a in self.log.records]
 
-    async def first_answer(self, start: Callable[[Slot], Awaitable[Stream]]) -> Won[Stream]:
-        decision = self.router.route("chat")
-        return await self.attempter.first_answer(
-            decision, Estimate(10, 10), self.attempts, NO_DEADLINE, start, Stream.aclose, streaming=True
+    async def first_answer(self, start: Callable[[Attempt], Awaitable[Stream]]) -> Won[Stream]:
+        config = parse_config(self.config_text)
+        schedule = Schedule(
+            self.router,
+            {dep.id: dep for dep in config.deployments()},
+            config.retries,
+            self.router.route("chat"),
+            Estimate(10, 10),
+            self.log,
+            NO_DEADLINE,
+            asyncio.get_running_loop().time,
         )
+        return await first_answer(schedule, Scripted(start))
 
 
 def setup(names: str = "ab", retries: str = "") -> Setup:
-    config = parse_config(config_yaml(names, retries))
-    router = router_core.Router(config.routing_json())
-    deployments = {dep.id: dep for dep in config.deployments()}
-    return Setup(router, Attempter(router, deployments, config.retries))
+    text = config_yaml(names, retries)
+    return Setup(router_core.Router(parse_config(text).routing_json()), text)
 
 
 async def test_the_client_leaving_while_the_loser_closes_settles_every_lease_and_closes_the_winner() -> None:
@@ -94,14 +114,14 @@ async def test_the_client_leaving_while_the_loser_closes_settles_every_lease_and
     race = setup()
     answers: list[Stream] = []
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "a":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "a":
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
                 await asyncio.sleep(SLOW_S)  # closing the upstream call takes a while
                 raise
-        answers.append(Stream(slot.deployment.id))
+        answers.append(Stream(attempt.deployment.id))
         return answers[-1]
 
     task = asyncio.ensure_future(race.first_answer(start))
@@ -118,16 +138,16 @@ async def test_the_client_leaving_while_the_loser_closes_settles_every_lease_and
 async def test_a_hedge_wins_and_the_loser_is_listed_cancelled_with_its_lease_back() -> None:
     race = setup()
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "a":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "a":
             await asyncio.sleep(10)
-        return Stream(slot.deployment.id)
+        return Stream(attempt.deployment.id)
 
     won = await race.first_answer(start)
-    assert won.slot.deployment.id == "b"
+    assert won.attempt.deployment.id == "b"
     assert race.listed() == [("a", "CANCELLED")]
     assert race.in_flight() == {"b": 1}  # the winner's lease is the caller's to settle
-    race.attempter.record.success(won.slot, None, Usage())
+    won.attempt.ok(Usage())
     assert race.in_flight() == {}
 
 
@@ -137,18 +157,18 @@ async def test_answers_at_the_same_moment_keep_the_earlier_started_and_close_the
     answers: list[Stream] = []
     release = asyncio.Event()
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "b":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "b":
             release.set()
         await release.wait()
-        answers.append(Stream(slot.deployment.id))
+        answers.append(Stream(attempt.deployment.id))
         return answers[-1]
 
     won = await race.first_answer(start)
-    assert won.slot.deployment.id == "a"
+    assert won.attempt.deployment.id == "a"
     assert {answer.deployment: answer.closed for answer in answers} == {"a": False, "b": True}
     assert race.listed() == [("b", "CANCELLED")]
-    race.attempter.record.success(won.slot, None, Usage())
+    won.attempt.ok(Usage())
     assert race.in_flight() == {}
 
 
@@ -158,14 +178,14 @@ async def test_a_crash_next_to_an_answer_releases_both_leases_and_closes_the_ans
     answers: list[Stream] = []
     b_started = asyncio.Event()
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "b":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "b":
             b_started.set()
             await asyncio.sleep(0)
             raise RuntimeError("a provider bug")
         await b_started.wait()
         await asyncio.sleep(0)
-        answers.append(Stream(slot.deployment.id))
+        answers.append(Stream(attempt.deployment.id))
         return answers[-1]
 
     with pytest.raises(RuntimeError, match="a provider bug"):
@@ -179,16 +199,16 @@ async def test_a_failure_that_ends_the_request_lets_the_running_attempt_answer()
     still running: nothing new starts, but a may still answer, and does."""
     race = setup()
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "b":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "b":
             raise UpstreamError(pb.OUTCOME_BAD_REQUEST, "unsupported parameter", status=400)
         await asyncio.sleep(SLOW_S)
         return Stream("a")
 
     won = await race.first_answer(start)
-    assert won.slot.deployment.id == "a"
+    assert won.attempt.deployment.id == "a"
     assert race.listed() == [("b", "BAD_REQUEST")]
-    race.attempter.record.success(won.slot, None, Usage())
+    won.attempt.ok(Usage())
     assert race.in_flight() == {}
 
 
@@ -198,9 +218,9 @@ async def test_the_failure_that_ended_the_request_decides_its_status() -> None:
     race = setup("abc")
     calls: list[str] = []
 
-    async def start(slot: Slot) -> Stream:
-        calls.append(slot.deployment.id)
-        if slot.deployment.id == "b":
+    async def start(attempt: Attempt) -> Stream:
+        calls.append(attempt.deployment.id)
+        if attempt.deployment.id == "b":
             raise UpstreamError(pb.OUTCOME_BAD_REQUEST, "bad request", status=400)
         await asyncio.sleep(SLOW_S)
         raise UpstreamError(pb.OUTCOME_SERVER_ERROR, "boom", status=500)
@@ -225,8 +245,8 @@ async def test_a_client_leaving_while_losers_close_leaves_no_error_unseen(
     loop_errors: list[dict[str, object]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
 
-    async def start(slot: Slot) -> Stream:
-        if slot.deployment.id == "a":
+    async def start(attempt: Attempt) -> Stream:
+        if attempt.deployment.id == "a":
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
@@ -253,18 +273,18 @@ async def test_retries_in_place_are_counted_per_deployment_across_a_race() -> No
     race = setup("abc", "retries: {same_deployment: 1, backoff_initial_s: 0.001, backoff_max_s: 0.001}")
     calls: list[str] = []
 
-    async def start(slot: Slot) -> Stream:
-        calls.append(slot.deployment.id)
+    async def start(attempt: Attempt) -> Stream:
+        calls.append(attempt.deployment.id)
         if calls == ["a", "a"]:
             await asyncio.sleep(SLOW_S)  # the retry is slow: b hedges it
-        if slot.deployment.id == "c":
+        if attempt.deployment.id == "c":
             return Stream("c")
         raise UpstreamError(pb.OUTCOME_SERVER_ERROR, "boom", status=500)
 
     won = await race.first_answer(start)
-    assert won.slot.deployment.id == "c"
+    assert won.attempt.deployment.id == "c"
     assert calls.count("a") == 2
     # b failed while a's retry ran: the race waited for a, then moved on from a.
     assert calls == ["a", "a", "b", "c"]
-    race.attempter.record.success(won.slot, None, Usage())
+    won.attempt.ok(Usage())
     assert race.in_flight() == {}

@@ -12,7 +12,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.engine import _stalling
+from service.attempts.openings import stalling as _stalling
 from service.outcomes import UpstreamError
 from tests.conftest import StartGateway, status_details
 from tests.mock_openai import MockOpenAI

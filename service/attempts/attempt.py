@@ -1,0 +1,171 @@
+"""One attempt: a call to one deployment that owns its lease, and the log of a request's attempts.
+
+An attempt owns the lease the router gave it from the moment it exists. `ok` and `failed`
+record its outcome with the router (health, latency, budgets settle); leaving `async with
+attempt` unsettled — the client went away, another attempt won, something crashed — gives the
+lease back. Either way it settles once, and the router's own lease gives itself back if this
+object is ever dropped unsettled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import router_core
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.attempts.timing import Clock, Deadline, room_for_attempt
+from service.config import AnyDeployment
+from service.errors import UpstreamFailed
+from service.outcomes import OUTCOME_CLASSES, AttemptRecord, UpstreamError, Usage
+
+
+@dataclass
+class AttemptLog:
+    """The attempts of one request so far, and the shortest Retry-After any of them got."""
+
+    records: list[AttemptRecord] = field(default_factory=list)
+    retry_after_s: float | None = None
+    # The failure that ended the request at once (a bad request, a refusal), when one did: it,
+    # not whatever was listed after it, decides the status.
+    decisive: UpstreamError | None = None
+
+    def add_skipped(self, deployment: str, why: UpstreamError) -> None:
+        """A candidate passed over without a call."""
+        self._add_failure(AttemptRecord(deployment, why.outcome, error=str(why)), why)
+
+    def _add_failure(self, record: AttemptRecord, error: UpstreamError) -> None:
+        self.records.append(record)
+        if error.retry_after_s is not None and (self.retry_after_s is None or error.retry_after_s < self.retry_after_s):
+            self.retry_after_s = error.retry_after_s
+
+    def failure(self, deadline: Deadline, *, budget_spent: bool = False) -> UpstreamFailed:
+        """The error for a request no attempt answered. DEADLINE_EXCEEDED only when the client's own
+        deadline left no time; the gateway's retry budget running out is reported by the last outcome."""
+        out_of_time = not room_for_attempt(deadline.client())
+        if out_of_time:
+            why = "the deadline left no time for another attempt"
+        elif budget_spent:
+            why = "the retry budget (total_budget_s) left no time for another attempt"
+        else:
+            why = "no candidate deployment answered"
+        return UpstreamFailed(
+            self.records,
+            retry_after_s=self.retry_after_s,
+            why=why,
+            deadline_exceeded=out_of_time,
+            outcome=None if self.decisive is None else self.decisive.outcome,
+        )
+
+
+class Attempt:
+    """One call to one deployment, holding its lease until its outcome is recorded (`ok`,
+    `failed`) or it is given back (`cancel`, or leaving `async with` unsettled)."""
+
+    __slots__ = ("_clock", "_lease", "_log", "_router", "budget", "deployment", "started", "tier")
+
+    def __init__(
+        self,
+        router: router_core.Router,
+        deployment: AnyDeployment,
+        tier: int,
+        lease: router_core.Lease,
+        budget: float,
+        log: AttemptLog,
+        clock: Clock,
+    ) -> None:
+        self._router = router
+        self._lease: router_core.Lease | None = lease
+        self._log = log
+        self._clock = clock
+        self.deployment = deployment
+        self.tier = tier
+        self.budget = budget  # seconds this attempt may take
+        self.started = clock()
+
+    @property
+    def settled(self) -> bool:
+        return self._lease is None
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
+
+    def ok(self, usage: Usage, *, first_token_s: float | None = None) -> None:
+        """Records a success: the answer is complete."""
+        lease = self._settle()
+        latency_s = self.elapsed()
+        self._router.record(
+            lease,
+            outcome="ok",
+            latency_ms=latency_s * 1000,
+            ttft_ms=None if first_token_s is None else first_token_s * 1000,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_OK, latency_s))
+
+    def failed(self, error: UpstreamError) -> None:
+        """Records a failure, which the router learns the deployment's health from."""
+        lease = self._settle()
+        latency_s = self.elapsed()
+        self._router.record(
+            lease,
+            outcome=OUTCOME_CLASSES[error.outcome],
+            latency_ms=latency_s * 1000,
+            retry_after_s=error.retry_after_s,
+        )
+        record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
+        self._log._add_failure(record, error)
+
+    def cancel(self, why: str) -> None:
+        """Gives the lease back with no outcome (the budget returns in full) and lists the
+        attempt as cancelled; a no-op once settled."""
+        if self._lease is None:
+            return
+        self._router.release(self._settle())
+        self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_CANCELLED, self.elapsed(), error=why))
+
+    def release(self) -> None:
+        """Gives the lease back without listing the attempt (it crashed: the request fails as a
+        whole); a no-op once settled."""
+        if self._lease is not None:
+            self._router.release(self._settle())
+
+    def _settle(self) -> router_core.Lease:
+        lease, self._lease = self._lease, None
+        if lease is None:
+            raise RuntimeError(f"the attempt on {self.deployment.id} is already settled")
+        return lease
+
+    @contextmanager
+    def until_answer(self) -> Iterator[Attempt]:
+        """The scope in which the attempt gets to its first answer: a failure raised out of it
+        settles the attempt; an answer leaves it open for whoever takes the answer."""
+        try:
+            yield self
+        except BaseException as error:
+            self._settle_on(error)
+            raise
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None
+    ) -> None:
+        """Leaving the block settles the attempt if nothing in it did."""
+        self._settle_on(error)
+
+    def _settle_on(self, error: BaseException | None) -> None:
+        """An UpstreamError is the attempt's outcome; a crash gives the lease back; the request
+        ending (cancelled, or the block left without an outcome) lists the attempt as cancelled."""
+        if self.settled:
+            return
+        if isinstance(error, UpstreamError):
+            self.failed(error)
+        elif isinstance(error, Exception):
+            self.release()
+        else:
+            self.cancel("cancelled: the request ended")
