@@ -16,6 +16,7 @@ import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import (
+    COOL_DOWN_SLACK_S,
     SYSTEM_CLOCK,
     AttemptLog,
     Clock,
@@ -172,7 +173,7 @@ class Engine:
         if any(r.outcome not in (pb.OUTCOME_RATE_LIMITED, pb.OUTCOME_CANCELLED) for r in round_records):
             return None
         # A Retry-After of 0 must not turn into a busy loop of rounds.
-        wait = max(retry_after_s, MIN_CAPACITY_WAIT_S)
+        wait = max(retry_after_s, MIN_CAPACITY_WAIT_S) + COOL_DOWN_SLACK_S
         if waited + wait > allowed:
             return None
         return wait if room_for_attempt(deadline.remaining(), after_s=wait) else None

@@ -14,86 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
-import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import parse_config
-from service.engine import Engine
 from service.errors import GatewayError
-from service.outcomes import Completion, Delta, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers import Provider
-from tests.virtual_time import VirtualTimeLoop
+from tests.scripted import Action, Answer, Fail, Gateway, Hang, gateway
 
 pytestmark = pytest.mark.virtual_time
 
 STEP_S = 0.005
-
-
-@dataclass(frozen=True)
-class Answer:
-    """Answers after `delay`; a stream sends `deltas` pieces `gap` apart, and breaks after
-    `break_after` of them when set."""
-
-    delay: float = 0.01
-    deltas: int = 3
-    gap: float = 0.01
-    break_after: int | None = None
-
-
-@dataclass(frozen=True)
-class Fail:
-    outcome: pb.Outcome
-    delay: float = 0.01
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Never answers (the deployment's timeout_s ends it)."""
-
-
-Action = Answer | Fail | Hang
-
-
-@dataclass
-class Scripted(Provider):
-    """A deployment doing what the script says, one action per call; then answering."""
-
-    actions: list[Action] = field(default_factory=list)
-
-    def _next(self) -> Action:
-        return self.actions.pop(0) if self.actions else Answer()
-
-    async def complete(self, request: pb.ChatRequest) -> Completion:
-        action = self._next()
-        await _before_answer(action)
-        return Completion("hi", pb.FINISH_REASON_STOP, Usage())
-
-    async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        action = self._next()
-        await _before_answer(action)
-        assert isinstance(action, Answer)
-        for sent in range(action.deltas):
-            if sent == action.break_after:
-                raise UpstreamError(pb.OUTCOME_SERVER_ERROR, "reset mid-stream", status=502)
-            yield Delta(f"piece {sent} ")
-            await asyncio.sleep(action.gap)
-        yield StreamFinished(pb.FINISH_REASON_STOP, Usage())
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def _before_answer(action: Action) -> None:
-    await asyncio.sleep(3600 if isinstance(action, Hang) else action.delay)
-    if isinstance(action, Fail):
-        raise UpstreamError(action.outcome, "scripted", status=500, retry_after_s=action.retry_after_s)
-
 
 CONFIG = """
 default_group: chat
@@ -188,27 +120,6 @@ PATHS = [
 ]
 
 
-@dataclass
-class Gateway:
-    engine: Engine
-    router: router_core.Router
-
-    def leaks(self) -> dict[str, tuple[int, float]]:
-        """Deployments with an attempt in flight or a token budget not whole: (in flight, headroom)."""
-        return {s.deployment: (s.in_flight, s.headroom) for s in self.router.stats() if s.in_flight or s.headroom < 1}
-
-
-def gateway(script: dict[str, list[Action]]) -> Gateway:
-    loop = asyncio.get_running_loop()
-    assert isinstance(loop, VirtualTimeLoop)
-    config = parse_config(CONFIG)
-    router = router_core.Router(config.routing_json(), manual_clock=True)
-    loop.follow(router.advance_clock)
-    random.seed(7)  # the retries' jitter: each run of a path takes the same course
-    providers: dict[str, Provider] = {d: Scripted(list(script.get(d, []))) for d in "abc"}
-    return Gateway(Engine(config, router, providers, clock=loop.time), router)
-
-
 def chat_request(path: str) -> pb.ChatRequest:
     request = pb.ChatRequest(
         model="chat",
@@ -246,7 +157,7 @@ RUNS = {"unary": run_unary, "stream": run_stream}
 @pytest.mark.parametrize("path", PATHS, ids=[path.name for path in PATHS])
 async def test_every_path_and_every_moment_of_leaving_gives_every_lease_back(kind: str, path: Path) -> None:
     loop = asyncio.get_running_loop()
-    gw = gateway(path.script)
+    gw = gateway(CONFIG, path.script)
     began = loop.time()
     ended = await RUNS[kind](gw, path.policy)
     course = loop.time() - began
@@ -254,7 +165,7 @@ async def test_every_path_and_every_moment_of_leaving_gives_every_lease_back(kin
     assert gw.leaks() == {}
 
     for step in range(round(course / STEP_S) + 1):
-        gw = gateway(path.script)
+        gw = gateway(CONFIG, path.script)
         call = asyncio.ensure_future(RUNS[kind](gw, path.policy))
         await asyncio.sleep(step * STEP_S)
         call.cancel()
@@ -265,7 +176,7 @@ async def test_every_path_and_every_moment_of_leaving_gives_every_lease_back(kin
 
 
 async def test_a_reader_that_stops_mid_stream_gives_the_lease_back() -> None:
-    gw = gateway({"a": [Answer(deltas=10)]})
+    gw = gateway(CONFIG, {"a": [Answer(deltas=10)]})
     stream = gw.engine.chat_stream(chat_request(""), lambda: None)
     assert isinstance(stream, AsyncGenerator)
     first = await anext(stream)

@@ -1,4 +1,5 @@
-"""Retrying the same deployment before falling back: backoff, Retry-After, limits."""
+"""Retrying the same deployment before falling back: backoff, Retry-After, limits, over real
+sockets. How long each wait is, exactly, is tested on virtual time in test_attempt_timing.py."""
 
 from __future__ import annotations
 
@@ -131,9 +132,7 @@ async def test_a_long_retry_after_falls_back_at_once(
 ) -> None:
     flaky.faults = [Fault(status=429, headers={"Retry-After": "30"})]
     stub = await start_gateway(config(flaky, second_upstream, FAST))
-    started = time.perf_counter()
     response = await stub.Chat(chat())
-    assert time.perf_counter() - started < 1
     assert [a.deployment for a in response.attempts] == ["mock-0", "mock-1"]
 
 
@@ -166,10 +165,8 @@ async def test_the_total_budget_stops_further_attempts(
     second_upstream.fault = Fault(status=503)
     retries = "{same_deployment: 5, backoff_initial_s: 0.01, total_budget_s: 0.3}"
     stub = await start_gateway(config(flaky, second_upstream, retries))
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat())
-    assert time.perf_counter() - started < 0.6
     # The gateway's own budget ran out, not the client's deadline.
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "mock-0" in (caught.value.details() or "")
@@ -259,10 +256,8 @@ async def test_a_wait_for_capacity_it_cannot_afford_fails_at_once(
     flaky.faults = [rate_limited(200)]
     second_upstream.fault = Fault(status=429, headers={"retry-after-ms": "300"})
     stub = await start_gateway(config(flaky, second_upstream, retries))
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat(), timeout=deadline_s)
-    assert time.perf_counter() - started < 0.15
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     (retry,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.RetryInfo)]
     assert retry.retry_delay.ToMilliseconds() == 200
@@ -288,10 +283,11 @@ async def test_a_zero_retry_after_never_turns_into_a_busy_loop(
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     rounds = len(upstream.requests)
     assert len(second_upstream.requests) == rounds
+    # Exact round counts and waits: test_attempt_timing.py, on virtual time.
     if retries == "{}":
-        assert rounds == 1 and elapsed < 0.2
+        assert rounds == 1
     else:
-        assert 2 <= rounds <= 7 and 0.25 <= elapsed < 1.0, (rounds, elapsed)
+        assert 2 <= rounds <= 6 and elapsed >= 0.05 * (rounds - 1), (rounds, elapsed)
 
 
 async def test_capacity_is_waited_for_only_when_every_attempt_was_rate_limited(
@@ -301,10 +297,8 @@ async def test_capacity_is_waited_for_only_when_every_attempt_was_rate_limited(
     upstream.fault = Fault(status=500)
     second_upstream.fault = rate_limited(200)
     stub = await start_gateway(config(upstream, second_upstream, "{wait_for_capacity_s: 1}"))
-    started = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat())
-    assert time.perf_counter() - started < 0.15
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert len(upstream.requests) == 1 and len(second_upstream.requests) == 1
 

@@ -12,9 +12,18 @@ from service.attempts.attempt import Attempt, AttemptLog
 from service.attempts.openings import Opening, OpenStream, Streaming, Unary
 from service.attempts.race import Won, first_answer
 from service.attempts.schedule import Estimate, Schedule
-from service.attempts.timing import NO_DEADLINE, SYSTEM_CLOCK, Clock, Deadline, TimeRemaining, room_for_attempt
+from service.attempts.timing import (
+    COOL_DOWN_SLACK_S,
+    NO_DEADLINE,
+    SYSTEM_CLOCK,
+    Clock,
+    Deadline,
+    TimeRemaining,
+    room_for_attempt,
+)
 
 __all__ = [
+    "COOL_DOWN_SLACK_S",
     "NO_DEADLINE",
     "SYSTEM_CLOCK",
     "Attempt",

@@ -22,6 +22,10 @@ from service.outcomes import OUTCOME_CLASSES, UpstreamError
 DEADLINE_MARGIN_S = 0.005
 # An attempt with less time than this left is not started.
 MIN_ATTEMPT_S = 0.01
+# Added to a wait for a deployment's cool-down to end: asyncio's timers may fire a millisecond
+# early against the router's monotonic clock (uvloop reads a clock cached at the start of each
+# loop iteration), and a wait that ends just before the cool-down finds the deployment still out.
+COOL_DOWN_SLACK_S = 0.002
 
 Clock = Callable[[], float]
 """Seconds on a monotonic scale; only differences between two readings mean anything."""
@@ -82,5 +86,5 @@ def retry_delay(
     if error.retry_after_s is not None:
         if error.retry_after_s > retries.backoff_max_s:
             return None
-        delay = max(delay, error.retry_after_s)
+        delay = max(delay, error.retry_after_s + COOL_DOWN_SLACK_S)
     return delay if room_for_attempt(time_remaining(), after_s=delay) else None
