@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, Self, final
 
 __all__ = [
+    "DEPLOYMENT_KEYS",
     "Candidate",
     "ConfigError",
     "Decision",
@@ -17,8 +18,20 @@ __all__ = [
     "RouterError",
     "UnknownDeploymentError",
     "UnknownModelGroupError",
+    "describe_config",
     "estimate_tokens",
 ]
+
+DEPLOYMENT_KEYS: tuple[str, ...]
+"""The keys of a deployment that routing reads; a front end whose deployments carry more (how
+to reach the provider) hands these to the router and keeps the rest."""
+
+def describe_config(config_json: str, *, without: Sequence[str] = ()) -> str:
+    """What a config compiles to, as JSON text: ``config`` holds every deployment with its
+    defaults filled in, the model groups with their strategies, the default group, and the
+    policies in the order they are tried with the strategy each uses; ``left_out`` what leaving
+    the deployments ``without`` removed (``deployments``, ``model_groups``, ``policies``, and
+    ``fallbacks`` as [policy id, index]). Raises ConfigError naming the key, as Router does."""
 
 def estimate_tokens(texts: Sequence[str], *, messages: int = 0, images: int = 0) -> int:
     """Estimated input tokens of a request: its ``texts`` (message parts, tool-call names and
@@ -31,10 +44,11 @@ def estimate_tokens(texts: Sequence[str], *, messages: int = 0, images: int = 0)
 
 @final
 class Router:
-    def __new__(cls, config_json: str, *, manual_clock: bool = False) -> Router:
+    def __new__(cls, config_json: str, *, manual_clock: bool = False, without: Sequence[str] = ()) -> Router:
         """Parse and compile a config; raises ConfigError naming the offending key.
 
-        With ``manual_clock`` time stands still until ``advance_clock`` (tests)."""
+        With ``manual_clock`` time stands still until ``advance_clock`` (tests). The deployments
+        ``without`` are left out, with whatever names only them (``describe_config``)."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock forward; ValueError on a real one."""
     def route(
@@ -104,9 +118,12 @@ class Router:
         it (a ``ttft_ms``, for the first token). Raises UnknownDeploymentError."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
-    def reload(self, config_json: str) -> None:
+    def reload(self, config_json: str, *, without: Sequence[str] = ()) -> None:
         """Swap in a new config atomically, keeping the stats of deployment ids that
-        still exist. On ConfigError the current config stays in place."""
+        still exist; ``without`` as for the constructor. On ConfigError the current config
+        stays in place."""
+    def cost_usd(self, deployment: str, *, input_tokens: int, output_tokens: int) -> float:
+        """What an answer of these token counts cost on ``deployment``, in USD."""
     def model_groups(self) -> dict[str, list[str]]:
         """Group name -> deployment ids (priority groups list them by priority)."""
     @property

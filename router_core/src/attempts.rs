@@ -4,7 +4,7 @@
 //! gateway's attempt loop acts on them, since only it sees time pass and
 //! answers arrive.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
@@ -20,7 +20,7 @@ const MAX_HEDGES: u32 = 3;
 /// answers first; at most `max_hedges` extra attempts per request. Waiting for
 /// the tail rather than a fixed delay hedges only the slowest few percent of
 /// requests, so the extra load stays small.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HedgeConfig {
     /// Never hedge sooner than this, however fast the deployment usually is.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attempts::{ContentFallback, HedgeConfig};
 use crate::error::ConfigError;
@@ -13,6 +13,13 @@ use crate::matcher::{Matcher, MatcherConfig};
 use crate::ratelimit::LimitSpec;
 use crate::strategy::Strategy;
 use crate::table::MAX_NAMES;
+
+mod describe;
+mod prune;
+#[cfg(test)]
+mod tests;
+
+pub use prune::Pruned;
 
 /// `route("auto")` selects `default_group`, so no group may take that name.
 pub const AUTO_GROUP: &str = "auto";
@@ -66,7 +73,7 @@ pub struct PolicyConfig {
 }
 
 /// A set of deployments, named directly or through their model groups.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     #[serde(default)]
@@ -76,7 +83,7 @@ pub struct TargetConfig {
 }
 
 /// Limits a policy adds to every request it routes.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintsConfig {
     /// Ceiling on a request's estimated cost; the lower of this and the request's own applies.
@@ -118,17 +125,38 @@ impl Default for ScoringConfig {
     }
 }
 
+/// The keys of a deployment that routing reads, every one of `DeploymentConfig`'s
+/// fields. A front end whose deployments carry more (how to reach the
+/// provider) hands these to the router and keeps the rest.
+pub const DEPLOYMENT_KEYS: [&str; 10] = [
+    "id",
+    "region",
+    "context_window",
+    "capabilities",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+    "weight",
+    "priority",
+    "rpm",
+    "tpm",
+];
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     pub id: String,
+    /// A routing label (data residency); "unspecified" when not given.
+    #[serde(default = "default_region")]
     pub region: String,
     pub context_window: u32,
-    #[serde(default)]
+    /// What it can do beyond plain chat; `["streaming"]` when not given.
+    #[serde(default = "default_capabilities")]
     pub capabilities: Vec<String>,
-    /// USD per million tokens. Validated and kept for the cost policies to come;
-    /// the compiled table does not carry prices yet because nothing reads them.
+    /// USD per million tokens, 0 when not given: the cost filter, the
+    /// `lowest_cost` and `balanced` strategies, and the cost of each answer.
+    #[serde(default)]
     pub input_price_per_mtok: f64,
+    #[serde(default)]
     pub output_price_per_mtok: f64,
     #[serde(default = "default_weight")]
     pub weight: f64,
@@ -179,6 +207,14 @@ fn default_weight() -> f64 {
     1.0
 }
 
+fn default_region() -> String {
+    "unspecified".to_owned()
+}
+
+fn default_capabilities() -> Vec<String> {
+    vec!["streaming".to_owned()]
+}
+
 impl Config {
     /// Parses and validates a JSON document.
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
@@ -211,6 +247,22 @@ impl Config {
         Ok(config)
     }
 
+    /// The strategy a policy orders its candidates by: its own, else that of
+    /// the one model group it routes to, else weighted.
+    pub fn policy_strategy(&self, policy: &PolicyConfig) -> Strategy {
+        let single_group = match (
+            &policy.route_to.groups[..],
+            &policy.route_to.deployments[..],
+        ) {
+            ([name], []) => self.model_groups.iter().find(|g| &g.name == name),
+            _ => None,
+        };
+        policy
+            .strategy
+            .or(single_group.map(|g| g.strategy))
+            .unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_deployments()?;
         self.validate_groups()?;
@@ -239,9 +291,7 @@ impl Config {
         let mut regions = HashSet::new();
         for (i, d) in self.deployments.iter().enumerate() {
             let key = |field: &str| format!("deployments[{i}].{field}");
-            if d.id.is_empty() {
-                return Err(ConfigError::Empty { key: key("id") });
-            }
+            check_name(key("id"), &d.id)?;
             if !ids.insert(d.id.as_str()) {
                 return Err(duplicate(key("id"), "deployment id", &d.id));
             }
@@ -270,13 +320,17 @@ impl Config {
     }
 
     fn validate_groups(&self) -> Result<(), ConfigError> {
+        if self.model_groups.is_empty() {
+            // Requests name a model group: with none, nothing could be asked for.
+            return Err(ConfigError::Empty {
+                key: "model_groups".to_owned(),
+            });
+        }
         let ids: HashSet<&str> = self.deployments.iter().map(|d| d.id.as_str()).collect();
         let mut names = HashSet::new();
         for (i, group) in self.model_groups.iter().enumerate() {
             let key = |field: &str| format!("model_groups[{i}].{field}");
-            if group.name.is_empty() {
-                return Err(ConfigError::Empty { key: key("name") });
-            }
+            check_name(key("name"), &group.name)?;
             if group.name == AUTO_GROUP {
                 return Err(ConfigError::Reserved {
                     key: key("name"),
@@ -396,6 +450,29 @@ impl Config {
     }
 }
 
+/// The longest deployment id or model group name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Deployment ids and model group names appear in answers, errors and logs:
+/// a letter or digit, then letters, digits and `._:/@-`, at most 128 bytes.
+fn check_name(key: String, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::Empty { key });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/@-".contains(c);
+    let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(allowed) {
+        return Err(ConfigError::Schema {
+            key,
+            message: format!(
+                "{name:?} is not a valid name: a letter or digit, then letters, digits and \
+                 ._:/@- (at most {MAX_NAME_LEN})"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn check_non_negative(key: String, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
@@ -418,203 +495,4 @@ fn out_of_range(key: String, bound: &'static str, value: f64) -> ConfigError {
 
 fn too_many(key: String, what: &'static str) -> ConfigError {
     ConfigError::TooMany { key, what }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{json, Value};
-
-    fn valid() -> Value {
-        json!({
-            "default_group": "echo",
-            "deployments": [
-                {"id": "a", "region": "eu", "context_window": 1000, "capabilities": ["streaming"],
-                 "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0},
-                {"id": "b", "region": "us", "context_window": 2000,
-                 "input_price_per_mtok": 0.0, "output_price_per_mtok": 0.0, "weight": 3.0, "priority": 2}
-            ],
-            "model_groups": [
-                {"name": "echo", "deployments": ["a", "b"]},
-                {"name": "fast", "strategy": "priority", "deployments": ["b"]}
-            ]
-        })
-    }
-
-    fn error_for(config: Value) -> String {
-        Config::from_json(&config.to_string())
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn valid_config_parses_with_defaults() {
-        let config = Config::from_json(&valid().to_string()).unwrap();
-        assert_eq!(config.default_group.as_deref(), Some("echo"));
-        assert_eq!(
-            (config.deployments[0].weight, config.deployments[0].priority),
-            (1.0, 0)
-        );
-        assert!(config.deployments[1].capabilities.is_empty());
-        assert_eq!(config.model_groups[0].strategy, Strategy::Weighted);
-        assert_eq!(config.model_groups[1].strategy, Strategy::Priority);
-    }
-
-    #[test]
-    fn default_group_is_optional() {
-        let mut config = valid();
-        config.as_object_mut().unwrap().remove("default_group");
-        assert_eq!(
-            Config::from_json(&config.to_string())
-                .unwrap()
-                .default_group,
-            None
-        );
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected_with_their_path() {
-        let mut config = valid();
-        config["deployments"][1]["model_group"] = json!("echo");
-        let message = error_for(config);
-        let expected = "deployments[1].model_group: unknown field `model_group`, expected one of";
-        assert!(message.starts_with(expected), "{message}");
-    }
-
-    #[test]
-    fn type_errors_name_the_key() {
-        let mut config = valid();
-        config["deployments"][0]["context_window"] = json!("big");
-        let message = error_for(config);
-        assert!(
-            message.starts_with("deployments[0].context_window: invalid type"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn unknown_strategy_is_rejected() {
-        let mut config = valid();
-        config["model_groups"][0]["strategy"] = json!("fastest");
-        let message = error_for(config);
-        assert!(
-            message.starts_with("model_groups[0].strategy: unknown variant `fastest`"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn malformed_json_is_a_schema_error() {
-        let message = Config::from_json("{").unwrap_err().to_string();
-        assert!(
-            message.starts_with("config: EOF while parsing"),
-            "{message}"
-        );
-        let trailing = format!("{} x", valid());
-        assert!(Config::from_json(&trailing)
-            .unwrap_err()
-            .to_string()
-            .contains("trailing characters"));
-    }
-
-    #[test]
-    fn deployment_values_are_checked() {
-        let cases = [
-            ("id", json!(""), "deployments[0].id: must not be empty"),
-            (
-                "context_window",
-                json!(0),
-                "deployments[0].context_window: must be > 0, got 0",
-            ),
-            (
-                "weight",
-                json!(0.0),
-                "deployments[0].weight: must be a finite number > 0, got 0",
-            ),
-            (
-                "weight",
-                json!(-1.5),
-                "deployments[0].weight: must be a finite number > 0, got -1.5",
-            ),
-            (
-                "input_price_per_mtok",
-                json!(-0.5),
-                "deployments[0].input_price_per_mtok: must be a finite number >= 0, got -0.5",
-            ),
-        ];
-        for (field, value, expected) in cases {
-            let mut config = valid();
-            config["deployments"][0][field] = value;
-            assert_eq!(error_for(config), expected);
-        }
-    }
-
-    #[test]
-    fn deployment_ids_are_unique() {
-        let mut config = valid();
-        config["deployments"][1]["id"] = json!("a");
-        assert_eq!(
-            error_for(config),
-            "deployments[1].id: duplicate deployment id \"a\""
-        );
-    }
-
-    #[test]
-    fn group_values_are_checked() {
-        let cases = [
-            ("name", json!(""), "model_groups[1].name: must not be empty"),
-            (
-                "name",
-                json!("echo"),
-                "model_groups[1].name: duplicate model group \"echo\"",
-            ),
-            (
-                "name",
-                json!("auto"),
-                "model_groups[1].name: \"auto\" is reserved (it selects default_group)",
-            ),
-            (
-                "deployments",
-                json!([]),
-                "model_groups[1].deployments: must not be empty",
-            ),
-            (
-                "deployments",
-                json!(["x"]),
-                "model_groups[1].deployments[0]: unknown deployment \"x\"",
-            ),
-            (
-                "deployments",
-                json!(["b", "b"]),
-                "model_groups[1].deployments[1]: duplicate deployment \"b\"",
-            ),
-        ];
-        for (field, value, expected) in cases {
-            let mut config = valid();
-            config["model_groups"][1][field] = value;
-            assert_eq!(error_for(config), expected);
-        }
-    }
-
-    #[test]
-    fn default_group_must_exist() {
-        let mut config = valid();
-        config["default_group"] = json!("nope");
-        assert_eq!(
-            error_for(config),
-            "default_group: unknown model group \"nope\""
-        );
-    }
-
-    #[test]
-    fn at_most_63_capabilities() {
-        let mut config = valid();
-        let names: Vec<String> = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
-        config["deployments"][1]["capabilities"] = json!(names);
-        // "streaming" on deployments[0] is the first; c62 is the 64th.
-        assert_eq!(
-            error_for(config),
-            "deployments[1].capabilities[62]: more than 63 distinct capabilities"
-        );
-    }
 }

@@ -30,6 +30,9 @@ pub enum ConfigError {
     Reserved { key: String, value: String },
     #[error("default_group: unknown model group {0:?}")]
     UnknownDefaultGroup(String),
+    /// Leaving deployments out (`Config::without`) emptied the default group.
+    #[error("default_group: model group {0:?} has no deployment left")]
+    LeftEmpty(String),
     /// Capabilities and regions are bitmasks in the compiled table.
     #[error("{key}: more than {limit} distinct {what}", limit = crate::table::MAX_NAMES)]
     TooMany { key: String, what: &'static str },

@@ -31,8 +31,8 @@ pub use calibration::{
 };
 pub use clock::{Clock, Nanos};
 pub use config::{
-    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, ScoringConfig,
-    TargetConfig, AUTO_GROUP,
+    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, Pruned,
+    ScoringConfig, TargetConfig, AUTO_GROUP, DEPLOYMENT_KEYS,
 };
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
@@ -59,6 +59,8 @@ pub use tokens::{
 #[pyo3::pymodule]
 mod router_core {
     #[pymodule_export]
+    use crate::python::config::describe_config;
+    #[pymodule_export]
     use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
@@ -70,6 +72,8 @@ mod router_core {
     #[pymodule_init]
     fn init(module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        module.add("ConfigError", crate::python::config_error(module.py())?)
+        module.add("ConfigError", crate::python::config_error(module.py())?)?;
+        let keys = pyo3::types::PyTuple::new(module.py(), crate::DEPLOYMENT_KEYS)?;
+        module.add("DEPLOYMENT_KEYS", keys)
     }
 }

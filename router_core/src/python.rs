@@ -3,6 +3,8 @@
 //! `Router` without runtime borrow errors. Rust errors become Python
 //! exceptions in exactly one place, [`to_py_err`].
 
+pub(crate) mod config;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -47,17 +49,24 @@ pub struct PyRouter(Router);
 #[pymethods]
 impl PyRouter {
     /// `manual_clock`: time stands still until `advance_clock` (for tests).
+    /// `without`: deployment ids to leave out, with whatever names only them
+    /// (see `describe_config`).
     #[new]
-    #[pyo3(signature = (config_json, *, manual_clock = false))]
-    fn new(py: Python<'_>, config_json: &str, manual_clock: bool) -> PyResult<Self> {
+    #[pyo3(signature = (config_json, *, manual_clock = false, without = Vec::new()))]
+    #[pyo3(text_signature = "(config_json, *, manual_clock=False, without=())")]
+    fn new(
+        py: Python<'_>,
+        config_json: &str,
+        manual_clock: bool,
+        without: Vec<String>,
+    ) -> PyResult<Self> {
         let clock = if manual_clock {
             Clock::manual()
         } else {
             Clock::default()
         };
-        Router::with_clock(config_json, clock)
-            .map(PyRouter)
-            .map_err(|e| to_py_err(py, e))
+        let (config, _) = config::parse(py, config_json, &without)?;
+        Ok(PyRouter(Router::from_config(&config, clock)))
     }
 
     /// Moves a manual clock forward; a ValueError on the real one.
@@ -237,9 +246,29 @@ impl PyRouter {
             .collect()
     }
 
-    /// Swaps in a new config atomically, keeping stats of surviving deployment ids.
-    fn reload(&self, py: Python<'_>, config_json: &str) -> PyResult<()> {
-        self.0.reload(config_json).map_err(|e| to_py_err(py, e))
+    /// Swaps in a new config atomically, keeping stats of surviving deployment
+    /// ids; `without` as for the constructor. On error the current one stays.
+    #[pyo3(signature = (config_json, *, without = Vec::new()))]
+    #[pyo3(text_signature = "($self, config_json, *, without=())")]
+    fn reload(&self, py: Python<'_>, config_json: &str, without: Vec<String>) -> PyResult<()> {
+        let (config, _) = config::parse(py, config_json, &without)?;
+        self.0.reload_config(&config);
+        Ok(())
+    }
+
+    /// What an answer of `input_tokens` and `output_tokens` cost on
+    /// `deployment`, in USD. UnknownDeploymentError if unknown.
+    #[pyo3(signature = (deployment, *, input_tokens, output_tokens))]
+    fn cost_usd(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) -> PyResult<f64> {
+        self.0
+            .cost_usd(deployment, input_tokens, output_tokens)
+            .map_err(|e| to_py_err(py, e))
     }
 
     /// Group name -> deployment ids.
@@ -670,7 +699,7 @@ pub(crate) fn config_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 /// The one mapping from Rust errors to Python exceptions. Exceptions are built
 /// by calling their class, as Python code would, so `args` and `str()` agree
 /// whichever side raised them.
-fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
+pub(crate) fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
     let exception = match err {
         RouterError::Config(e) => config_error(py).and_then(|class| class.call1((e.to_string(),))),
         RouterError::UnknownModelGroup { name, known } => py

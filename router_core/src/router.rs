@@ -53,17 +53,21 @@ impl Router {
 
     /// A router whose rate limits and health read `clock` (see [`Clock::manual`]).
     pub fn with_clock(config_json: &str, clock: Clock) -> Result<Router, RouterError> {
-        let config = Config::from_json(config_json)?;
+        Ok(Router::from_config(&Config::from_json(config_json)?, clock))
+    }
+
+    /// A router on a config already parsed (and perhaps pruned: [`Config::without`]).
+    pub fn from_config(config: &Config, clock: Clock) -> Router {
         // Time only makes unseeded orders differ between processes; any value works.
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        Ok(Router {
-            table: ArcSwap::from_pointee(Table::compile(&config, None, clock.now())),
+        Router {
+            table: ArcSwap::from_pointee(Table::compile(config, None, clock.now())),
             reload_lock: Mutex::new(()),
             seeds: AtomicU64::new(seed),
             clock,
-        })
+        }
     }
 
     pub fn clock(&self) -> &Clock {
@@ -73,15 +77,33 @@ impl Router {
     /// Replaces the table atomically, keeping the stats of deployments whose id
     /// still exists. On error the current table stays in place.
     pub fn reload(&self, config_json: &str) -> Result<(), RouterError> {
-        let config = Config::from_json(config_json)?;
+        self.reload_config(&Config::from_json(config_json)?);
+        Ok(())
+    }
+
+    /// [`Router::reload`] with a config already parsed.
+    pub fn reload_config(&self, config: &Config) {
         // The lock guards no data, so a panic elsewhere cannot leave it inconsistent.
         let _guard = self
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let table = Table::compile(&config, Some(&self.table.load()), self.clock.now());
+        let table = Table::compile(config, Some(&self.table.load()), self.clock.now());
         self.table.store(Arc::new(table));
-        Ok(())
+    }
+
+    /// What an answer of `input_tokens` and `output_tokens` cost on `deployment`, in USD.
+    pub fn cost_usd(
+        &self,
+        deployment: &str,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) -> Result<f64, RouterError> {
+        let table = self.table.load();
+        let target = table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
+        Ok(target.cost_usd(input_tokens, output_tokens))
     }
 
     /// Picks the plan (the first matching policy, else the requested model

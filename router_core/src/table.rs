@@ -278,14 +278,7 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let single_group = match (&p.route_to.groups[..], &p.route_to.deployments[..]) {
-                    ([name], []) => Some(&groups[group_index[name.as_str()]]),
-                    _ => None,
-                };
-                let strategy = p
-                    .strategy
-                    .or(single_group.map(|g| g.plan.strategy))
-                    .unwrap_or_default();
+                let strategy = config.policy_strategy(p);
                 let tiers = std::iter::once(&p.route_to)
                     .chain(&p.fallback)
                     .map(members_of)
