@@ -8,6 +8,7 @@ from pathlib import Path
 
 from service import __version__
 from service.config import ConfigError, load_config
+from service.config.report import compiled_report
 from service.logs import configure_logging
 from service.server import run_gateway
 from service.workers import run_workers
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="gateway processes sharing the port (SO_REUSEPORT), each with its own router state (default 1)",
     )
-    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check = commands.add_parser("check-config", help="validate a config file and print what it compiles to")
     check.add_argument("config", type=Path)
     options = parser.parse_args(argv)
 
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchboard: {error}", file=sys.stderr)
         return 2
     if options.command == "check-config":
-        groups = ", ".join(group.name for group in config.model_groups)
-        print(f"{options.config}: OK ({len(config.deployments())} deployments; model groups: {groups})")
+        print(compiled_report(config))
         return 0
     listen = options.listen or config.server.listen
     if options.workers < 1:

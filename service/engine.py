@@ -31,7 +31,7 @@ from service.attempts import (
     first_answer,
     room_for_attempt,
 )
-from service.config import Config
+from service.config import Config, Deployment
 from service.errors import (
     BudgetExhausted,
     InvalidRequest,
@@ -40,9 +40,8 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
-from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError
+from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
-from service.responses import DeploymentConfig
 from service.tokens import estimate_input_tokens
 
 R = TypeVar("R")
@@ -69,7 +68,7 @@ class Engine:
         self.router = router
         self.providers = providers
         self.clock = clock
-        self.deployments: dict[str, DeploymentConfig] = {dep.id: dep for dep in config.deployments()}
+        self.deployments: dict[str, Deployment] = {dep.id: dep for dep in config.deployments()}
         self._route_candidates = responses.route_candidates(config)
 
     async def aclose(self) -> None:
@@ -96,7 +95,9 @@ class Engine:
         model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
         async with won:
             won.attempt.ok(won.answer.usage)
-        return responses.chat_response(request_id, model_group, won.attempt.deployment, won.answer, log.records)
+        deployment, completion = won.attempt.deployment, won.answer
+        cost = self._cost_usd(deployment, completion.usage)
+        return responses.chat_response(request_id, model_group, deployment, completion, cost, log.records)
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
@@ -123,7 +124,10 @@ class Engine:
                 attempt.failed(error)
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
             attempt.ok(finished.usage, first_token_s=stream.first_token_s)
-            yield responses.stream_end(deployment, finished, log.records)
+            yield responses.stream_end(finished, self._cost_usd(deployment, finished.usage), log.records)
+
+    def _cost_usd(self, deployment: Deployment, usage: Usage) -> float:
+        return self.router.cost_usd(deployment.id, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
 
     async def _first_answer(
         self, request: pb.ChatRequest, opening: Opening[R], log: AttemptLog, time_remaining: TimeRemaining

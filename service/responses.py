@@ -9,10 +9,9 @@ from google.protobuf import duration_pb2
 
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import AnyDeployment, Config
+from service.config import Config, Deployment
 from service.outcomes import AttemptRecord, Completion, Delta, StreamFinished, Usage
 
-DeploymentConfig = AnyDeployment
 RouteCandidates = dict[str, pb.RouteCandidate]
 
 
@@ -58,8 +57,9 @@ def route_response(decision: router_core.Decision, input_tokens: int, candidates
 def chat_response(
     request_id: str,
     model_group: str,
-    deployment: DeploymentConfig,
+    deployment: Deployment,
     completion: Completion,
+    cost_usd: float,
     records: Sequence[AttemptRecord],
 ) -> pb.ChatResponse:
     return pb.ChatResponse(
@@ -72,14 +72,14 @@ def chat_response(
         ),
         finish_reason=completion.finish_reason,
         usage=usage(completion.usage),
-        cost_usd=cost(deployment, completion.usage),
+        cost_usd=cost_usd,
         attempts=attempts(records),
         provider_request_id=completion.provider_request_id,
     )
 
 
 def stream_start(
-    request_id: str, model_group: str, deployment: DeploymentConfig, records: Sequence[AttemptRecord]
+    request_id: str, model_group: str, deployment: Deployment, records: Sequence[AttemptRecord]
 ) -> pb.ChatStreamResponse:
     return pb.ChatStreamResponse(
         start=pb.StreamStart(id=request_id, served=served(model_group, deployment), failed_attempts=attempts(records))
@@ -90,14 +90,12 @@ def stream_delta(delta: Delta) -> pb.ChatStreamResponse:
     return pb.ChatStreamResponse(delta=pb.StreamDelta(text=delta.text, tool_calls=delta.tool_calls))
 
 
-def stream_end(
-    deployment: DeploymentConfig, finished: StreamFinished, records: Sequence[AttemptRecord]
-) -> pb.ChatStreamResponse:
+def stream_end(finished: StreamFinished, cost_usd: float, records: Sequence[AttemptRecord]) -> pb.ChatStreamResponse:
     return pb.ChatStreamResponse(
         end=pb.StreamEnd(
             finish_reason=finished.finish_reason,
             usage=usage(finished.usage),
-            cost_usd=cost(deployment, finished.usage),
+            cost_usd=cost_usd,
             attempts=attempts(records),
             provider_request_id=finished.provider_request_id,
         )
@@ -123,7 +121,7 @@ def attempt_log(records: Sequence[AttemptRecord]) -> pb.AttemptLog:
     return pb.AttemptLog(attempts=attempts(records))
 
 
-def served(model_group: str, deployment: DeploymentConfig) -> pb.Served:
+def served(model_group: str, deployment: Deployment) -> pb.Served:
     return pb.Served(
         model_group=model_group,
         deployment=deployment.id,
@@ -141,19 +139,13 @@ def usage(counts: Usage) -> pb.Usage:
     )
 
 
-def cost(deployment: DeploymentConfig, counts: Usage) -> float:
-    return (
-        counts.input_tokens * deployment.input_price_per_mtok + counts.output_tokens * deployment.output_price_per_mtok
-    ) / 1_000_000
-
-
 def duration(seconds: float) -> duration_pb2.Duration:
     value = duration_pb2.Duration()
     value.FromNanoseconds(round(seconds * 1e9))
     return value
 
 
-def deployment_info(dep: DeploymentConfig) -> pb.Deployment:
+def deployment_info(dep: Deployment) -> pb.Deployment:
     return pb.Deployment(
         id=dep.id,
         provider=dep.type,

@@ -13,7 +13,6 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import Config
@@ -46,7 +45,7 @@ class Gateway:
             self.port = self.server.add_insecure_port(listen)
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: {error}") from error
-        self.engine = Engine(config, router_core.Router(config.routing_json()), build_providers(config, environ))
+        self.engine = Engine(config, config.new_router(), build_providers(config, environ))
         self.health = health.aio.HealthServicer()
         pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

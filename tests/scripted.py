@@ -100,7 +100,7 @@ def gateway(config_text: str, script: Mapping[str, Sequence[Action]]) -> Gateway
     loop = asyncio.get_running_loop()
     assert isinstance(loop, VirtualTimeLoop)
     config = parse_config(config_text)
-    router = router_core.Router(config.routing_json(), manual_clock=True)
+    router = config.new_router(manual_clock=True)
     loop.follow(router.advance_clock)
     random.seed(7)  # the retries' jitter: each run of a path takes the same course
     providers: dict[str, Provider] = {dep.id: Scripted(list(script.get(dep.id, []))) for dep in config.deployments()}

@@ -27,11 +27,9 @@ async def anthropic() -> AsyncIterator[MockAnthropic]:
 def deployment(base_url: str, timeout_s: float = 5.0) -> AnthropicDeployment:
     return AnthropicDeployment.model_validate(
         {
-            "id": "claude",
             "type": "anthropic",
             "model": "claude-test",
             "base_url": base_url,
-            "context_window": 200_000,
             "timeout_s": timeout_s,
             "default_max_tokens": 512,
         }

@@ -31,12 +31,10 @@ async def bedrock() -> AsyncIterator[MockBedrock]:
 def deployment(endpoint: str, **overrides: object) -> BedrockDeployment:
     return BedrockDeployment.model_validate(
         {
-            "id": "br",
             "type": "bedrock",
             "model": MODEL,
             "aws_region": REGION,
             "endpoint_url": endpoint,
-            "context_window": 200_000,
         }
         | overrides
     )

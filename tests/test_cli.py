@@ -106,7 +106,49 @@ def test_bad_config_exits_with_the_reason(tmp_path: Path) -> None:
         [sys.executable, "-m", "service", "check-config", str(path)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
-    assert f"{path}:3: model_groups[0].deployments: List should have at least 1 item" in result.stderr
+    assert f"{path}:3: model_groups[0].deployments: must not be empty" in result.stderr
+
+
+def test_check_config_prints_what_the_config_compiles_to(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+default_group: chat
+deployments:
+  - {id: shared, type: echo, model: e, context_window: 1000, region: eu, rpm: 60}
+model_groups:
+  - name: chat
+    strategy: least_in_flight
+    deployments: [shared, {id: big, type: echo, model: e, context_window: 9000, priority: 1}]
+  - name: keyed
+    deployments:
+      - {id: keyed, type: gemini, model: g, api_key_env: UNSET_TEST_KEY, skip_without_key: true, context_window: 1}
+policies:
+  - id: code
+    when: {field: task, eq: code}
+    route_to: {groups: [keyed]}
+    fallback: [{deployments: [big]}]
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "UNSET_TEST_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{path}: OK"
+    assert "  chat (least_in_flight): shared, big" in lines
+    assert any(
+        line.startswith("  shared: echo e, region eu, context window 1000,") and "rpm 60" in line for line in lines
+    )
+    assert "policies: none (each request routes by its model group's strategy)" in lines
+    assert "left out, their credentials missing: keyed" in lines
+    assert "  and with them model groups: keyed" in lines
+    assert "  and with them policies: code" in lines
 
 
 def test_workers_share_one_port_and_stop_together() -> None:

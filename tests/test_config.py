@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import router_core
 from service.config import ConfigError, load_config, parse_config
 
 DEPLOYMENT = """
@@ -49,7 +50,9 @@ def test_errors_name_key_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     message = str(caught.value)
-    assert f"{path}:7: model_groups[0].deployments[0].context_window: Input should be greater than 0" in message
+    assert (
+        f"{path}:7: model_groups[0].deployments[0].context_window: invalid value: integer `-1`, expected u32" in message
+    )
     assert f"{path}:8: model_groups[0].deployments[0].colour: Extra inputs are not permitted" in message
     assert f"{path}:4: model_groups[0].deployments[0].base_url: Field required" in message
 
@@ -57,10 +60,19 @@ def test_errors_name_key_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("model_groups: []", "model_groups: List should have at least 1 item"),
-        ("default_group: nope\n" + DEPLOYMENT, "default_group 'nope' is not a model group"),
-        (DEPLOYMENT + DEPLOYMENT.split("model_groups:")[1], "model group names must be unique"),
-        (DEPLOYMENT.replace("name: g", "name: auto"), '"auto" is reserved'),
+        ("model_groups: []", "c.yaml:1: model_groups: must not be empty"),
+        ("default_group: nope\n" + DEPLOYMENT, 'c.yaml:1: default_group: unknown model group "nope"'),
+        (
+            DEPLOYMENT + "  - name: g\n    deployments: [d1]\n",
+            'c.yaml:11: model_groups[1].name: duplicate model group "g"',
+        ),
+        (DEPLOYMENT.replace("name: g", "name: auto"), 'c.yaml:3: model_groups[0].name: "auto" is reserved'),
+        (
+            DEPLOYMENT.replace("id: d1", "id: -d1"),
+            'c.yaml:5: model_groups[0].deployments[0].id: "-d1" is not a valid name',
+        ),
+        ("{}", "c.yaml:1: (top level): missing field `model_groups`"),
+        ("colour: blue\n" + DEPLOYMENT, "c.yaml:1: colour: Extra inputs are not permitted"),
         (DEPLOYMENT.replace("openai_compatible", "carrier_pigeon"), "does not match any of the expected tags"),
         ("- just a list", "expected a mapping at the top level"),
         ("model_groups: [", "invalid YAML"),
@@ -88,22 +100,105 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml", environ={})
 
 
-def test_routing_json_carries_no_secrets() -> None:
+def test_the_routing_document_carries_only_routing_keys() -> None:
     config = parse_config(DEPLOYMENT)
-    routing = json.loads(config.routing_json())
-    assert routing["model_groups"] == [{"name": "g", "strategy": "weighted", "deployments": ["d1"]}]
-    assert set(routing["deployments"][0]) == {
-        "id",
-        "region",
-        "context_window",
-        "capabilities",
-        "input_price_per_mtok",
-        "output_price_per_mtok",
-        "weight",
-        "priority",
-        "rpm",
-        "tpm",
-    }
+    routing = json.loads(config.routing_document)
+    assert routing["model_groups"] == [{"name": "g", "deployments": ["d1"]}]
+    assert routing["deployments"] == [{"id": "d1", "context_window": 1000}]
+    assert set(router_core.DEPLOYMENT_KEYS) >= set(routing["deployments"][0])
+
+
+def test_the_core_fills_in_the_routing_defaults() -> None:
+    [deployment] = parse_config(DEPLOYMENT).deployments()
+    assert (deployment.region, deployment.capabilities, deployment.weight, deployment.priority) == (
+        "unspecified",
+        ("streaming",),
+        1.0,
+        0,
+    )
+    assert (deployment.input_price_per_mtok, deployment.output_price_per_mtok, deployment.rpm) == (0.0, 0.0, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [(".inf", 'invalid type: string "inf", expected f64'), ("0", "must be a finite number > 0, got 0")],
+)
+def test_a_routing_value_is_checked_once_by_the_core_and_reported_at_its_line(value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(DEPLOYMENT + f"        weight: {value}\n", "c.yaml")
+    assert str(caught.value) == f"invalid configuration:\n  c.yaml:11: model_groups[0].deployments[0].weight: {says}"
+
+
+STRATEGIES = [
+    "weighted",
+    "priority",
+    "round_robin",
+    "least_in_flight",
+    "lowest_cost",
+    "lowest_latency",
+    "usage_headroom",
+    "balanced",
+]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_of_the_core_can_order_a_group(strategy: str) -> None:
+    config = parse_config(DEPLOYMENT.replace("  - name: g\n", f"  - name: g\n    strategy: {strategy}\n"))
+    assert config.model_groups[0].strategy == strategy
+    assert config.new_router().route("g", dry_run=True).strategy == strategy
+
+
+SHARED = """
+default_group: chat
+deployments:
+  - {id: shared, type: echo, model: e, context_window: 1000}
+model_groups:
+  - name: chat
+    deployments:
+      - shared
+      - {id: own, type: echo, model: e, context_window: 1000, weight: 2}
+  - name: batch
+    strategy: lowest_cost
+    deployments: [shared, own]
+"""
+
+
+def test_a_deployment_may_belong_to_several_groups() -> None:
+    config = parse_config(SHARED)
+    assert [(g.name, [d.id for d in g.deployments]) for g in config.model_groups] == [
+        ("chat", ["shared", "own"]),
+        ("batch", ["shared", "own"]),
+    ]
+    assert [d.id for d in config.deployments()] == ["shared", "own"]
+    assert config.new_router().model_groups() == {"chat": ["shared", "own"], "batch": ["shared", "own"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            ("  - shared\n", "  - elsewhere\n"),
+            'c.yaml:8: model_groups[0].deployments[0]: unknown deployment "elsewhere"',
+        ),
+        (
+            ("context_window: 1000}\nmodel", "context_window: 0}\nmodel"),
+            "c.yaml:4: deployments[0].context_window: must be > 0, got 0",
+        ),
+        (("id: own,", "id: shared,"), 'c.yaml:9: model_groups[0].deployments[1].id: duplicate deployment id "shared"'),
+        (
+            ("[shared, own]", "[shared, 7]"),
+            "c.yaml:12: model_groups[1].deployments[1]: invalid type: integer `7`, expected a string",
+        ),
+        (
+            ("model: e, context_window: 1000, weight", "context_window: 1000, weight"),
+            "c.yaml:9: model_groups[0].deployments[1].model: Field required",
+        ),
+    ],
+)
+def test_mistakes_in_shared_deployments_name_the_place_in_the_file(change: tuple[str, str], says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(SHARED.replace(*change), "c.yaml")
+    assert says in str(caught.value)
 
 
 POLICIES = (
@@ -141,6 +236,10 @@ def test_skipped_deployments_leave_the_policies_that_name_them() -> None:
 
     resolved = resolve_environment(config, environ={})
     assert [p["id"] for p in resolved.policies] == ["to-h"]
+    assert resolved.left_out == ("d1",)
+    assert resolved.left_out_with["policies"] == ["to-g"]
     kept = resolve_environment(config, environ={"TEST_KEY": "k"})
     assert [p["id"] for p in kept.policies] == ["to-g", "to-h"]
     assert kept.policies[0]["fallback"] == [{"groups": ["h"], "deployments": []}]
+    assert [d.id for d in resolved.deployments()] == ["d2"]
+    assert resolved.new_router().model_groups() == {"h": ["d2"]}

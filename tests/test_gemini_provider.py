@@ -26,9 +26,7 @@ async def gemini() -> AsyncIterator[MockGemini]:
 
 
 def deployment(base_url: str) -> GeminiDeployment:
-    return GeminiDeployment.model_validate(
-        {"id": "gem", "type": "gemini", "model": "gemini-test", "base_url": base_url, "context_window": 1_000_000}
-    )
+    return GeminiDeployment.model_validate({"type": "gemini", "model": "gemini-test", "base_url": base_url})
 
 
 @pytest.fixture

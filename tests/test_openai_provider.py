@@ -18,11 +18,9 @@ from tests.mock_openai import Fault, MockOpenAI
 def deployment(base_url: str, timeout_s: float = 5.0) -> OpenAICompatibleDeployment:
     return OpenAICompatibleDeployment.model_validate(
         {
-            "id": "d",
             "type": "openai_compatible",
             "model": "gpt-test",
             "base_url": base_url,
-            "context_window": 1000,
             "timeout_s": timeout_s,
         }
     )
@@ -205,12 +203,10 @@ async def test_a_burst_of_tool_call_pieces_merges_per_call(provider: OpenAICompa
 def azure(upstream: MockOpenAI, **overrides: object) -> AzureOpenAIDeployment:
     return AzureOpenAIDeployment.model_validate(
         {
-            "id": "az",
             "type": "azure_openai",
             "model": "gpt-4o",
             "endpoint": upstream.azure_endpoint,
             "azure_deployment": "mock-deployment",
-            "context_window": 1000,
         }
         | overrides
     )
@@ -254,11 +250,9 @@ async def test_server_differences_are_configuration(upstream: MockOpenAI) -> Non
     """A server with its own auth header, no stream usage, max_completion_tokens and extra headers."""
     dep = OpenAICompatibleDeployment.model_validate(
         {
-            "id": "d",
             "type": "openai_compatible",
             "model": "o-model",
             "base_url": upstream.base_url,
-            "context_window": 1000,
             "api_key_header": "X-Api-Key",
             "api_key_prefix": "",
             "stream_usage": False,

@@ -36,7 +36,7 @@ TIMEOUT_S = 0.3
 
 
 def _common(**fields: object) -> dict[str, object]:
-    return {"id": "d", "model": "m-1:0", "context_window": 1000, "timeout_s": TIMEOUT_S} | fields
+    return {"model": "m-1:0", "timeout_s": TIMEOUT_S} | fields
 
 
 def openai(root: str) -> Provider:

@@ -105,7 +105,7 @@ class Setup:
 
 def setup(names: str = "ab", retries: str = "") -> Setup:
     text = config_yaml(names, retries)
-    return Setup(router_core.Router(parse_config(text).routing_json()), text)
+    return Setup(parse_config(text).new_router(), text)
 
 
 async def test_the_client_leaving_while_the_loser_closes_settles_every_lease_and_closes_the_winner() -> None:

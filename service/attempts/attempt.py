@@ -17,7 +17,7 @@ from types import TracebackType
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.timing import Clock, Deadline, room_for_attempt
-from service.config import AnyDeployment
+from service.config import Deployment
 from service.errors import UpstreamFailed
 from service.outcomes import OUTCOME_CLASSES, AttemptRecord, UpstreamError, Usage
 
@@ -69,7 +69,7 @@ class Attempt:
     def __init__(
         self,
         router: router_core.Router,
-        deployment: AnyDeployment,
+        deployment: Deployment,
         tier: int,
         lease: router_core.Lease,
         budget: float,

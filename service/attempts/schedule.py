@@ -10,7 +10,7 @@ import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt, AttemptLog
 from service.attempts.timing import Clock, Deadline, attempt_budget, retry_delay
-from service.config import AnyDeployment, RetrySettings
+from service.config import Deployment, RetrySettings
 from service.outcomes import UpstreamError
 
 
@@ -38,7 +38,7 @@ class Schedule:
     def __init__(
         self,
         router: router_core.Router,
-        deployments: dict[str, AnyDeployment],
+        deployments: dict[str, Deployment],
         retries: RetrySettings,
         decision: router_core.Decision,
         tokens: Estimate,
@@ -125,7 +125,7 @@ class Schedule:
         if unused is not None:
             self.router.release(unused)
 
-    def _passed_over(self, deployment: AnyDeployment, tier: int) -> UpstreamError | None:
+    def _passed_over(self, deployment: Deployment, tier: int) -> UpstreamError | None:
         if tier < self._lowest_tier:
             return UpstreamError(
                 pb.OUTCOME_CONTENT_FILTERED,
@@ -139,7 +139,7 @@ class Schedule:
             )
         return None
 
-    def _attempt(self, deployment: AnyDeployment, tier: int, *, first: bool = False) -> Attempt | None:
+    def _attempt(self, deployment: Deployment, tier: int, *, first: bool = False) -> Attempt | None:
         # Time first, lease second: a lease taken for an attempt that never starts would hold
         # the deployment's budget.
         budget = attempt_budget(deployment.timeout_s, self.deadline.remaining)

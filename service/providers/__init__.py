@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 from service.config import (
     AnthropicDeployment,
-    AnyDeployment,
     AzureOpenAIDeployment,
     BedrockDeployment,
     Config,
+    Deployment,
     EchoDeployment,
     GeminiDeployment,
     OpenAICompatibleDeployment,
@@ -25,18 +25,19 @@ from service.providers.openai_compat import OpenAICompatibleProvider
 __all__ = ["Provider", "build_provider", "build_providers"]
 
 
-def build_provider(deployment: AnyDeployment, environ: Mapping[str, str]) -> Provider:
-    match deployment:
+def build_provider(deployment: Deployment, environ: Mapping[str, str]) -> Provider:
+    settings = deployment.provider
+    match settings:
         case EchoDeployment():
             return EchoProvider()
         case OpenAICompatibleDeployment() | AzureOpenAIDeployment():
-            return OpenAICompatibleProvider.for_deployment(deployment, api_key(deployment, environ))
+            return OpenAICompatibleProvider.for_deployment(settings, api_key(settings, environ))
         case AnthropicDeployment():
-            return AnthropicProvider(deployment, api_key(deployment, environ))
+            return AnthropicProvider(settings, api_key(settings, environ))
         case GeminiDeployment():
-            return GeminiProvider(deployment, api_key(deployment, environ))
+            return GeminiProvider(settings, api_key(settings, environ))
         case BedrockDeployment():
-            return BedrockProvider(deployment, credentials(deployment, environ))
+            return BedrockProvider(settings, credentials(settings, environ))
 
 
 def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:

@@ -1,0 +1,184 @@
+"""Reading a config file: YAML in, a checked `Config` out, every mistake named by the file,
+the line and the key as the user wrote it.
+
+A deployment is defined once, at the top level (`deployments:`) or inside a model group, and a
+group may name deployments defined elsewhere by id. The routing part of each definition (the
+core's `DEPLOYMENT_KEYS`) goes into one document for the Rust core, with the groups, policies,
+scoring, rate limits and health; the rest, how to reach the provider, is checked here. The core
+names its mistakes by their key in that document, which `_Locations` maps back to the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+import router_core
+from service.config.model import Config, ConfigError
+from service.config.schema import PROVIDER, PROVIDER_TYPES, AnyProvider, ServiceSections
+
+KeyPath = tuple[str | int, ...]
+# The sections of the file that are the core's, handed on as written (checked there).
+_ROUTING_SECTIONS = ("default_group", "policies", "scoring", "rate_limits", "health")
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        document = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: invalid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    problems: list[str] = []
+    try:
+        sections = ServiceSections.model_validate(document)
+    except ValidationError as error:
+        problems += [_describe(issue["loc"], issue["msg"], lines, source) for issue in error.errors()]
+        sections = ServiceSections()
+    split = _split(document)
+    providers: dict[int, AnyProvider] = {}
+    for index, (where, settings) in enumerate(split.provider_settings):
+        try:
+            providers[index] = PROVIDER.validate_python(settings)
+        except ValidationError as error:
+            problems += [_describe((*where, *i["loc"]), i["msg"], lines, source) for i in error.errors()]
+    routing_document = json.dumps(_finite(split.routing))
+    try:
+        router_core.describe_config(routing_document)
+    except router_core.ConfigError as error:
+        key, _, message = str(error).partition(": ")
+        problems.append(_describe(split.locations.in_file(_key_path(key)), message, lines, source))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    ids = [definition["id"] for definition in split.routing["deployments"]]
+    return Config.compiled(
+        sections.server,
+        sections.retries,
+        routing_document,
+        {ids[index]: provider for index, provider in providers.items()},
+        source,
+    )
+
+
+@dataclass
+class _Locations:
+    """Where each key of the core's document is in the file: a deployment defined inside a
+    group is `deployments[k]` there; everything else is where the file has it."""
+
+    moved: dict[KeyPath, KeyPath] = field(default_factory=dict)
+
+    def in_file(self, key: KeyPath) -> KeyPath:
+        for cut in range(len(key), 0, -1):
+            if key[:cut] in self.moved:
+                return (*self.moved[key[:cut]], *key[cut:])
+        return key
+
+
+@dataclass
+class _Split:
+    routing: dict[str, Any] = field(default_factory=lambda: {"deployments": []})
+    # Each definition's place in the file and its provider settings (all but the routing keys).
+    provider_settings: list[tuple[KeyPath, dict[str, Any]]] = field(default_factory=list)
+    locations: _Locations = field(default_factory=_Locations)
+
+    def define(self, where: KeyPath, definition: dict[str, Any]) -> Any:
+        """Takes a deployment's definition apart; returns its id (as written)."""
+        self.locations.moved[("deployments", len(self.routing["deployments"]))] = where
+        self.routing["deployments"].append({k: v for k, v in definition.items() if k in router_core.DEPLOYMENT_KEYS})
+        self.provider_settings.append(
+            (where, {k: v for k, v in definition.items() if k not in router_core.DEPLOYMENT_KEYS})
+        )
+        return definition.get("id")
+
+
+def _split(document: dict[str, Any]) -> _Split:
+    split = _Split()
+    split.routing.update({key: document[key] for key in _ROUTING_SECTIONS if key in document})
+    top_level = document.get("deployments", [])
+    if isinstance(top_level, list):
+        for i, definition in enumerate(top_level):
+            if isinstance(definition, dict):
+                split.define(("deployments", i), definition)
+            else:  # the core says what is wrong with it
+                split.routing["deployments"].append(definition)
+    else:
+        split.routing["deployments"] = top_level
+    if "model_groups" in document:
+        split.routing["model_groups"] = _groups(document["model_groups"], split)
+    return split
+
+
+def _groups(groups: Any, split: _Split) -> Any:
+    """The groups with their inline definitions taken out and named by id; anything not
+    shaped like groups is handed on as it is, for the core to explain."""
+    if not isinstance(groups, list):
+        return groups
+    handed_on = []
+    for i, group in enumerate(groups):
+        members = group.get("deployments") if isinstance(group, dict) else None
+        if not isinstance(members, list):
+            handed_on.append(group)
+            continue
+        named = [
+            split.define(("model_groups", i, "deployments", j), member) if isinstance(member, dict) else member
+            for j, member in enumerate(members)
+        ]
+        handed_on.append({**group, "deployments": named})
+    return handed_on
+
+
+def _finite(value: Any) -> Any:
+    """`value` with YAML's .inf and .nan, which JSON cannot carry, as text: the core then
+    refuses them where it expects a number, naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _key_path(key: str) -> KeyPath:
+    """`policies[0].when.all[1]` → ("policies", 0, "when", "all", 1); the core's `config` is the top level."""
+    if key == "config":
+        return ()
+    return tuple(int(index) if index else name for name, index in re.findall(r"(\w+)|\[(\d+)\]", key))
+
+
+def _line_numbers(node: yaml.Node | None, path: KeyPath = ()) -> dict[KeyPath, int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    if node is None:
+        return {}
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines[(*path, key.value)] = key.start_mark.line + 1
+            lines.update({p: n for p, n in _line_numbers(value, (*path, key.value)).items() if p not in lines})
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_numbers(item, (*path, index)))
+    return lines
+
+
+def _describe(loc: tuple[str | int, ...], message: str, lines: dict[KeyPath, int], source: str) -> str:
+    found: KeyPath = ()
+    named: KeyPath = ()
+    for part in loc:
+        if (*found, part) in lines:
+            found = (*found, part)
+        elif part in PROVIDER_TYPES:
+            # The discriminated union puts its tag in the location; it is not a key of the file.
+            continue
+        named = (*named, part)
+    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in named).lstrip(".") or "(top level)"
+    line = lines.get(found)
+    where = f"{source}:{line}" if line else source
+    return f"{where}: {dotted}: {message}"

@@ -1,0 +1,66 @@
+"""A config against the environment: each deployment's credentials must be set, or the
+deployment is left out of routing when it says it may be (`skip_without_key`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import router_core
+from service.config.document import parse_config
+from service.config.model import Config, ConfigError
+from service.config.schema import AnyProvider, BedrockDeployment, _HttpDeployment
+
+EMBEDDED_DEFAULT = "default_config.yaml"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, validate and resolve a config file, or the embedded default when `path` is None."""
+    if path is None:
+        source = "<embedded default>"
+        text = resources.files("service").joinpath(EMBEDDED_DEFAULT).read_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read config {source}: {error.strerror}") from error
+    return resolve_environment(parse_config(text, source), environ)
+
+
+def api_key(deployment: _HttpDeployment, environ: Mapping[str, str]) -> str | None:
+    return environ.get(deployment.api_key_env) if deployment.api_key_env else None
+
+
+def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    """Checks that every deployment's credentials are set, leaving out those that may be skipped
+    (and, in the core, whatever named only them)."""
+    left_out = []
+    for deployment in config.deployments():
+        missing = _missing_credentials(deployment.provider, environ)
+        if missing is None:
+            continue
+        if not getattr(deployment.provider, "skip_without_key", False):
+            raise ConfigError(
+                f"deployment {deployment.id!r}: environment variable {missing} is not set "
+                "(set it, or mark the deployment skip_without_key: true)"
+            )
+        left_out.append(deployment.id)
+    if len(left_out) == len(config.deployments()):
+        raise ConfigError("no deployment is usable: every one is missing its API key")
+    try:
+        return config.leaving_out(tuple(left_out))
+    except router_core.ConfigError as error:
+        missing = ", ".join(left_out)
+        raise ConfigError(f"{error}, once those missing their credentials ({missing}) are left out") from None
+
+
+def _missing_credentials(provider: AnyProvider, environ: Mapping[str, str]) -> str | None:
+    if isinstance(provider, _HttpDeployment) and provider.api_key_env and not api_key(provider, environ):
+        return provider.api_key_env
+    if isinstance(provider, BedrockDeployment):
+        names = (provider.access_key_env, provider.secret_key_env)
+        return next((name for name in names if not environ.get(name)), None)
+    return None

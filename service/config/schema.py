@@ -1,0 +1,175 @@
+"""What the service itself reads from the config, checked here: how to listen, how to retry,
+and for each deployment how to reach its provider. Everything routing reads (a deployment's
+`router_core.DEPLOYMENT_KEYS`, model groups, policies, scoring, rate limits, health) is the
+Rust core's to check and to default."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+)
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    """How the gRPC server listens and shuts down."""
+
+    listen: str = DEFAULT_LISTEN
+    grace_period_s: PositiveFloat = 10.0
+
+
+class _ProviderBase(_Strict):
+    """How to reach a deployment, whatever its provider."""
+
+    model: str = Field(min_length=1)
+    timeout_s: PositiveFloat = 60.0
+    # Streams: a first token later than this, or a pause between chunks longer than this, is a
+    # timeout (before the first token the call falls over to the next candidate). Unset: timeout_s.
+    first_token_timeout_s: PositiveFloat | None = None
+    stall_timeout_s: PositiveFloat | None = None
+
+
+class EchoDeployment(_ProviderBase):
+    """A built-in deterministic model that repeats the last user message (offline use, tests)."""
+
+    type: Literal["echo"]
+
+
+class _HttpDeployment(_ProviderBase):
+    """A deployment reached over HTTP with an API key."""
+
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Leave the deployment out, instead of failing, when its key is not set.
+    skip_without_key: bool = False
+    max_connections: PositiveInt = 100
+
+
+class OpenAICompatibleDeployment(_HttpDeployment):
+    """Any server speaking the OpenAI chat completions protocol. The servers differ in small
+    ways, which these settings absorb rather than copies of the adapter."""
+
+    type: Literal["openai_compatible"]
+    base_url: HttpUrl
+    # The key goes in this header after this prefix ("Authorization: Bearer sk-…" for most).
+    api_key_header: str = Field(default="Authorization", min_length=1)
+    api_key_prefix: str = "Bearer "
+    # Ask for usage in the last stream chunk (stream_options.include_usage); some servers reject it.
+    stream_usage: bool = True
+    # OpenAI's reasoning models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Sent with every request, e.g. OpenRouter's HTTP-Referer and X-Title.
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class AzureOpenAIDeployment(_HttpDeployment):
+    """Azure OpenAI: the model deployment is in the URL, the key in an `api-key` header."""
+
+    type: Literal["azure_openai"]
+    # https://<resource>.openai.azure.com
+    endpoint: HttpUrl
+    # The name of the deployment in the Azure resource (`model` names the model it serves).
+    azure_deployment: str = Field(min_length=1)
+    api_version: str = "2024-10-21"
+    stream_usage: bool = True
+
+
+class AnthropicDeployment(_HttpDeployment):
+    """Anthropic's Messages API."""
+
+    type: Literal["anthropic"]
+    base_url: HttpUrl = HttpUrl("https://api.anthropic.com")
+    anthropic_version: str = "2023-06-01"
+    # The API requires max_tokens; this is sent when the request does not set one.
+    default_max_tokens: PositiveInt = 4096
+
+
+class GeminiDeployment(_HttpDeployment):
+    """Google's Gemini API (Generative Language API), key in `x-goog-api-key`."""
+
+    type: Literal["gemini"]
+    base_url: HttpUrl = HttpUrl("https://generativelanguage.googleapis.com")
+    api_version: str = "v1beta"
+
+
+class BedrockDeployment(_ProviderBase):
+    """Amazon Bedrock's Converse API, signed with SigV4 from credentials in the environment."""
+
+    type: Literal["bedrock"]
+    # The AWS region the model runs in (`region` is the routing label, as for every deployment).
+    aws_region: str = Field(min_length=1)
+    # Default: https://bedrock-runtime.<aws_region>.amazonaws.com
+    endpoint_url: HttpUrl | None = None
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = "AWS_SESSION_TOKEN"
+    # Leave the deployment out, instead of failing, when its credentials are not set.
+    skip_without_key: bool = False
+    max_connections: PositiveInt = 100
+
+
+AnyProvider = (
+    EchoDeployment
+    | OpenAICompatibleDeployment
+    | AzureOpenAIDeployment
+    | AnthropicDeployment
+    | GeminiDeployment
+    | BedrockDeployment
+)
+PROVIDER = TypeAdapter[AnyProvider](Annotated[AnyProvider, Field(discriminator="type")])
+PROVIDER_TYPES = frozenset({"echo", "openai_compatible", "azure_openai", "anthropic", "gemini", "bedrock"})
+
+RetryableOutcome = Literal[
+    "rate_limited", "overloaded", "server_error", "timeout", "connection_error", "protocol_error"
+]
+_RETRIED_BY_DEFAULT: list[RetryableOutcome] = ["rate_limited", "overloaded", "server_error", "connection_error"]
+
+
+class RetrySettings(_Strict):
+    """Retrying a failed attempt on the same deployment before falling back to the next one."""
+
+    # Extra attempts on the same deployment (0: fall back at once).
+    same_deployment: NonNegativeInt = 0
+    # The outcome classes retried in place; the others fall back (or fail) as before.
+    # (Not `on`: YAML reads that key as true.)
+    retry_on: list[RetryableOutcome] = Field(default_factory=lambda: list(_RETRIED_BY_DEFAULT))
+    # Exponential backoff with full jitter: a random wait up to initial * 2^n, capped at max.
+    # A Retry-After longer than backoff_max_s is not waited for: the call falls back instead.
+    backoff_initial_s: PositiveFloat = 0.1
+    backoff_max_s: PositiveFloat = 2.0
+    # No attempt, retry or fallback, starts later than this after the call began (and never
+    # past the client's deadline).
+    total_budget_s: PositiveFloat | None = None
+    # When every candidate is rate limited (a provider's Retry-After, or out of this gateway's
+    # rpm/tpm budget) with a known wait, wait up to this long in all and route again, instead
+    # of failing at once with RESOURCE_EXHAUSTED. 0: fail at once.
+    wait_for_capacity_s: NonNegativeFloat = 0.0
+
+
+class ServiceSections(_Strict):
+    """The top level of the file: the service's own sections, typed; routing's, handed on."""
+
+    server: ServerSettings = ServerSettings()
+    retries: RetrySettings = RetrySettings()
+    # The Rust core's: checked there, with the key and line of each mistake mapped back here.
+    default_group: object = None
+    deployments: object = None
+    model_groups: object = None
+    policies: object = None
+    scoring: object = None
+    rate_limits: object = None
+    health: object = None
