@@ -101,13 +101,14 @@ class Router:
         input_tokens: int = 0,
         output_tokens: int = 0,
         retry_after_s: float | None = None,
-    ) -> None:
+    ) -> float:
         """Settle a lease with its attempt's outcome class (ok, rate_limited,
         overloaded, server_error, timeout, connection_error,
         context_window_exceeded, content_filtered, auth_error, bad_request,
         protocol_error). An "ok" that reports ``input_tokens`` calibrates the
-        deployment's input estimate. ValueError for an unknown class, a bad
-        latency, or a lease already settled."""
+        deployment's input estimate. Returns what the tokens used cost, in USD, at
+        the deployment's prices when the lease was taken. ValueError for an unknown
+        class, a bad latency, or a lease already settled."""
     def release(self, lease: Lease) -> None:
         """Give back a lease whose attempt produced no outcome; a no-op if settled. A lease
         that is garbage collected unsettled gives itself back the same way."""
@@ -122,8 +123,6 @@ class Router:
         """Swap in a new config atomically, keeping the stats of deployment ids that
         still exist; ``without`` as for the constructor. On ConfigError the current config
         stays in place."""
-    def cost_usd(self, deployment: str, *, input_tokens: int, output_tokens: int) -> float:
-        """What an answer of these token counts cost on ``deployment``, in USD."""
     def model_groups(self) -> dict[str, list[str]]:
         """Group name -> deployment ids (priority groups list them by priority)."""
     @property

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     try:
         if options.workers > 1:
-            return run_workers(config, listen, options.workers, options.log_level)
-        run_gateway(config, listen)
+            return run_workers(config, listen, options.workers, options.log_level, config_path=options.config)
+        run_gateway(config, listen, config_path=options.config)
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1

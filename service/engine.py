@@ -40,7 +40,7 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
-from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
+from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
 
@@ -94,10 +94,10 @@ class Engine:
         log = AttemptLog()
         model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
         async with won:
-            won.attempt.ok(won.answer.usage)
-        deployment, completion = won.attempt.deployment, won.answer
-        cost = self._cost_usd(deployment, completion.usage)
-        return responses.chat_response(request_id, model_group, deployment, completion, cost, log.records)
+            cost_usd = won.attempt.ok(won.answer.usage)
+        return responses.chat_response(
+            request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
+        )
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
@@ -123,11 +123,8 @@ class Engine:
             except UpstreamError as error:
                 attempt.failed(error)
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
-            attempt.ok(finished.usage, first_token_s=stream.first_token_s)
-            yield responses.stream_end(finished, self._cost_usd(deployment, finished.usage), log.records)
-
-    def _cost_usd(self, deployment: Deployment, usage: Usage) -> float:
-        return self.router.cost_usd(deployment.id, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+            cost_usd = attempt.ok(finished.usage, first_token_s=stream.first_token_s)
+            yield responses.stream_end(finished, cost_usd, log.records)
 
     async def _first_answer(
         self, request: pb.ChatRequest, opening: Opening[R], log: AttemptLog, time_remaining: TimeRemaining

@@ -1,4 +1,4 @@
-"""Wiring (build_server) apart from lifecycle (serve): servicers, health, reflection, shutdown."""
+"""Wiring (Gateway) apart from lifecycle (serve): servicers, health, reflection, reloads, shutdown."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 import uvloop
+import watchfiles
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.config import Config
+from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer
-from service.providers import build_providers
+from service.runtime import Runtimes, build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,8 @@ GATEWAY_SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
 class Gateway:
-    """A built, not yet started, gateway server and the resources it owns."""
+    """A built, not yet started, gateway server and the resources it owns. `config_path` is
+    where `reload` reads the config again (None: the embedded default)."""
 
     def __init__(
         self,
@@ -35,8 +38,10 @@ class Gateway:
         environ: Mapping[str, str] = os.environ,
         *,
         share_port: bool = False,
+        config_path: Path | None = None,
     ) -> None:
-        self.config = config
+        self.environ = environ
+        self.config_path = config_path
         # grpc turns SO_REUSEPORT on by default, which would let a second gateway
         # silently share (and split) a port that is already taken; only the
         # workers of one `serve --workers N` share theirs on purpose.
@@ -45,42 +50,99 @@ class Gateway:
             self.port = self.server.add_insecure_port(listen)
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: {error}") from error
-        self.engine = Engine(config, config.new_router(), build_providers(config, environ))
+        self.router = config.new_router()
+        self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.health = health.aio.HealthServicer()
-        pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.engine), self.server)
+        pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.runtimes), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (GATEWAY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    @property
+    def config(self) -> Config:
+        return self.runtimes.current.config
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtimes.current.engine
 
     async def start(self) -> None:
         await self.server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop taking calls, let in-flight ones finish within `grace_s`, then release upstream clients."""
+    def reload(self, why: str = "request") -> bool:
+        """Reads the config again (`why`: what asked, for the log), builds a runtime from it and
+        swaps it in; calls under way keep the one they started on. On any error the current
+        config keeps serving and the reason is logged. True when the new config is in place."""
+        source = self.config_path or "the embedded default config"
+        try:
+            config = load_config(self.config_path, self.environ)
+            runtime = build_runtime(config, self.router, self.environ, self.runtimes.current)
+        except ConfigError as error:
+            log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)
+            return False
+        except Exception:
+            log.exception("config reload (%s) from %s failed, still serving the previous config", why, source)
+            return False
+        # Both in one step, nothing awaited between: no call sees the new table with the old runtime.
+        self.router.reload(config.routing_document, without=config.left_out)
+        self.runtimes.swap(runtime)
+        log.info("config reloaded (%s) from %s: %d deployments", why, source, len(config.deployments()))
+        return True
+
+    async def watch_config(self) -> None:
+        """Reloads whenever the config file changes (editors that replace the file included)."""
+        if self.config_path is None:
+            return
+        path = self.config_path.resolve()
+        async for _ in watchfiles.awatch(path.parent, watch_filter=lambda _, changed: Path(changed) == path):
+            self.reload("file changed")
+
+    async def stop(self, grace_s: float, *, drain_s: float = 0.0) -> None:
+        """Reports NOT_SERVING, keeps serving new calls for `drain_s` so that load balancers
+        notice, then stops taking calls, lets in-flight ones finish within `grace_s`, and closes
+        the upstream clients."""
         await self.health.enter_graceful_shutdown()
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
-        await self.engine.aclose()
+        await self.runtimes.aclose()
 
 
-async def serve(config: Config, listen: str, *, share_port: bool = False) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
-    gateway = Gateway(config, listen, share_port=share_port)
+async def serve(config: Config, listen: str, *, share_port: bool = False, config_path: Path | None = None) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then shut down gracefully; reload the config on
+    SIGHUP and whenever its file changes."""
+    gateway = Gateway(config, listen, share_port=share_port, config_path=config_path)
     await gateway.start()
     log.info("switchboard listening on %s (port %d, pid %d)", listen, gateway.port, os.getpid())
-    stop = asyncio.Event()
+    stopped: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
+
+    def stop(signum: signal.Signals) -> None:
+        if not stopped.done():
+            stopped.set_result(signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("shutting down: finishing in-flight calls for up to %.1fs", config.server.grace_period_s)
-    await gateway.stop(config.server.grace_period_s)
+        loop.add_signal_handler(signum, stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
+    watching = asyncio.ensure_future(gateway.watch_config())
+    received = await stopped
+    watching.cancel()
+    settings = gateway.config.server
+    # Ctrl-C is someone at a terminal, not a load balancer that needs time to notice.
+    drain_s = settings.drain_delay_s if received == signal.SIGTERM else 0.0
+    log.info(
+        "shutting down: draining for %.1fs, then finishing in-flight calls for up to %.1fs",
+        drain_s,
+        settings.grace_period_s,
+    )
+    await gateway.stop(settings.grace_period_s, drain_s=drain_s)
     log.info("stopped")
 
 
-def run_gateway(config: Config, listen: str, *, share_port: bool = False) -> None:
-    """Serve until stopped, on uvloop: with asyncio's own loop a unary chat cost the worker
-    1.66 ms of CPU, with uvloop 0.99 ms (benches/chat.py, Go load generator, c=1)."""
-    uvloop.run(serve(config, listen, share_port=share_port))
+def run_gateway(config: Config, listen: str, *, share_port: bool = False, config_path: Path | None = None) -> None:
+    """Serve until stopped, on uvloop, which costs the worker much less CPU per call than
+    asyncio's own loop (measured with benches/chat.py)."""
+    uvloop.run(serve(config, listen, share_port=share_port, config_path=config_path))

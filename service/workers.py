@@ -4,8 +4,9 @@ The kernel spreads incoming connections over the workers, so the service uses
 every core despite Python's GIL. Each worker is a whole gateway with its own
 router: statistics, circuit breakers and rate-limit budgets are per worker
 (a deployment's rpm is enforced per worker, so N workers admit up to N times
-it). The parent only starts the workers, forwards SIGTERM/SIGINT to them and
-waits; if one dies unexpectedly it stops the others and exits non-zero.
+it). The parent only starts the workers, forwards SIGTERM/SIGINT (stop) and SIGHUP
+(reload the config) to them and waits; if one dies unexpectedly it stops the others
+and exits non-zero.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 from service.config import Config
@@ -25,13 +27,13 @@ from service.server import run_gateway
 log = logging.getLogger(__name__)
 
 
-def run_workers(config: Config, listen: str, workers: int, log_level: str) -> int:
+def run_workers(config: Config, listen: str, workers: int, log_level: str, *, config_path: Path | None = None) -> int:
     """Start `workers` gateway processes on `listen` and wait for them; returns the exit code."""
     if listen.rsplit(":", 1)[-1] == "0":
         raise OSError(f"--workers {workers} needs a fixed port to share, not {listen}")
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(config, listen, log_level), name=f"switchboard-worker-{i}")
+        context.Process(target=_worker, args=(config, listen, log_level, config_path), name=f"switchboard-worker-{i}")
         for i in range(workers)
     ]
     stopping = False
@@ -42,8 +44,13 @@ def run_workers(config: Config, listen: str, workers: int, log_level: str) -> in
         for process in processes:
             _signal(process, signum)
 
+    def forward_reload(signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            _signal(process, signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+    signal.signal(signal.SIGHUP, forward_reload)
     for process in processes:
         process.start()
     log.info("started %d workers on %s", workers, listen)
@@ -68,6 +75,6 @@ def _signal(process: BaseProcess, signum: int) -> None:
         os.kill(process.pid, signum)
 
 
-def _worker(config: Config, listen: str, log_level: str) -> None:
+def _worker(config: Config, listen: str, log_level: str, config_path: Path | None) -> None:
     configure_logging(log_level)
-    run_gateway(config, listen, share_port=True)
+    run_gateway(config, listen, share_port=True, config_path=config_path)

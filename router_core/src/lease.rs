@@ -9,6 +9,7 @@ use crate::clock::{Clock, Nanos};
 use crate::health::Health;
 use crate::ratelimit::{self, Limit, Reservation};
 use crate::stats::Counters;
+use crate::table::Prices;
 
 /// Held for one attempt. `Router::record` settles it with the attempt's
 /// outcome; dropped unrecorded (abandoned, cancelled, forgotten on some path),
@@ -31,6 +32,8 @@ pub struct Lease {
     /// leased for (0: unknown), which the provider's reported count calibrates.
     pub(crate) calibration: Arc<Calibration>,
     pub(crate) estimated_input_tokens: u32,
+    /// The deployment's prices when the lease was taken: what its answer costs.
+    pub(crate) prices: Prices,
     /// The router's clock, for the refill when the lease gives itself back.
     clock: Clock,
 }
@@ -46,6 +49,7 @@ impl Lease {
         probe: bool,
         calibration: Arc<Calibration>,
         estimated_input_tokens: u32,
+        prices: Prices,
         clock: Clock,
     ) -> Lease {
         Lease {
@@ -58,6 +62,7 @@ impl Lease {
             probe,
             calibration,
             estimated_input_tokens,
+            prices,
             clock,
         }
     }

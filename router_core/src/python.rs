@@ -176,6 +176,7 @@ impl PyRouter {
     /// ok, rate_limited, overloaded, server_error, timeout, connection_error,
     /// context_window_exceeded, content_filtered, auth_error, bad_request or
     /// protocol_error. A lease settles once; later calls raise ValueError.
+    /// Returns what the tokens used cost, in USD.
     #[pyo3(signature = (
         lease, *, outcome, latency_ms, ttft_ms = None, input_tokens = 0, output_tokens = 0,
         retry_after_s = None,
@@ -191,7 +192,7 @@ impl PyRouter {
         input_tokens: u32,
         output_tokens: u32,
         retry_after_s: Option<f64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<f64> {
         let class = outcome
             .parse::<OutcomeClass>()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -254,21 +255,6 @@ impl PyRouter {
         let (config, _) = config::parse(py, config_json, &without)?;
         self.0.reload_config(&config);
         Ok(())
-    }
-
-    /// What an answer of `input_tokens` and `output_tokens` cost on
-    /// `deployment`, in USD. UnknownDeploymentError if unknown.
-    #[pyo3(signature = (deployment, *, input_tokens, output_tokens))]
-    fn cost_usd(
-        &self,
-        py: Python<'_>,
-        deployment: &str,
-        input_tokens: u32,
-        output_tokens: u32,
-    ) -> PyResult<f64> {
-        self.0
-            .cost_usd(deployment, input_tokens, output_tokens)
-            .map_err(|e| to_py_err(py, e))
     }
 
     /// Group name -> deployment ids.

@@ -92,20 +92,6 @@ impl Router {
         self.table.store(Arc::new(table));
     }
 
-    /// What an answer of `input_tokens` and `output_tokens` cost on `deployment`, in USD.
-    pub fn cost_usd(
-        &self,
-        deployment: &str,
-        input_tokens: u32,
-        output_tokens: u32,
-    ) -> Result<f64, RouterError> {
-        let table = self.table.load();
-        let target = table
-            .deployment(deployment)
-            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
-        Ok(target.cost_usd(input_tokens, output_tokens))
-    }
-
     /// Picks the plan (the first matching policy, else the requested model
     /// group), filters each of its tiers and orders the survivors. Allocates
     /// only the returned decision and one scratch list.
@@ -261,8 +247,9 @@ impl Router {
     /// reservation against the tokens actually used, the counters, the
     /// deployment's health (breaker, cool-downs, latency; outlier ejection
     /// among its groups at most once a second) and, for a success that
-    /// reports its input, the calibration of the input estimate.
-    pub fn record(&self, mut lease: Lease, outcome: &Outcome) -> Result<(), RouterError> {
+    /// reports its input, the calibration of the input estimate. Returns what
+    /// the tokens used cost, in USD, at the deployment's prices when leased.
+    pub fn record(&self, mut lease: Lease, outcome: &Outcome) -> Result<f64, RouterError> {
         for latency in std::iter::once(outcome.latency_ms).chain(outcome.ttft_ms) {
             if !(latency.is_finite() && latency >= 0.0) {
                 lease.release();
@@ -290,7 +277,9 @@ impl Router {
                 .observe(lease.estimated_input_tokens, outcome.input_tokens);
             self.eject_outliers(&lease.deployment, now);
         }
-        Ok(())
+        Ok(lease
+            .prices
+            .cost_usd(outcome.input_tokens, outcome.output_tokens))
     }
 
     /// Gives back a lease whose attempt never produced an outcome (abandoned,

@@ -66,8 +66,7 @@ pub(crate) struct Deployment {
     pub(crate) region: u64,
     pub(crate) context_window: u32,
     pub(crate) capabilities: u64,
-    pub(crate) input_price_per_mtok: f64,
-    pub(crate) output_price_per_mtok: f64,
+    pub(crate) prices: Prices,
     pub(crate) weight: f64,
     pub(crate) priority: u32,
     /// Shared with the table this one replaced when the id survives a reload.
@@ -95,8 +94,23 @@ impl Deployment {
 
     /// What a request of this size would cost here at most, in USD.
     pub(crate) fn cost_usd(&self, input_tokens: u32, max_output_tokens: u32) -> f64 {
-        (f64::from(input_tokens) * self.input_price_per_mtok
-            + f64::from(max_output_tokens) * self.output_price_per_mtok)
+        self.prices.cost_usd(input_tokens, max_output_tokens)
+    }
+}
+
+/// A deployment's prices in USD per million tokens, and the one formula for
+/// what tokens cost: the estimate a cost filter or strategy weighs, and the
+/// cost of an answer its lease settles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Prices {
+    pub(crate) input_per_mtok: f64,
+    pub(crate) output_per_mtok: f64,
+}
+
+impl Prices {
+    pub(crate) fn cost_usd(self, input_tokens: u32, output_tokens: u32) -> f64 {
+        (f64::from(input_tokens) * self.input_per_mtok
+            + f64::from(output_tokens) * self.output_per_mtok)
             / 1_000_000.0
     }
 }
@@ -203,8 +217,10 @@ impl Table {
                     .capabilities
                     .iter()
                     .fold(0, |mask, c| mask | capabilities.intern(c)),
-                input_price_per_mtok: d.input_price_per_mtok,
-                output_price_per_mtok: d.output_price_per_mtok,
+                prices: Prices {
+                    input_per_mtok: d.input_price_per_mtok,
+                    output_per_mtok: d.output_price_per_mtok,
+                },
                 weight: d.weight,
                 priority: d.priority,
                 stats: previous

@@ -92,11 +92,11 @@ class Attempt:
     def elapsed(self) -> float:
         return self._clock() - self.started
 
-    def ok(self, usage: Usage, *, first_token_s: float | None = None) -> None:
-        """Records a success: the answer is complete."""
+    def ok(self, usage: Usage, *, first_token_s: float | None = None) -> float:
+        """Records a success (the answer is complete) and returns what it cost, in USD."""
         lease = self._settle()
         latency_s = self.elapsed()
-        self._router.record(
+        cost_usd = self._router.record(
             lease,
             outcome="ok",
             latency_ms=latency_s * 1000,
@@ -105,6 +105,7 @@ class Attempt:
             output_tokens=usage.output_tokens,
         )
         self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_OK, latency_s))
+        return cost_usd
 
     def failed(self, error: UpstreamError) -> None:
         """Records a failure, which the router learns the deployment's health from."""

@@ -73,7 +73,10 @@ async def _one_at_a_time(schedule: Schedule, opening: Opening[R]) -> Won[R]:
 def hedge_delay_s(router: router_core.Router, attempt: Attempt, hedge: router_core.Hedge, *, streaming: bool) -> float:
     """How long `attempt` may go without its first answer before a hedge starts: its deployment's
     tail latency (to the first token, for streams) within the policy's bounds."""
-    tail_ms = router.latency_tail_ms(attempt.deployment.id, first_token=streaming)
+    try:
+        tail_ms = router.latency_tail_ms(attempt.deployment.id, first_token=streaming)
+    except router_core.UnknownDeploymentError:  # removed by a reload since the call began
+        tail_ms = None
     if tail_ms is None:
         tail_ms = hedge.max_delay_ms
     return min(max(tail_ms, hedge.min_delay_ms), hedge.max_delay_ms) / 1000

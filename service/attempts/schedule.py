@@ -13,6 +13,8 @@ from service.attempts.timing import Clock, Deadline, attempt_budget, retry_delay
 from service.config import Deployment, RetrySettings
 from service.outcomes import UpstreamError
 
+_RELOADED = UpstreamError(pb.OUTCOME_OUT_OF_ROTATION, "not tried: a config reload changed it while this call ran")
+
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
@@ -109,7 +111,11 @@ class Schedule:
         while self._next < len(candidates) and not self.out_of_time:
             candidate = candidates[self._next]
             self._next += 1
-            deployment = self._deployments[candidate.deployment]
+            deployment = self._deployments.get(candidate.deployment)
+            if deployment is None:
+                # A reload added it after this call began, on a config the call does not run on.
+                self.log.add_skipped(candidate.deployment, _RELOADED)
+                continue
             passed_over = self._passed_over(deployment, candidate.tier)
             if passed_over is not None:
                 self.log.add_skipped(deployment.id, passed_over)
@@ -159,6 +165,9 @@ class Schedule:
         try:
             # The input part is scaled by, and calibrates, the deployment's own count of it.
             return self.router.reserve(deployment, tokens=self._tokens.total, input_tokens=self._tokens.input)
+        except router_core.UnknownDeploymentError:
+            self.log.add_skipped(deployment, _RELOADED)  # removed by a reload since the call began
+            return None
         except router_core.DeploymentUnavailableError as error:
             if error.rate_limited:
                 skipped = UpstreamError(

@@ -30,6 +30,9 @@ class ServerSettings(_Strict):
     """How the gRPC server listens and shuts down."""
 
     listen: str = DEFAULT_LISTEN
+    # On SIGTERM: report NOT_SERVING and keep serving this long, so that load balancers stop
+    # sending new calls, then stop taking calls and give those in flight grace_period_s.
+    drain_delay_s: NonNegativeFloat = 5.0
     grace_period_s: PositiveFloat = 10.0
 
 

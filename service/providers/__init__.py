@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from service.config import (
     AnthropicDeployment,
+    AnyProvider,
     AzureOpenAIDeployment,
     BedrockDeployment,
-    Config,
-    Deployment,
     EchoDeployment,
     GeminiDeployment,
     OpenAICompatibleDeployment,
@@ -22,11 +21,10 @@ from service.providers.echo import EchoProvider
 from service.providers.gemini import GeminiProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
 
-__all__ = ["Provider", "build_provider", "build_providers"]
+__all__ = ["Provider", "build_provider", "secret_for"]
 
 
-def build_provider(deployment: Deployment, environ: Mapping[str, str]) -> Provider:
-    settings = deployment.provider
+def build_provider(settings: AnyProvider, environ: Mapping[str, str]) -> Provider:
     match settings:
         case EchoDeployment():
             return EchoProvider()
@@ -40,6 +38,16 @@ def build_provider(deployment: Deployment, environ: Mapping[str, str]) -> Provid
             return BedrockProvider(settings, credentials(settings, environ))
 
 
-def build_providers(config: Config, environ: Mapping[str, str]) -> dict[str, Provider]:
-    """One provider (with its own connection pool) per deployment id."""
-    return {dep.id: build_provider(dep, environ) for dep in config.deployments()}
+def secret_for(settings: AnyProvider, environ: Mapping[str, str]) -> object:
+    """What `build_provider` takes from the environment for these settings: a provider built
+    from equal settings and an equal secret is the same provider."""
+    match settings:
+        case EchoDeployment():
+            return None
+        case BedrockDeployment():
+            return tuple(
+                environ.get(name)
+                for name in (settings.access_key_env, settings.secret_key_env, settings.session_token_env)
+            )
+        case _:
+            return api_key(settings, environ)

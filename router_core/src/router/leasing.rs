@@ -134,6 +134,7 @@ pub(super) fn lease_on(
         probe,
         Arc::clone(&deployment.calibration),
         estimated_input_tokens,
+        deployment.prices,
         clock.clone(),
     ))
 }

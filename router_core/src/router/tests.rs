@@ -5,6 +5,7 @@ use super::*;
 use crate::error::ConfigError;
 use crate::strategy::Strategy;
 use crate::testing::{chat_config, config, deployment, group};
+use serde_json::json;
 
 fn router() -> Router {
     Router::new(&chat_config()).unwrap()
@@ -19,7 +20,7 @@ fn ok() -> Outcome {
 }
 
 /// Records `outcome` on a fresh lease of `deployment`.
-fn record_on(router: &Router, deployment: &str, outcome: &Outcome) -> Result<(), RouterError> {
+fn record_on(router: &Router, deployment: &str, outcome: &Outcome) -> Result<f64, RouterError> {
     let lease = router.reserve(deployment, "", "", 0, 0)?;
     router.record(lease, outcome)
 }
@@ -225,4 +226,25 @@ fn concurrent_route_record_and_reload() {
         });
     });
     assert_eq!(router.stats().iter().map(|s| s.requests).sum::<u64>(), 2000);
+}
+
+#[test]
+fn record_returns_what_the_answer_cost_at_the_prices_it_was_leased_at() {
+    let priced = |input: f64| {
+        let mut d = deployment("a", "eu", 1_000, &[]);
+        d["input_price_per_mtok"] = json!(input);
+        d["output_price_per_mtok"] = json!(10.0);
+        config(vec![d], vec![group("g", "weighted", &["a"])])
+    };
+    let router = Router::new(&priced(2.0)).unwrap();
+    let lease = router.reserve("a", "", "", 0, 0).unwrap();
+    router.reload(&priced(4.0)).unwrap();
+    let used = Outcome {
+        input_tokens: 500_000,
+        output_tokens: 100_000,
+        ..Outcome::ok(1.0)
+    };
+    assert_eq!(router.record(lease, &used), Ok(1.0 + 1.0));
+    let lease = router.reserve("a", "", "", 0, 0).unwrap();
+    assert_eq!(router.record(lease, &used), Ok(2.0 + 1.0));
 }
