@@ -43,10 +43,10 @@ def server() -> Iterator[str]:
             port = match.group(1)
     assert port, "server did not start:\n" + "".join(lines)
     yield f"127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGINT)  # Ctrl-C: no drain delay
     _, rest = process.communicate(timeout=30)
     assert process.returncode == 0, rest
-    assert "stopped" in rest
+    assert "draining for 0.0s" in rest and "stopped" in rest
 
 
 def grpcurl(*args: str, data: Mapping[str, object] | None = None) -> str:
@@ -151,13 +151,21 @@ policies:
     assert "  and with them policies: code" in lines
 
 
-def test_workers_share_one_port_and_stop_together() -> None:
+WORKERS = ("--workers", "2")
+
+
+def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "server: {drain_delay_s: 0.2}\n"
+        "model_groups: [{name: echo, deployments: [{id: echo, type: echo, model: echo, context_window: 1000}]}]\n"
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "2"],
+        [sys.executable, "-m", "service", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", *WORKERS],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -184,7 +192,7 @@ def test_workers_share_one_port_and_stop_together() -> None:
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=30)
     assert process.returncode == 0, rest
-    assert rest.count("stopped") == 2
+    assert rest.count("draining for 0.2s") == 2 and rest.count("stopped") == 2
 
 
 def test_workers_need_a_fixed_port() -> None:
