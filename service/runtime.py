@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import Config
+from service.config import Config, secret_for
 from service.engine import Engine
-from service.providers import Provider, build_provider, secret_for
+from service.providers import Provider, build_provider
 
 log = logging.getLogger(__name__)
 

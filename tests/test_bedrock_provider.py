@@ -4,6 +4,7 @@ frames, tools and error classes."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from aiohttp import web
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
+from service.config import aws_credentials as credentials
 from service.outcomes import Delta, StreamFinished, UpstreamError
-from service.providers.bedrock import BedrockProvider, credentials
+from service.providers.bedrock import BedrockProvider
 from tests.adapters import LOOKUP, failures, request, text
 from tests.mock_bedrock import ACCESS_KEY, REGION, SECRET_KEY, Fault, MockBedrock, encode_event
 
@@ -248,3 +250,56 @@ async def test_the_documented_tool_stream() -> None:
     finished = events[-1]
     assert isinstance(finished, StreamFinished) and finished.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     assert finished.usage.input_tokens == 380 and finished.usage.output_tokens == 41
+
+
+CREDENTIAL_PROCESS = """
+import datetime, json, pathlib, sys
+counter = pathlib.Path(sys.argv[1])
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=2)
+print(json.dumps({"Version": 1, "AccessKeyId": f"ASIATEST{n}", "SecretAccessKey": f"secret-{n}",
+                  "SessionToken": f"token-{n}", "Expiration": expires.isoformat()}))
+"""
+
+
+async def test_temporary_credentials_from_the_chain_are_refreshed_before_they_expire(
+    bedrock: MockBedrock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile whose credential process hands out credentials that expire in 2 minutes, inside
+    botocore's refresh window: every request is signed with fresh ones (the process's next), and
+    the mock accepts only those, as AWS would once the old ones expired."""
+    script = tmp_path / "issue.py"
+    script.write_text(CREDENTIAL_PROCESS)
+    aws_config = tmp_path / "config"
+    aws_config.write_text(
+        f"[profile rotating]\ncredential_process = {sys.executable} {script} {tmp_path / 'counter'}\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    dep = deployment(bedrock.base_url, aws_profile="rotating")
+    found = credentials(dep, {})
+    assert found is not None and found.method == "custom-process"
+    adapter = BedrockProvider(dep, found)
+    try:
+        for _ in range(2):
+            n = int((tmp_path / "counter").read_text()) + 1
+            bedrock.access_key, bedrock.secret_key, bedrock.session_token = f"ASIATEST{n}", f"secret-{n}", f"token-{n}"
+            assert (await adapter.complete(request())).text == "mock: hi there"
+            assert f"Credential=ASIATEST{n}/" in bedrock.headers[-1]["authorization"]
+    finally:
+        await adapter.aclose()
+
+
+def test_the_chain_finds_nothing_without_a_profile_and_the_instance_role_is_opt_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    for name in ("AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    # The metadata endpoint would be asked, and answer nothing, only if the deployment opted in.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert credentials(deployment("http://127.0.0.1:9"), {}) is None
+    assert credentials(deployment("http://127.0.0.1:9", aws_profile="nowhere"), {}) is None
+    assert credentials(deployment("http://127.0.0.1:9", instance_metadata=True), {}) is None

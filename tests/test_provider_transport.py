@@ -16,10 +16,11 @@ from service.config import (
     GeminiDeployment,
     OpenAICompatibleDeployment,
 )
+from service.config import aws_credentials as credentials
 from service.outcomes import UpstreamError
 from service.providers import Provider
 from service.providers.anthropic import AnthropicProvider
-from service.providers.bedrock import BedrockProvider, credentials
+from service.providers.bedrock import BedrockProvider
 from service.providers.gemini import GeminiProvider
 from service.providers.openai_compat import OpenAICompatibleProvider
 from tests.adapters import drain

@@ -8,8 +8,9 @@ the file, only the names of the environment variables that hold them. Errors nam
 the line and the key as written.
 """
 
+from service.config.credentials import api_key, aws_credentials, secret_for
 from service.config.document import parse_config
-from service.config.environment import api_key, load_config, resolve_environment
+from service.config.environment import load_config, resolve_environment
 from service.config.model import Config, ConfigError, Deployment, ModelGroup
 from service.config.schema import (
     DEFAULT_LISTEN,
@@ -40,7 +41,9 @@ __all__ = [
     "RetrySettings",
     "ServerSettings",
     "api_key",
+    "aws_credentials",
     "load_config",
     "parse_config",
     "resolve_environment",
+    "secret_for",
 ]

@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 import router_core
+from service.config.credentials import missing_credentials
 from service.config.document import parse_config
 from service.config.model import Config, ConfigError
-from service.config.schema import AnyProvider, BedrockDeployment, _HttpDeployment
 
 EMBEDDED_DEFAULT = "default_config.yaml"
 
@@ -30,21 +30,17 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] = os.enviro
     return resolve_environment(parse_config(text, source), environ)
 
 
-def api_key(deployment: _HttpDeployment, environ: Mapping[str, str]) -> str | None:
-    return environ.get(deployment.api_key_env) if deployment.api_key_env else None
-
-
 def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
     """Checks that every deployment's credentials are set, leaving out those that may be skipped
     (and, in the core, whatever named only them)."""
     left_out = []
     for deployment in config.deployments():
-        missing = _missing_credentials(deployment.provider, environ)
+        missing = missing_credentials(deployment.provider, environ)
         if missing is None:
             continue
         if not getattr(deployment.provider, "skip_without_key", False):
             raise ConfigError(
-                f"deployment {deployment.id!r}: environment variable {missing} is not set "
+                f"deployment {deployment.id!r}: {missing} is not set "
                 "(set it, or mark the deployment skip_without_key: true)"
             )
         left_out.append(deployment.id)
@@ -55,12 +51,3 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
     except router_core.ConfigError as error:
         missing = ", ".join(left_out)
         raise ConfigError(f"{error}, once those missing their credentials ({missing}) are left out") from None
-
-
-def _missing_credentials(provider: AnyProvider, environ: Mapping[str, str]) -> str | None:
-    if isinstance(provider, _HttpDeployment) and provider.api_key_env and not api_key(provider, environ):
-        return provider.api_key_env
-    if isinstance(provider, BedrockDeployment):
-        names = (provider.access_key_env, provider.secret_key_env)
-        return next((name for name in names if not environ.get(name)), None)
-    return None

@@ -117,9 +117,16 @@ class BedrockDeployment(_ProviderBase):
     aws_region: str = Field(min_length=1)
     # Default: https://bedrock-runtime.<aws_region>.amazonaws.com
     endpoint_url: HttpUrl | None = None
+    # Static credentials, from these variables when both keys are set; otherwise botocore's chain
+    # finds them (a profile, SSO, an assumed role, web identity, a credential process) and
+    # refreshes them before they expire.
     access_key_env: str = "AWS_ACCESS_KEY_ID"
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
     session_token_env: str = "AWS_SESSION_TOKEN"
+    # The profile of ~/.aws/config the chain reads (default: AWS_PROFILE, else "default").
+    aws_profile: str | None = None
+    # Let the chain ask the instance or container metadata endpoint for the machine's role.
+    instance_metadata: bool = False
     # Leave the deployment out, instead of failing, when its credentials are not set.
     skip_without_key: bool = False
     max_connections: PositiveInt = 100

@@ -10,6 +10,7 @@ image URLs, temperatures above 1, forbidding tools) is refused, not dropped.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import urllib.parse
@@ -18,8 +19,13 @@ from typing import Any
 
 from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
-from botocore.credentials import Credentials  # type: ignore[import-untyped]
+from botocore.credentials import (  # type: ignore[import-untyped]
+    Credentials,
+    ReadOnlyCredentials,
+    RefreshableCredentials,
+)
 from botocore.eventstream import EventStreamBuffer, ParserError  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 from google.protobuf import json_format
 from yarl import URL
 
@@ -56,23 +62,18 @@ _STREAM_EXCEPTIONS = {
 }
 
 
-def credentials(deployment: BedrockDeployment, environ: Mapping[str, str]) -> Credentials:
-    """The deployment's AWS credentials, from the environment variables it names."""
-    return Credentials(
-        environ.get(deployment.access_key_env, ""),
-        environ.get(deployment.secret_key_env, ""),
-        environ.get(deployment.session_token_env) or None,
-    )
-
-
 class BedrockProvider:
-    def __init__(self, deployment: BedrockDeployment, credentials: Credentials) -> None:
+    """`credentials`: static, or botocore's refreshable ones (service.config.aws_credentials),
+    read afresh for every request; None fails every call as an auth error."""
+
+    def __init__(self, deployment: BedrockDeployment, credentials: Credentials | None) -> None:
         endpoint = str(deployment.endpoint_url or f"https://bedrock-runtime.{deployment.aws_region}.amazonaws.com")
         # Model ids hold ':' ("…-v1:0"); the path carries it escaped, and the signature covers that path.
         base = endpoint.rstrip("/") + "/model/" + urllib.parse.quote(deployment.model, safe="")
         self._url = base + "/converse"
         self._stream_url = base + "/converse-stream"
-        self._signer = SigV4Auth(credentials, "bedrock", deployment.aws_region)
+        self._credentials = credentials
+        self._region = deployment.aws_region
         self._client = HttpClient(
             headers={},
             timeout_s=deployment.timeout_s,
@@ -81,7 +82,7 @@ class BedrockProvider:
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
-        url, data, headers = self._signed(self._url, _body(request))
+        url, data, headers = await self._signed(self._url, _body(request))
         async with self._client.post_signed(url, data, headers) as response:
             raw = await response.read()
             request_id = response.headers.get("x-amzn-RequestId", "")
@@ -112,7 +113,7 @@ class BedrockProvider:
         )
 
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        url, data, headers = self._signed(self._stream_url, _body(request))
+        url, data, headers = await self._signed(self._stream_url, _body(request))
         state = _StreamState()
         async with self._client.post_signed(url, data, headers) as response:
             state.request_id = response.headers.get("x-amzn-RequestId", "")
@@ -129,12 +130,24 @@ class BedrockProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _signed(self, url: str, body: dict[str, Any]) -> tuple[URL, bytes, dict[str, str]]:
+    async def _signed(self, url: str, body: dict[str, Any]) -> tuple[URL, bytes, dict[str, str]]:
         data = json.dumps(body).encode()
         signed = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
-        self._signer.add_auth(signed)
+        SigV4Auth(await self._current_credentials(), "bedrock", self._region).add_auth(signed)
         # Sent exactly as signed: yarl must not re-encode the escaped model id.
         return URL(url, encoded=True), data, dict(signed.headers.items())
+
+    async def _current_credentials(self) -> ReadOnlyCredentials:
+        """The credentials to sign with now. Refreshing them may ask STS or SSO over the network,
+        so it runs off the event loop; in between it is a lock-free read."""
+        if self._credentials is None:
+            raise UpstreamError(pb.OUTCOME_AUTH_ERROR, "no AWS credentials were found for this deployment")
+        try:
+            if isinstance(self._credentials, RefreshableCredentials) and self._credentials.refresh_needed():
+                return await asyncio.to_thread(self._credentials.get_frozen_credentials)
+            return self._credentials.get_frozen_credentials()
+        except BotoCoreError as error:
+            raise UpstreamError(pb.OUTCOME_AUTH_ERROR, f"refreshing the AWS credentials failed: {error}") from error
 
 
 def _body(request: pb.ChatRequest) -> dict[str, Any]:
