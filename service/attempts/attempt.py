@@ -9,8 +9,6 @@ object is ever dropped unsettled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -34,9 +32,9 @@ class AttemptLog:
 
     def add_skipped(self, deployment: str, why: UpstreamError) -> None:
         """A candidate passed over without a call."""
-        self._add_failure(AttemptRecord(deployment, why.outcome, error=str(why)), why)
+        self.add_failure(AttemptRecord(deployment, why.outcome, error=str(why)), why)
 
-    def _add_failure(self, record: AttemptRecord, error: UpstreamError) -> None:
+    def add_failure(self, record: AttemptRecord, error: UpstreamError) -> None:
         self.records.append(record)
         if error.retry_after_s is not None and (self.retry_after_s is None or error.retry_after_s < self.retry_after_s):
             self.retry_after_s = error.retry_after_s
@@ -118,7 +116,7 @@ class Attempt:
             retry_after_s=error.retry_after_s,
         )
         record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
-        self._log._add_failure(record, error)
+        self._log.add_failure(record, error)
 
     def cancel(self, why: str) -> None:
         """Gives the lease back with no outcome (the budget returns in full) and lists the
@@ -140,15 +138,10 @@ class Attempt:
             raise RuntimeError(f"the attempt on {self.deployment.id} is already settled")
         return lease
 
-    @contextmanager
-    def until_answer(self) -> Iterator[Attempt]:
+    def until_answer(self) -> _UntilAnswer:
         """The scope in which the attempt gets to its first answer: a failure raised out of it
         settles the attempt; an answer leaves it open for whoever takes the answer."""
-        try:
-            yield self
-        except BaseException as error:
-            self._settle_on(error)
-            raise
+        return _UntilAnswer(self)
 
     async def __aenter__(self) -> Attempt:
         return self
@@ -157,11 +150,12 @@ class Attempt:
         self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None
     ) -> None:
         """Leaving the block settles the attempt if nothing in it did."""
-        self._settle_on(error)
+        self.settle_on(error)
 
-    def _settle_on(self, error: BaseException | None) -> None:
-        """An UpstreamError is the attempt's outcome; a crash gives the lease back; the request
-        ending (cancelled, or the block left without an outcome) lists the attempt as cancelled."""
+    def settle_on(self, error: BaseException | None) -> None:
+        """Settles the attempt, if nothing did, as leaving its block with `error` ends it: an
+        UpstreamError is the attempt's outcome; a crash gives the lease back; the request ending
+        (cancelled, or the block left without an outcome) lists the attempt as cancelled."""
         if self.settled:
             return
         if isinstance(error, UpstreamError):
@@ -170,3 +164,19 @@ class Attempt:
             self.release()
         else:
             self.cancel("cancelled: the request ended")
+
+
+class _UntilAnswer:
+    """`Attempt.until_answer` (a class, not a generator: it runs on every attempt)."""
+
+    __slots__ = ("_attempt",)
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+
+    def __enter__(self) -> Attempt:
+        return self._attempt
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None) -> None:
+        if error is not None:
+            self._attempt.settle_on(error)

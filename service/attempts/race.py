@@ -40,7 +40,7 @@ class Won(Generic[R]):
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         try:
-            await self.attempt.__aexit__(kind, error, traceback)
+            self.attempt.settle_on(error)
         finally:
             await self.opening.discard(self.answer)
 
@@ -48,11 +48,13 @@ class Won(Generic[R]):
 async def first_answer(schedule: Schedule, opening: Opening[R]) -> Won[R]:
     """The first attempt to answer, its outcome still to record. Raises UpstreamFailed (every
     attempt listed) when none does."""
-    async with schedule:
+    try:
         hedge = schedule.decision.hedge
         if hedge is None:
             return await _one_at_a_time(schedule, opening)
         return await _Race(schedule, opening, hedge).run()
+    finally:
+        schedule.close()
 
 
 async def _one_at_a_time(schedule: Schedule, opening: Opening[R]) -> Won[R]:

@@ -63,12 +63,6 @@ class Schedule:
         self.out_of_time = False  # the deadline or the retry budget left no time for another attempt
         self._unused_lease = decision.lease  # the decision's lease, until the first candidate's attempt takes it
 
-    async def __aenter__(self) -> Schedule:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self.close()
-
     def accepts(self, attempt: Attempt, error: UpstreamError) -> bool:
         """Whether the request may go on after `attempt` failed with `error`; notes what the failure
         rules out for the candidates still to come, and the failure that ends the request."""
