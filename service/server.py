@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import uvloop
-import watchfiles
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -92,13 +91,19 @@ class Gateway:
         log.info("config reloaded (%s) from %s: %d deployments", why, source, len(config.deployments()))
         return True
 
-    async def watch_config(self) -> None:
-        """Reloads whenever the config file changes (editors that replace the file included)."""
-        if self.config_path is None:
+    async def watch_config(self, interval_s: float) -> None:
+        """Reloads when the config file changes: its inode (an editor that replaces the file),
+        size or modification time, looked at every `interval_s`: a stat a second costs next to
+        nothing, where a file-system watcher's thread grew each worker's memory under load."""
+        if self.config_path is None or interval_s <= 0:
             return
-        path = self.config_path.resolve()
-        async for _ in watchfiles.awatch(path.parent, watch_filter=lambda _, changed: Path(changed) == path):
-            self.reload("file changed")
+        seen = _file_state(self.config_path)
+        while True:
+            await asyncio.sleep(interval_s)
+            state = _file_state(self.config_path)
+            if state != seen:
+                seen = state
+                self.reload("file changed")
 
     async def stop(self, grace_s: float, *, drain_s: float = 0.0) -> None:
         """Reports NOT_SERVING, keeps serving new calls for `drain_s` so that load balancers
@@ -127,7 +132,7 @@ async def serve(config: Config, listen: str, *, share_port: bool = False, config
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
-    watching = asyncio.ensure_future(gateway.watch_config())
+    watching = asyncio.ensure_future(gateway.watch_config(config.server.watch_interval_s))
     received = await stopped
     watching.cancel()
     settings = gateway.config.server
@@ -140,6 +145,14 @@ async def serve(config: Config, listen: str, *, share_port: bool = False, config
     )
     await gateway.stop(settings.grace_period_s, drain_s=drain_s)
     log.info("stopped")
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:  # being replaced, or gone: the next look decides
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def run_gateway(config: Config, listen: str, *, share_port: bool = False, config_path: Path | None = None) -> None:

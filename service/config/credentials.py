@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import botocore.session  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 
@@ -30,6 +29,10 @@ def aws_credentials(settings: BedrockDeployment, environ: Mapping[str, str]) -> 
     access_key, secret_key = environ.get(settings.access_key_env), environ.get(settings.secret_key_env)
     if access_key and secret_key:
         return Credentials(access_key, secret_key, environ.get(settings.session_token_env) or None)
+    # Imported here: botocore's session brings its whole client machinery into every worker's
+    # memory, and only a Bedrock deployment without static keys needs it.
+    import botocore.session  # type: ignore[import-untyped]
+
     try:
         session = botocore.session.Session(profile=settings.aws_profile)
         resolver = session.get_component("credential_provider")

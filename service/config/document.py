@@ -50,8 +50,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         except ValidationError as error:
             problems += [_describe((*where, *i["loc"]), i["msg"], lines, source) for i in error.errors()]
     routing_document = json.dumps(_finite(split.routing))
+    described = None
     try:
-        router_core.describe_config(routing_document)
+        described = router_core.describe_config(routing_document)
     except router_core.ConfigError as error:
         key, _, message = str(error).partition(": ")
         problems.append(_describe(split.locations.in_file(_key_path(key)), message, lines, source))
@@ -64,6 +65,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         routing_document,
         {ids[index]: provider for index, provider in providers.items()},
         source,
+        described_text=described,
     )
 
 

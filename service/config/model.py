@@ -91,10 +91,14 @@ class Config:
         providers: dict[str, AnyProvider],
         source: str,
         left_out: tuple[str, ...] = (),
+        described_text: str | None = None,
     ) -> Config:
-        """The config with the core's view of it: raises router_core.ConfigError when the routing
+        """The config with the core's view of it (`described_text`, when the caller already asked
+        `router_core.describe_config` for it): raises router_core.ConfigError when the routing
         document is invalid, or leaving `left_out` out empties the default group."""
-        described = json.loads(router_core.describe_config(routing_document, without=left_out))
+        if described_text is None:
+            described_text = router_core.describe_config(routing_document, without=left_out)
+        described = json.loads(described_text)
         compiled = described["config"]
         deployments = {d["id"]: Deployment.of(providers[d["id"]], d) for d in compiled["deployments"]}
         groups = tuple(

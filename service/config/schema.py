@@ -34,6 +34,9 @@ class ServerSettings(_Strict):
     # sending new calls, then stop taking calls and give those in flight grace_period_s.
     drain_delay_s: NonNegativeFloat = 5.0
     grace_period_s: PositiveFloat = 10.0
+    # How often the config file is looked at for changes, which reload it (SIGHUP always does);
+    # 0: never.
+    watch_interval_s: NonNegativeFloat = 1.0
 
 
 class _ProviderBase(_Strict):
