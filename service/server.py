@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -24,6 +24,7 @@ from service.runtime import Runtimes, build_runtime
 log = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class Gateway:
@@ -54,9 +55,7 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.runtimes), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (GATEWAY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
 
     @property
     def config(self) -> Config:
@@ -145,6 +144,24 @@ async def serve(config: Config, listen: str, *, share_port: bool = False, config
     )
     await gateway.stop(settings.grace_period_s, drain_s=drain_s)
     log.info("stopped")
+
+
+def _enable_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> None:
+    """Server reflection as grpc.reflection.v1 and as v1alpha: v1 is v1alpha under a new package
+    name, field for field, so v1alpha's servicer and messages answer both (grpcio-reflection ships
+    only v1alpha), and tools that speak only v1 work too."""
+    servicer = reflection.aio.ReflectionServicer((*services, reflection.SERVICE_NAME, REFLECTION_V1))
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})
+            for name in (REFLECTION_V1, reflection.SERVICE_NAME)
+        )
+    )
 
 
 def _file_state(path: Path) -> tuple[int, int, int] | None:

@@ -355,3 +355,29 @@ async def test_a_taken_port_is_an_error_not_a_shared_listener() -> None:
     with pytest.raises(OSError, match="cannot listen on"):
         Gateway(parse_config(config()), f"127.0.0.1:{first.port}", environ={})
     await first.stop(0)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_server_reflection_answers_in_both_versions(version: str) -> None:
+    """Tools that speak only grpc.reflection.v1 (or only v1alpha) list and describe the services."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    gateway = Gateway(parse_config(config()), "127.0.0.1:0", environ={})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            info = channel.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            requests = [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="switchboard.v1.Gateway"),
+            ]
+            listed, described = [answer async for answer in info(iter(requests))]
+    finally:
+        await gateway.stop(0)
+    names = {service.name for service in listed.list_services_response.service}
+    assert {"switchboard.v1.Gateway", "grpc.reflection.v1.ServerReflection"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto
