@@ -35,13 +35,34 @@ class GatewayError(Exception):
         return ()
 
 
+# What one error may carry of what a client sent or an upstream said: a status's message and
+# details travel in trailers (gRPC's default limit is 8 KiB) and into a log line.
+MAX_VIOLATIONS = 20
+MAX_FIELD_CHARS = 120
+MAX_REASON_CHARS = 300
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 class InvalidRequest(GatewayError):
-    """The request is malformed; each violation names the offending field."""
+    """The request is malformed; each violation names the offending field. The first
+    MAX_VIOLATIONS are kept, each bounded, then a count of the rest."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
-        self.violations = list(violations)
+        kept = [
+            (bounded(field, MAX_FIELD_CHARS), bounded(why, MAX_REASON_CHARS))
+            for field, why in violations[:MAX_VIOLATIONS]
+        ]
+        if len(violations) > MAX_VIOLATIONS:
+            kept.append(("request", f"and {len(violations) - MAX_VIOLATIONS} more problems"))
+        self.violations = kept
         super().__init__("; ".join(f"{field}: {why}" for field, why in self.violations))
 
     def details(self) -> Sequence[Message]:

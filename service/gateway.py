@@ -23,21 +23,22 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:  # noqa: N802
-        validate_chat(request)
         with self.runtimes.hold() as runtime:
+            validate_chat(request, runtime.config.server.limits)
             return await runtime.engine.chat(request, context.time_remaining)
 
     @stream_errors
     async def ChatStream(self, request: pb.ChatRequest, context: Context) -> AsyncIterator[pb.ChatStreamResponse]:  # noqa: N802
-        validate_chat(request)
         with self.runtimes.hold() as runtime:
+            validate_chat(request, runtime.config.server.limits)
             async for event in runtime.engine.chat_stream(request, context.time_remaining):
                 yield event
 
     @unary_errors
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:  # noqa: N802
-        validate_route(request)
-        return self.runtimes.current.engine.route(request)
+        runtime = self.runtimes.current
+        validate_route(request, runtime.config.server.limits)
+        return runtime.engine.route(request)
 
     @unary_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:  # noqa: N802

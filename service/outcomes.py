@@ -93,6 +93,9 @@ def usage_with_cache(uncached_input: int, output: int, cache_read: int, cache_wr
     )
 
 
+MAX_MESSAGE_CHARS = 500
+
+
 class UpstreamError(Exception):
     """A provider call that failed, classified so the engine can act on the class."""
 
@@ -104,6 +107,8 @@ class UpstreamError(Exception):
         status: int = 0,
         retry_after_s: float | None = None,
     ) -> None:
+        # An upstream's error text can be anything, of any length (a whole HTML page).
+        message = message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}… (cut)"
         super().__init__(message)
         self.outcome = outcome
         self.message = message

@@ -1,4 +1,5 @@
-"""Checks a request before it is routed; every problem names its field."""
+"""Checks a request before it is routed: its size against the limits first, then its content;
+every problem names its field."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ import math
 import re
 from collections.abc import Sequence
 
+from google.protobuf import struct_pb2
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import RequestLimits
 from service.errors import InvalidRequest
 
 MAX_STOP_SEQUENCES = 4
-MAX_TOOLS = 128
 # The function names every provider accepts (OpenAI's rule; Anthropic's and Gemini's are looser).
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 Violations = list[tuple[str, str]]
 
 
-def validate_chat(request: pb.ChatRequest) -> None:
+def validate_chat(request: pb.ChatRequest, limits: RequestLimits) -> None:
+    _check_limits(request, limits)
     violations: Violations = []
     if not request.model:
         violations.append(("model", 'required: a model group name, or "auto"'))
@@ -32,7 +37,8 @@ def validate_chat(request: pb.ChatRequest) -> None:
         raise InvalidRequest(violations)
 
 
-def validate_route(request: pb.RouteRequest) -> None:
+def validate_route(request: pb.RouteRequest, limits: RequestLimits) -> None:
+    _check_limits(request, limits)
     violations: Violations = []
     if not request.model:
         violations.append(("model", 'required: a model group name, or "auto"'))
@@ -44,8 +50,66 @@ def validate_route(request: pb.RouteRequest) -> None:
         raise InvalidRequest(violations)
 
 
-def _routing(routing: pb.RoutingHints) -> Violations:
+def _check_limits(request: pb.ChatRequest | pb.RouteRequest, limits: RequestLimits) -> None:
+    """Raises InvalidRequest when the request holds more than the limits allow. Runs before
+    anything else, in time bounded by the limits themselves, so that a request of a hundred
+    thousand messages costs no more than one of a thousand."""
     violations: Violations = []
+    counts = [
+        ("messages", len(request.messages), limits.max_messages),
+        ("tools", len(request.tools), limits.max_tools),
+        ("metadata", len(request.metadata), limits.max_metadata_entries),
+        ("routing.tags", len(request.routing.tags), limits.max_list_entries),
+        ("routing.required_capabilities", len(request.routing.required_capabilities), limits.max_list_entries),
+        ("routing.allowed_regions", len(request.routing.allowed_regions), limits.max_list_entries),
+    ]
+    violations += [(field, f"at most {limit}, got {count}") for field, count, limit in counts if count > limit]
+    if violations:
+        raise InvalidRequest(violations)  # nothing below is bounded until these are
+    text_bytes = 0
+    for i, message in enumerate(request.messages):
+        if len(message.content) > limits.max_parts_per_message:
+            violations.append(
+                (f"messages[{i}].content", f"at most {limits.max_parts_per_message} parts, got {len(message.content)}")
+            )
+        text_bytes += sum(len(part.text) for part in message.content)
+        text_bytes += sum(len(call.arguments) for call in message.tool_calls)
+    text_bytes += sum(len(tool.description) for tool in request.tools)
+    if text_bytes > limits.max_text_bytes:
+        violations.append(("messages", f"at most {limits.max_text_bytes} bytes of text, got {text_bytes}"))
+    schemas = [(f"tools[{i}].parameters", tool.parameters) for i, tool in enumerate(request.tools)]
+    schemas.append(("response_format.schema", request.response_format.schema))
+    for field, schema in schemas:
+        problem = _schema_too_large(schema, limits)
+        if problem:
+            violations.append((field, problem))
+    if violations:
+        raise InvalidRequest(violations)
+
+
+def _schema_too_large(schema: struct_pb2.Struct, limits: RequestLimits) -> str | None:
+    """Why a JSON Schema is too deep or too large, walking it without recursion and no further
+    than the limits."""
+    pending: list[tuple[struct_pb2.Value | struct_pb2.Struct, int]] = [(schema, 1)]
+    values = 0
+    while pending:
+        node, depth = pending.pop()
+        values += 1
+        if depth > limits.max_schema_depth:
+            return f"nested more than {limits.max_schema_depth} deep"
+        if values > limits.max_schema_values:
+            return f"more than {limits.max_schema_values} values"
+        if isinstance(node, struct_pb2.Struct):
+            pending += [(value, depth + 1) for value in node.fields.values()]
+        elif node.HasField("struct_value"):
+            pending.append((node.struct_value, depth))
+        elif node.HasField("list_value"):
+            pending += [(value, depth + 1) for value in node.list_value.values]
+    return None
+
+
+def _routing(routing: pb.RoutingHints) -> Violations:
+    violations: Violations = _known_enum("routing.preference", routing.preference, pb.Preference)
     if routing.HasField("max_cost_usd") and not (0.0 <= routing.max_cost_usd < math.inf):
         violations.append(("routing.max_cost_usd", f"must be a finite number >= 0, got {routing.max_cost_usd}"))
     if routing.HasField("latency_target_ms") and not (0.0 < routing.latency_target_ms < math.inf):
@@ -54,6 +118,16 @@ def _routing(routing: pb.RoutingHints) -> Violations:
 
 
 _KNOWN_ROLES = frozenset(pb.Role.values()) - {pb.ROLE_UNSPECIFIED}
+# Data URLs of images: base64 only, the form every provider takes.
+_DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,2})", re.ASCII)
+
+
+def _known_enum(field: str, value: int, enum: EnumTypeWrapper) -> Violations:
+    """A number proto3 decodes into an enum field but the enum does not name (a newer client's
+    value, or garbage) would otherwise be acted on as if it meant something."""
+    if value in enum.values():
+        return []
+    return [(field, f"unknown value {value}; known: {', '.join(enum.keys())}")]
 
 
 def _messages(messages: Sequence[pb.Message]) -> Violations:
@@ -108,14 +182,12 @@ def _tool_call(call: pb.ToolCall, where: str) -> Violations:
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         return False
 
 
 def _tools(tools: Sequence[pb.Tool], choice: pb.ToolChoice | None) -> Violations:
     violations: Violations = []
-    if len(tools) > MAX_TOOLS:
-        violations.append(("tools", f"at most {MAX_TOOLS} tools, got {len(tools)}"))
     names: set[str] = set()
     for i, tool in enumerate(tools):
         if not TOOL_NAME.fullmatch(tool.name):
@@ -128,6 +200,8 @@ def _tools(tools: Sequence[pb.Tool], choice: pb.ToolChoice | None) -> Violations
             violations.append((f"tools[{i}].parameters", 'must be a JSON Schema with "type": "object"'))
     if choice is not None:
         kind = choice.WhichOneof("choice")
+        if kind == "mode":
+            violations += _known_enum("tool_choice.mode", choice.mode, pb.ToolChoiceMode)
         if kind == "tool_name" and choice.tool_name not in names:
             violations.append(("tool_choice.tool_name", f"{choice.tool_name!r} is not one of the request's tools"))
         if kind == "mode" and choice.mode == pb.TOOL_CHOICE_MODE_REQUIRED and not tools:
@@ -136,7 +210,7 @@ def _tools(tools: Sequence[pb.Tool], choice: pb.ToolChoice | None) -> Violations
 
 
 def _response_format(response_format: pb.ResponseFormat) -> Violations:
-    violations: Violations = []
+    violations: Violations = _known_enum("response_format.type", response_format.type, pb.ResponseFormatType)
     if response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         if not TOOL_NAME.fullmatch(response_format.name):
             violations.append(("response_format.name", "required: letters, digits, '_' and '-', 1 to 64 characters"))
@@ -157,7 +231,24 @@ def _content_part(part: pb.ContentPart, where: str) -> Violations:
             return [(f"{where}.image", "set one of url or data")]
         if source == "data" and not part.image.mime_type.startswith("image/"):
             return [(f"{where}.image.mime_type", 'required with data, such as "image/png"')]
+        if source == "url":
+            return _image_url(part.image.url, f"{where}.image.url")
     return []
+
+
+def _image_url(url: str, where: str) -> Violations:
+    """http(s) URLs the provider fetches, or base64 data: URLs of an image type, as the API says;
+    no file:, javascript: or other scheme reaches a provider."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("http", "https"):
+        host = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+        return [] if host else [(where, "an http(s) URL needs a host")]
+    if scheme == "data":
+        data = _DATA_URL.fullmatch(url)
+        if data is None or len(data.group(2)) % 4:
+            return [(where, 'a data: URL must be "data:image/<type>;base64,<base64 data>"')]
+        return []
+    return [(where, "must be an http, https or data: URL")]
 
 
 def _params(params: pb.GenerationParams) -> Violations:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -252,6 +253,37 @@ async def test_deployment_timeout_falls_back(
     assert response.attempts[0].outcome == pb.OUTCOME_TIMEOUT
 
 
+def unknown(number: int) -> Any:
+    """An enum number the enum does not name, as a newer (or hostile) client may send."""
+    return number
+
+
+def with_fields(**fields: object) -> pb.ChatRequest:
+    request = chat_request()
+    for name, value in fields.items():
+        getattr(request, name).CopyFrom(value)
+    return request
+
+
+def with_image(url: str) -> pb.ChatRequest:
+    request = chat_request()
+    request.messages[0].content.add(image=pb.ImagePart(url=url))
+    return request
+
+
+def with_nested_tool_arguments(depth: int) -> pb.ChatRequest:
+    """A tool call whose arguments nest deeper than a JSON decoder recurses."""
+    call = pb.ToolCall(id="c1", name="lookup", arguments="[" * depth + "]" * depth)
+    return pb.ChatRequest(
+        model="chat",
+        messages=[
+            user("look it up"),
+            pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[call]),
+            pb.Message(role=pb.ROLE_TOOL, tool_call_id="c1", content=[pb.ContentPart(text="found")]),
+        ],
+    )
+
+
 @pytest.mark.parametrize(
     ("request_", "field", "says"),
     [
@@ -266,8 +298,32 @@ async def test_deployment_timeout_falls_back(
         ),
         (pb.ChatRequest(model="chat", messages=[pb.Message(role=pb.ROLE_USER)]), "messages[0].content", "at least one"),
         (chat_request(model="nope"), "model", "unknown model group 'nope'; known groups: chat, echo"),
+        (with_fields(response_format=pb.ResponseFormat(type=unknown(99))), "response_format.type", "unknown value 99"),
+        (with_fields(tool_choice=pb.ToolChoice(mode=unknown(42))), "tool_choice.mode", "unknown value 42"),
+        (with_fields(routing=pb.RoutingHints(preference=unknown(7))), "routing.preference", "unknown value 7"),
+        (with_image("file:///etc/passwd"), "messages[0].content[1].image.url", "http, https or data: URL"),
+        (with_image("javascript:alert(1)"), "messages[0].content[1].image.url", "http, https or data: URL"),
+        (with_image("data:image/png;base64,%%%"), "messages[0].content[1].image.url", "a data: URL must be"),
+        (with_image("data:text/html;base64,AAAA"), "messages[0].content[1].image.url", "a data: URL must be"),
+        (with_nested_tool_arguments(100_000), "messages[1].tool_calls[0].arguments", "must be a JSON object"),
     ],
-    ids=["no-messages", "no-model", "negative-max-tokens", "temperature", "no-role", "no-content", "unknown-group"],
+    ids=[
+        "no-messages",
+        "no-model",
+        "negative-max-tokens",
+        "temperature",
+        "no-role",
+        "no-content",
+        "unknown-group",
+        "unknown-response-format",
+        "unknown-tool-choice-mode",
+        "unknown-preference",
+        "file-url",
+        "javascript-url",
+        "bad-base64",
+        "not-an-image",
+        "deeply-nested-arguments",
+    ],
 )
 async def test_bad_input_is_invalid_argument_naming_the_field(
     start_gateway: StartGateway, upstream: MockOpenAI, request_: pb.ChatRequest, field: str, says: str

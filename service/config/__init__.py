@@ -21,6 +21,7 @@ from service.config.schema import (
     EchoDeployment,
     GeminiDeployment,
     OpenAICompatibleDeployment,
+    RequestLimits,
     RetrySettings,
     ServerSettings,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "GeminiDeployment",
     "ModelGroup",
     "OpenAICompatibleDeployment",
+    "RequestLimits",
     "RetrySettings",
     "ServerSettings",
     "api_key",

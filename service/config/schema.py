@@ -26,8 +26,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RequestLimits(_Strict):
+    """The most a request may hold, checked first and cheaply, before any other work: a few
+    cheap requests must not be able to stall the event loop or fill the memory."""
+
+    max_messages: PositiveInt = 1000
+    max_parts_per_message: PositiveInt = 64
+    max_tools: PositiveInt = 128
+    # Text in message parts, tool-call arguments and tool descriptions, in bytes.
+    max_text_bytes: PositiveInt = 2 * 1024 * 1024
+    # JSON Schemas (tool parameters, response_format.schema): nesting and values in each.
+    max_schema_depth: PositiveInt = 20
+    max_schema_values: PositiveInt = 10_000
+    # Metadata entries, and the tags, required capabilities and allowed regions of routing.
+    max_metadata_entries: PositiveInt = 64
+    max_list_entries: PositiveInt = 64
+
+
 class ServerSettings(_Strict):
-    """How the gRPC server listens and shuts down."""
+    """How the gRPC server listens and shuts down, and how much one request may ask of it."""
 
     listen: str = DEFAULT_LISTEN
     # On SIGTERM: report NOT_SERVING and keep serving this long, so that load balancers stop
@@ -37,6 +54,7 @@ class ServerSettings(_Strict):
     # How often the config file is looked at for changes, which reload it (SIGHUP always does);
     # 0: never.
     watch_interval_s: NonNegativeFloat = 1.0
+    limits: RequestLimits = RequestLimits()
 
 
 class _ProviderBase(_Strict):
