@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import AttemptRecord
+from service.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +202,15 @@ class StreamInterrupted(GatewayError):
 
 
 def _rich_status(error: GatewayError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    status = status_pb2.Status(code=error.code.value[0], message=str(error))
+    # Upstream text is redacted where it enters (UpstreamError); this is the last look before
+    # anything leaves the process.
+    message = redact(str(error))
+    status = status_pb2.Status(code=error.code.value[0], message=message)
     for detail in error.details():
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)
-    return error.code, str(error), (("grpc-status-details-bin", status.SerializeToString()),)
+    return error.code, message, (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from service.redaction import RedactingFormatter
+
+FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    """Logs to stderr, every line redacted of the provider credentials the process holds."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.redaction import redact
 
 # Failures another deployment may well not have: the engine falls through to
 # the next candidate on these, and fails at once on the rest (bad requests,
@@ -107,7 +108,9 @@ class UpstreamError(Exception):
         status: int = 0,
         retry_after_s: float | None = None,
     ) -> None:
-        # An upstream's error text can be anything, of any length (a whole HTML page).
+        # An upstream's error text can be anything, of any length (a whole HTML page), and may
+        # reflect the request's headers: redacted of every credential, then cut.
+        message = redact(message)
         message = message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}… (cut)"
         super().__init__(message)
         self.outcome = outcome

@@ -23,6 +23,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import Config, secret_for
 from service.engine import Engine
 from service.providers import Provider, build_provider
+from service.redaction import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,21 @@ def build_runtime(
     for deployment in config.deployments():
         recipe = (deployment.provider, secret_for(deployment.provider, environ))
         recipes[deployment.id] = recipe
+        SECRETS.add(_texts(recipe[1]))
         if previous is not None and previous.recipes.get(deployment.id) == recipe:
             providers[deployment.id] = previous.providers[deployment.id]
         else:
             providers[deployment.id] = build_provider(deployment.provider, environ)
     return Runtime(config, Engine(config, router, providers), responses.model_list(config), recipes)
+
+
+def _texts(secret: object) -> list[str]:
+    """The strings of a provider's secret: an API key, or AWS keys and token."""
+    if isinstance(secret, str):
+        return [secret]
+    if isinstance(secret, tuple):
+        return [value for value in secret if isinstance(value, str)]
+    return []
 
 
 class Runtimes:

@@ -41,6 +41,7 @@ from service.providers.http import (
     json_object,
 )
 from service.providers.translate import NO_PENALTIES_OR_SEED, merged_turns, unsupported_sampling
+from service.redaction import SECRETS
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
     "end_turn": pb.FINISH_REASON_STOP,
@@ -144,10 +145,15 @@ class BedrockProvider:
             raise UpstreamError(pb.OUTCOME_AUTH_ERROR, "no AWS credentials were found for this deployment")
         try:
             if isinstance(self._credentials, RefreshableCredentials) and self._credentials.refresh_needed():
-                return await asyncio.to_thread(self._credentials.get_frozen_credentials)
-            return self._credentials.get_frozen_credentials()
+                frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
+            else:
+                frozen = self._credentials.get_frozen_credentials()
         except BotoCoreError as error:
             raise UpstreamError(pb.OUTCOME_AUTH_ERROR, f"refreshing the AWS credentials failed: {error}") from error
+        # Credentials from the chain change as they refresh; the token travels in a header that
+        # an upstream may reflect.
+        SECRETS.add((frozen.secret_key, frozen.token))
+        return frozen
 
 
 def _body(request: pb.ChatRequest) -> dict[str, Any]:

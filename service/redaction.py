@@ -1,0 +1,51 @@
+"""Secrets never leave the process: every provider credential the gateway holds is registered
+here, and any text bound for a client or a log passes through `redact`, whatever path it took
+(an upstream that reflects request headers in its error body, an exception's message, a
+traceback). Redaction is by value, so it holds however the text was built."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+# Shorter values are not secrets worth the false positives (and would match everywhere).
+MIN_SECRET_CHARS = 8
+
+
+class Secrets:
+    """The secret values of this process. Values are only added: a call that began before a
+    reload may still meet an old key."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str | None]) -> None:
+        new = {v for v in values if v and len(v) >= MIN_SECRET_CHARS} - self._values
+        if not new:
+            return
+        self._values |= new
+        # Longest first, so that a secret holding another is replaced whole.
+        alternatives = sorted(self._values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(value) for value in alternatives))
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+
+SECRETS = Secrets()
+
+
+def redact(text: str) -> str:
+    return SECRETS.redact(text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose whole output, exception and stack text included, is redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
