@@ -61,7 +61,10 @@ def run_workers(config: Config, listen: str, workers: int, log_level: str, *, co
         for process in [p for p in alive if p.sentinel in finished]:
             process.join()
             alive.remove(process)
-            if process.exitcode != 0 or not stopping:
+            # A worker stopped by the signal passed on to it (before it could install its own
+            # handler, while starting up) stopped as asked.
+            stopped_as_asked = stopping and process.exitcode in (0, -signal.SIGTERM, -signal.SIGINT)
+            if not stopped_as_asked:
                 log.error("worker %s exited with code %s; stopping the others", process.name, process.exitcode)
                 code = 1
                 stopping = True

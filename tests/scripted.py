@@ -40,7 +40,12 @@ class Hang:
     """Never answers (the deployment's timeout_s ends it)."""
 
 
-Action = Answer | Fail | Hang
+@dataclass(frozen=True)
+class Withheld:
+    """The provider's content filter withholds the whole answer: a finish with no content."""
+
+
+Action = Answer | Fail | Hang | Withheld
 
 
 @dataclass
@@ -57,11 +62,16 @@ class Scripted(Provider):
     async def complete(self, request: pb.ChatRequest) -> Completion:
         action = self._next()
         await _before_answer(action)
+        if isinstance(action, Withheld):
+            return Completion("", pb.FINISH_REASON_CONTENT_FILTER, Usage())
         return Completion("hi", pb.FINISH_REASON_STOP, Usage())
 
     async def stream(self, request: pb.ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         action = self._next()
         await _before_answer(action)
+        if isinstance(action, Withheld):
+            yield StreamFinished(pb.FINISH_REASON_CONTENT_FILTER, Usage())
+            return
         assert isinstance(action, Answer)
         for sent in range(action.deltas):
             if sent == action.break_after:
@@ -75,7 +85,7 @@ class Scripted(Provider):
 
 
 async def _before_answer(action: Action) -> None:
-    await asyncio.sleep(3600 if isinstance(action, Hang) else action.delay)
+    await asyncio.sleep(3600 if isinstance(action, Hang) else 0.01 if isinstance(action, Withheld) else action.delay)
     if isinstance(action, Fail):
         raise UpstreamError(action.outcome, "scripted", status=500, retry_after_s=action.retry_after_s)
 

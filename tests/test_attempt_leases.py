@@ -21,7 +21,7 @@ import pytest
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.errors import GatewayError
-from tests.scripted import Action, Answer, Fail, Gateway, Hang, gateway
+from tests.scripted import Action, Answer, Fail, Gateway, Hang, Withheld, gateway
 
 pytestmark = pytest.mark.virtual_time
 
@@ -87,6 +87,9 @@ PATHS = [
         if o != pb.OUTCOME_CONTENT_FILTERED
     ],
     Path("tiers: a refuses, b answers", "tiers", {"a": [Fail(pb.OUTCOME_CONTENT_FILTERED)]}, "ok from b"),
+    # A whole answer withheld by a content filter is the same refusal, in a stream too.
+    Path("a's answer withheld", "", {"a": [Withheld()]}, "UpstreamFailed"),
+    Path("tiers: a's answer withheld, b answers", "tiers", {"a": [Withheld()]}, "ok from b"),
     Path("a times out, b answers", "", {"a": [Hang()]}, "ok from b"),
     Path("every candidate fails", "", {d: [Fail(pb.OUTCOME_SERVER_ERROR)] * 2 for d in "abc"}, "UpstreamFailed"),
     Path(

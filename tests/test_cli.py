@@ -204,3 +204,26 @@ def test_workers_need_a_fixed_port() -> None:
     )
     assert result.returncode == 1
     assert "needs a fixed port" in result.stderr
+
+
+def test_workers_stopped_while_starting_up_exit_cleanly(tmp_path: Path) -> None:
+    """SIGTERM right after the workers are spawned, before they handle signals themselves: they
+    die of the signal passed on to them, which is stopping as asked, not a failure."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--listen", f"127.0.0.1:{port}", *WORKERS],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "started 2 workers" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "stopping the others" not in rest

@@ -145,12 +145,27 @@ async def test_http_errors_are_classified(
         assert unary.retry_after_s == stream.retry_after_s == 7
 
 
-async def test_an_invalid_key_is_auth_error(gemini: MockGemini) -> None:
+async def test_an_invalid_key_is_auth_error_with_the_status_gemini_sent(gemini: MockGemini) -> None:
     adapter = GeminiProvider(deployment(gemini.base_url), api_key="wrong")
     with pytest.raises(UpstreamError) as caught:
         await adapter.complete(request())
     await adapter.aclose()
-    assert caught.value.outcome == pb.OUTCOME_AUTH_ERROR
+    assert (caught.value.outcome, caught.value.status) == (pb.OUTCOME_AUTH_ERROR, 400)
+
+
+async def test_a_429_waits_the_retry_delay_gemini_puts_in_its_body(
+    provider: GeminiProvider, gemini: MockGemini
+) -> None:
+    gemini.fault = Fault(status=429, retry_delay_s=2)
+    unary, stream = await failures(provider, request())
+    assert (
+        (unary.outcome, unary.retry_after_s)
+        == (stream.outcome, stream.retry_after_s)
+        == (
+            pb.OUTCOME_RATE_LIMITED,
+            2.0,
+        )
+    )
 
 
 @pytest.mark.parametrize(

@@ -100,8 +100,10 @@ async def test_stream_yields_deltas_then_usage(provider: OpenAICompatibleProvide
         (Fault(status=400, code="context_length_exceeded"), pb.OUTCOME_CONTEXT_WINDOW_EXCEEDED, 400),
         (Fault(status=400, code="content_policy_violation"), pb.OUTCOME_CONTENT_FILTERED, 400),
         (Fault(status=422, message="bad thing"), pb.OUTCOME_BAD_REQUEST, 422),
+        # A billing stop, not a rate limit: no wait brings the account back.
+        (Fault(status=429, code="insufficient_quota"), pb.OUTCOME_AUTH_ERROR, 429),
     ],
-    ids=["429", "500", "503", "404", "context", "content-filter", "422"],
+    ids=["429", "500", "503", "404", "context", "content-filter", "422", "insufficient-quota"],
 )
 async def test_http_errors_are_classified(
     provider: OpenAICompatibleProvider, upstream: MockOpenAI, fault: Fault, outcome: int, status: int
@@ -109,7 +111,7 @@ async def test_http_errors_are_classified(
     upstream.fault = fault
     for error in await failures(provider, request()):
         assert (error.outcome, error.status) == (outcome, status)
-        if status == 429:
+        if outcome == pb.OUTCOME_RATE_LIMITED:
             assert error.retry_after_s == 7.0
 
 

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt
-from service.outcomes import Completion, StreamEvent, UpstreamError
+from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError
 from service.providers import Provider
 
 R = TypeVar("R")
@@ -56,9 +56,14 @@ class Unary:
     async def start(self, attempt: Attempt) -> Completion:
         try:
             async with asyncio.timeout(attempt.budget):
-                return await self.providers[attempt.deployment.id].complete(self.request)
+                completion = await self.providers[attempt.deployment.id].complete(self.request)
         except TimeoutError as error:
             raise no_answer_within(attempt.budget) from error
+        if completion.finish_reason == pb.FINISH_REASON_CONTENT_FILTER and not (
+            completion.text or completion.tool_calls
+        ):
+            raise withheld()
+        return completion
 
     async def discard(self, answer: Completion) -> None:
         """A whole answer holds nothing open."""
@@ -86,10 +91,21 @@ class Streaming:
             if isinstance(raised, TimeoutError):
                 raise no_answer_within(budget) from raised
             raise
+        if isinstance(first, StreamFinished) and first.finish_reason == pb.FINISH_REASON_CONTENT_FILTER:
+            # Finished before any content: the same refusal a unary call gets, so that the
+            # policy's content fallback applies to streams too.
+            await events.aclose()
+            raise withheld()
         return OpenStream(first, events, attempt.elapsed())
 
     async def discard(self, answer: OpenStream) -> None:
         await answer.aclose()
+
+
+def withheld() -> UpstreamError:
+    """An answer the provider's content filter withheld whole: nothing reached the client, so it
+    is a refusal like any other, whatever the provider's way of saying it."""
+    return UpstreamError(pb.OUTCOME_CONTENT_FILTERED, "the provider's content filter withheld the whole answer")
 
 
 def no_answer_within(budget: float) -> UpstreamError:

@@ -279,10 +279,37 @@ def _http_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamE
 
 
 def _error(detail: Mapping[str, Any], text: str, headers: Mapping[str, str] | None, status: int = 0) -> UpstreamError:
-    status = status or int(detail.get("code") or 500)
-    reasons = {d.get("reason") for d in detail.get("details") or () if isinstance(d, dict)}
-    if "API_KEY_INVALID" in reasons:
-        # Gemini answers a bad key with 400 INVALID_ARGUMENT; it is an auth failure.
-        status = 401
+    status = status or _status_of(detail)
+    details = [d for d in detail.get("details") or () if isinstance(d, dict)]
+    # Gemini answers a bad key with 400 INVALID_ARGUMENT; it is an auth failure (the status
+    # reported stays the 400 it sent).
+    auth = any(d.get("reason") == "API_KEY_INVALID" for d in details)
     message = str(detail.get("message") or text[:300])
-    return classified_error(status, message, kind=str(detail.get("status") or ""), headers=headers)
+    return classified_error(
+        status,
+        message,
+        kind=str(detail.get("status") or ""),
+        headers=headers,
+        outcome=pb.OUTCOME_AUTH_ERROR if auth else None,
+        retry_after_s=_retry_delay(details),
+    )
+
+
+def _status_of(detail: Mapping[str, Any]) -> int:
+    try:
+        return int(detail.get("code") or 500)
+    except (TypeError, ValueError):
+        return 500
+
+
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
+    """The wait a 429 asks for, which Gemini puts in its body as google.rpc.RetryInfo
+    (`"retryDelay": "2s"`, a protobuf Duration in JSON) rather than in a Retry-After header."""
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = str(detail.get("retryDelay", ""))
+            try:
+                return max(0.0, float(delay.removesuffix("s"))) if delay.endswith("s") else None
+            except ValueError:
+                return None
+    return None

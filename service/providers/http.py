@@ -227,12 +227,27 @@ _CONTEXT_PHRASES = (
 
 
 def classified_error(
-    status: int, message: str, *, kind: str = "", code: str = "", headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    kind: str = "",
+    code: str = "",
+    headers: Mapping[str, str] | None = None,
+    outcome: pb.Outcome | None = None,
+    retry_after_s: float | None = None,
 ) -> UpstreamError:
     """The one classification of an HTTP error for every provider: by status first, then by the
-    provider's error type or code, then by its wording. Rate limits carry Retry-After."""
+    provider's error type or code, then by its wording, unless the provider knows better
+    (`outcome`). `status` stays what the upstream sent. Rate limits carry the provider's wait: its
+    body's (`retry_after_s`), else its Retry-After."""
     lowered = message.lower()
-    if status == 429 or kind in ("rate_limit_error", "RESOURCE_EXHAUSTED"):
+    if outcome is not None:
+        pass
+    elif "insufficient_quota" in (kind, code):
+        # OpenAI's 429 for an account out of credit: no wait brings it back, like a bad key.
+        outcome = pb.OUTCOME_AUTH_ERROR
+        message = f"the provider account's quota is exhausted (billing): {message}"
+    elif status == 429 or kind in ("rate_limit_error", "RESOURCE_EXHAUSTED"):
         outcome = pb.OUTCOME_RATE_LIMITED
     elif status in (503, 529) or "overloaded" in kind:
         outcome = pb.OUTCOME_OVERLOADED
@@ -249,8 +264,14 @@ def classified_error(
         outcome = pb.OUTCOME_BAD_REQUEST
     else:
         outcome = pb.OUTCOME_SERVER_ERROR
-    retry = retry_after(headers) if headers is not None and outcome == pb.OUTCOME_RATE_LIMITED else None
-    return UpstreamError(outcome, message, status=status, retry_after_s=retry)
+    if outcome == pb.OUTCOME_RATE_LIMITED and retry_after_s is None and headers is not None:
+        retry_after_s = retry_after(headers)
+    return UpstreamError(
+        outcome,
+        message,
+        status=status,
+        retry_after_s=retry_after_s if outcome == pb.OUTCOME_RATE_LIMITED else None,
+    )
 
 
 def json_object(data: str | bytes, what: str) -> dict[str, Any]:
