@@ -15,10 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
-from service.gateway import GatewayServicer
+from service.gateway import GatewayServicer, add_to_server
 from service.runtime import Runtimes, build_runtime
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Gateway:
         self.router = config.new_router()
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.health = health.aio.HealthServicer()
-        pb_grpc.add_GatewayServicer_to_server(GatewayServicer(self.runtimes), self.server)
+        add_to_server(GatewayServicer(self.runtimes), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
 

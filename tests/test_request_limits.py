@@ -3,6 +3,7 @@ what an error carries back (violations, upstream text) is bounded too, however b
 
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -11,6 +12,8 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import parse_config
+from service.server import Gateway
 from tests.conftest import StartGateway, status_details
 from tests.mock_openai import Fault, MockOpenAI
 from tests.test_e2e import chat_request, config, user
@@ -101,3 +104,55 @@ async def test_an_upstreams_error_text_is_cut(start_gateway: StartGateway, upstr
     assert len(caught.value.details() or "") < 1_500
     log = next(d for d in status_details(caught.value) if isinstance(d, pb.AttemptLog))
     assert log.attempts[0].error_message.endswith("(cut)")
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2) with a one-byte tag."""
+    length, size = b"", len(payload)
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            return bytes([number << 3 | 2]) + length + payload
+
+
+def deep_struct_request(depth: int) -> bytes:
+    """A ChatRequest whose first tool's parameters nest `depth` Structs, past any decoder."""
+    struct = b""
+    for _ in range(depth):
+        value = _field(5, struct)  # Value.struct_value
+        struct = _field(1, _field(1, b"p") + _field(2, value))  # Struct.fields entry {key, value}
+    tool = _field(1, b"deep") + _field(3, struct)  # Tool.name, Tool.parameters
+    return _field(1, b"echo") + _field(4, tool)  # ChatRequest.model, ChatRequest.tools
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"\xff\xff\xff\xff", "not a valid switchboard.v1.ChatRequest"),
+        (_field(1, b"\xff\xfe"), "not a valid switchboard.v1.ChatRequest"),  # model: invalid UTF-8
+        (deep_struct_request(200), "not a valid switchboard.v1.ChatRequest"),
+    ],
+    ids=["garbage", "invalid-utf8", "nested-past-the-decoder"],
+)
+async def test_bytes_that_are_not_a_request_are_invalid_argument_without_a_traceback(
+    payload: bytes, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = Gateway(parse_config(config()), "127.0.0.1:0", environ={})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            for method in ("Chat", "ChatStream"):
+                call = getattr(channel, "unary_stream" if method == "ChatStream" else "unary_unary")(
+                    f"/switchboard.v1.Gateway/{method}", request_serializer=None, response_deserializer=None
+                )
+                with caplog.at_level(logging.DEBUG), pytest.raises(grpc.aio.AioRpcError) as caught:
+                    if method == "ChatStream":
+                        [event async for event in call(payload)]
+                    else:
+                        await call(payload)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+                assert says in (caught.value.details() or "")
+    finally:
+        await gateway.stop(0)
+    assert "Traceback" not in caplog.text
