@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import AttemptRecord
-from service.redaction import redact
+from service.redaction import bounded, redact
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ class GatewayError(Exception):
 MAX_VIOLATIONS = 20
 MAX_FIELD_CHARS = 120
 MAX_REASON_CHARS = 300
-
-
-def bounded(text: str, limit: int) -> str:
-    """`text`, cut to `limit` characters with a note of how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 class InvalidRequest(GatewayError):

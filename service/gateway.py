@@ -16,7 +16,8 @@ from google.protobuf.message_factory import GetMessageClass
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.errors import MAX_REASON_CHARS, InvalidRequest, bounded, stream_errors, unary_errors
+from service.errors import MAX_REASON_CHARS, InvalidRequest, stream_errors, unary_errors
+from service.redaction import bounded
 from service.runtime import Runtimes
 from service.validation import validate_chat, validate_route
 

@@ -44,6 +44,14 @@ def redact(text: str) -> str:
     return SECRETS.redact(text)
 
 
+def bounded(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out: what a stranger
+    sent or an upstream said goes into errors and logs only so long."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 class RedactingFormatter(logging.Formatter):
     """A formatter whose whole output, exception and stack text included, is redacted."""
 

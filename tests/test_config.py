@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,64 @@ def test_skipped_deployments_leave_the_policies_that_name_them() -> None:
     assert kept.policies[0]["fallback"] == [{"groups": ["h"], "deployments": []}]
     assert [d.id for d in resolved.deployments()] == ["d2"]
     assert resolved.new_router().model_groups() == {"h": ["d2"]}
+
+
+def test_a_key_given_twice_is_an_error_at_its_line() -> None:
+    text = DEPLOYMENT + "        context_window: 2000\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    assert (
+        "c.yaml:11: model_groups[0].deployments[0].context_window: given twice in one mapping (first on line 10)"
+        in (str(caught.value))
+    )
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+: model_groups: given twice"):
+        parse_config(DEPLOYMENT + DEPLOYMENT, "c.yaml")
+
+
+def test_yaml_nested_past_any_config_is_refused_cleanly() -> None:
+    with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
+        parse_config("a: " + "[" * 5000 + "]" * 5000, "c.yaml")
+    with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
+        parse_config("a: " + "[" * 100 + "]" * 100, "c.yaml")
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    """Nine levels of nine aliases: 479 bytes that stand for 387 420 489 values."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{','.join(['*a' + str(i - 1)] * 9)}]" for i in range(1, 9)]
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="more than 200000 values"):
+        parse_config("\n".join(lines) + "\nmodel_groups: *a8\n", "c.yaml")
+    assert time.perf_counter() - started < 10, "a generous bound: the walk stops at the limit"
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('        extra_headers: {"X-Team": "a\\r\\nX-Injected: 1"}', "extra_headers.X-Team"),
+        ('        extra_headers: {"X Bad": "v"}', "extra_headers.X Bad.[key]"),
+        ('        api_key_header: "Api Key"', "api_key_header"),
+    ],
+)
+def test_header_names_and_values_that_http_cannot_carry_are_refused(line: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(DEPLOYMENT + line + "\n", "c.yaml")
+    assert f"model_groups[0].deployments[0].{field}" in str(caught.value)
+
+
+def test_a_key_with_a_line_break_is_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(DEPLOYMENT)
+    with pytest.raises(ConfigError, match="TEST_KEY holds a line break"):
+        load_config(path, environ={"TEST_KEY": "sk-abc\n"})
+
+
+def test_a_misspelt_capability_is_an_error_unless_declared() -> None:
+    text = DEPLOYMENT + "        capabilities: [streaming, streming]\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    assert 'c.yaml:11: model_groups[0].deployments[0].capabilities[1]: unknown capability "streming"' in str(
+        caught.value
+    )
+    declared = parse_config("custom_capabilities: [streming]\n" + text)
+    assert declared.deployments()[0].capabilities == ("streaming", "streming")

@@ -43,7 +43,15 @@ pub struct Config {
     /// Circuit breakers, cool-downs and outlier ejection, for every deployment.
     #[serde(default)]
     pub health: HealthPolicy,
+    /// Capability names deployments may declare beyond [`CAPABILITIES`].
+    #[serde(default)]
+    pub custom_capabilities: Vec<String>,
 }
+
+/// The capabilities the gateway itself asks for; a deployment or a policy naming another is
+/// a typo unless `custom_capabilities` declares it (a misspelt capability would otherwise
+/// only show when no request could be routed there).
+pub const CAPABILITIES: [&str; 5] = ["streaming", "vision", "tools", "json_mode", "json_schema"];
 
 /// A routing rule: a condition, where to send matching requests, how to
 /// order them, extra constraints, and where to go when those all fail.
@@ -310,6 +318,7 @@ impl Config {
                 return Err(too_many(key("region"), "regions"));
             }
             for (j, capability) in d.capabilities.iter().enumerate() {
+                self.check_capability(key(&format!("capabilities[{j}]")), capability)?;
                 capabilities.insert(capability.as_str());
                 if capabilities.len() > MAX_NAMES {
                     return Err(too_many(key(&format!("capabilities[{j}]")), "capabilities"));
@@ -387,6 +396,9 @@ impl Config {
                 hedge.validate(&key("hedge"))?;
             }
             let constraints = &policy.constraints;
+            for (j, capability) in constraints.capabilities.iter().enumerate() {
+                self.check_capability(key(&format!("constraints.capabilities[{j}]")), capability)?;
+            }
             if let Some(ceiling) = constraints.max_cost_usd {
                 check_non_negative(key("constraints.max_cost_usd"), ceiling)?;
             }
@@ -401,6 +413,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn check_capability(&self, key: String, name: &str) -> Result<(), ConfigError> {
+        if CAPABILITIES.contains(&name) || self.custom_capabilities.iter().any(|c| c == name) {
+            return Ok(());
+        }
+        Err(ConfigError::Schema {
+            key,
+            message: format!(
+                "unknown capability {name:?} (known: {}; declare others under custom_capabilities)",
+                CAPABILITIES.join(", ")
+            ),
+        })
     }
 
     fn validate_target(&self, target: &TargetConfig, key: &str) -> Result<(), ConfigError> {

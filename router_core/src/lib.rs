@@ -32,7 +32,7 @@ pub use calibration::{
 pub use clock::{Clock, Nanos};
 pub use config::{
     Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, Pruned,
-    ScoringConfig, TargetConfig, AUTO_GROUP, DEPLOYMENT_KEYS,
+    ScoringConfig, TargetConfig, AUTO_GROUP, CAPABILITIES, DEPLOYMENT_KEYS,
 };
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;

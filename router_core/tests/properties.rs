@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use router_core::{Decision, Filter, RouteRequest, Router};
 use serde_json::json;
 
-const CAPABILITIES: [&str; 4] = ["streaming", "tools", "vision", "json"];
+const CAPABILITIES: [&str; 4] = ["streaming", "tools", "vision", "json_mode"];
 const REGIONS: [&str; 3] = ["eu", "us", "ap"];
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,19 @@ def missing_credentials(settings: AnyProvider, environ: Mapping[str, str]) -> st
     return None
 
 
+def malformed_credentials(settings: AnyProvider, environ: Mapping[str, str]) -> str | None:
+    """The variable whose value cannot go into a header (a line break or NUL: an editor's
+    trailing newline, a pasted key), or None."""
+    names = [getattr(settings, "api_key_env", None)]
+    if isinstance(settings, BedrockDeployment):
+        names = [settings.access_key_env, settings.secret_key_env, settings.session_token_env]
+    for name in names:
+        value = environ.get(name) if name else None
+        if value is not None and any(c in value for c in "\r\n\x00"):
+            return name
+    return None
+
+
 def secret_for(settings: AnyProvider, environ: Mapping[str, str]) -> object:
     """What a provider for `settings` is built with from the environment: one built from equal
     settings and an equal secret is the same provider. (Credentials from botocore's chain are

@@ -22,18 +22,19 @@ from pydantic import ValidationError
 import router_core
 from service.config.model import Config, ConfigError
 from service.config.schema import PROVIDER, PROVIDER_TYPES, AnyProvider, ServiceSections
+from service.redaction import bounded
 
 KeyPath = tuple[str | int, ...]
+# What a config file may be: far beyond any real one, far below what would stall the reader.
+MAX_FILE_CHARS = 4 * 1024 * 1024
+MAX_VALUES = 200_000
+MAX_DEPTH = 64
 # The sections of the file that are the core's, handed on as written (checked there).
-_ROUTING_SECTIONS = ("default_group", "policies", "scoring", "rate_limits", "health")
+_ROUTING_SECTIONS = ("default_group", "policies", "scoring", "rate_limits", "health", "custom_capabilities")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
-    try:
-        document = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: invalid YAML: {error}") from error
+    document, lines = _read(text, source)
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     problems: list[str] = []
@@ -155,19 +156,56 @@ def _key_path(key: str) -> KeyPath:
     return tuple(int(index) if index else name for name, index in re.findall(r"(\w+)|\[(\d+)\]", key))
 
 
-def _line_numbers(node: yaml.Node | None, path: KeyPath = ()) -> dict[KeyPath, int]:
-    """Map each key path of a YAML document to its 1-based line."""
-    if node is None:
-        return {}
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            lines[(*path, key.value)] = key.start_mark.line + 1
-            lines.update({p: n for p, n in _line_numbers(value, (*path, key.value)).items() if p not in lines})
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.update(_line_numbers(item, (*path, index)))
-    return lines
+def _read(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
+    """The document and the line of each key path, read within bounds: a file nested too deep,
+    or whose aliases expand into too many values (a few hundred bytes can stand for billions),
+    is refused before anything walks it, and a key given twice in one mapping is an error
+    rather than the last one silently winning."""
+    if len(text) > MAX_FILE_CHARS:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_CHARS} characters")
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: invalid YAML: {bounded(str(error), 500)}") from error
+    except RecursionError:
+        raise ConfigError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
+    lines, duplicates = _walk(root, source)
+    if duplicates:
+        problems = [f"{source}:{line}: {_dotted(path)}: {why}" for path, line, why in duplicates]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return yaml.safe_load(text), lines
+
+
+def _walk(root: yaml.Node | None, source: str) -> tuple[dict[KeyPath, int], list[tuple[KeyPath, int, str]]]:
+    """The 1-based line of each key path, and the keys given twice, visiting every value as
+    aliases expand it, at most MAX_VALUES of them and MAX_DEPTH deep."""
+    lines: dict[KeyPath, int] = {}
+    duplicates: list[tuple[KeyPath, int, str]] = []
+    pending: list[tuple[yaml.Node, KeyPath]] = [] if root is None else [(root, ())]
+    visited = 0
+    while pending:
+        node, path = pending.pop()
+        visited += 1
+        if visited > MAX_VALUES:
+            raise ConfigError(f"{source}: more than {MAX_VALUES} values (aliases included)")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(f"{source}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
+                if name in seen:
+                    why = f"given twice in one mapping (first on line {seen[name]})"
+                    duplicates.append(((*path, name), line, why))
+                    continue
+                seen[name] = line
+                lines.setdefault((*path, name), line)
+                pending.append((value, (*path, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            pending += [(item, (*path, index)) for index, item in enumerate(node.value)]
+    return lines, duplicates
 
 
 def _describe(loc: tuple[str | int, ...], message: str, lines: dict[KeyPath, int], source: str) -> str:
@@ -180,7 +218,11 @@ def _describe(loc: tuple[str | int, ...], message: str, lines: dict[KeyPath, int
             # The discriminated union puts its tag in the location; it is not a key of the file.
             continue
         named = (*named, part)
-    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in named).lstrip(".") or "(top level)"
     line = lines.get(found)
     where = f"{source}:{line}" if line else source
-    return f"{where}: {dotted}: {message}"
+    return f"{where}: {_dotted(named)}: {message}"
+
+
+def _dotted(path: KeyPath) -> str:
+    """("model_groups", 0, "name") → model_groups[0].name, as the user reads the file."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "(top level)"

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import router_core
-from service.config.credentials import missing_credentials
+from service.config.credentials import malformed_credentials, missing_credentials
 from service.config.document import parse_config
 from service.config.model import Config, ConfigError
 
@@ -35,6 +35,12 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
     (and, in the core, whatever named only them)."""
     left_out = []
     for deployment in config.deployments():
+        malformed = malformed_credentials(deployment.provider, environ)
+        if malformed is not None:
+            raise ConfigError(
+                f"deployment {deployment.id!r}: environment variable {malformed} holds a line break or NUL, "
+                "which no HTTP header can carry"
+            )
         missing = missing_credentials(deployment.provider, environ)
         if missing is None:
             continue

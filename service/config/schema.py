@@ -20,6 +20,10 @@ from pydantic import (
 )
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# What goes into an HTTP header: a token for its name; no line break or NUL in its value, which
+# would otherwise pass the config and fail every call.
+HeaderName = Annotated[str, Field(min_length=1, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HeaderValue = Annotated[str, Field(pattern=r"^[^\r\n\x00]*$")]
 
 
 class _Strict(BaseModel):
@@ -90,14 +94,14 @@ class OpenAICompatibleDeployment(_HttpDeployment):
     type: Literal["openai_compatible"]
     base_url: HttpUrl
     # The key goes in this header after this prefix ("Authorization: Bearer sk-…" for most).
-    api_key_header: str = Field(default="Authorization", min_length=1)
-    api_key_prefix: str = "Bearer "
+    api_key_header: HeaderName = "Authorization"
+    api_key_prefix: HeaderValue = "Bearer "
     # Ask for usage in the last stream chunk (stream_options.include_usage); some servers reject it.
     stream_usage: bool = True
     # OpenAI's reasoning models take max_completion_tokens instead of max_tokens.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     # Sent with every request, e.g. OpenRouter's HTTP-Referer and X-Title.
-    extra_headers: dict[str, str] = Field(default_factory=dict)
+    extra_headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
 
 
 class AzureOpenAIDeployment(_HttpDeployment):
@@ -204,3 +208,4 @@ class ServiceSections(_Strict):
     scoring: object = None
     rate_limits: object = None
     health: object = None
+    custom_capabilities: object = None

@@ -189,6 +189,7 @@ fn at_most_63_capabilities() {
     let mut config = valid();
     let names: Vec<String> = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
     config["deployments"][1]["capabilities"] = json!(names);
+    config["custom_capabilities"] = json!(names);
     // "streaming" on deployments[0] is the first; c62 is the 64th.
     assert_eq!(
         error_for(config),
@@ -355,4 +356,22 @@ fn ids_and_group_names_are_names() {
     config["deployments"][0]["id"] = json!("openai/gpt-4o:2024@eu.1_x");
     config["model_groups"][0]["deployments"][0] = json!("openai/gpt-4o:2024@eu.1_x");
     assert!(Config::from_json(&config.to_string()).is_ok());
+}
+
+#[test]
+fn capabilities_are_known_or_declared() {
+    let mut config = valid();
+    config["deployments"][0]["capabilities"] = json!(["streaming", "streming"]);
+    assert_eq!(
+        error_for(config.clone()),
+        "deployments[0].capabilities[1]: unknown capability \"streming\" (known: streaming, vision, \
+         tools, json_mode, json_schema; declare others under custom_capabilities)"
+    );
+    config["custom_capabilities"] = json!(["streming"]);
+    assert!(Config::from_json(&config.to_string()).is_ok());
+    let mut config = valid();
+    config["policies"] = json!([{"id": "p", "route_to": {"groups": ["echo"]},
+                                 "constraints": {"capabilities": ["vison"]}}]);
+    assert!(error_for(config)
+        .starts_with("policies[0].constraints.capabilities[0]: unknown capability"));
 }
