@@ -112,6 +112,9 @@ class Router:
     def release(self, lease: Lease) -> None:
         """Give back a lease whose attempt produced no outcome; a no-op if settled. A lease
         that is garbage collected unsettled gives itself back the same way."""
+    def cooling_down_for_s(self, deployment: str) -> float | None:
+        """Seconds until the deployment's rate-limit cool-down (a provider's 429) ends, or None
+        when it is not cooling down."""
     def latency_tail_ms(self, deployment: str, *, first_token: bool) -> float | None:
         """The deployment's tail estimate in ms (mean + 2 deviations) of its time to first
         token when ``first_token``, else of its whole latency: how long to wait before

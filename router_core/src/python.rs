@@ -223,6 +223,15 @@ impl PyRouter {
         }
     }
 
+    /// Seconds until the deployment's rate-limit cool-down (a provider's 429)
+    /// ends, or None when it is not cooling down. UnknownDeploymentError if unknown.
+    fn cooling_down_for_s(&self, py: Python<'_>, deployment: &str) -> PyResult<Option<f64>> {
+        self.0
+            .cooling_down_for(deployment)
+            .map(|wait| wait.map(|d| d.as_secs_f64()))
+            .map_err(|e| to_py_err(py, e))
+    }
+
     /// The deployment's tail estimate in ms (mean + 2 deviations) of its time
     /// to first token when `first_token`, else of its whole latency; None
     /// before its first measured success. UnknownDeploymentError if unknown.

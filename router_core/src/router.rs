@@ -223,6 +223,21 @@ impl Router {
         })
     }
 
+    /// How long until the deployment's rate-limit cool-down ends (a provider's 429), if it is
+    /// cooling down: the wait to tell a client that was turned away by it.
+    pub fn cooling_down_for(&self, deployment: &str) -> Result<Option<Duration>, RouterError> {
+        let table = self.table.load();
+        let target = table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
+        let now = self.clock.now();
+        Ok(target
+            .health
+            .admit(now)
+            .worth_waiting_until()
+            .map(|until| Duration::from_nanos(until.saturating_sub(now))))
+    }
+
     /// The deployment's tail estimate (mean + 2 deviations) of the time to its
     /// first token when `first_token`, else of its whole latency; `None`
     /// before its first measured success. The delay before hedging it.

@@ -32,12 +32,13 @@ class AttemptLog:
 
     def add_skipped(self, deployment: str, why: UpstreamError) -> None:
         """A candidate passed over without a call."""
-        self.add_failure(AttemptRecord(deployment, why.outcome, error=str(why)), why)
+        self.add_failure(AttemptRecord(deployment, why.outcome, error=str(why)), why.retry_after_s)
 
-    def add_failure(self, record: AttemptRecord, error: UpstreamError) -> None:
+    def add_failure(self, record: AttemptRecord, retry_after_s: float | None) -> None:
+        """A failed attempt, and the wait it says brings its deployment back, if any."""
         self.records.append(record)
-        if error.retry_after_s is not None and (self.retry_after_s is None or error.retry_after_s < self.retry_after_s):
-            self.retry_after_s = error.retry_after_s
+        if retry_after_s is not None and (self.retry_after_s is None or retry_after_s < self.retry_after_s):
+            self.retry_after_s = retry_after_s
 
     def failure(self, deadline: Deadline, *, budget_spent: bool = False) -> UpstreamFailed:
         """The error for a request no attempt answered. DEADLINE_EXCEEDED only when the client's own
@@ -116,7 +117,11 @@ class Attempt:
             retry_after_s=error.retry_after_s,
         )
         record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
-        self._log.add_failure(record, error)
+        wait = error.retry_after_s
+        if error.outcome == pb.OUTCOME_RATE_LIMITED and wait is None:
+            # No Retry-After: the client is told the cool-down the gateway applied instead.
+            wait = self._router.cooling_down_for_s(self.deployment.id)
+        self._log.add_failure(record, wait)
 
     def cancel(self, why: str) -> None:
         """Gives the lease back with no outcome (the budget returns in full) and lists the
