@@ -29,7 +29,6 @@ from service.attempts import (
     Unary,
     Won,
     first_answer,
-    room_for_attempt,
 )
 from service.config import Config, Deployment
 from service.errors import (
@@ -133,7 +132,8 @@ class Engine:
         group and the winner, still open. When all a round found was rate limiting with a known
         wait, waits (up to `retries.wait_for_capacity_s` in all, within the deadline) and routes
         again; the attempts of every round are kept."""
-        deadline = Deadline.starting_now(time_remaining, self.config.retries.total_budget_s, self.clock)
+        retries = self.config.retries
+        deadline = Deadline.starting_now(time_remaining, retries.total_budget_s, self.clock, retries.deadline_margin_s)
         began = self.clock()
         while True:
             round_began = len(log.records)
@@ -177,7 +177,7 @@ class Engine:
         wait = max(retry_after_s, MIN_CAPACITY_WAIT_S) + COOL_DOWN_SLACK_S
         if waited + wait > allowed:
             return None
-        return wait if room_for_attempt(deadline.remaining(), after_s=wait) else None
+        return wait if deadline.room(after_s=wait) else None
 
     def _decide_chat(self, request: pb.ChatRequest, *, streaming: bool) -> tuple[router_core.Decision, Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""

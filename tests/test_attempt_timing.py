@@ -172,3 +172,13 @@ async def test_an_answer_before_the_hedge_delay_starts_no_hedge() -> None:
     assert took == 0.149
     assert listed(response) == [("a", "OK")]
     assert gw.calls("b") == 0
+
+
+@pytest.mark.parametrize("margin_s", [0.005, 0.05, 0.2])
+async def test_the_deadline_margin_is_kept_back_from_the_clients_deadline(margin_s: float) -> None:
+    """A hanging attempt ends `margin_s` before the client's 500 ms deadline, leaving that long
+    for the error that lists it to reach the client."""
+    gw = gateway(config(f"{{deadline_margin_s: {margin_s}}}"), {"a": [Hang()], "b": [Hang()]})
+    took, error = await timed_failure(gw, deadline_s=0.5)
+    assert took == pytest.approx(0.5 - margin_s)
+    assert isinstance(error, UpstreamFailed) and error.deadline_exceeded

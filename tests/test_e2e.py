@@ -437,3 +437,18 @@ async def test_server_reflection_answers_in_both_versions(version: str) -> None:
     names = {service.name for service in listed.list_services_response.service}
     assert {"switchboard.v1.Gateway", "grpc.reflection.v1.ServerReflection"} <= names
     assert described.file_descriptor_response.file_descriptor_proto
+
+
+async def test_the_gateways_deadline_error_reaches_the_client_before_its_own_timer(
+    start_gateway: StartGateway, upstream: MockOpenAI
+) -> None:
+    """With the default 50 ms margin the client gets the gateway's DEADLINE_EXCEEDED, with the
+    attempt log, rather than its own timer's bare one."""
+    upstream.fault = Fault(hang_s=30)
+    stub = await start_gateway(config(upstream))
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Chat(chat_request(), timeout=0.4)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        log = [d for d in status_details(caught.value) if isinstance(d, pb.AttemptLog)]
+        assert [a.outcome for a in log[0].attempts] == [pb.OUTCOME_TIMEOUT]

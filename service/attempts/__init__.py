@@ -19,7 +19,6 @@ from service.attempts.timing import (
     Clock,
     Deadline,
     TimeRemaining,
-    room_for_attempt,
 )
 
 __all__ = [
@@ -39,5 +38,4 @@ __all__ = [
     "Unary",
     "Won",
     "first_answer",
-    "room_for_attempt",
 ]

@@ -14,7 +14,7 @@ from types import TracebackType
 
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.attempts.timing import Clock, Deadline, room_for_attempt
+from service.attempts.timing import Clock, Deadline
 from service.config import Deployment
 from service.errors import UpstreamFailed
 from service.outcomes import OUTCOME_CLASSES, AttemptRecord, UpstreamError, Usage
@@ -43,7 +43,7 @@ class AttemptLog:
     def failure(self, deadline: Deadline, *, budget_spent: bool = False) -> UpstreamFailed:
         """The error for a request no attempt answered. DEADLINE_EXCEEDED only when the client's own
         deadline left no time; the gateway's retry budget running out is reported by the last outcome."""
-        out_of_time = not room_for_attempt(deadline.client())
+        out_of_time = not deadline.client_room()
         if out_of_time:
             why = "the deadline left no time for another attempt"
         elif budget_spent:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import router_core
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt, AttemptLog
-from service.attempts.timing import Clock, Deadline, attempt_budget, retry_delay
+from service.attempts.timing import Clock, Deadline, retry_delay
 from service.config import Deployment, RetrySettings
 from service.outcomes import UpstreamError
 
@@ -89,7 +89,7 @@ class Schedule:
         deployment again after a backoff, or the next candidate; None when there is none."""
         deployment = attempt.deployment
         retried = self._retried.get(deployment.id, 0)
-        delay = retry_delay(self._retries, retried, error, self.deadline.remaining)
+        delay = retry_delay(self._retries, retried, error, self.deadline)
         if delay is not None:
             await asyncio.sleep(delay)
             again = self._attempt(deployment, attempt.tier)
@@ -142,7 +142,7 @@ class Schedule:
     def _attempt(self, deployment: Deployment, tier: int, *, first: bool = False) -> Attempt | None:
         # Time first, lease second: a lease taken for an attempt that never starts would hold
         # the deployment's budget.
-        budget = attempt_budget(deployment.timeout_s, self.deadline.remaining)
+        budget = self.deadline.budget(deployment.timeout_s)
         if budget is None:
             self.out_of_time = True
             return None

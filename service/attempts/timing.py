@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from service.config import RetrySettings
 from service.outcomes import OUTCOME_CLASSES, UpstreamError
 
-# Time kept back from the client's deadline so that a timed-out attempt can
-# still be reported in the error the client receives.
-DEADLINE_MARGIN_S = 0.005
 # An attempt with less time than this left is not started.
 MIN_ATTEMPT_S = 0.01
 # Added to a wait for a deployment's cool-down to end: asyncio's timers may fire a millisecond
@@ -37,15 +34,20 @@ TimeRemaining = Callable[[], float | None]
 @dataclass(frozen=True, slots=True)
 class Deadline:
     """How long a request has left: by the client's own deadline, and by the sooner of that and
-    the retry settings' total budget, counted from the request's start."""
+    the retry settings' total budget, counted from the request's start. `margin_s` is kept back
+    from both, so that the answer (or the error listing every attempt) reaches the client before
+    its own timer fires (retries.deadline_margin_s)."""
 
     client: TimeRemaining
     remaining: TimeRemaining
+    margin_s: float = 0.0
 
     @classmethod
-    def starting_now(cls, client: TimeRemaining, total_budget_s: float | None, clock: Clock) -> Deadline:
+    def starting_now(
+        cls, client: TimeRemaining, total_budget_s: float | None, clock: Clock, margin_s: float = 0.0
+    ) -> Deadline:
         if total_budget_s is None:
-            return cls(client, client)
+            return cls(client, client, margin_s)
         ends = clock() + total_budget_s
 
         def remaining() -> float:
@@ -53,30 +55,33 @@ class Deadline:
             own = ends - clock()
             return own if left is None else min(left, own)
 
-        return cls(client, remaining)
+        return cls(client, remaining, margin_s)
+
+    def room(self, *, after_s: float = 0.0) -> bool:
+        """Whether there is time for an attempt starting `after_s` from now."""
+        return self._room(self.remaining(), after_s)
+
+    def client_room(self) -> bool:
+        """Whether the client's own deadline leaves time for another attempt."""
+        return self._room(self.client(), 0.0)
+
+    def budget(self, timeout_s: float) -> float | None:
+        """Seconds the next attempt may take, or None if there is no room for one."""
+        remaining = self.remaining()
+        if remaining is None:
+            return timeout_s
+        if not self._room(remaining, 0.0):
+            return None
+        return min(timeout_s, remaining - self.margin_s)
+
+    def _room(self, left: float | None, after_s: float) -> bool:
+        return left is None or left - after_s - self.margin_s >= MIN_ATTEMPT_S
 
 
 NO_DEADLINE = Deadline(client=lambda: None, remaining=lambda: None)
 
 
-def room_for_attempt(left: float | None, *, after_s: float = 0.0) -> bool:
-    """Whether `left` seconds (None: no deadline) leave time for an attempt starting `after_s` from now."""
-    return left is None or left - after_s - DEADLINE_MARGIN_S >= MIN_ATTEMPT_S
-
-
-def attempt_budget(timeout_s: float, time_remaining: TimeRemaining) -> float | None:
-    """Seconds the next attempt may take, or None if the deadline leaves no room for one."""
-    remaining = time_remaining()
-    if remaining is None:
-        return timeout_s
-    if not room_for_attempt(remaining):
-        return None
-    return min(timeout_s, remaining - DEADLINE_MARGIN_S)
-
-
-def retry_delay(
-    retries: RetrySettings, retried: int, error: UpstreamError, time_remaining: TimeRemaining
-) -> float | None:
+def retry_delay(retries: RetrySettings, retried: int, error: UpstreamError, deadline: Deadline) -> float | None:
     """How long to wait before trying the same deployment again, or None to move on."""
     if retried >= retries.same_deployment or not error.retriable:
         return None
@@ -87,4 +92,4 @@ def retry_delay(
         if error.retry_after_s > retries.backoff_max_s:
             return None
         delay = max(delay, error.retry_after_s + COOL_DOWN_SLACK_S)
-    return delay if room_for_attempt(time_remaining(), after_s=delay) else None
+    return delay if deadline.room(after_s=delay) else None

@@ -193,6 +193,10 @@ class RetrySettings(_Strict):
     # rpm/tpm budget) with a known wait, wait up to this long in all and route again, instead
     # of failing at once with RESOURCE_EXHAUSTED. 0: fail at once.
     wait_for_capacity_s: NonNegativeFloat = 0.0
+    # Time kept back from the client's deadline, so that the answer, or the error listing every
+    # attempt, reaches the client before its own timer fires. Larger survives a slower network
+    # between client and gateway; every attempt has that much less time.
+    deadline_margin_s: NonNegativeFloat = 0.05
 
 
 class ServiceSections(_Strict):
