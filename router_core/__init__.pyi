@@ -67,6 +67,7 @@ class Router:
         max_cost_usd: float | None = None,
         latency_target_ms: float | None = None,
         affinity_key: str = "",
+        preference: Literal["cost", "latency"] | None = None,
         seed: int | None = None,
         dry_run: bool = False,
     ) -> Decision:
@@ -80,7 +81,9 @@ class Router:
         capability or region names match no deployment; an empty ``regions``
         allows any. ``max_cost_usd`` removes deployments whose estimated cost
         for this request is higher. The same ``affinity_key`` keeps the same
-        deployment first while it qualifies. A ``seed`` makes the order
+        deployment first while it qualifies. A ``preference`` orders the candidates
+        cheapest first (lowest_cost) or fastest first (lowest_latency) instead of by the
+        plan's strategy. A ``seed`` makes the order
         deterministic; ``dry_run`` explains without side effects. Raises
         UnknownModelGroupError when no policy matches and the group is unknown.
         """

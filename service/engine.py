@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import router_core
 from service import responses
@@ -50,6 +50,8 @@ MIN_CAPACITY_WAIT_S = 0.05
 # that waiting restores comes with its wait, as BudgetExhausted; one the request can never fit
 # is a precondition.)
 _TRANSIENT_FILTERS = frozenset({"health"})
+# What a client may favour (routing.preference), as the router names it.
+_PREFERENCES: dict[int, Literal["cost", "latency"]] = {pb.PREFERENCE_COST: "cost", pb.PREFERENCE_LATENCY: "latency"}
 # What ends a round of attempts without an answer.
 RoundFailure = BudgetExhausted | UpstreamFailed | NoEligibleDeployment
 
@@ -227,6 +229,7 @@ class Engine:
                 max_cost_usd=routing.max_cost_usd if routing.HasField("max_cost_usd") else None,
                 latency_target_ms=routing.latency_target_ms if routing.HasField("latency_target_ms") else None,
                 affinity_key=routing.affinity_key,
+                preference=_PREFERENCES.get(routing.preference),
                 dry_run=dry_run,
             )
         except router_core.UnknownModelGroupError as error:

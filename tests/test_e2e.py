@@ -363,6 +363,23 @@ async def test_route_explains_candidates_and_rejections(
     assert not upstream.requests and not second_upstream.requests
 
 
+async def test_a_cost_preference_orders_the_cheapest_first(
+    start_gateway: StartGateway, upstream: MockOpenAI, second_upstream: MockOpenAI
+) -> None:
+    """mock-0 comes first by priority; made the dearer one, it comes last when the client
+    prefers cost, for Route and for Chat alike."""
+    text = config(upstream, second_upstream).replace("input_price_per_mtok: 1.0", "input_price_per_mtok: 9.0", 1)
+    stub = await start_gateway(text)
+    cost = pb.RoutingHints(preference=pb.PREFERENCE_COST)
+    decision = await stub.Route(pb.RouteRequest(model="chat", input_tokens=1000, routing=cost))
+    assert decision.strategy == "lowest_cost"
+    assert [c.deployment for c in decision.candidates] == ["mock-1", "mock-0"]
+    request = chat_request()
+    request.routing.CopyFrom(cost)
+    assert (await stub.Chat(request)).served.deployment == "mock-1"
+    assert (await stub.Chat(chat_request())).served.deployment == "mock-0"
+
+
 async def test_no_eligible_deployment_is_failed_precondition(start_gateway: StartGateway, upstream: MockOpenAI) -> None:
     stub = await start_gateway(config(upstream))
     request = chat_request()

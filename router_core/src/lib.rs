@@ -43,7 +43,7 @@ pub use health::{
 pub use lease::Lease;
 pub use matcher::MatcherConfig;
 pub use ratelimit::{release, reserve, settle, Denied, Limit, LimitKind, LimitSpec, Reservation};
-pub use router::{Candidate, Decision, Rejection, RouteRequest, Router};
+pub use router::{Candidate, Decision, Preference, Rejection, RouteRequest, Router};
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;
 pub use table::MAX_NAMES;

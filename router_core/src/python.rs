@@ -17,7 +17,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::{
     estimate_input_tokens, Clock, Decision, DeploymentStats, Hedge, Lease, Outcome, OutcomeClass,
-    RouteRequest, Router, RouterError,
+    Preference, RouteRequest, Router, RouterError,
 };
 
 /// Estimated input tokens of a request: its texts (message parts, tool-call
@@ -93,14 +93,14 @@ impl PyRouter {
         model, *, input_tokens = 0, max_output_tokens = 0, capabilities = Vec::new(),
         regions = Vec::new(), tenant = "", api_key = "", task = "", tags = Vec::new(),
         metadata = None, max_cost_usd = None, latency_target_ms = None, affinity_key = "",
-        seed = None, dry_run = false,
+        preference = None, seed = None, dry_run = false,
     ))]
     // pyo3 renders `Vec::new()` defaults as `...`; show the Python equivalent.
     #[pyo3(
         text_signature = "($self, model, *, input_tokens=0, max_output_tokens=0, capabilities=(), \
                              regions=(), tenant='', api_key='', task='', tags=(), metadata=None, \
-                             max_cost_usd=None, latency_target_ms=None, affinity_key='', seed=None, \
-                             dry_run=False)"
+                             max_cost_usd=None, latency_target_ms=None, affinity_key='', \
+                             preference=None, seed=None, dry_run=False)"
     )]
     #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     fn route(
@@ -119,9 +119,20 @@ impl PyRouter {
         max_cost_usd: Option<f64>,
         latency_target_ms: Option<f64>,
         affinity_key: &str,
+        preference: Option<&str>,
         seed: Option<u64>,
         dry_run: bool,
     ) -> PyResult<PyDecision> {
+        let preference = match preference {
+            None => None,
+            Some("cost") => Some(Preference::Cost),
+            Some("latency") => Some(Preference::Latency),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "preference must be \"cost\", \"latency\" or None, got {other:?}"
+                )))
+            }
+        };
         let metadata: Vec<(String, String)> = metadata.into_iter().flatten().collect();
         let request = RouteRequest {
             model,
@@ -137,6 +148,7 @@ impl PyRouter {
             max_cost_usd,
             latency_target_ms,
             affinity_key,
+            preference,
             seed,
             dry_run,
         };

@@ -33,7 +33,7 @@ use affinity::stick;
 use leasing::{earliest, lease_first, lease_on};
 use signals::{signals, unavailable};
 
-pub use decision::{Candidate, Decision, Rejection, RouteRequest};
+pub use decision::{Candidate, Decision, Preference, Rejection, RouteRequest};
 
 pub struct Router {
     table: ArcSwap<Table>,
@@ -131,7 +131,11 @@ impl Router {
         // The earliest time a deployment that is only waiting on a budget or
         // a provider's Retry-After could take the request.
         let mut retry_at: Option<Nanos> = None;
-        let needs = plan.strategy.needs();
+        // The caller's preference, when it has one, orders the candidates instead.
+        let strategy = request
+            .preference
+            .map_or(plan.strategy, Preference::strategy);
+        let needs = strategy.needs();
         for (tier_number, tier) in (0u32..).zip(&plan.tiers) {
             survivors.clear();
             for deployment in tier.iter().map(|&i| &table.deployments[i]) {
@@ -155,8 +159,7 @@ impl Router {
                 advance_rotation: !request.dry_run,
                 scoring: &table.scoring,
             };
-            plan.strategy
-                .order(&survivors, &mut context, &mut candidates);
+            strategy.order(&survivors, &mut context, &mut candidates);
             // Affinity applies to the primary candidates: a fallback tier is a
             // different set, so keeping a session there has nothing to keep.
             if start == 0 && !request.affinity_key.is_empty() {
@@ -169,7 +172,7 @@ impl Router {
         let mut decision = Decision {
             model_group,
             policy: policy.map(|p| p.id.clone()),
-            strategy: plan.strategy,
+            strategy,
             candidates,
             rejected,
             lease: None,

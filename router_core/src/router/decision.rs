@@ -41,6 +41,8 @@ pub struct RouteRequest<'a, S = &'a str> {
     pub latency_target_ms: Option<f64>,
     /// Requests with the same key keep the same deployment while it is healthy.
     pub affinity_key: &'a str,
+    /// What the caller favours among the candidates, in place of the plan's strategy.
+    pub preference: Option<Preference>,
     /// Fixes the random order; `None` draws a fresh seed.
     pub seed: Option<u64>,
     /// Explain only: reserve no rate-limit budget, claim no probe, advance no rotation.
@@ -63,8 +65,28 @@ impl<'a> RouteRequest<'a> {
             max_cost_usd: None,
             latency_target_ms: None,
             affinity_key: "",
+            preference: None,
             seed: None,
             dry_run: false,
+        }
+    }
+}
+
+/// What a caller may favour among the deployments that qualify; each stands for a strategy
+/// that orders them for this request instead of the plan's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preference {
+    /// The cheapest first: [`Strategy::LowestCost`].
+    Cost,
+    /// The fastest first: [`Strategy::LowestLatency`].
+    Latency,
+}
+
+impl Preference {
+    pub fn strategy(self) -> Strategy {
+        match self {
+            Preference::Cost => Strategy::LowestCost,
+            Preference::Latency => Strategy::LowestLatency,
         }
     }
 }

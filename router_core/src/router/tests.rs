@@ -248,3 +248,41 @@ fn record_returns_what_the_answer_cost_at_the_prices_it_was_leased_at() {
     let lease = router.reserve("a", "", "", 0, 0).unwrap();
     assert_eq!(router.record(lease, &used), Ok(2.0 + 1.0));
 }
+
+#[test]
+fn a_callers_preference_orders_the_candidates_instead_of_the_plan() {
+    let priced = |id: &str, input: f64| {
+        let mut d = deployment(id, "eu", 1_000, &[]);
+        d["input_price_per_mtok"] = json!(input);
+        d
+    };
+    let router = Router::new(&config(
+        vec![
+            priced("dear", 9.0),
+            priced("cheap", 1.0),
+            priced("mid", 5.0),
+        ],
+        vec![group("g", "priority", &["dear", "cheap", "mid"])],
+    ))
+    .unwrap();
+    let request = RouteRequest {
+        input_tokens: 100,
+        preference: Some(Preference::Cost),
+        seed: Some(3),
+        dry_run: true,
+        ..RouteRequest::new("g")
+    };
+    let decision = router.route(&request).unwrap();
+    let order: Vec<&str> = decision.candidates.iter().map(|c| &*c.deployment).collect();
+    assert_eq!(
+        (decision.strategy, order),
+        (Strategy::LowestCost, vec!["cheap", "mid", "dear"])
+    );
+    let plain = router
+        .route(&RouteRequest {
+            preference: None,
+            ..request
+        })
+        .unwrap();
+    assert_eq!(plain.strategy, Strategy::Priority);
+}
