@@ -424,10 +424,6 @@ impl Health {
         }
     }
 
-    fn is_ejected(&self, now: Nanos) -> bool {
-        self.ejected_until.load(Relaxed) > now
-    }
-
     fn eject(&self, until: Nanos) {
         self.ejected_until.fetch_max(until, Relaxed);
         self.latency.forget_samples();

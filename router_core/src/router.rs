@@ -314,12 +314,11 @@ impl Router {
         };
         for group in recorded.groups.iter().map(|&g| &table.groups[g]) {
             if group.outlier_gate.try_pass(now, OUTLIER_INTERVAL) {
-                let peers: Vec<&Health> = group
-                    .members()
-                    .iter()
-                    .map(|&i| &*table.deployments[i].health)
-                    .collect();
-                eject_outliers(&peers, recorded.health.policy(), now);
+                let members = group.members().iter().map(|&i| &table.deployments[i]);
+                let peers: Vec<&Health> = members.clone().map(|d| &*d.health).collect();
+                // A peer whose own budget admits no request now cannot serve either.
+                let budgets: Vec<bool> = members.map(|d| d.limit.check(0, now).is_ok()).collect();
+                eject_outliers(&peers, &budgets, recorded.health.policy(), now);
             }
         }
     }

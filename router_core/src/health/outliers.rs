@@ -5,24 +5,40 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::policy::{duration_nanos, HealthPolicy};
-use super::Health;
+use super::{Admission, Health};
 use crate::clock::Nanos;
 
 /// Ejects, until `now + eject_secs`, the peers whose tail latency exceeds
 /// `factor` times the median of the judged peers' tails, slowest first.
-/// Only peers with `min_samples` fresh samples are judged, nothing happens
-/// with fewer than `min_peers` of them, and at most half of `peers` are out at
-/// once (counting earlier ejections): a group that is slow everywhere is slow,
-/// not faulty. Returns the indices of the newly ejected peers.
-pub fn eject_outliers(peers: &[&Health], policy: &HealthPolicy, now: Nanos) -> Vec<usize> {
+///
+/// Only peers able to serve are judged, and compared with each other: those
+/// in rotation (no open circuit, cool-down, ejection or rejected credentials)
+/// whose `has_budget` is set (the caller's view of their rate-limit budgets),
+/// with `min_samples` fresh samples. Nothing happens with fewer than
+/// `min_peers` of them. And, as Envoy's panic threshold has it, at least half
+/// of `peers` stay able to serve: every peer that cannot serve now, for any
+/// reason, counts against the half that may be out, so ejection never takes
+/// away the last deployments a group has left. A group that is slow
+/// everywhere is slow, not faulty. Returns the indices of the newly ejected.
+pub fn eject_outliers(
+    peers: &[&Health],
+    has_budget: &[bool],
+    policy: &HealthPolicy,
+    now: Nanos,
+) -> Vec<usize> {
     let rules = &policy.outliers;
     if !rules.enabled {
         return Vec::new();
     }
+    let serving: Vec<bool> = peers
+        .iter()
+        .zip(has_budget)
+        .map(|(peer, &budget)| budget && !matches!(peer.admit(now), Admission::Unavailable { .. }))
+        .collect();
     let mut judged: Vec<(usize, f64)> = peers
         .iter()
         .enumerate()
-        .filter(|(_, peer)| peer.latency.samples() >= u64::from(rules.min_samples))
+        .filter(|&(i, peer)| serving[i] && peer.latency.samples() >= u64::from(rules.min_samples))
         .filter_map(|(i, peer)| Some((i, peer.tail_latency_ms()?)))
         .collect();
     if judged.len() < rules.min_peers as usize {
@@ -30,11 +46,10 @@ pub fn eject_outliers(peers: &[&Health], policy: &HealthPolicy, now: Nanos) -> V
     }
     judged.sort_by(|a, b| b.1.total_cmp(&a.1));
     let threshold = rules.factor * median(&judged);
-    let out = peers.iter().filter(|peer| peer.is_ejected(now)).count();
+    let out = serving.iter().filter(|&&able| !able).count();
     let ejected: Vec<usize> = judged
         .iter()
         .take_while(|&&(_, tail)| tail > threshold)
-        .filter(|&&(i, _)| !peers[i].is_ejected(now))
         .take((peers.len() / 2).saturating_sub(out))
         .map(|&(i, _)| i)
         .collect();
@@ -99,9 +114,18 @@ mod tests {
         health
     }
 
+    fn budgets(peers: &[&Health]) -> Vec<bool> {
+        vec![true; peers.len()]
+    }
+
     fn eject(peers: &[Health]) -> Vec<usize> {
         let refs: Vec<&Health> = peers.iter().collect();
-        eject_outliers(&refs, &HealthPolicy::default(), SEC)
+        eject_outliers(
+            &refs,
+            &[true; 8][..refs.len()],
+            &HealthPolicy::default(),
+            SEC,
+        )
     }
 
     #[test]
@@ -133,9 +157,12 @@ mod tests {
         }
         let refs: Vec<&Health> = peers.iter().collect();
         let policy = HealthPolicy::default();
-        assert!(eject_outliers(&refs, &policy, 40 * SEC).is_empty());
+        assert!(eject_outliers(&refs, &budgets(&refs), &policy, 40 * SEC).is_empty());
         peers[2].on_outcome(OutcomeClass::Ok, 400.0, None, None, SEC);
-        assert_eq!(eject_outliers(&refs, &policy, 40 * SEC), [2]);
+        assert_eq!(
+            eject_outliers(&refs, &budgets(&refs), &policy, 40 * SEC),
+            [2]
+        );
     }
 
     #[test]
@@ -160,14 +187,54 @@ mod tests {
             for _ in 0..20 {
                 peers[slow].on_outcome(OutcomeClass::Ok, 2_000.0, None, None, at * SEC);
             }
-            assert_eq!(eject_outliers(&refs, &policy, at * SEC), [slow]);
+            assert_eq!(
+                eject_outliers(&refs, &budgets(&refs), &policy, at * SEC),
+                [slow]
+            );
         }
         for _ in 0..20 {
             peers[2].on_outcome(OutcomeClass::Ok, 2_000.0, None, None, 4 * SEC);
         }
-        assert!(eject_outliers(&refs, &policy, 4 * SEC).is_empty());
+        assert!(eject_outliers(&refs, &budgets(&refs), &policy, 4 * SEC).is_empty());
         // Once the first ejection ends there is room again.
-        assert_eq!(eject_outliers(&refs, &policy, 31 * SEC), [2]);
+        assert_eq!(
+            eject_outliers(&refs, &budgets(&refs), &policy, 31 * SEC),
+            [2]
+        );
+    }
+
+    #[test]
+    fn peers_that_cannot_serve_are_not_the_median_and_count_as_out() {
+        // Two fast peers out of budget and a healthy one 40 ms slower: compared only with
+        // itself it is no outlier, and with two of three out none more may go.
+        let peers = [peer(10.0, 20), peer(10.0, 20), peer(50.0, 20)];
+        let refs: Vec<&Health> = peers.iter().collect();
+        let policy = HealthPolicy::default();
+        assert!(eject_outliers(&refs, &[false, false, true], &policy, SEC).is_empty());
+        // The same when the fast ones are cooling down after a 429, not out of budget.
+        for fast in &peers[..2] {
+            fast.on_outcome(
+                OutcomeClass::RateLimited,
+                5.0,
+                None,
+                Some(Duration::from_secs(10)),
+                SEC,
+            );
+        }
+        assert!(eject_outliers(&refs, &budgets(&refs), &policy, SEC).is_empty());
+        assert_eq!(peers[2].admit(SEC), Admission::Available);
+        // Four peers, one of them unable to serve: one slow one may still go (two stay).
+        let four = [
+            peer(100.0, 20),
+            peer(100.0, 20),
+            peer(100.0, 20),
+            peer(400.0, 20),
+        ];
+        let refs: Vec<&Health> = four.iter().collect();
+        assert_eq!(
+            eject_outliers(&refs, &[false, true, true, true], &policy, SEC),
+            [3]
+        );
     }
 
     #[test]
@@ -176,7 +243,7 @@ mod tests {
         let refs: Vec<&Health> = peers.iter().collect();
         let mut policy = HealthPolicy::default();
         policy.outliers.enabled = false;
-        assert!(eject_outliers(&refs, &policy, SEC).is_empty());
+        assert!(eject_outliers(&refs, &budgets(&refs), &policy, SEC).is_empty());
     }
 
     #[test]
