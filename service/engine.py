@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import router_core
@@ -102,7 +102,7 @@ class Engine:
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining
-    ) -> AsyncIterator[pb.ChatStreamResponse]:
+    ) -> AsyncGenerator[pb.ChatStreamResponse, None]:
         request_id = uuid.uuid4().hex
         log = AttemptLog()
         model_group, won = await self._first_answer(request, Streaming(self.providers, request), log, time_remaining)

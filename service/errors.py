@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -125,6 +125,28 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
+class TooManyCalls(GatewayError):
+    """One client holds as many calls as it may at once (server.clients.max_calls_per_peer)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this client already has {limit} calls in progress, the most it may have at once")
+
+    def details(self) -> Sequence[Message]:
+        return [error_details_pb2.ErrorInfo(reason="TOO_MANY_CALLS", domain=ERROR_DOMAIN)]
+
+
+class ClientNotReading(GatewayError):
+    """A stream's client took no message for the write timeout; the call ends, its upstream
+    request is closed and its lease given back."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the client read nothing for {timeout_s:g}s; the stream was ended")
+
+
 # The status a failed request gets from the class of its last upstream failure (UNAVAILABLE
 # for the rest). An upstream timeout is UNAVAILABLE, not DEADLINE_EXCEEDED: that code is kept
 # for the client's own deadline, so a client can tell its deadline from the gateway's limits.
@@ -216,11 +238,11 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
 UnaryMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
-StreamMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
 
 
 def unary_errors(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMethod[Servicer, Request, Response]:
-    """Turn GatewayErrors raised by a unary servicer method into rich statuses."""
+    """Turn GatewayErrors raised by a servicer method into rich statuses: a unary one, or a
+    streaming one that writes its responses (context.write) rather than yielding them."""
 
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
@@ -229,19 +251,5 @@ def unary_errors(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMetho
         except GatewayError as error:
             await _abort(context, error)
             raise AssertionError("context.abort returned") from error
-
-    return wrapper
-
-
-def stream_errors(method: StreamMethod[Servicer, Request, Response]) -> StreamMethod[Servicer, Request, Response]:
-    """Turn GatewayErrors raised by a server-streaming method into rich statuses."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except GatewayError as error:
-            await _abort(context, error)
 
     return wrapper

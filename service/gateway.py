@@ -7,7 +7,10 @@ reason, not UNKNOWN with an exception's name and a traceback in the log."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeAlias, TypeVar
 
 import grpc
@@ -16,7 +19,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.errors import MAX_REASON_CHARS, InvalidRequest, stream_errors, unary_errors
+from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, unary_errors
 from service.redaction import bounded
 from service.runtime import Runtimes
 from service.validation import validate_chat, validate_route
@@ -31,6 +34,14 @@ class Undecodable:
     def __init__(self, message: str, reason: str) -> None:
         self.message = message
         self.reason = reason
+
+
+async def _write(context: Context, event: pb.ChatStreamResponse, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await context.write(event)
+    except TimeoutError:
+        raise ClientNotReading(timeout_s) from None
 
 
 def decoded(request: T | Undecodable) -> T:
@@ -68,24 +79,60 @@ def add_to_server(servicer: GatewayServicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
+class PeerCalls:
+    """Chat calls in progress per client address, so that one client cannot hold every upstream
+    connection of a deployment however many connections it opens."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, peer: str, limit: int) -> Iterator[None]:
+        address = _address(peer)
+        if self._calls.get(address, 0) >= limit:
+            raise TooManyCalls(limit)
+        self._calls[address] = self._calls.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            self._calls[address] -= 1
+            if not self._calls[address]:
+                del self._calls[address]
+
+
+def _address(peer: str) -> str:
+    """`ipv4:10.0.0.5:5123` → `ipv4:10.0.0.5`; `ipv6:[::1]:5123` → `ipv6:[::1]`; else as given."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and ":" in host else peer
+
+
 class GatewayServicer(pb_grpc.GatewayServicer):
     def __init__(self, runtimes: Runtimes) -> None:
         self.runtimes = runtimes
+        self.peers = PeerCalls()
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:  # noqa: N802
         request = decoded(request)
         with self.runtimes.hold() as runtime:
-            validate_chat(request, runtime.config.server.limits)
-            return await runtime.engine.chat(request, context.time_remaining)
+            settings = runtime.config.server
+            validate_chat(request, settings.limits)
+            with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
+                return await runtime.engine.chat(request, context.time_remaining)
 
-    @stream_errors
-    async def ChatStream(self, request: pb.ChatRequest, context: Context) -> AsyncIterator[pb.ChatStreamResponse]:  # noqa: N802
+    @unary_errors
+    async def ChatStream(self, request: pb.ChatRequest, context: Context) -> None:  # noqa: N802
+        """Writes rather than yields, so that a client that stops reading (HTTP/2 flow control
+        holding the write) is noticed after `write_timeout_s` and the call ended."""
         request = decoded(request)
         with self.runtimes.hold() as runtime:
-            validate_chat(request, runtime.config.server.limits)
-            async for event in runtime.engine.chat_stream(request, context.time_remaining):
-                yield event
+            settings = runtime.config.server
+            validate_chat(request, settings.limits)
+            with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
+                events = runtime.engine.chat_stream(request, context.time_remaining)
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        await _write(context, event, settings.clients.write_timeout_s)
 
     @unary_errors
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:  # noqa: N802

@@ -44,7 +44,13 @@ class Gateway:
         # grpc turns SO_REUSEPORT on by default, which would let a second gateway
         # silently share (and split) a port that is already taken; only the
         # workers of one `serve --workers N` share theirs on purpose.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", int(share_port))])
+        clients = config.server.clients
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", int(share_port)),
+                ("grpc.max_concurrent_streams", clients.max_streams_per_connection),
+            ]
+        )
         try:
             self.port = self.server.add_insecure_port(listen)
         except RuntimeError as error:

@@ -47,6 +47,18 @@ class RequestLimits(_Strict):
     max_list_entries: PositiveInt = 64
 
 
+class ClientLimits(_Strict):
+    """How much of the gateway one client may hold, and for how long."""
+
+    # Calls at once on one HTTP/2 connection (its SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_streams_per_connection: PositiveInt = 100
+    # Chat and ChatStream calls at once from one address, over all its connections.
+    max_calls_per_peer: PositiveInt = 200
+    # A stream whose client has not taken its next message in this long (HTTP/2 flow control
+    # holds the write) ends, giving back its upstream request and its lease.
+    write_timeout_s: PositiveFloat = 10.0
+
+
 class ServerSettings(_Strict):
     """How the gRPC server listens and shuts down, and how much one request may ask of it."""
 
@@ -59,6 +71,7 @@ class ServerSettings(_Strict):
     # 0: never.
     watch_interval_s: NonNegativeFloat = 1.0
     limits: RequestLimits = RequestLimits()
+    clients: ClientLimits = ClientLimits()
 
 
 class _ProviderBase(_Strict):

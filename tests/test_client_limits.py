@@ -1,0 +1,72 @@
+"""What one client may hold of the gateway: a stream whose client stops reading ends after the
+write timeout, giving back its upstream request and its lease, and one address may have only so
+many calls at once, however many connections it opens."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config import parse_config
+from service.server import Gateway
+from tests.conftest import status_details
+from tests.mock_openai import MockOpenAI
+from tests.test_e2e import chat_request, config
+
+
+async def test_a_client_that_stops_reading_loses_its_stream_and_holds_nothing(upstream: MockOpenAI) -> None:
+    """About 1 MB of content, far past HTTP/2's flow-control window: the client reads one
+    event and stops. Before: the write waited forever, holding an upstream connection and a
+    lease. Now the stream ends after the 0.5 s write timeout."""
+    text = "server: {clients: {write_timeout_s: 0.5}}\n" + config(upstream, context_window=1_000_000)
+    gateway = Gateway(parse_config(text), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    try:
+        # No bandwidth-delay probing: the client's window stays at HTTP/2's initial 64 KiB.
+        options = [("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=options) as channel:
+            stream = pb_grpc.GatewayStub(channel).ChatStream(chat_request(text="word " * 200_000))
+            first = await stream.read()
+            assert first.HasField("start")
+            for _ in range(100):  # up to 10 s; the write timeout is 0.5 s
+                if not gateway.engine.router.stats()[1].in_flight:
+                    break
+                await asyncio.sleep(0.1)
+            assert [s.in_flight for s in gateway.engine.router.stats()] == [0, 0]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                while await stream.read() != grpc.aio.EOF:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "read nothing for 0.5s" in (caught.value.details() or "")
+    finally:
+        await gateway.stop(0)
+
+
+async def test_one_address_may_hold_only_so_many_calls(upstream: MockOpenAI) -> None:
+    upstream.chunk_delay_s = 0.2
+    text = "server: {clients: {max_calls_per_peer: 2}}\n" + config(upstream)
+    gateway = Gateway(parse_config(text), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") for _ in range(3)]
+    try:
+        stubs = [pb_grpc.GatewayStub(channel) for channel in channels]
+        held = [stubs[i].ChatStream(chat_request(text="a b c")) for i in range(2)]
+        for stream in held:
+            assert (await stream.read()).HasField("start")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs[2].Chat(chat_request())
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        (info,) = status_details(caught.value)
+        assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "TOO_MANY_CALLS"
+        for stream in held:
+            while await stream.read() != grpc.aio.EOF:
+                pass
+        assert (await stubs[2].Chat(chat_request(model="echo"))).message.content
+    finally:
+        for channel in channels:
+            await channel.close()
+        await gateway.stop(0)
