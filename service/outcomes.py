@@ -107,6 +107,7 @@ class UpstreamError(Exception):
         *,
         status: int = 0,
         retry_after_s: float | None = None,
+        local: bool = False,
     ) -> None:
         # An upstream's error text can be anything, of any length (a whole HTML page), and may
         # reflect the request's headers: redacted of every credential, then cut.
@@ -117,6 +118,9 @@ class UpstreamError(Exception):
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+        # The gateway's own limit (its connection pool was full), not the deployment's failure:
+        # the router learns nothing of the deployment's health from it.
+        self.local = local
 
     @property
     def retriable(self) -> bool:

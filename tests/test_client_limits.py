@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from service.server import Gateway
@@ -69,4 +70,35 @@ async def test_one_address_may_hold_only_so_many_calls(upstream: MockOpenAI) -> 
     finally:
         for channel in channels:
             await channel.close()
+        await gateway.stop(0)
+
+
+async def test_a_full_connection_pool_is_the_gateways_limit_not_the_deployments_failure(
+    upstream: MockOpenAI, second_upstream: MockOpenAI
+) -> None:
+    """mock-0 has one connection, held by a slow stream. Other calls wait 0.2 s for it, then go
+    on to mock-1; mock-0 is charged with no failure, so its circuit never opens over it (before,
+    every such wait was a timeout counted against it)."""
+    upstream.chunk_delay_s = 0.3
+    text = config(upstream, second_upstream).replace(
+        "      - id: mock-0\n", "      - id: mock-0\n        max_connections: 1\n        pool_wait_s: 0.2\n"
+    )
+    gateway = Gateway(parse_config(text), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            holder = stub.ChatStream(chat_request(text="one two three four five six"))
+            assert (await holder.read()).start.served.deployment == "mock-0"
+            for _ in range(6):  # more than the 5 failures that would open mock-0's circuit
+                answer = await stub.Chat(chat_request())
+                assert answer.served.deployment == "mock-1"
+                assert [(a.deployment, a.outcome) for a in answer.attempts[:1]] == [("mock-0", pb.OUTCOME_OVERLOADED)]
+                assert "connections to the deployment stayed busy" in answer.attempts[0].error_message
+            mock0 = next(s for s in gateway.engine.router.stats() if s.deployment == "mock-0")
+            assert (mock0.failures, mock0.state) == (0, "closed")
+            while await holder.read() != grpc.aio.EOF:
+                pass
+            assert (await stub.Chat(chat_request())).served.deployment == "mock-0"
+    finally:
         await gateway.stop(0)

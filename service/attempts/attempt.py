@@ -107,15 +107,19 @@ class Attempt:
         return cost_usd
 
     def failed(self, error: UpstreamError) -> None:
-        """Records a failure, which the router learns the deployment's health from."""
+        """Records a failure, which the router learns the deployment's health from; one of the
+        gateway's own (`error.local`) gives the lease back instead, teaching it nothing."""
         lease = self._settle()
         latency_s = self.elapsed()
-        self._router.record(
-            lease,
-            outcome=OUTCOME_CLASSES[error.outcome],
-            latency_ms=latency_s * 1000,
-            retry_after_s=error.retry_after_s,
-        )
+        if error.local:
+            self._router.release(lease)
+        else:
+            self._router.record(
+                lease,
+                outcome=OUTCOME_CLASSES[error.outcome],
+                latency_ms=latency_s * 1000,
+                retry_after_s=error.retry_after_s,
+            )
         record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
         wait = error.retry_after_s
         if error.outcome == pb.OUTCOME_RATE_LIMITED and wait is None:

@@ -98,6 +98,10 @@ class _HttpDeployment(_ProviderBase):
     # Leave the deployment out, instead of failing, when its key is not set.
     skip_without_key: bool = False
     max_connections: PositiveInt = 100
+    # How long a call waits for one of those connections. Running out is this gateway's own
+    # limit, not the deployment's failure: the call goes on to the next candidate and the
+    # deployment's health learns nothing from it.
+    pool_wait_s: PositiveFloat = 1.0
 
 
 class OpenAICompatibleDeployment(_HttpDeployment):
@@ -168,6 +172,7 @@ class BedrockDeployment(_ProviderBase):
     # Leave the deployment out, instead of failing, when its credentials are not set.
     skip_without_key: bool = False
     max_connections: PositiveInt = 100
+    pool_wait_s: PositiveFloat = 1.0  # as for HTTP deployments
 
 
 AnyProvider = (

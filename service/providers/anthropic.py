@@ -54,6 +54,7 @@ class AnthropicProvider:
             headers=headers,
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            pool_wait_s=deployment.pool_wait_s,
             http_error=_http_error,
         )
 

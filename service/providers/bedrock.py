@@ -79,6 +79,7 @@ class BedrockProvider:
             headers={},
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            pool_wait_s=deployment.pool_wait_s,
             http_error=_http_error,
         )
 

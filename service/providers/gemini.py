@@ -54,6 +54,7 @@ class GeminiProvider:
             headers={"x-goog-api-key": api_key} if api_key else {},
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            pool_wait_s=deployment.pool_wait_s,
             http_error=_http_error,
         )
         self._calls_made = 0

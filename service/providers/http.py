@@ -9,6 +9,7 @@ upstream, more than the whole latency budget the gateway has (issue 4).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import json
@@ -37,9 +38,20 @@ class HttpClient:
     `http_error`, so a provider's calls only ever see a response that succeeded."""
 
     def __init__(
-        self, *, headers: Mapping[str, str], timeout_s: float, max_connections: int, http_error: HttpErrorReader
+        self,
+        *,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        max_connections: int,
+        http_error: HttpErrorReader,
+        pool_wait_s: float = 1.0,
     ) -> None:
         self._headers = {"Content-Type": "application/json", **headers}
+        # Calls take one of the pool's connections here first, waiting at most pool_wait_s, so
+        # that aiohttp itself never waits for one and a full pool is told apart from a slow
+        # deployment.
+        self._connections = asyncio.Semaphore(max_connections)
+        self._pool_wait_s = pool_wait_s
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=min(10.0, timeout_s), sock_read=timeout_s
         )
@@ -70,6 +82,26 @@ class HttpClient:
 
     @contextlib.asynccontextmanager
     async def _succeeded(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
+        try:
+            async with asyncio.timeout(self._pool_wait_s):
+                await self._connections.acquire()
+        except BaseException as error:
+            request.close()  # never sent: its coroutine must not be left unawaited
+            if not isinstance(error, TimeoutError):
+                raise
+            raise UpstreamError(
+                pb.OUTCOME_OVERLOADED,
+                f"every one of this gateway's connections to the deployment stayed busy for {self._pool_wait_s:g}s",
+                local=True,
+            ) from None
+        try:
+            async with self._request(request) as response:
+                yield response
+        finally:
+            self._connections.release()
+
+    @contextlib.asynccontextmanager
+    async def _request(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
         with classified():
             async with request as response:
                 if response.status >= 400:

@@ -56,6 +56,7 @@ class OpenAICompatibleProvider:
         model: str | None,
         timeout_s: float,
         max_connections: int,
+        pool_wait_s: float = 1.0,
         stream_usage: bool = True,
         max_tokens_field: str = "max_tokens",
     ) -> None:
@@ -64,7 +65,11 @@ class OpenAICompatibleProvider:
         self._stream_usage = stream_usage
         self._max_tokens_field = max_tokens_field
         self._client = HttpClient(
-            headers=headers, timeout_s=timeout_s, max_connections=max_connections, http_error=_http_error
+            headers=headers,
+            timeout_s=timeout_s,
+            max_connections=max_connections,
+            pool_wait_s=pool_wait_s,
+            http_error=_http_error,
         )
 
     @classmethod
@@ -81,6 +86,7 @@ class OpenAICompatibleProvider:
                 model=None,
                 timeout_s=deployment.timeout_s,
                 max_connections=deployment.max_connections,
+                pool_wait_s=deployment.pool_wait_s,
                 stream_usage=deployment.stream_usage,
             )
         headers = dict(deployment.extra_headers)
@@ -92,6 +98,7 @@ class OpenAICompatibleProvider:
             model=deployment.model,
             timeout_s=deployment.timeout_s,
             max_connections=deployment.max_connections,
+            pool_wait_s=deployment.pool_wait_s,
             stream_usage=deployment.stream_usage,
             max_tokens_field=deployment.max_tokens_field,
         )
