@@ -272,13 +272,14 @@ FALLBACKS = {
     "429-no-retry-after": Case(Fault(status=429), pb.OUTCOME_RATE_LIMITED, 429),
     "hang-before-headers": Case(Fault(hang_s=5), pb.OUTCOME_TIMEOUT, broken=True),
     "slow-first-token": Case(Fault(stall_after=0, stall_s=5), pb.OUTCOME_TIMEOUT, broken=True, modes=("stream",)),
-    "reset-after-headers": Case(Fault(reset_after_bytes=0), pb.OUTCOME_CONNECTION_ERROR, broken=True),
+    "reset-after-headers": Case(Fault(reset_after_bytes=0), pb.OUTCOME_CONNECTION_ERROR, 200, broken=True),
     # Unary: inside the JSON body; stream: inside the role chunk, before any content.
-    "reset-mid-body": Case(Fault(reset_after_bytes=40), pb.OUTCOME_CONNECTION_ERROR, broken=True),
+    "reset-mid-body": Case(Fault(reset_after_bytes=40), pb.OUTCOME_CONNECTION_ERROR, 200, broken=True),
     "invalid-json": Case(Fault(invalid_json=True), pb.OUTCOME_PROTOCOL_ERROR, modes=("unary",)),
-    "malformed-chunk-before-content": Case(Fault(malformed_after=0), pb.OUTCOME_PROTOCOL_ERROR, modes=("stream",)),
+    # Inside a 200 answer: the status reported is the 200 the upstream sent.
+    "malformed-chunk-before-content": Case(Fault(malformed_after=0), pb.OUTCOME_PROTOCOL_ERROR, 200, modes=("stream",)),
     "cut-before-content": Case(Fault(cut_after=0), pb.OUTCOME_PROTOCOL_ERROR, modes=("stream",)),
-    "error-event-before-content": Case(Fault(error_event_after=0), pb.OUTCOME_SERVER_ERROR, 500, modes=("stream",)),
+    "error-event-before-content": Case(Fault(error_event_after=0), pb.OUTCOME_SERVER_ERROR, 200, modes=("stream",)),
 }
 
 
@@ -377,10 +378,10 @@ def stream_body(text: str) -> dict[str, Any]:
 SENT_BEFORE_FAULT = 2  # content chunks: "mock:", " one"
 MID_STREAM = {
     "cut": (Fault(cut_after=SENT_BEFORE_FAULT), "protocol_error: stream ended before its finish reason"),
-    "malformed-chunk": (Fault(malformed_after=SENT_BEFORE_FAULT), "protocol_error: malformed stream chunk"),
-    "error-event": (Fault(error_event_after=SENT_BEFORE_FAULT), "server_error (HTTP 500): The server had an error"),
+    "malformed-chunk": (Fault(malformed_after=SENT_BEFORE_FAULT), "protocol_error (HTTP 200): malformed stream chunk"),
+    "error-event": (Fault(error_event_after=SENT_BEFORE_FAULT), "server_error (HTTP 200): The server had an error"),
     "stall": (Fault(stall_after=SENT_BEFORE_FAULT, stall_s=5), f"timeout: stalled: no chunk for {STALL_S:g}s"),
-    "reset": (None, "connection_error: ClientPayloadError"),  # the fault depends on the bytes: see the test
+    "reset": (None, "connection_error (HTTP 200): ClientPayloadError"),  # the fault depends on the bytes: see the test
 }
 
 

@@ -107,7 +107,17 @@ class HttpClient:
                 if response.status >= 400:
                     detail = (await response.read()).decode(errors="replace")
                     raise self._http_error(response.status, response.headers, detail)
-                yield response
+                try:
+                    yield response
+                except (UpstreamError, TimeoutError, aiohttp.ClientError) as error:
+                    # Whatever went wrong in the body of an answer that succeeded (an error event
+                    # in a stream, a body cut off or unreadable), the status the upstream sent
+                    # is this one.
+                    failure = error if isinstance(error, UpstreamError) else transport_failure(error)
+                    failure.status = response.status
+                    if failure is error:
+                        raise
+                    raise failure from error
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -130,11 +140,15 @@ def classified() -> Iterator[None]:
     """Turn the client's transport failures into classified UpstreamErrors."""
     try:
         yield
-    except TimeoutError as error:
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise transport_failure(error) from error
+
+
+def transport_failure(error: TimeoutError | aiohttp.ClientError) -> UpstreamError:
+    if isinstance(error, TimeoutError):
         # aiohttp's connect and read timeouts subclass TimeoutError.
-        raise UpstreamError(pb.OUTCOME_TIMEOUT, f"{type(error).__name__}: {error}".rstrip(": ")) from error
-    except aiohttp.ClientError as error:
-        raise UpstreamError(pb.OUTCOME_CONNECTION_ERROR, f"{type(error).__name__}: {error}") from error
+        return UpstreamError(pb.OUTCOME_TIMEOUT, f"{type(error).__name__}: {error}".rstrip(": "))
+    return UpstreamError(pb.OUTCOME_CONNECTION_ERROR, f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True, slots=True)
