@@ -90,6 +90,15 @@ class Engine:
         )
         return responses.route_response(decision, input_tokens, self._route_candidates)
 
+    def model_problem(self, request: pb.ChatRequest) -> tuple[str, str] | None:
+        """Why the request's model cannot be routed, if it cannot: a dry run of the decision, so
+        that a request invalid on other counts also hears of its model in the same answer."""
+        try:
+            self._decide(request.model, request.routing, request.metadata, 0, 0, needs=[], dry_run=True)
+        except InvalidRequest as error:
+            return error.violations[0]
+        return None
+
     async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
         request_id = uuid.uuid4().hex
         log = AttemptLog()

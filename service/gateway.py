@@ -21,8 +21,8 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, unary_errors
 from service.redaction import bounded
-from service.runtime import Runtimes
-from service.validation import validate_chat, validate_route
+from service.runtime import Runtime, Runtimes
+from service.validation import OverLimits, validate_chat, validate_route
 
 Context: TypeAlias = grpc.aio.ServicerContext
 T = TypeVar("T")
@@ -34,6 +34,21 @@ class Undecodable:
     def __init__(self, message: str, reason: str) -> None:
         self.message = message
         self.reason = reason
+
+
+def _validate(request: pb.ChatRequest, runtime: Runtime) -> None:
+    """Every problem of a chat request at once: its own, and its model's when it has others."""
+    try:
+        validate_chat(request, runtime.config.server.limits)
+    except OverLimits:
+        raise
+    except InvalidRequest as error:
+        if not request.model or any(field == "model" for field, _ in error.violations):
+            raise
+        problem = runtime.engine.model_problem(request)
+        if problem is None:
+            raise
+        raise InvalidRequest([problem, *error.violations]) from None
 
 
 async def _write(context: Context, event: pb.ChatStreamResponse, timeout_s: float) -> None:
@@ -116,7 +131,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         request = decoded(request)
         with self.runtimes.hold() as runtime:
             settings = runtime.config.server
-            validate_chat(request, settings.limits)
+            _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
                 return await runtime.engine.chat(request, context.time_remaining)
 
@@ -127,7 +142,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         request = decoded(request)
         with self.runtimes.hold() as runtime:
             settings = runtime.config.server
-            validate_chat(request, settings.limits)
+            _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
                 events = runtime.engine.chat_stream(request, context.time_remaining)
                 async with contextlib.aclosing(events):

@@ -65,7 +65,7 @@ def _check_limits(request: pb.ChatRequest | pb.RouteRequest, limits: RequestLimi
     ]
     violations += [(field, f"at most {limit}, got {count}") for field, count, limit in counts if count > limit]
     if violations:
-        raise InvalidRequest(violations)  # nothing below is bounded until these are
+        raise OverLimits(violations)  # nothing below is bounded until these are
     text_bytes = 0
     for i, message in enumerate(request.messages):
         if len(message.content) > limits.max_parts_per_message:
@@ -84,7 +84,11 @@ def _check_limits(request: pb.ChatRequest | pb.RouteRequest, limits: RequestLimi
         if problem:
             violations.append((field, problem))
     if violations:
-        raise InvalidRequest(violations)
+        raise OverLimits(violations)
+
+
+class OverLimits(InvalidRequest):
+    """The request holds more than the limits allow: nothing else about it is looked at."""
 
 
 def _schema_too_large(schema: struct_pb2.Struct, limits: RequestLimits) -> str | None:

@@ -156,3 +156,10 @@ async def test_bytes_that_are_not_a_request_are_invalid_argument_without_a_trace
     finally:
         await gateway.stop(0)
     assert "Traceback" not in caplog.text
+
+
+async def test_an_unknown_model_is_reported_with_the_other_problems(start_gateway: StartGateway) -> None:
+    stub = await start_gateway(config())
+    _, violations = await invalid(stub, pb.ChatRequest(model="nope"))
+    assert set(violations) == {"model", "messages"}
+    assert "unknown model group 'nope'" in violations["model"]
