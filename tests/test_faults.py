@@ -278,7 +278,7 @@ FALLBACKS = {
     "invalid-json": Case(Fault(invalid_json=True), pb.OUTCOME_PROTOCOL_ERROR, modes=("unary",)),
     # Inside a 200 answer: the status reported is the 200 the upstream sent.
     "malformed-chunk-before-content": Case(Fault(malformed_after=0), pb.OUTCOME_PROTOCOL_ERROR, 200, modes=("stream",)),
-    "cut-before-content": Case(Fault(cut_after=0), pb.OUTCOME_PROTOCOL_ERROR, modes=("stream",)),
+    "cut-before-content": Case(Fault(cut_after=0), pb.OUTCOME_PROTOCOL_ERROR, 200, modes=("stream",)),
     "error-event-before-content": Case(Fault(error_event_after=0), pb.OUTCOME_SERVER_ERROR, 200, modes=("stream",)),
 }
 
@@ -377,7 +377,7 @@ def stream_body(text: str) -> dict[str, Any]:
 
 SENT_BEFORE_FAULT = 2  # content chunks: "mock:", " one"
 MID_STREAM = {
-    "cut": (Fault(cut_after=SENT_BEFORE_FAULT), "protocol_error: stream ended before its finish reason"),
+    "cut": (Fault(cut_after=SENT_BEFORE_FAULT), "protocol_error (HTTP 200): stream ended before its finish reason"),
     "malformed-chunk": (Fault(malformed_after=SENT_BEFORE_FAULT), "protocol_error (HTTP 200): malformed stream chunk"),
     "error-event": (Fault(error_event_after=SENT_BEFORE_FAULT), "server_error (HTTP 200): The server had an error"),
     "stall": (Fault(stall_after=SENT_BEFORE_FAULT, stall_s=5), f"timeout: stalled: no chunk for {STALL_S:g}s"),

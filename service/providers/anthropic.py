@@ -88,8 +88,9 @@ class AnthropicProvider:
         async with self._client.events(self._url, body) as events:
             async for delta in batched_deltas(events, state.take, stop=lambda: state.stopped):
                 yield delta
-        if not state.stopped:
-            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before message_stop")
+            # Checked inside: a failure after the 200 reports the 200 the upstream sent.
+            if not state.stopped:
+                raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before message_stop")
         yield StreamFinished(
             finish_reason=_STOP_REASONS.get(state.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
             usage=state.usage(),

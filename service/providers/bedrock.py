@@ -121,8 +121,9 @@ class BedrockProvider:
             state.request_id = response.headers.get("x-amzn-RequestId", "")
             async for delta in batched_deltas(_frames(response.content.iter_any()), state.take):
                 yield delta
-        if not state.stop_reason:
-            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before messageStop")
+            # Checked inside: a failure after the 200 reports the 200 the upstream sent.
+            if not state.stop_reason:
+                raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before messageStop")
         yield StreamFinished(
             finish_reason=_STOP_REASONS.get(state.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
             usage=state.usage,

@@ -85,12 +85,13 @@ class GeminiProvider:
         async with self._client.events(self._stream_url, _body(request), stray) as events:
             async for delta in batched_deltas(events, state.take):
                 yield delta
-        if not state.reason:
-            # A failure after the 200 comes as a bare JSON error object after the last event.
-            trailer = error_body("\n".join(stray))
-            if isinstance(trailer, dict) and isinstance(trailer.get("error"), dict):
-                raise _error(trailer["error"], "\n".join(stray), None)
-            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before a finishReason")
+            # Checked inside: a failure after the 200 reports the 200 the upstream sent.
+            if not state.reason:
+                # It comes as a bare JSON error object after the last event.
+                trailer = error_body("\n".join(stray))
+                if isinstance(trailer, dict) and isinstance(trailer.get("error"), dict):
+                    raise _error(trailer["error"], "\n".join(stray), None)
+                raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before a finishReason")
         yield StreamFinished(
             finish_reason=_finish_reason(state.reason, state.calls_sent > 0),
             usage=state.usage,

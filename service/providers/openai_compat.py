@@ -130,8 +130,9 @@ class OpenAICompatibleProvider:
         async with self._client.events(self._url, body) as events:
             async for delta in batched_deltas(events, state.take, stop=lambda: state.done):
                 yield delta
-        if not state.done and state.finish_reason is None:
-            raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before its finish reason or [DONE]")
+            # Checked inside: a failure after the 200 reports the 200 the upstream sent.
+            if not state.done and state.finish_reason is None:
+                raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "stream ended before its finish reason or [DONE]")
         yield StreamFinished(
             finish_reason=state.finish_reason if state.finish_reason is not None else pb.FINISH_REASON_UNSPECIFIED,
             usage=state.usage,
