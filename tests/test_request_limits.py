@@ -3,8 +3,10 @@ what an error carries back (violations, upstream text) is bounded too, however b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -163,3 +165,25 @@ async def test_an_unknown_model_is_reported_with_the_other_problems(start_gatewa
     _, violations = await invalid(stub, pb.ChatRequest(model="nope"))
     assert set(violations) == {"model", "messages"}
     assert "unknown model group 'nope'" in violations["model"]
+
+
+async def test_a_large_request_is_estimated_off_the_event_loop_and_served(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past 256 KiB of text the estimate runs on a thread: the answer is the same, and the
+    thread is used (its count is what the reservation and the window filter see)."""
+    threaded: list[object] = []
+    to_thread = asyncio.to_thread
+
+    async def spy(function: Any, /, *args: Any) -> Any:
+        threaded.append(function)
+        return await to_thread(function, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", spy)
+    stub = await start_gateway(config())
+    small, large = "hello there", "word " * 60_000
+    assert (await stub.Chat(chat_request(model="echo", text=small))).message.content[0].text == small
+    assert not threaded
+    answer = await stub.Chat(chat_request(model="echo", text=large))
+    assert answer.message.content[0].text == large.strip()
+    assert [f.__name__ for f in threaded] == ["estimate_input_tokens"]  # type: ignore[attr-defined]
