@@ -237,10 +237,10 @@ async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
-UnaryMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+ServicerMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
-def unary_errors(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMethod[Servicer, Request, Response]:
+def call_errors(method: ServicerMethod[Servicer, Request, Response]) -> ServicerMethod[Servicer, Request, Response]:
     """Turn GatewayErrors raised by a servicer method into rich statuses: a unary one, or a
     streaming one that writes its responses (context.write) rather than yielding them."""
 

@@ -19,7 +19,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, unary_errors
+from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
 from service.validation import OverLimits, validate_chat, validate_route
@@ -126,7 +126,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.runtimes = runtimes
         self.peers = PeerCalls()
 
-    @unary_errors
+    @call_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:  # noqa: N802
         request = decoded(request)
         with self.runtimes.hold() as runtime:
@@ -135,7 +135,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
                 return await runtime.engine.chat(request, context.time_remaining)
 
-    @unary_errors
+    @call_errors
     async def ChatStream(self, request: pb.ChatRequest, context: Context) -> None:  # noqa: N802
         """Writes rather than yields, so that a client that stops reading (HTTP/2 flow control
         holding the write) is noticed after `write_timeout_s` and the call ended."""
@@ -149,14 +149,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     async for event in events:
                         await _write(context, event, settings.clients.write_timeout_s)
 
-    @unary_errors
+    @call_errors
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:  # noqa: N802
         request = decoded(request)
         runtime = self.runtimes.current
         validate_route(request, runtime.config.server.limits)
         return runtime.engine.route(request)
 
-    @unary_errors
+    @call_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:  # noqa: N802
         decoded(request)
         return self.runtimes.current.models

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import Config, secret_for
+from service.config import AnyProvider, Config, secret_for
 from service.engine import Engine
 from service.providers import Provider, build_provider
 from service.redaction import SECRETS
@@ -34,7 +34,7 @@ class Runtime:
     engine: Engine
     models: pb.ListModelsResponse
     # What each provider was built from (settings and secret), to tell whether a reload changed it.
-    recipes: dict[str, tuple[object, object]]
+    recipes: dict[str, tuple[AnyProvider, tuple[str | None, ...]]]
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -46,25 +46,16 @@ def build_runtime(
 ) -> Runtime:
     """The runtime for `config`, reusing the providers of `previous` that did not change."""
     providers: dict[str, Provider] = {}
-    recipes: dict[str, tuple[object, object]] = {}
+    recipes: dict[str, tuple[AnyProvider, tuple[str | None, ...]]] = {}
     for deployment in config.deployments():
         recipe = (deployment.provider, secret_for(deployment.provider, environ))
         recipes[deployment.id] = recipe
-        SECRETS.add(_texts(recipe[1]))
+        SECRETS.add(recipe[1])
         if previous is not None and previous.recipes.get(deployment.id) == recipe:
             providers[deployment.id] = previous.providers[deployment.id]
         else:
             providers[deployment.id] = build_provider(deployment.provider, environ)
     return Runtime(config, Engine(config, router, providers), responses.model_list(config), recipes)
-
-
-def _texts(secret: object) -> list[str]:
-    """The strings of a provider's secret: an API key, or AWS keys and token."""
-    if isinstance(secret, str):
-        return [secret]
-    if isinstance(secret, tuple):
-        return [value for value in secret if isinstance(value, str)]
-    return []
 
 
 class Runtimes:

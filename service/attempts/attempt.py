@@ -1,8 +1,9 @@
 """One attempt: a call to one deployment that owns its lease, and the log of a request's attempts.
 
 An attempt owns the lease the router gave it from the moment it exists. `ok` and `failed`
-record its outcome with the router (health, latency, budgets settle); leaving `async with
-attempt` unsettled — the client went away, another attempt won, something crashed — gives the
+record its outcome with the router (health, latency, budgets settle); leaving its scope
+unsettled — `until_answer` while it gets to its first answer, then the winner's `async with
+won:` — because the client went away, another attempt won or something crashed, gives the
 lease back. Either way it settles once, and the router's own lease gives itself back if this
 object is ever dropped unsettled.
 """
@@ -61,7 +62,7 @@ class AttemptLog:
 
 class Attempt:
     """One call to one deployment, holding its lease until its outcome is recorded (`ok`,
-    `failed`) or it is given back (`cancel`, or leaving `async with` unsettled)."""
+    `failed`) or it is given back (`cancel`, `release`, or `settle_on` as its scope ends)."""
 
     __slots__ = ("_clock", "_lease", "_log", "_router", "budget", "deployment", "started", "tier")
 
@@ -152,17 +153,8 @@ class Attempt:
         settles the attempt; an answer leaves it open for whoever takes the answer."""
         return _UntilAnswer(self)
 
-    async def __aenter__(self) -> Attempt:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None
-    ) -> None:
-        """Leaving the block settles the attempt if nothing in it did."""
-        self.settle_on(error)
-
     def settle_on(self, error: BaseException | None) -> None:
-        """Settles the attempt, if nothing did, as leaving its block with `error` ends it: an
+        """Settles the attempt, if nothing did, as leaving its scope with `error` ends it: an
         UpstreamError is the attempt's outcome; a crash gives the lease back; the request ending
         (cancelled, or the block left without an outcome) lists the attempt as cancelled."""
         if self.settled:

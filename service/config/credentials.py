@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
 
-from service.config.schema import AnyProvider, BedrockDeployment, EchoDeployment
+from service.config.schema import AnyProvider, BedrockDeployment
 
 # botocore's providers that ask the network for the machine's own role: opt-in.
 _INSTANCE_ROLES = ("container-role", "iam-role")
@@ -62,23 +62,23 @@ def missing_credentials(settings: AnyProvider, environ: Mapping[str, str]) -> st
 def malformed_credentials(settings: AnyProvider, environ: Mapping[str, str]) -> str | None:
     """The variable whose value cannot go into a header (a line break or NUL: an editor's
     trailing newline, a pasted key), or None."""
-    names = [getattr(settings, "api_key_env", None)]
-    if isinstance(settings, BedrockDeployment):
-        names = [settings.access_key_env, settings.secret_key_env, settings.session_token_env]
-    for name in names:
-        value = environ.get(name) if name else None
+    for name in _secret_variables(settings):
+        value = environ.get(name)
         if value is not None and any(c in value for c in "\r\n\x00"):
             return name
     return None
 
 
-def secret_for(settings: AnyProvider, environ: Mapping[str, str]) -> object:
+def secret_for(settings: AnyProvider, environ: Mapping[str, str]) -> tuple[str | None, ...]:
     """What a provider for `settings` is built with from the environment: one built from equal
     settings and an equal secret is the same provider. (Credentials from botocore's chain are
     the provider's to refresh, so only the variables count.)"""
-    if isinstance(settings, EchoDeployment):
-        return None
+    return tuple(environ.get(name) for name in _secret_variables(settings))
+
+
+def _secret_variables(settings: AnyProvider) -> tuple[str, ...]:
+    """The environment variables holding the deployment's secrets."""
     if isinstance(settings, BedrockDeployment):
-        names = (settings.access_key_env, settings.secret_key_env, settings.session_token_env)
-        return tuple(environ.get(name) for name in names)
-    return api_key(settings, environ)
+        return (settings.access_key_env, settings.secret_key_env, settings.session_token_env)
+    name = getattr(settings, "api_key_env", None)
+    return (name,) if name else ()
