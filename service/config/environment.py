@@ -52,6 +52,8 @@ def resolve_environment(config: Config, environ: Mapping[str, str]) -> Config:
         left_out.append(deployment.id)
     if len(left_out) == len(config.deployments()):
         raise ConfigError("no deployment is usable: every one is missing its API key")
+    if not left_out:
+        return config  # already described by the core as it is
     try:
         return config.leaving_out(tuple(left_out))
     except router_core.ConfigError as error:
