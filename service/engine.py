@@ -77,10 +77,8 @@ class Engine:
     async def aclose(self) -> None:
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
 
-    def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
-        input_tokens = (
-            estimate_input_tokens(request.messages, request.tools) if request.messages else request.input_tokens
-        )
+    async def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
+        input_tokens = await _estimate(request) if request.messages else request.input_tokens
         decision = self._decide(
             request.model,
             request.routing,
@@ -250,7 +248,7 @@ class Engine:
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
 
 
-async def _estimate(request: pb.ChatRequest) -> int:
+async def _estimate(request: pb.ChatRequest | pb.RouteRequest) -> int:
     """The request's input estimate. It takes a few nanoseconds a byte, milliseconds for the
     largest request the limits allow, so a large request's runs on a thread rather than stalling
     every other call on the event loop; the core lets go of the GIL while it counts."""
@@ -259,7 +257,7 @@ async def _estimate(request: pb.ChatRequest) -> int:
     return await asyncio.to_thread(estimate_input_tokens, request.messages, request.tools)
 
 
-def _text_bytes(request: pb.ChatRequest) -> int:
+def _text_bytes(request: pb.ChatRequest | pb.RouteRequest) -> int:
     return sum(len(part.text) for message in request.messages for part in message.content)
 
 

@@ -154,7 +154,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         request = decoded(request)
         runtime = self.runtimes.current
         validate_route(request, runtime.config.server.limits)
-        return runtime.engine.route(request)
+        return await runtime.engine.route(request)
 
     @call_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:  # noqa: N802

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 REDACTED = "[redacted]"
 # Shorter values are not secrets worth the false positives (and would match everywhere).
 MIN_SECRET_CHARS = 8
+# The longest line a log gets; the rest is counted, not written.
+MAX_LOG_LINE_CHARS = 4096
 
 
 class Secrets:
@@ -53,7 +55,11 @@ def bounded(text: str, limit: int) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """A formatter whose whole output, exception and stack text included, is redacted."""
+    """A formatter whose whole output, exception and stack text included, is redacted, and whose
+    every line is bounded: whatever a stranger got into a message, a log line stays a few KB."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = redact(super().format(record))
+        if len(text) <= MAX_LOG_LINE_CHARS:
+            return text
+        return "\n".join(bounded(line, MAX_LOG_LINE_CHARS) for line in text.split("\n"))

@@ -14,7 +14,7 @@ from aiohttp import web
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
-from service.redaction import REDACTED, SECRETS, RedactingFormatter
+from service.redaction import MAX_LOG_LINE_CHARS, REDACTED, SECRETS, RedactingFormatter
 from service.server import Gateway
 from tests.conftest import status_details
 from tests.mock_openai import MockOpenAI
@@ -78,3 +78,19 @@ def test_log_lines_and_their_tracebacks_are_redacted() -> None:
     line = formatter.format(record)
     assert "hunter2-secret-value" not in line
     assert line.startswith(f"using {REDACTED}") and f"failed with key {REDACTED}" in line
+
+
+def test_no_log_line_is_longer_than_a_few_kilobytes() -> None:
+    """A message built from what a stranger sent is cut, line by line, after redaction (so that a
+    secret is never cut in two and left readable)."""
+    SECRETS.add(["hunter2-secret-value"])
+    formatter = RedactingFormatter("%(levelname)s %(message)s")
+    huge = "x" * (MAX_LOG_LINE_CHARS - 10) + "hunter2-secret-value" + "y" * 1_000_000
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "bad request: %s\nnext line", (huge,), None)
+    first, second = formatter.format(record).split("\n")
+    assert len(first) < MAX_LOG_LINE_CHARS + 40
+    assert first.endswith(
+        f"({len('WARNING bad request: ') + len(huge) - 20 + len(REDACTED) - MAX_LOG_LINE_CHARS} more characters)"
+    )
+    assert "hunter2" not in first
+    assert second == "next line"

@@ -167,7 +167,7 @@ async def test_an_unknown_model_is_reported_with_the_other_problems(start_gatewa
     assert "unknown model group 'nope'" in violations["model"]
 
 
-async def test_a_large_request_is_estimated_off_the_event_loop_and_served(
+async def test_a_large_request_is_estimated_off_the_event_loop_by_chat_and_route(
     start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past 256 KiB of text the estimate runs on a thread: the answer is the same, and the
@@ -186,4 +186,8 @@ async def test_a_large_request_is_estimated_off_the_event_loop_and_served(
     assert not threaded
     answer = await stub.Chat(chat_request(model="echo", text=large))
     assert answer.message.content[0].text == large.strip()
+    assert [f.__name__ for f in threaded] == ["estimate_input_tokens"]  # type: ignore[attr-defined]
+    threaded.clear()
+    route = await stub.Route(pb.RouteRequest(model="echo", messages=[user(large)]))
+    assert route.input_tokens > 50_000
     assert [f.__name__ for f in threaded] == ["estimate_input_tokens"]  # type: ignore[attr-defined]
