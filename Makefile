@@ -82,6 +82,7 @@ bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a sm
 	$(PY) -m benches.chat --quick
 	$(PY) -m benches.soak --quick
 	$(PY) -m benches.hedging --quick
+	$(PY) -m benches.held_streams --quick
 
 .PHONY: bench
 bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -90,6 +91,7 @@ bench: install tools ## benchmarks: the Rust core (criterion), route() across Py
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc
 	$(PY) -m benches.chat
 	$(PY) -m benches.soak
+	$(PY) -m benches.held_streams
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

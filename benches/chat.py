@@ -18,18 +18,16 @@ import argparse
 import json
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benches.harness import RESULTS, ROOT, free_port, gateway, machine, pinned, rss_mib, running
+from benches.harness import BIN, RESULTS, ROOT, free_port, gateway, machine, pinned, rss_mib, running, timestamp
 from service.api.switchboard.v1 import gateway_pb2 as pb
 
 CONCURRENCY = (1, 16, 64)
 PROMPT = "Say fifty tokens, please."
-BIN = ROOT / ".cache" / "bin"
 
 
 def gateway_config(upstream_port: int) -> str:
@@ -152,7 +150,7 @@ def main() -> None:
     overhead = compare(rows)
     rss = {"idle": idle, "after_runs": after_runs, f"after_{soak_requests}_more": after_soak}
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": timestamp(),
         "machine": machine(),
         "load_generator": "benches/loadgen (Go), pinned with the upstream to CPU 1; gateway on CPU 0",
         "requests_per_point": total,

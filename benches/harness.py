@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benches" / "results"
+# The Go tools `make tools` builds: the upstream, the load generator, ghz.
+BIN = ROOT / ".cache" / "bin"
 
 
 def free_port() -> int:
@@ -91,6 +94,11 @@ def machine() -> dict[str, Any]:
         platform.processor(),
     )
     return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def timestamp() -> str:
+    """Now, in UTC, as each result file records when it was measured."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def rss_mib(pid: int) -> float:

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from benches.harness import RESULTS, free_port, gateway, machine
+from benches.harness import RESULTS, free_port, gateway, machine, timestamp
 from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from benches.soak import percentile
 from service.api.switchboard.v1 import gateway_pb2 as pb
@@ -176,7 +176,7 @@ def main() -> None:
     finally:
         upstreams.close()
     report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": timestamp(),
         "machine": machine(),
         "parameters": {
             "calls_per_kind": total,

@@ -14,7 +14,6 @@ benches/results/rpc.json (with machine, versions and date) and print as a table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benches.harness import RESULTS, ROOT, free_port, machine, pinned, running
+from benches.harness import BIN, RESULTS, ROOT, free_port, machine, pinned, running, timestamp
 
 CONCURRENCY = (1, 16, 64)
 
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few hundred calls per point (smoke test)")
     options = parser.parse_args()
     total = 300 if options.quick else int(os.environ.get("RPC_CALLS", 20_000))
-    ghz_path = shutil.which("ghz") or str(ROOT / ".cache" / "bin" / "ghz")
+    ghz_path = shutil.which("ghz") or str(BIN / "ghz")
     version = ghz_version(ghz_path)
 
     rows: list[dict[str, Any]] = []
@@ -119,7 +118,7 @@ def main() -> None:
     for row in rows:
         row["rps_vs_floor"] = row["rps"] / floor[row["concurrency"]]["rps"]
     report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": timestamp(),
         "machine": machine(),
         "ghz": version,
         "calls_per_point": total,

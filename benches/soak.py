@@ -32,7 +32,7 @@ import grpc
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 
-from benches.harness import RESULTS, free_port, gateway, machine, rss_mib
+from benches.harness import RESULTS, free_port, gateway, machine, rss_mib, timestamp
 from benches.mock_upstreams import BackgroundMocks, deployments_yaml
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -231,7 +231,7 @@ def main() -> None:
     hangs = sum(r["hangs"] for r in rounds)
     truncated = sum(r["truncated_ok"] for r in rounds)
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": timestamp(),
         "machine": machine(),
         "parameters": {
             "requests_per_round": total,

@@ -1,4 +1,4 @@
-"""The shared HTTP pieces: the event-stream decoder, Retry-After and transport failure classes."""
+"""The shared HTTP pieces: the event-stream decoder and its bounds, Retry-After and transport failure classes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from email.utils import format_datetime
 
 import pytest
 
-from service.providers.http import ServerSentEvent, retry_after, server_sent_events
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.outcomes import UpstreamError
+from service.providers.events import ServerSentEvent, server_sent_events
+from service.providers.http import retry_after
+
+LIMIT = 1 << 20
 
 
 async def decode(*chunks: bytes) -> list[ServerSentEvent]:
@@ -16,7 +21,7 @@ async def decode(*chunks: bytes) -> list[ServerSentEvent]:
         for chunk in chunks:
             yield chunk
 
-    return [event async for events in server_sent_events(source()) for event in events]
+    return [event async for events in server_sent_events(source(), max_event_bytes=LIMIT) for event in events]
 
 
 async def test_events_split_on_blank_lines_whatever_the_line_ending() -> None:
@@ -55,7 +60,7 @@ async def test_events_completed_by_one_read_come_as_one_batch() -> None:
         yield b"data: 1\n\ndata: 2\n\ndata: 3"
         yield b"\n\n"
 
-    batches = [[e.data for e in events] async for events in server_sent_events(source())]
+    batches = [[e.data for e in events] async for events in server_sent_events(source(), max_event_bytes=LIMIT)]
     assert batches == [["1", "2"], ["3"]]
 
 
@@ -64,9 +69,54 @@ async def test_lines_that_are_no_field_can_be_kept() -> None:
         yield b'data: 1\n\n{\n  "error": {"code": 503}\n}\n'
 
     stray: list[str] = []
-    events = [e.data async for batch in server_sent_events(source(), stray) for e in batch]
+    events = [e.data async for batch in server_sent_events(source(), stray, max_event_bytes=LIMIT) for e in batch]
     assert events == ["1"]
     assert stray == ["{", '  "error": {"code": 503}', "}"]
+
+
+async def too_large(chunks: list[bytes], stray: list[str] | None = None) -> tuple[list[str], str]:
+    """The events decoded from `chunks` before the bound stopped them, and what it said."""
+
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    seen: list[str] = []
+    with pytest.raises(UpstreamError) as caught:
+        async for events in server_sent_events(source(), stray, max_event_bytes=LIMIT):
+            seen += [event.data for event in events]
+    assert caught.value.outcome == pb.OUTCOME_PROTOCOL_ERROR
+    return seen, caught.value.message
+
+
+async def test_an_event_may_be_as_large_as_the_bound() -> None:
+    data = "x" * (LIMIT - 1)
+    assert [e.data for e in await decode(b"data: " + data.encode() + b"\n\n")] == [data]
+
+
+async def test_a_line_that_never_ends_is_refused_once_it_passes_the_bound() -> None:
+    piece = b"x" * 16 * 1024
+    seen, message = await too_large([b"data: ok\n\ndata: ", *[piece] * 100])
+    assert seen == ["ok"]
+    assert message == f"a line of the event stream is larger than max_response_bytes ({LIMIT})"
+
+
+async def test_an_event_of_many_lines_never_dispatched_is_refused() -> None:
+    seen, message = await too_large([b"data: " + b"y" * 1000 + b"\n"] * 2000)
+    assert seen == []
+    assert message == f"an event of the stream is larger than max_response_bytes ({LIMIT})"
+
+
+async def test_stray_lines_are_kept_only_up_to_the_bound() -> None:
+    stray: list[str] = []
+    _, message = await too_large([b"z" * 1000 + b"\n"] * 2000, stray)
+    assert message == f"an event of the stream is larger than max_response_bytes ({LIMIT})"
+    assert sum(map(len, stray)) <= LIMIT
+
+
+async def test_the_bound_is_on_what_is_held_not_on_the_whole_stream() -> None:
+    chunk = b"data: " + b"w" * 1000 + b"\n\n"
+    assert len(await decode(*[chunk] * 3000)) == 3000
 
 
 async def test_invalid_utf8_is_replaced_not_fatal() -> None:

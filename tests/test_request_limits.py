@@ -98,7 +98,8 @@ async def test_the_limits_are_configurable(start_gateway: StartGateway) -> None:
 
 
 async def test_an_upstreams_error_text_is_cut(start_gateway: StartGateway, upstream: MockOpenAI) -> None:
-    upstream.fault = Fault(status=400, message="reflected " * 100_000)
+    # 50 KB: read whole (error bodies are read up to 64 KiB, see test_upstream_bounds), then cut.
+    upstream.fault = Fault(status=400, message="reflected " * 5_000)
     stub = await start_gateway(config(upstream))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Chat(chat_request())

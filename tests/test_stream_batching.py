@@ -1,4 +1,4 @@
-"""The one rule every provider's stream follows (service.providers.http.batched_deltas): content
+"""The one rule every provider's stream follows (service.providers.events.batched_deltas): content
 that arrived in one read goes on as one Delta, and content read before a failure goes on before it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import Delta, UpstreamError
 from service.providers.bedrock import _frames, _StreamState
-from service.providers.http import PendingDelta, batched_deltas
+from service.providers.events import PendingDelta, batched_deltas
 from tests.mock_bedrock import event_frame
 
 # A test event: text to add, ("call", index, id) to start a tool call, ("args", index, piece) to add
@@ -149,8 +149,33 @@ async def test_bedrock_content_before_a_bad_frame_in_the_same_read_goes_on_first
     async def chunks() -> AsyncIterator[bytes]:
         yield good + bytes(bad)
 
-    received, error = await until_failure(batched_deltas(_frames(chunks()), _StreamState().take), UpstreamError)
+    received, error = await until_failure(
+        batched_deltas(_frames(chunks(), 1 << 20), _StreamState().take), UpstreamError
+    )
     assert received == [Delta("mock:")]
     assert isinstance(error, UpstreamError)
     assert error.outcome == pb.OUTCOME_PROTOCOL_ERROR
     assert error.message.startswith("bad event-stream frame: ")
+
+
+async def test_a_bedrock_frame_larger_than_the_bound_fails_once_that_much_is_held() -> None:
+    """A 2 MB frame against a 1 MiB bound: the frames before it go on, then a protocol error,
+    before the big frame's end was read (nothing holds it whole)."""
+    good = event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "mock:"}})
+    big = event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "x" * 2_000_000}})
+    read: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        data = good + big
+        for start in range(0, len(data), 16 * 1024):
+            read.append(start)
+            yield data[start : start + 16 * 1024]
+
+    received, error = await until_failure(
+        batched_deltas(_frames(chunks(), 1 << 20), _StreamState().take), UpstreamError
+    )
+    assert received == [Delta("mock:")]
+    assert isinstance(error, UpstreamError) and error.outcome == pb.OUTCOME_PROTOCOL_ERROR
+    assert error.message == f"an event-stream frame is larger than max_response_bytes ({1 << 20})"
+    held = read[-1] + 16 * 1024
+    assert (1 << 20) < held <= (1 << 20) + 32 * 1024

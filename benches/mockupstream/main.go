@@ -1,6 +1,8 @@
 // A fast OpenAI-compatible upstream for benchmarks: answers POST
 // /v1/chat/completions at once, unary JSON or a 50-chunk SSE stream with a
 // usage chunk and [DONE], so that the gateway, not the upstream, is measured.
+// A request's max_tokens, when set, is the number of chunks instead (a stream
+// as long as a benchmark needs), and a stream ends when its client has gone.
 //
 //	mockupstream PORT
 package main
@@ -18,8 +20,9 @@ import (
 const chunks = 50
 
 type request struct {
-	Model  string `json:"model"`
-	Stream bool   `json:"stream"`
+	Model     string `json:"model"`
+	Stream    bool   `json:"stream"`
+	MaxTokens int    `json:"max_tokens"`
 }
 
 func main() {
@@ -52,12 +55,19 @@ func complete(w http.ResponseWriter, r *http.Request) {
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
 	prefix := fmt.Sprintf(`{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":%q,`, req.Model)
-	for i := 0; i < chunks; i++ {
-		fmt.Fprintf(w, "data: %s\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token \"},\"finish_reason\":null}]}\n\n", prefix)
+	count := chunks
+	if req.MaxTokens > 0 {
+		count = req.MaxTokens
+	}
+	for i := 0; i < count; i++ {
+		_, err := fmt.Fprintf(w, "data: %s\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token \"},\"finish_reason\":null}]}\n\n", prefix)
+		if err != nil {
+			return
+		}
 		flusher.Flush()
 	}
 	fmt.Fprintf(w, "data: %s\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n", prefix)
-	fmt.Fprintf(w, "data: %s\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", prefix, chunks, chunks+12)
+	fmt.Fprintf(w, "data: %s\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", prefix, count, count+12)
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	flusher.Flush()
 }

@@ -91,17 +91,25 @@ class EchoDeployment(_ProviderBase):
     type: Literal["echo"]
 
 
-class _HttpDeployment(_ProviderBase):
-    """A deployment reached over HTTP with an API key."""
+class PooledDeployment(_ProviderBase):
+    """A deployment reached over a pool of HTTP connections."""
 
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    # Leave the deployment out, instead of failing, when its key is not set.
-    skip_without_key: bool = False
     max_connections: PositiveInt = 100
     # How long a call waits for one of those connections. Running out is this gateway's own
     # limit, not the deployment's failure: the call goes on to the next candidate and the
     # deployment's health learns nothing from it.
     pool_wait_s: PositiveFloat = 1.0
+    # The most of an answer held at once, decompressed: a whole unary body, or one event of a
+    # stream. A larger one is a protocol error, so an upstream cannot make a call hold more.
+    max_response_bytes: PositiveInt = 16 * 1024 * 1024
+
+
+class _HttpDeployment(PooledDeployment):
+    """A deployment reached over HTTP with an API key."""
+
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Leave the deployment out, instead of failing, when its key is not set.
+    skip_without_key: bool = False
 
 
 class OpenAICompatibleDeployment(_HttpDeployment):
@@ -151,7 +159,7 @@ class GeminiDeployment(_HttpDeployment):
     api_version: str = "v1beta"
 
 
-class BedrockDeployment(_ProviderBase):
+class BedrockDeployment(PooledDeployment):
     """Amazon Bedrock's Converse API, signed with SigV4 from credentials in the environment."""
 
     type: Literal["bedrock"]
@@ -171,8 +179,6 @@ class BedrockDeployment(_ProviderBase):
     instance_metadata: bool = False
     # Leave the deployment out, instead of failing, when its credentials are not set.
     skip_without_key: bool = False
-    max_connections: PositiveInt = 100
-    pool_wait_s: PositiveFloat = 1.0  # as for HTTP deployments
 
 
 AnyProvider = (

@@ -21,15 +21,8 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import AnthropicDeployment
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage, usage_with_cache
-from service.providers.http import (
-    HttpClient,
-    PendingDelta,
-    ServerSentEvent,
-    batched_deltas,
-    classified_error,
-    error_body,
-    json_object,
-)
+from service.providers.events import PendingDelta, ServerSentEvent, batched_deltas
+from service.providers.http import HttpClient, classified_error, error_body, json_object
 from service.providers.translate import NO_PENALTIES_OR_SEED, merged_turns, unsupported_sampling
 
 _STOP_REASONS: dict[str, pb.FinishReason] = {
@@ -50,18 +43,12 @@ class AnthropicProvider:
         headers = {"anthropic-version": deployment.anthropic_version}
         if api_key:
             headers["x-api-key"] = api_key
-        self._client = HttpClient(
-            headers=headers,
-            timeout_s=deployment.timeout_s,
-            max_connections=deployment.max_connections,
-            pool_wait_s=deployment.pool_wait_s,
-            http_error=_http_error,
-        )
+        self._client = HttpClient(deployment, headers=headers, http_error=_http_error)
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         body = self._body(request, stream=False)
         async with self._client.post(self._url, body) as response:
-            raw = await response.read()
+            raw = await self._client.body(response)
         try:
             data = json.loads(raw)
             blocks = data["content"]

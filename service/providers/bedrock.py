@@ -32,14 +32,8 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import BedrockDeployment
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage, usage_with_cache
-from service.providers.http import (
-    HttpClient,
-    PendingDelta,
-    batched_deltas,
-    classified_error,
-    error_body,
-    json_object,
-)
+from service.providers.events import PendingDelta, batched_deltas, too_large
+from service.providers.http import HttpClient, classified_error, error_body, json_object
 from service.providers.translate import NO_PENALTIES_OR_SEED, merged_turns, unsupported_sampling
 from service.redaction import SECRETS
 
@@ -75,18 +69,12 @@ class BedrockProvider:
         self._stream_url = base + "/converse-stream"
         self._credentials = credentials
         self._region = deployment.aws_region
-        self._client = HttpClient(
-            headers={},
-            timeout_s=deployment.timeout_s,
-            max_connections=deployment.max_connections,
-            pool_wait_s=deployment.pool_wait_s,
-            http_error=_http_error,
-        )
+        self._client = HttpClient(deployment, headers={}, http_error=_http_error)
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         url, data, headers = await self._signed(self._url, _body(request))
         async with self._client.post_signed(url, data, headers) as response:
-            raw = await response.read()
+            raw = await self._client.body(response)
             request_id = response.headers.get("x-amzn-RequestId", "")
         try:
             data_out = json.loads(raw)
@@ -119,7 +107,8 @@ class BedrockProvider:
         state = _StreamState()
         async with self._client.post_signed(url, data, headers) as response:
             state.request_id = response.headers.get("x-amzn-RequestId", "")
-            async for delta in batched_deltas(_frames(response.content.iter_any()), state.take):
+            frames = _frames(self._client.chunks(response), self._client.max_response_bytes)
+            async for delta in batched_deltas(frames, state.take):
                 yield delta
             # Checked inside: a failure after the 200 reports the 200 the upstream sent.
             if not state.stop_reason:
@@ -243,22 +232,38 @@ def _usage(raw: Any) -> Usage:
     )
 
 
-async def _frames(chunks: AsyncIterable[bytes]) -> AsyncIterator[Iterator[tuple[Mapping[str, Any], bytes]]]:
+async def _frames(
+    chunks: AsyncIterable[bytes], max_frame_bytes: int
+) -> AsyncIterator[Iterator[tuple[Mapping[str, Any], bytes]]]:
     """For each chunk read, the event-stream frames it completed (headers and payload), so that
-    frames that arrived in one read go on as one delta."""
+    frames that arrived in one read go on as one delta. A frame larger than `max_frame_bytes`
+    is a protocol error as soon as that much of it is held."""
     buffer = EventStreamBuffer()
+    unparsed = _Unparsed()
     async for chunk in chunks:
         buffer.add_data(chunk)
-        yield _completed(buffer)
+        unparsed.bytes += len(chunk)
+        yield _completed(buffer, unparsed, max_frame_bytes)
 
 
-def _completed(buffer: EventStreamBuffer) -> Iterator[tuple[Mapping[str, Any], bytes]]:
+class _Unparsed:
+    """The bytes of a stream not yet parsed into frames."""
+
+    bytes = 0
+
+
+def _completed(
+    buffer: EventStreamBuffer, unparsed: _Unparsed, max_frame_bytes: int
+) -> Iterator[tuple[Mapping[str, Any], bytes]]:
     # Raised while the batch is read, so that the frames before a bad one still go on.
     try:
         for frame in buffer:
+            unparsed.bytes -= frame.prelude.total_length
             yield frame.headers, frame.payload
     except ParserError as error:
         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"bad event-stream frame: {error}") from error
+    if unparsed.bytes > max_frame_bytes:
+        raise too_large("an event-stream frame", max_frame_bytes)
 
 
 class _StreamState:

@@ -20,15 +20,8 @@ from yarl import URL
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import GeminiDeployment
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import (
-    HttpClient,
-    PendingDelta,
-    ServerSentEvent,
-    batched_deltas,
-    classified_error,
-    error_body,
-    json_object,
-)
+from service.providers.events import PendingDelta, ServerSentEvent, batched_deltas
+from service.providers.http import HttpClient, classified_error, error_body, json_object
 from service.providers.translate import merged_turns
 
 # Reasons an answer was withheld for its content (https://ai.google.dev/api/generate-content#FinishReason).
@@ -50,18 +43,13 @@ class GeminiProvider:
         models = URL(str(deployment.base_url).rstrip("/") + f"/{deployment.api_version}/models/")
         self._url = models / f"{deployment.model}:generateContent"
         self._stream_url = (models / f"{deployment.model}:streamGenerateContent").with_query(alt="sse")
-        self._client = HttpClient(
-            headers={"x-goog-api-key": api_key} if api_key else {},
-            timeout_s=deployment.timeout_s,
-            max_connections=deployment.max_connections,
-            pool_wait_s=deployment.pool_wait_s,
-            http_error=_http_error,
-        )
+        headers = {"x-goog-api-key": api_key} if api_key else {}
+        self._client = HttpClient(deployment, headers=headers, http_error=_http_error)
         self._calls_made = 0
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         async with self._client.post(self._url, _body(request)) as response:
-            raw = await response.read()
+            raw = await self._client.body(response)
         try:
             data = json.loads(raw)
         except ValueError as error:

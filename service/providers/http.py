@@ -1,5 +1,5 @@
-"""What every HTTP-speaking provider shares: a pooled client, failure classification,
-server-sent events, streamed content batched into deltas, and Retry-After.
+"""What every HTTP-speaking provider shares: a pooled client that reads answers within bounds,
+failure classification, and Retry-After.
 
 The client is aiohttp's. The architecture first named httpx; profiling a loaded gateway
 worker (py-spy, benches/chat.py) put 54% of its CPU inside httpx and httpcore, and a
@@ -14,17 +14,22 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.outcomes import Delta, UpstreamError
+from service.config import PooledDeployment
+from service.outcomes import UpstreamError
+from service.providers.events import ServerSentEvent, server_sent_events, too_large
 
-_Event = TypeVar("_Event")
+# The most of a stream read at once, and the connection's read buffer (aiohttp pauses the
+# upstream at twice this): what a stream holds while its client is slow to take it.
+STREAM_READ_BYTES = 16 * 1024
+# The most of an error answer read: its first part says what went wrong.
+ERROR_BODY_BYTES = 64 * 1024
 
 
 # How a provider reads an HTTP error answer (status, headers, body text) into a classified failure.
@@ -39,23 +44,23 @@ class HttpClient:
 
     def __init__(
         self,
+        deployment: PooledDeployment,
         *,
         headers: Mapping[str, str],
-        timeout_s: float,
-        max_connections: int,
         http_error: HttpErrorReader,
-        pool_wait_s: float = 1.0,
     ) -> None:
         self._headers = {"Content-Type": "application/json", **headers}
         # Calls take one of the pool's connections here first, waiting at most pool_wait_s, so
         # that aiohttp itself never waits for one and a full pool is told apart from a slow
         # deployment.
-        self._connections = asyncio.Semaphore(max_connections)
-        self._pool_wait_s = pool_wait_s
+        self._connections = asyncio.Semaphore(deployment.max_connections)
+        self._pool_wait_s = deployment.pool_wait_s
+        timeout_s = deployment.timeout_s
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=min(10.0, timeout_s), sock_read=timeout_s
         )
-        self._max_connections = max_connections
+        self._max_connections = deployment.max_connections
+        self.max_response_bytes = deployment.max_response_bytes
         self._http_error = http_error
         self._session: aiohttp.ClientSession | None = None
 
@@ -78,7 +83,21 @@ class HttpClient:
         """POST `body` and read the answer as server-sent events (see `server_sent_events`)."""
         async with self.post(url, body) as response:
             check_event_stream(response.content_type)
-            yield server_sent_events(response.content.iter_any(), stray)
+            yield server_sent_events(self.chunks(response), stray, max_event_bytes=self.max_response_bytes)
+
+    async def body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of an answer, which may be at most `max_response_bytes`."""
+        data = await _read_at_most(response.content, self.max_response_bytes)
+        if len(data) > self.max_response_bytes:
+            raise too_large("the answer", self.max_response_bytes)
+        return data
+
+    @staticmethod
+    def chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """A streamed body as it arrives, at most STREAM_READ_BYTES at a time: what one read
+        passes on (a batch of events, one delta) is bounded, and while a client is slow to take
+        it, only the connection's read buffer fills before the upstream is paused."""
+        return response.content.iter_chunked(STREAM_READ_BYTES)
 
     @contextlib.asynccontextmanager
     async def _succeeded(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -105,8 +124,8 @@ class HttpClient:
         with classified():
             async with request as response:
                 if response.status >= 400:
-                    detail = (await response.read()).decode(errors="replace")
-                    raise self._http_error(response.status, response.headers, detail)
+                    detail = (await _read_at_most(response.content, ERROR_BODY_BYTES))[:ERROR_BODY_BYTES]
+                    raise self._http_error(response.status, response.headers, detail.decode(errors="replace"))
                 try:
                     yield response
                 except (UpstreamError, TimeoutError, aiohttp.ClientError) as error:
@@ -131,8 +150,19 @@ class HttpClient:
                 timeout=self._timeout,
                 # Nothing here needs cookies; the default jar costs time on every response.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=STREAM_READ_BYTES,
             )
         return self._session
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """A body up to `limit` bytes and one more, which tells that there was more."""
+    pieces: list[bytes] = []
+    size = 0
+    while size <= limit and (piece := await content.read(limit + 1 - size)):
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
 
 
 @contextlib.contextmanager
@@ -149,117 +179,6 @@ def transport_failure(error: TimeoutError | aiohttp.ClientError) -> UpstreamErro
         # aiohttp's connect and read timeouts subclass TimeoutError.
         return UpstreamError(pb.OUTCOME_TIMEOUT, f"{type(error).__name__}: {error}".rstrip(": "))
     return UpstreamError(pb.OUTCOME_CONNECTION_ERROR, f"{type(error).__name__}: {error}")
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    event: str
-    data: str
-    id: str | None = None
-
-
-async def server_sent_events(
-    chunks: AsyncIterable[bytes], stray: list[str] | None = None
-) -> AsyncIterator[list[ServerSentEvent]]:
-    """Decode an event stream as the HTML standard specifies: lines end in CR, LF or CRLF;
-    `data` lines join with LF; a blank line dispatches; comments and unknown fields are
-    ignored; an event left unfinished at the end of the stream is dropped.
-
-    Yields, for each chunk read, the events it completed (never an empty list), so that a
-    caller can pass on at once what arrived together rather than one message per event.
-    Lines that are no field of the format go to `stray` when given (Gemini ends a failed
-    stream with a bare JSON error object)."""
-    decoder = _EventDecoder(stray)
-    pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        lines = pending.splitlines(keepends=True)
-        # A last piece not ending in LF is unfinished, or its CR may be half of a CRLF.
-        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-        if completed := [event for line in lines if (event := decoder.feed(line)) is not None]:
-            yield completed
-    if pending.endswith(b"\r") and (event := decoder.feed(pending)) is not None:
-        yield [event]
-
-
-class _EventDecoder:
-    def __init__(self, stray: list[str] | None) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self._last_id: str | None = None
-        self._stray = stray
-
-    def feed(self, raw: bytes) -> ServerSentEvent | None:
-        """Take one line (with or without its ending); return the event a blank line completes."""
-        line = raw.rstrip(b"\r\n").decode(errors="replace")
-        if not line:
-            event = ServerSentEvent(self._event or "message", "\n".join(self._data), self._last_id)
-            dispatch = bool(self._data)
-            self._event, self._data = "", []
-            return event if dispatch else None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self._last_id = value
-        elif self._stray is not None and name not in ("", "retry"):
-            self._stray.append(line)
-        return None
-
-
-class PendingDelta:
-    """The content gathered from one batch of upstream events, to go on as one Delta."""
-
-    __slots__ = ("calls", "texts")
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.calls: list[pb.ToolCallDelta] = []
-
-    def add_arguments(self, index: int, piece: str) -> None:
-        """Add a piece of a streamed tool call's arguments, joined to the last piece when that is of
-        the same call, so that pieces read together go on as one."""
-        if self.calls and self.calls[-1].index == index:
-            self.calls[-1].arguments += piece
-        else:
-            self.calls.append(pb.ToolCallDelta(index=index, arguments=piece))
-
-    def delta(self) -> Delta | None:
-        """What was gathered, as one Delta; None when nothing was."""
-        return Delta("".join(self.texts), tuple(self.calls)) if self.texts or self.calls else None
-
-
-async def batched_deltas(
-    batches: AsyncIterable[Iterable[_Event]],
-    take: Callable[[_Event, PendingDelta], None],
-    *,
-    stop: Callable[[], bool] = lambda: False,
-) -> AsyncIterator[Delta]:
-    """One Delta for each batch of upstream events (those that arrived in one read) that had
-    content: `take` reads each event, keeping what the stream says in the caller's state and
-    adding its content to the batch's PendingDelta. Ends after a batch when `stop()` is true
-    (the stream said it is over).
-
-    Content that arrived in one read goes on as one delta: fewer, larger messages when the
-    upstream outpaces the client, and no waiting when it does not. When an event fails, the
-    content the batch gathered before it goes on first, then the failure: what was read before
-    an error still reaches the client."""
-    async for batch in batches:
-        pending = PendingDelta()
-        try:
-            for event in batch:
-                take(event, pending)
-        except UpstreamError:
-            if (delta := pending.delta()) is not None:
-                yield delta
-            raise
-        if (delta := pending.delta()) is not None:
-            yield delta
-        if stop():
-            return
 
 
 # How providers word a prompt that does not fit: OpenAI, vLLM, Anthropic, Gemini, Bedrock.

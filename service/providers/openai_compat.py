@@ -17,17 +17,10 @@ from google.protobuf import json_format
 from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment
+from service.config import AzureOpenAIDeployment, OpenAICompatibleDeployment, PooledDeployment
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError, Usage
-from service.providers.http import (
-    HttpClient,
-    PendingDelta,
-    ServerSentEvent,
-    batched_deltas,
-    classified_error,
-    error_body,
-    json_object,
-)
+from service.providers.events import PendingDelta, ServerSentEvent, batched_deltas
+from service.providers.http import HttpClient, classified_error, error_body, json_object
 
 _ROLES = {
     pb.ROLE_SYSTEM: "system",
@@ -54,9 +47,7 @@ class OpenAICompatibleProvider:
         headers: dict[str, str],
         *,
         model: str | None,
-        timeout_s: float,
-        max_connections: int,
-        pool_wait_s: float = 1.0,
+        pooling: PooledDeployment,
         stream_usage: bool = True,
         max_tokens_field: str = "max_tokens",
     ) -> None:
@@ -64,13 +55,7 @@ class OpenAICompatibleProvider:
         self._url = url
         self._stream_usage = stream_usage
         self._max_tokens_field = max_tokens_field
-        self._client = HttpClient(
-            headers=headers,
-            timeout_s=timeout_s,
-            max_connections=max_connections,
-            pool_wait_s=pool_wait_s,
-            http_error=_http_error,
-        )
+        self._client = HttpClient(pooling, headers=headers, http_error=_http_error)
 
     @classmethod
     def for_deployment(
@@ -84,9 +69,7 @@ class OpenAICompatibleProvider:
                 url.with_query({"api-version": deployment.api_version}),
                 {"api-key": api_key} if api_key else {},
                 model=None,
-                timeout_s=deployment.timeout_s,
-                max_connections=deployment.max_connections,
-                pool_wait_s=deployment.pool_wait_s,
+                pooling=deployment,
                 stream_usage=deployment.stream_usage,
             )
         headers = dict(deployment.extra_headers)
@@ -96,16 +79,14 @@ class OpenAICompatibleProvider:
             URL(str(deployment.base_url).rstrip("/") + "/chat/completions"),
             headers,
             model=deployment.model,
-            timeout_s=deployment.timeout_s,
-            max_connections=deployment.max_connections,
-            pool_wait_s=deployment.pool_wait_s,
+            pooling=deployment,
             stream_usage=deployment.stream_usage,
             max_tokens_field=deployment.max_tokens_field,
         )
 
     async def complete(self, request: pb.ChatRequest) -> Completion:
         async with self._client.post(self._url, self._body(request, stream=False)) as response:
-            raw = await response.read()
+            raw = await self._client.body(response)
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
