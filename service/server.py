@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import grpc
@@ -120,12 +120,20 @@ class Gateway:
         await self.runtimes.aclose()
 
 
-async def serve(config: Config, listen: str, *, share_port: bool = False, config_path: Path | None = None) -> None:
+async def serve(
+    config: Config,
+    listen: str,
+    *,
+    share_port: bool = False,
+    config_path: Path | None = None,
+    on_listening: Callable[[], object] = lambda: None,
+) -> None:
     """Run the gateway until SIGTERM or SIGINT, then shut down gracefully; reload the config on
-    SIGHUP and whenever its file changes."""
+    SIGHUP and whenever its file changes. `on_listening` is called once the port is open."""
     gateway = Gateway(config, listen, share_port=share_port, config_path=config_path)
     await gateway.start()
     log.info("switchboard listening on %s (port %d, pid %d)", listen, gateway.port, os.getpid())
+    on_listening()
     stopped: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
 
@@ -177,7 +185,14 @@ def _file_state(path: Path) -> tuple[int, int, int] | None:
     return found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def run_gateway(config: Config, listen: str, *, share_port: bool = False, config_path: Path | None = None) -> None:
+def run_gateway(
+    config: Config,
+    listen: str,
+    *,
+    share_port: bool = False,
+    config_path: Path | None = None,
+    on_listening: Callable[[], object] = lambda: None,
+) -> None:
     """Serve until stopped, on uvloop, which costs the worker much less CPU per call than
     asyncio's own loop (measured with benches/chat.py)."""
-    uvloop.run(serve(config, listen, share_port=share_port, config_path=config_path))
+    uvloop.run(serve(config, listen, share_port=share_port, config_path=config_path, on_listening=on_listening))
