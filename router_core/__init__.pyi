@@ -1,6 +1,7 @@
 """Switchboard's routing core (Rust). Build a Router once from JSON config, then
 route requests and record their outcomes from any thread."""
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Literal, Self, final
 
@@ -44,11 +45,21 @@ def estimate_tokens(texts: Sequence[str], *, messages: int = 0, images: int = 0)
 
 @final
 class Router:
-    def __new__(cls, config_json: str, *, manual_clock: bool = False, without: Sequence[str] = ()) -> Router:
+    def __new__(
+        cls,
+        config_json: str,
+        *,
+        manual_clock: bool = False,
+        without: Sequence[str] = (),
+        shared_state: str | os.PathLike[str] | None = None,
+    ) -> Router:
         """Parse and compile a config; raises ConfigError naming the offending key.
 
         With ``manual_clock`` time stands still until ``advance_clock`` (tests). The deployments
-        ``without`` are left out, with whatever names only them (``describe_config``)."""
+        ``without`` are left out, with whatever names only them (``describe_config``). With
+        ``shared_state`` (a file path, normally under /dev/shm, created if missing) the rate
+        limits live in that file, and every process whose router opens it admits from the
+        same budgets (OSError if it cannot be opened)."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock forward; ValueError on a real one."""
     def route(

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="gateway processes sharing the port (SO_REUSEPORT), each with its own router state (default 1)",
+        help="gateway processes sharing the port (SO_REUSEPORT) and their rate-limit budgets (default 1)",
     )
     check = commands.add_parser("check-config", help="validate a config file and print what it compiles to")
     check.add_argument("config", type=Path)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,6 +27,16 @@ GATEWAY_SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
+@dataclass(frozen=True)
+class Sibling:
+    """What a worker of `serve --workers N` shares with the others: their port, and the file
+    holding their rate limits (see `router_core.Router`'s shared_state). `on_listening` tells
+    the parent that the worker started."""
+
+    shared_state: Path
+    on_listening: Callable[[], object]
+
+
 class Gateway:
     """A built, not yet started, gateway server and the resources it owns. `config_path` is
     where `reload` reads the config again (None: the embedded default)."""
@@ -36,8 +47,8 @@ class Gateway:
         listen: str,
         environ: Mapping[str, str] = os.environ,
         *,
-        share_port: bool = False,
         config_path: Path | None = None,
+        sibling: Sibling | None = None,
     ) -> None:
         self.environ = environ
         self.config_path = config_path
@@ -47,7 +58,7 @@ class Gateway:
         clients = config.server.clients
         self.server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", int(share_port)),
+                ("grpc.so_reuseport", int(sibling is not None)),
                 ("grpc.max_concurrent_streams", clients.max_streams_per_connection),
             ]
         )
@@ -55,7 +66,7 @@ class Gateway:
             self.port = self.server.add_insecure_port(listen)
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: {error}") from error
-        self.router = config.new_router()
+        self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.health = health.aio.HealthServicer()
         add_to_server(GatewayServicer(self.runtimes), self.server)
@@ -121,19 +132,15 @@ class Gateway:
 
 
 async def serve(
-    config: Config,
-    listen: str,
-    *,
-    share_port: bool = False,
-    config_path: Path | None = None,
-    on_listening: Callable[[], object] = lambda: None,
+    config: Config, listen: str, *, config_path: Path | None = None, sibling: Sibling | None = None
 ) -> None:
     """Run the gateway until SIGTERM or SIGINT, then shut down gracefully; reload the config on
-    SIGHUP and whenever its file changes. `on_listening` is called once the port is open."""
-    gateway = Gateway(config, listen, share_port=share_port, config_path=config_path)
+    SIGHUP and whenever its file changes."""
+    gateway = Gateway(config, listen, config_path=config_path, sibling=sibling)
     await gateway.start()
     log.info("switchboard listening on %s (port %d, pid %d)", listen, gateway.port, os.getpid())
-    on_listening()
+    if sibling is not None:
+        sibling.on_listening()
     stopped: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
 
@@ -186,13 +193,8 @@ def _file_state(path: Path) -> tuple[int, int, int] | None:
 
 
 def run_gateway(
-    config: Config,
-    listen: str,
-    *,
-    share_port: bool = False,
-    config_path: Path | None = None,
-    on_listening: Callable[[], object] = lambda: None,
+    config: Config, listen: str, *, config_path: Path | None = None, sibling: Sibling | None = None
 ) -> None:
     """Serve until stopped, on uvloop, which costs the worker much less CPU per call than
     asyncio's own loop (measured with benches/chat.py)."""
-    uvloop.run(serve(config, listen, share_port=share_port, config_path=config_path, on_listening=on_listening))
+    uvloop.run(serve(config, listen, config_path=config_path, sibling=sibling))

@@ -2,10 +2,12 @@
 
 The kernel spreads incoming connections over the workers, so the service uses
 every core despite Python's GIL. Each worker is a whole gateway with its own
-router: statistics, circuit breakers and rate-limit budgets are per worker
-(a deployment's rpm is enforced per worker, so N workers admit up to N times
-it). The parent starts the workers, forwards SIGTERM/SIGINT (stop) and SIGHUP
-(reload the config) to them, and supervises them:
+router, but the routers keep their rate limits (deployments', tenants', API
+keys') in one file mapped by all (under /dev/shm), so the workers admit from
+the same budgets: N workers admit a deployment's rpm, not N times it.
+Statistics and circuit breakers are still per worker. The parent makes that
+file's directory, starts the workers, forwards SIGTERM/SIGINT (stop) and SIGHUP
+(reload the config) to them, supervises them, and removes the file at the end:
 
 - a worker that dies once it has served (a crash, the OOM killer, a SIGKILL) is
   replaced, and the others serve on meanwhile; one that keeps dying soon after it
@@ -20,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
@@ -30,10 +33,12 @@ from types import FrameType
 
 from service.config import Config, ConfigError, load_config
 from service.logs import configure_logging
-from service.server import run_gateway
+from service.server import Sibling, run_gateway
 
 log = logging.getLogger(__name__)
 
+# Memory, not disk, where there is such a file system: the routers' shared state lives here.
+_SHARED_MEMORY = Path("/dev/shm")
 # A worker that served at least this long before dying is replaced at once.
 STEADY_S = 30.0
 # The pause before replacing a worker that died sooner: doubled each time, up to the last.
@@ -79,15 +84,19 @@ def run_workers(config: Config, listen: str, workers: int, log_level: str, *, co
     if listen.rsplit(":", 1)[-1] == "0":
         raise OSError(f"--workers {workers} needs a fixed port to share, not {listen}")
     context = multiprocessing.get_context("spawn")
+    memory = _SHARED_MEMORY if _SHARED_MEMORY.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="switchboard-", dir=memory) as shared:
+        state = Path(shared) / "router-state"
 
-    def start(slot: _Slot) -> tuple[BaseProcess, Event]:
-        ready = context.Event()
-        process = context.Process(target=_worker, args=(config, listen, log_level, config_path, ready), name=slot.name)
-        process.start()
-        return process, ready
+        def start(slot: _Slot) -> tuple[BaseProcess, Event]:
+            ready = context.Event()
+            arguments = (config, listen, log_level, config_path, state, ready)
+            process = context.Process(target=_worker, args=arguments, name=slot.name)
+            process.start()
+            return process, ready
 
-    slots = [_Slot(i, start) for i in range(workers)]
-    return _Supervisor(slots).run(workers, listen)
+        slots = [_Slot(i, start) for i in range(workers)]
+        return _Supervisor(slots).run(workers, listen)
 
 
 class _Supervisor:
@@ -153,7 +162,9 @@ class _Supervisor:
                 os.kill(slot.process.pid, signum)
 
 
-def _worker(config: Config, listen: str, log_level: str, config_path: Path | None, ready: Event) -> None:
+def _worker(
+    config: Config, listen: str, log_level: str, config_path: Path | None, shared_state: Path, ready: Event
+) -> None:
     configure_logging(log_level)
     if config_path is not None:
         # A replacement serves the file as it is now, as the workers that reloaded it do.
@@ -161,4 +172,4 @@ def _worker(config: Config, listen: str, log_level: str, config_path: Path | Non
             config = load_config(config_path)
         except ConfigError as error:
             log.error("%s; serving the config the service started with", error)
-    run_gateway(config, listen, share_port=True, config_path=config_path, on_listening=ready.set)
+    run_gateway(config, listen, config_path=config_path, sibling=Sibling(shared_state, ready.set))

@@ -12,6 +12,9 @@ pub type Nanos = u64;
 pub enum Clock {
     /// Real monotonic time, counted from the moment the clock was made.
     Monotonic(Instant),
+    /// The host's monotonic clock (CLOCK_MONOTONIC), the same in every process
+    /// of the host: what routers that share state read.
+    Host,
     /// Time that moves only when `advance` is called.
     Manual(Arc<AtomicU64>),
 }
@@ -32,19 +35,31 @@ impl Clock {
         match self {
             Clock::Monotonic(origin) => origin.elapsed().as_nanos() as Nanos,
             Clock::Manual(now) => now.load(Relaxed),
+            Clock::Host => host_now(),
         }
     }
 
     /// Moves a manual clock forward; returns false (and does nothing) on the real one.
     pub fn advance(&self, by: Duration) -> bool {
         match self {
-            Clock::Monotonic(_) => false,
+            Clock::Monotonic(_) | Clock::Host => false,
             Clock::Manual(now) => {
                 now.fetch_add(by.as_nanos() as Nanos, Relaxed);
                 true
             }
         }
     }
+}
+
+fn host_now() -> Nanos {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: a valid timespec to write; CLOCK_MONOTONIC cannot fail on a
+    // supported system.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as Nanos * 1_000_000_000 + now.tv_nsec as Nanos
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 pub(crate) mod config;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyValueError};
@@ -17,7 +18,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::{
     estimate_input_tokens, Clock, Decision, DeploymentStats, Hedge, Lease, Outcome, OutcomeClass,
-    Preference, RouteRequest, Router, RouterError,
+    Preference, Region, RouteRequest, Router, RouterError,
 };
 
 /// Estimated input tokens of a request: its texts (message parts, tool-call
@@ -50,23 +51,30 @@ pub struct PyRouter(Router);
 impl PyRouter {
     /// `manual_clock`: time stands still until `advance_clock` (for tests).
     /// `without`: deployment ids to leave out, with whatever names only them
-    /// (see `describe_config`).
+    /// (see `describe_config`). `shared_state`: the path of a region (created
+    /// if missing) that holds the rate limits for every process opening it.
     #[new]
-    #[pyo3(signature = (config_json, *, manual_clock = false, without = Vec::new()))]
-    #[pyo3(text_signature = "(config_json, *, manual_clock=False, without=())")]
+    #[pyo3(signature = (config_json, *, manual_clock = false, without = Vec::new(), shared_state = None))]
+    #[pyo3(text_signature = "(config_json, *, manual_clock=False, without=(), shared_state=None)")]
     fn new(
         py: Python<'_>,
         config_json: &str,
         manual_clock: bool,
         without: Vec<String>,
+        shared_state: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let clock = if manual_clock {
-            Clock::manual()
-        } else {
-            Clock::default()
-        };
         let (config, _) = config::parse(py, config_json, &without)?;
-        Ok(PyRouter(Router::from_config(&config, clock)))
+        let region = match shared_state {
+            Some(path) => Some(Arc::new(Region::open(&path)?)),
+            None => None,
+        };
+        let clock = match (manual_clock, &region) {
+            (true, _) => Clock::manual(),
+            // Shared levels are timed by every process: one clock for the host.
+            (false, Some(_)) => Clock::Host,
+            (false, None) => Clock::default(),
+        };
+        Ok(PyRouter(Router::sharing(&config, clock, region)))
     }
 
     /// Moves a manual clock forward; a ValueError on the real one.

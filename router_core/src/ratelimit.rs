@@ -8,13 +8,15 @@
 //! and refill never drifts, however often or rarely the buckets are touched.
 
 use std::cmp::{self, Reverse};
+use std::ops::{Deref, DerefMut};
 use std::ptr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Deserialize;
 
 use crate::clock::Nanos;
 use crate::error::ConfigError;
+use crate::state::{Levels, LevelsGuard, Region};
 
 /// Units per request or token: one per nanosecond of a minute (see module docs).
 const UNITS: i128 = 60_000_000_000;
@@ -111,11 +113,18 @@ impl Reservation {
 
 /// One owner's buckets. `Send + Sync`; each limit has its own mutex, held for
 /// a few arithmetic operations, because exact accounting matters more here
-/// than freedom from locks.
+/// than freedom from locks. The buckets live in this process, or in a slot of
+/// a region that several processes share (see `state`).
 #[derive(Debug)]
 pub struct Limit {
     spec: LimitSpec,
-    state: Mutex<State>,
+    cell: Cell,
+}
+
+#[derive(Debug)]
+enum Cell {
+    Local(Mutex<State>),
+    Shared { region: Arc<Region>, slot: usize },
 }
 
 #[derive(Debug)]
@@ -140,12 +149,22 @@ impl Limit {
     pub fn new(spec: LimitSpec) -> Self {
         Limit {
             spec,
-            state: Mutex::new(State {
-                refilled_at: 0,
-                requests: spec.rpm.map(Bucket::full),
-                tokens: spec.tpm.map(Bucket::full),
-            }),
+            cell: Cell::Local(Mutex::new(State::full(spec))),
         }
+    }
+
+    /// A limit whose buckets are `key`'s slot of `region`, shared with every
+    /// process that maps it; the buckets start full when no process used them
+    /// yet, and keep their levels (clamped to this spec) when one did. None
+    /// when the region has no slot left for `key`.
+    pub fn shared(spec: LimitSpec, region: &Arc<Region>, key: &str) -> Option<Self> {
+        Some(Limit {
+            spec,
+            cell: Cell::Shared {
+                region: Arc::clone(region),
+                slot: region.slot(key)?,
+            },
+        })
     }
 
     /// A limit under a new spec that keeps `old`'s levels (as of `now`), so a
@@ -166,11 +185,11 @@ impl Limit {
         };
         Limit {
             spec,
-            state: Mutex::new(State {
+            cell: Cell::Local(Mutex::new(State {
                 refilled_at: old.refilled_at,
                 requests: carry(spec.rpm, old.requests),
                 tokens: carry(spec.tpm, old.tokens),
-            }),
+            })),
         }
     }
 
@@ -202,16 +221,107 @@ impl Limit {
 
     /// Every update leaves the state consistent, so a panic elsewhere while
     /// the lock was held cannot have left it half-changed.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_> {
+        match &self.cell {
+            Cell::Local(state) => {
+                Locked::Local(state.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+            Cell::Shared { region, slot } => {
+                let guard = region.levels(*slot);
+                let state = State::from_levels(self.spec, guard.get());
+                Locked::Shared { guard, state }
+            }
+        }
     }
 
-    fn address(&self) -> usize {
-        ptr::from_ref(self) as usize
+    /// The order in which `reserve` locks limits: the same in every process
+    /// for shared ones (by slot), by address for this process's own.
+    fn order(&self) -> (u8, usize) {
+        match &self.cell {
+            Cell::Shared { slot, .. } => (0, *slot),
+            Cell::Local(_) => (1, ptr::from_ref(self) as usize),
+        }
+    }
+}
+
+/// A limit's state, locked. A shared one is read from its slot when locked and
+/// written back, whole, before the slot is unlocked.
+enum Locked<'a> {
+    Local(MutexGuard<'a, State>),
+    Shared {
+        guard: LevelsGuard<'a>,
+        state: State,
+    },
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        match self {
+            Locked::Local(state) => state,
+            Locked::Shared { state, .. } => state,
+        }
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match self {
+            Locked::Local(state) => state,
+            Locked::Shared { state, .. } => state,
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Locked::Shared { guard, state } = self {
+            guard.set(state.levels());
+        }
     }
 }
 
 impl State {
+    fn full(spec: LimitSpec) -> Self {
+        State {
+            refilled_at: 0,
+            requests: spec.rpm.map(Bucket::full),
+            tokens: spec.tpm.map(Bucket::full),
+        }
+    }
+
+    /// The state `levels` hold for `spec`: full buckets when never written,
+    /// else the levels clamped to this spec's capacities (another process,
+    /// or this one before a reload, may have had another).
+    fn from_levels(spec: LimitSpec, levels: Levels) -> Self {
+        if !levels.written {
+            return State::full(spec);
+        }
+        let bucket = |per_minute: Option<u32>, level: i128| {
+            per_minute.map(|n| {
+                let mut bucket = Bucket::full(n);
+                bucket.level = level.clamp(-bucket.capacity(), bucket.capacity());
+                bucket
+            })
+        };
+        State {
+            refilled_at: levels.refilled_at,
+            requests: bucket(spec.rpm, levels.requests),
+            tokens: bucket(spec.tpm, levels.tokens),
+        }
+    }
+
+    fn levels(&self) -> Levels {
+        let level = |bucket: Option<Bucket>| bucket.map_or(i128::MAX, |b| b.level);
+        Levels {
+            written: true,
+            refilled_at: self.refilled_at,
+            requests: level(self.requests),
+            tokens: level(self.tokens),
+        }
+    }
+
     /// Callers read the clock before taking the lock, so a slightly older
     /// `now` can arrive after a newer one: time here never runs backwards.
     fn refill(&mut self, now: Nanos) {
@@ -333,19 +443,19 @@ fn binding(a: Denied, b: Denied) -> Denied {
 /// nothing at all. A limit listed twice is charged once. Allocates nothing;
 /// meant for a handful of limits (the work grows with the square of their number).
 pub fn reserve(limits: &[&Limit], tokens: u32, now: Nanos) -> Result<Reservation, Denied> {
-    lock_check_take(limits, 0, tokens, now, None)?;
+    lock_check_take(limits, None, tokens, now, None)?;
     Ok(Reservation { tokens })
 }
 
-/// Locks the next limit in address order and recurses, so that every caller
+/// Locks the next limit in `Limit::order` and recurses, so that every caller
 /// takes locks in the same order and none can wait on another in a cycle. The
 /// innermost call decides while holding every lock; on the way out each frame
 /// applies the decision to its own limit before unlocking it. Whoever locks a
 /// limit next therefore sees a decided reservation, never a half-made one.
-/// `above` is the address of the previous limit (0 at the start).
+/// `above` is the order of the previous limit (None at the start).
 fn lock_check_take(
     limits: &[&Limit],
-    above: usize,
+    above: Option<(u8, usize)>,
     tokens: u32,
     now: Nanos,
     denied: Option<Denied>,
@@ -354,8 +464,8 @@ fn lock_check_take(
     let next = limits
         .iter()
         .enumerate()
-        .filter(|(_, limit)| limit.address() > above)
-        .min_by_key(|(_, limit)| limit.address());
+        .filter(|(_, limit)| Some(limit.order()) > above)
+        .min_by_key(|(_, limit)| limit.order());
     let Some((owner_index, limit)) = next else {
         return denied.map_or(Ok(()), Err);
     };
@@ -365,7 +475,7 @@ fn lock_check_take(
         .into_iter()
         .flatten()
         .reduce(binding);
-    lock_check_take(limits, limit.address(), tokens, now, denied)?;
+    lock_check_take(limits, Some(limit.order()), tokens, now, denied)?;
     if let Some(bucket) = state.requests.as_mut() {
         bucket.take(1);
     }

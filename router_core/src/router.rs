@@ -26,6 +26,7 @@ use crate::error::RouterError;
 use crate::filter::{Filter, Query};
 use crate::health::{eject_outliers, Admission, Health, OutcomeClass};
 use crate::lease::Lease;
+use crate::state::Region;
 use crate::stats::{DeploymentStats, Outcome};
 use crate::strategy::{next_shared_seed, OrderContext, SplitMix64, Survivor};
 use crate::table::Table;
@@ -44,6 +45,8 @@ pub struct Router {
     seeds: AtomicU64,
     /// Refills rate limits and times health; manual in tests.
     clock: Clock,
+    /// Where the rate limits live when other processes share them.
+    region: Option<Arc<Region>>,
 }
 
 impl Router {
@@ -58,15 +61,25 @@ impl Router {
 
     /// A router on a config already parsed (and perhaps pruned: [`Config::without`]).
     pub fn from_config(config: &Config, clock: Clock) -> Router {
+        Router::sharing(config, clock, None)
+    }
+
+    /// A router whose rate limits (deployments', tenants', API keys') live in
+    /// `region`, so that every process mapping it admits from the same budgets.
+    /// The processes must read the same clock: [`Clock::host`] (or one manual
+    /// clock, in tests).
+    pub fn sharing(config: &Config, clock: Clock, region: Option<Arc<Region>>) -> Router {
         // Time only makes unseeded orders differ between processes; any value works.
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        let table = Table::compile_sharing(config, None, clock.now(), region.as_ref());
         Router {
-            table: ArcSwap::from_pointee(Table::compile(config, None, clock.now())),
+            table: ArcSwap::from_pointee(table),
             reload_lock: Mutex::new(()),
             seeds: AtomicU64::new(seed),
             clock,
+            region,
         }
     }
 
@@ -88,7 +101,12 @@ impl Router {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let table = Table::compile(config, Some(&self.table.load()), self.clock.now());
+        let table = Table::compile_sharing(
+            config,
+            Some(&self.table.load()),
+            self.clock.now(),
+            self.region.as_ref(),
+        );
         self.table.store(Arc::new(table));
     }
 

@@ -14,6 +14,7 @@ use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
 use crate::ratelimit::{Limit, LimitSpec};
 use crate::router::RouteRequest;
+use crate::state::Region;
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
@@ -203,7 +204,19 @@ impl Table {
     /// Compiles a validated config. The counters and budgets of deployments
     /// (and tenants and keys) that also exist in `previous` are carried over,
     /// so a reload keeps their stats and does not hand out fresh budget.
+    #[cfg(test)]
     pub(crate) fn compile(config: &Config, previous: Option<&Table>, now: Nanos) -> Table {
+        Table::compile_sharing(config, previous, now, None)
+    }
+
+    /// [`Table::compile`] with the rate limits kept in `region`, shared with
+    /// every process that maps it, when there is one.
+    pub(crate) fn compile_sharing(
+        config: &Config,
+        previous: Option<&Table>,
+        now: Nanos,
+        region: Option<&Arc<Region>>,
+    ) -> Table {
         let mut capabilities = NameBits::default();
         let mut regions = NameBits::default();
         let deployments: Vec<Deployment> = config
@@ -227,11 +240,13 @@ impl Table {
                     .and_then(|t| t.deployment(&d.id))
                     .map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
                 limit: carried_limit(
+                    &format!("deployment/{}", d.id),
                     d.limit(),
                     previous
                         .and_then(|t| t.deployment(&d.id))
                         .map(|old| &*old.limit),
                     now,
+                    region,
                 ),
                 health: Arc::new(match previous.and_then(|t| t.deployment(&d.id)) {
                     Some(old) => Health::carry_over(&old.health, config.health.clone()),
@@ -340,14 +355,18 @@ impl Table {
             policies,
             scoring: config.scoring.clone(),
             tenant_limits: owner_limits(
+                "tenant",
                 &config.rate_limits.tenants,
                 previous.map(|t| &t.tenant_limits),
                 now,
+                region,
             ),
             api_key_limits: owner_limits(
+                "api_key",
                 &config.rate_limits.api_keys,
                 previous.map(|t| &t.api_key_limits),
                 now,
+                region,
             ),
             capabilities,
             regions,
@@ -390,8 +409,19 @@ impl Table {
     }
 }
 
-/// A fresh limit, or one that keeps the old limit's bucket levels.
-fn carried_limit(spec: LimitSpec, old: Option<&Limit>, now: Nanos) -> Arc<Limit> {
+/// `key`'s limit: its slot of the shared region when there is one (which
+/// keeps its levels across reloads and processes), else a fresh limit or one
+/// that keeps the old limit's bucket levels. A full region leaves a limit local.
+fn carried_limit(
+    key: &str,
+    spec: LimitSpec,
+    old: Option<&Limit>,
+    now: Nanos,
+    region: Option<&Arc<Region>>,
+) -> Arc<Limit> {
+    if let Some(shared) = region.and_then(|region| Limit::shared(spec, region, key)) {
+        return Arc::new(shared);
+    }
     Arc::new(match old {
         Some(old) => Limit::with_state_of(spec, old, now),
         None => Limit::new(spec),
@@ -399,15 +429,18 @@ fn carried_limit(spec: LimitSpec, old: Option<&Limit>, now: Nanos) -> Arc<Limit>
 }
 
 fn owner_limits(
+    kind: &str,
     specs: &BTreeMap<String, LimitSpec>,
     previous: Option<&HashMap<Arc<str>, Arc<Limit>>>,
     now: Nanos,
+    region: Option<&Arc<Region>>,
 ) -> HashMap<Arc<str>, Arc<Limit>> {
     specs
         .iter()
         .map(|(owner, spec)| {
             let old = previous.and_then(|p| p.get(owner.as_str())).map(|l| &**l);
-            (owner.as_str().into(), carried_limit(*spec, old, now))
+            let limit = carried_limit(&format!("{kind}/{owner}"), *spec, old, now, region);
+            (owner.as_str().into(), limit)
         })
         .collect()
 }

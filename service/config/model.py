@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import router_core
@@ -123,8 +124,10 @@ class Config:
         """The deployments routing uses, in the order the file defines them."""
         return list(self.routed)
 
-    def new_router(self, *, manual_clock: bool = False) -> router_core.Router:
-        return router_core.Router(self.routing_document, manual_clock=manual_clock, without=self.left_out)
+    def new_router(self, *, manual_clock: bool = False, shared_state: Path | None = None) -> router_core.Router:
+        return router_core.Router(
+            self.routing_document, manual_clock=manual_clock, without=self.left_out, shared_state=shared_state
+        )
 
     def leaving_out(self, left_out: tuple[str, ...]) -> Config:
         return Config.compiled(self.server, self.retries, self.routing_document, self.providers, self.source, left_out)

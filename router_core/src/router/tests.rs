@@ -286,3 +286,54 @@ fn a_callers_preference_orders_the_candidates_instead_of_the_plan() {
         .unwrap();
     assert_eq!(plain.strategy, Strategy::Priority);
 }
+
+/// Two routers on one region, as two worker processes would map it: `a`'s
+/// rpm of 10 admits 10 in all, not 10 each, and a reload of one keeps it.
+#[test]
+fn routers_sharing_a_region_admit_one_budget_between_them() {
+    let path = std::env::temp_dir().join(format!("router-share-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut value: serde_json::Value = serde_json::from_str(&chat_config()).unwrap();
+    value["deployments"][0]["rpm"] = json!(10);
+    value["rate_limits"] = json!({"tenants": {"t": {"rpm": 4}}});
+    let config = Config::from_json(&value.to_string()).unwrap();
+    let clock = Clock::manual();
+    let region = || Some(Arc::new(Region::open(&path).unwrap()));
+    let routers = [
+        Router::sharing(&config, clock.clone(), region()),
+        Router::sharing(&config, clock.clone(), region()),
+    ];
+    let admitted = |tenant: &str| {
+        (0..30)
+            .filter(|i| {
+                let router = &routers[i % 2];
+                router
+                    .reserve("a", tenant, "", 0, 0)
+                    .is_ok_and(|lease| router.record(lease, &ok()).is_ok())
+            })
+            .count()
+    };
+    assert_eq!(admitted("t"), 4, "the tenant's budget binds first, in both");
+    assert_eq!(
+        admitted(""),
+        6,
+        "then the deployment's 10, less the tenant's 4"
+    );
+    routers[1].reload_config(&config);
+    assert_eq!(admitted(""), 0, "a reload hands out no fresh budget");
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(admitted(""), 1, "a sixth of a minute refills one of ten");
+    let alone = Router::from_config(&config, clock.clone());
+    let alone_admitted = (0..30)
+        .filter(|_| {
+            alone
+                .reserve("a", "", "", 0, 0)
+                .is_ok_and(|lease| alone.record(lease, &ok()).is_ok())
+        })
+        .count();
+    assert_eq!(
+        alone_admitted, 10,
+        "a router of its own has a budget of its own"
+    );
+    std::fs::remove_file(&path).unwrap();
+}

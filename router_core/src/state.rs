@@ -1,0 +1,379 @@
+//! State that the processes of one host share: a file (normally under
+//! `/dev/shm`) mapped into each of them, holding a fixed number of slots. A
+//! slot belongs to one owner of a rate limit, found by the owner's key, so that
+//! every process's router takes from the same buckets however its table was
+//! compiled or reloaded.
+//!
+//! Each slot has a process-shared mutex, held for a few arithmetic operations.
+//! On Linux it is robust: when a process dies holding it (SIGKILL, the OOM
+//! killer), the next process to lock it takes it over, and the slot's values
+//! are whole, since each is written before the lock is given back.
+//!
+//! The file is made complete under a temporary name and then linked into
+//! place, so no process ever maps a half-initialised region; when two create it
+//! at once, the one that links first wins and the other maps the winner's.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::mem::size_of;
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use memmap2::MmapMut;
+
+/// Marks the file as this layout; another layout's file is refused, not misread.
+const MAGIC: u64 = u64::from_le_bytes(*b"swbstat1");
+/// Owners a region holds (deployments, tenants and API keys, over all reloads).
+pub const SLOTS: usize = 4096;
+/// Key bytes compared as well as the key's hash.
+const KEY_BYTES: usize = 96;
+
+/// What one owner's buckets hold between calls, in `ratelimit`'s units.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Levels {
+    /// False until a process first wrote the levels: the buckets start full.
+    pub(crate) written: bool,
+    pub(crate) refilled_at: u64,
+    pub(crate) requests: i128,
+    pub(crate) tokens: i128,
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    slots: u64,
+    /// Held while a free slot is claimed.
+    claim: libc::pthread_mutex_t,
+}
+
+#[repr(C)]
+struct Slot {
+    /// 1 once `key_hash`, `key_len` and `key` are written; a slot is never freed.
+    claimed: AtomicU32,
+    key_len: u32,
+    key_hash: u64,
+    key: [u8; KEY_BYTES],
+    lock: libc::pthread_mutex_t,
+    levels: Levels,
+}
+
+const SIZE: usize = size_of::<Header>().next_multiple_of(64) + SLOTS * size_of::<Slot>();
+
+/// A mapped region. Dropping it unmaps it; the file stays for the other
+/// processes (whoever created it removes it when the service stops).
+pub struct Region {
+    map: MmapMut,
+    path: PathBuf,
+}
+
+// The region is only touched through its mutexes and atomics.
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region").field("path", &self.path).finish()
+    }
+}
+
+impl Region {
+    /// Maps the region at `path`, creating it if there is none.
+    pub fn open(path: &Path) -> io::Result<Region> {
+        match Region::map_existing(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Region::create(path),
+            other => other,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn map_existing(path: &Path) -> io::Result<Region> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        if file.metadata()?.len() != SIZE as u64 {
+            return Err(invalid(path, "has the size of another layout"));
+        }
+        let region = Region::map(&file, path)?;
+        let header = region.header();
+        if header.magic != MAGIC || header.slots != SLOTS as u64 {
+            return Err(invalid(
+                path,
+                "is not a router state region of this version",
+            ));
+        }
+        Ok(region)
+    }
+
+    fn create(path: &Path) -> io::Result<Region> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        let made = (|| -> io::Result<Region> {
+            file.set_len(SIZE as u64)?;
+            let mut region = Region::map(&file, path)?;
+            region.initialise()?;
+            region.map.flush()?;
+            fs::hard_link(&temporary, path)?;
+            Ok(region)
+        })();
+        let _ = fs::remove_file(&temporary);
+        match made {
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Region::map_existing(path)
+            }
+            other => other,
+        }
+    }
+
+    fn map(file: &File, path: &Path) -> io::Result<Region> {
+        // Safety: the file is this layout's size; processes change it only
+        // through the mutexes and atomics below.
+        let map = unsafe { MmapMut::map_mut(file)? };
+        Ok(Region {
+            map,
+            path: path.to_owned(),
+        })
+    }
+
+    fn initialise(&mut self) -> io::Result<()> {
+        let header = self.map.as_mut_ptr().cast::<Header>();
+        // Safety: the mapping is SIZE bytes, zeroed, and not yet seen by any
+        // other process; the header and slots lie within it.
+        unsafe {
+            (*header).slots = SLOTS as u64;
+            init_shared_mutex(ptr::addr_of_mut!((*header).claim))?;
+            for index in 0..SLOTS {
+                init_shared_mutex(ptr::addr_of_mut!((*self.slot_ptr(index)).lock))?;
+            }
+            (*header).magic = MAGIC;
+        }
+        Ok(())
+    }
+
+    fn header(&self) -> &Header {
+        // Safety: the mapping starts with the header.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    fn slot_ptr(&self, index: usize) -> *mut Slot {
+        debug_assert!(index < SLOTS);
+        let offset = size_of::<Header>().next_multiple_of(64) + index * size_of::<Slot>();
+        // Safety: within the mapping for every index below SLOTS.
+        unsafe { self.map.as_ptr().add(offset).cast::<Slot>().cast_mut() }
+    }
+
+    /// The slot of `key`, claimed for it if no process has; None when every
+    /// slot belongs to another key.
+    pub(crate) fn slot(&self, key: &str) -> Option<usize> {
+        let hash = fnv1a(key.as_bytes());
+        let start = (hash % SLOTS as u64) as usize;
+        for probe in 0..SLOTS {
+            let index = (start + probe) % SLOTS;
+            let slot = self.slot_ptr(index);
+            // Safety: `claimed` is only ever accessed atomically; the key
+            // fields are written once, before `claimed` is set with Release.
+            let claimed = unsafe { &(*slot).claimed };
+            if claimed.load(Ordering::Acquire) == 0 {
+                let _claim = self.lock(unsafe { ptr::addr_of_mut!((*self.header_ptr()).claim) });
+                if claimed.load(Ordering::Acquire) == 0 {
+                    let stored = &key.as_bytes()[..key.len().min(KEY_BYTES)];
+                    unsafe {
+                        (*slot).key_hash = hash;
+                        (*slot).key_len = key.len() as u32;
+                        (&mut (*slot).key)[..stored.len()].copy_from_slice(stored);
+                    }
+                    claimed.store(1, Ordering::Release);
+                    return Some(index);
+                }
+            }
+            if unsafe { holds(slot, key, hash) } {
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// Locks slot `index` for reading and writing its levels.
+    pub(crate) fn levels(&self, index: usize) -> LevelsGuard<'_> {
+        let slot = self.slot_ptr(index);
+        // Safety: the lock was initialised with the region.
+        let locked = self.lock(unsafe { ptr::addr_of_mut!((*slot).lock) });
+        LevelsGuard {
+            _locked: locked,
+            levels: unsafe { ptr::addr_of_mut!((*slot).levels) },
+        }
+    }
+
+    fn header_ptr(&self) -> *mut Header {
+        self.map.as_ptr().cast::<Header>().cast_mut()
+    }
+
+    fn lock(&self, mutex: *mut libc::pthread_mutex_t) -> Locked<'_> {
+        // Safety: `mutex` is an initialised process-shared mutex in the mapping.
+        let result = unsafe { libc::pthread_mutex_lock(mutex) };
+        #[cfg(target_os = "linux")]
+        if result == libc::EOWNERDEAD {
+            // Its holder died; what it guards was written whole (see module docs).
+            unsafe { libc::pthread_mutex_consistent(mutex) };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = result;
+        Locked {
+            mutex,
+            _region: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Whether claimed slot `slot` belongs to `key`.
+unsafe fn holds(slot: *const Slot, key: &str, hash: u64) -> bool {
+    let stored = key.len().min(KEY_BYTES);
+    (*slot).key_hash == hash
+        && (*slot).key_len as usize == key.len()
+        && (&(*slot).key)[..stored] == key.as_bytes()[..stored]
+}
+
+unsafe fn init_shared_mutex(mutex: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    let mut attributes: libc::pthread_mutexattr_t = std::mem::zeroed();
+    let check = |code: libc::c_int| {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(code))
+        }
+    };
+    check(libc::pthread_mutexattr_init(&mut attributes))?;
+    check(libc::pthread_mutexattr_setpshared(
+        &mut attributes,
+        libc::PTHREAD_PROCESS_SHARED,
+    ))?;
+    #[cfg(target_os = "linux")]
+    check(libc::pthread_mutexattr_setrobust(
+        &mut attributes,
+        libc::PTHREAD_MUTEX_ROBUST,
+    ))?;
+    let made = check(libc::pthread_mutex_init(mutex, &attributes));
+    libc::pthread_mutexattr_destroy(&mut attributes);
+    made
+}
+
+struct Locked<'a> {
+    mutex: *mut libc::pthread_mutex_t,
+    _region: std::marker::PhantomData<&'a Region>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Safety: locked by this thread in `Region::lock`.
+        unsafe { libc::pthread_mutex_unlock(self.mutex) };
+    }
+}
+
+/// One slot's levels, locked until dropped.
+pub(crate) struct LevelsGuard<'a> {
+    _locked: Locked<'a>,
+    levels: *mut Levels,
+}
+
+impl LevelsGuard<'_> {
+    pub(crate) fn get(&self) -> Levels {
+        // Safety: the slot's lock is held.
+        unsafe { ptr::read(self.levels) }
+    }
+
+    pub(crate) fn set(&mut self, levels: Levels) {
+        unsafe { ptr::write(self.levels, levels) }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn invalid(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} {what}", path.display()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporary_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("router-state-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn two_mappings_of_one_file_see_one_slot_per_key() {
+        let path = temporary_path("slots");
+        let _ = fs::remove_file(&path);
+        let first = Region::open(&path).unwrap();
+        let second = Region::open(&path).unwrap();
+        let a = first.slot("deployment/a").unwrap();
+        assert_eq!(second.slot("deployment/a"), Some(a));
+        let b = second.slot("deployment/b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(first.slot("deployment/b"), Some(b));
+        {
+            let mut levels = first.levels(a);
+            assert!(!levels.get().written);
+            levels.set(Levels {
+                written: true,
+                refilled_at: 7,
+                requests: -3,
+                tokens: 11,
+            });
+        }
+        let seen = second.levels(a).get();
+        assert!(seen.written);
+        assert_eq!((seen.refilled_at, seen.requests, seen.tokens), (7, -3, 11));
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn long_keys_that_share_a_prefix_get_their_own_slots() {
+        let path = temporary_path("long");
+        let _ = fs::remove_file(&path);
+        let region = Region::open(&path).unwrap();
+        let prefix = "k".repeat(KEY_BYTES);
+        let one = region.slot(&format!("{prefix}1")).unwrap();
+        let two = region.slot(&format!("{prefix}2")).unwrap();
+        assert_ne!(one, two);
+        assert_eq!(region.slot(&format!("{prefix}1")), Some(one));
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_layout_is_refused() {
+        let path = temporary_path("other");
+        fs::write(&path, b"not a region").unwrap();
+        let error = Region::open(&path).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_full_region_has_no_slot_for_a_new_key() {
+        let path = temporary_path("full");
+        let _ = fs::remove_file(&path);
+        let region = Region::open(&path).unwrap();
+        for i in 0..SLOTS {
+            assert!(region.slot(&format!("owner/{i}")).is_some());
+        }
+        assert_eq!(region.slot("one/more"), None);
+        assert!(region.slot("owner/17").is_some());
+        fs::remove_file(&path).unwrap();
+    }
+}

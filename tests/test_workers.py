@@ -1,0 +1,177 @@
+"""`serve --workers N`: workers that share one port and one set of rate-limit budgets, supervised
+by a parent that replaces a worker that dies and stops when they cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from tests.mock_openai import MockOpenAI
+from tests.test_cli import grpcurl
+from tests.test_e2e import chat_request, config
+
+WORKERS = ("--workers", "2")
+ECHO_ONLY = "model_groups: [{name: echo, deployments: [{id: echo, type: echo, model: echo, context_window: 1000}]}]\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Workers:
+    """`serve --workers 2` on a free port, its stderr read line by line."""
+
+    def __init__(
+        self, tmp_path: Path, port: int | None = None, *, config_yaml: str = ECHO_ONLY, env: Mapping[str, str] = {}
+    ) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_text("server: {drain_delay_s: 0.2}\n" + config_yaml)
+        self.port = port or free_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **env}
+        listen = f"127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--config", str(config), "--listen", listen, *WORKERS],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+
+    def listening(self, count: int) -> list[int]:
+        """The pids of the next `count` workers to say they are listening."""
+        assert self.process.stderr is not None
+        pids: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(pids) < count and time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if match := re.search(r"listening on .* pid (\d+)\)", line):
+                pids.append(int(match.group(1)))
+        assert len(pids) == count, "the workers did not start:\n" + "".join(self.lines)
+        return pids
+
+    def chat(self) -> None:
+        request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
+        answer = json.loads(grpcurl(f"127.0.0.1:{self.port}", "switchboard.v1.Gateway/Chat", data=request))
+        assert answer["message"]["content"] == [{"text": "hi"}]
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, rest = self.process.communicate(timeout=30)
+        assert self.process.returncode == 0, "".join(self.lines) + rest
+        return rest
+
+
+def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
+    workers = Workers(tmp_path)
+    pids = workers.listening(2)
+    assert len(set(pids)) == 2
+    assert workers.process.pid not in pids, "the parent only supervises"
+    for _ in range(6):  # a new connection each time, spread over the workers by the kernel
+        workers.chat()
+    rest = workers.stop()
+    assert rest.count("draining for 0.2s") == 2 and rest.count("stopped") == 2
+
+
+def test_a_worker_that_dies_is_replaced_while_the_other_serves(tmp_path: Path) -> None:
+    """Before: one worker's death stopped the whole service (exit 1)."""
+    workers = Workers(tmp_path)
+    first, second = workers.listening(2)
+    os.kill(first, signal.SIGKILL)
+    workers.chat()  # the other still serves
+    (replacement,) = workers.listening(1)
+    assert replacement not in (first, second)
+    assert any("exited with code -9; replacing it" in line for line in workers.lines)
+    for _ in range(4):
+        workers.chat()
+    rest = workers.stop()
+    assert rest.count("stopped") == 2
+
+
+def test_workers_that_cannot_listen_stop_the_service(tmp_path: Path) -> None:
+    """A port held by another program: starting the workers again cannot help."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        workers = Workers(tmp_path, port=holder.getsockname()[1])
+        _, rest = workers.process.communicate(timeout=60)
+    assert workers.process.returncode == 1
+    assert "before it was listening; stopping the others" in rest
+    assert "replacing it" not in rest
+
+
+def test_workers_need_a_fixed_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--listen", "127.0.0.1:0", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "needs a fixed port" in result.stderr
+
+
+def test_workers_stopped_while_starting_up_exit_cleanly(tmp_path: Path) -> None:
+    """SIGTERM right after the workers are spawned, before they handle signals themselves: they
+    die of the signal passed on to them, which is stopping as asked, not a failure."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--listen", f"127.0.0.1:{port}", *WORKERS],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "started 2 workers" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "stopping the others" not in rest
+
+
+async def test_workers_admit_one_rpm_budget_between_them(tmp_path: Path, upstream: MockOpenAI) -> None:
+    """30 calls, each on a connection of its own (spread over both workers by the kernel), to a
+    deployment of rpm 10. Before: each worker admitted 10 of its own, up to 20 in all."""
+    deployment_with_rpm = config(upstream).replace("priority: 0", "priority: 0\n        rpm: 10")
+    workers = Workers(tmp_path, config_yaml=deployment_with_rpm, env={"MOCK_KEY": "sk-test"})
+    try:
+        workers.listening(2)
+        codes = []
+        for _ in range(30):
+            # A subchannel pool of its own: a new connection, not the last one again.
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{workers.port}", options=options) as channel:
+                try:
+                    await pb_grpc.GatewayStub(channel).Chat(chat_request(), timeout=10)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+    finally:
+        await asyncio.to_thread(workers.stop)
+    admitted = codes.count(grpc.StatusCode.OK)
+    # The test takes a second or two; at 10 a minute, one more may have refilled meanwhile.
+    assert 10 <= admitted <= 11, codes
+    assert len(upstream.requests) == admitted
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
