@@ -6,7 +6,9 @@ memory flat.
     .venv/bin/python -m benches.route_boundary --quick    # a smoke run (CI)
 
 Each call is a full decision (20 policies, the last one matching; filters; order; the first
-candidate's lease), then the lease is released; the median over several rounds is reported.
+candidate's lease), then the lease is released; the median over several rounds is reported,
+for a router of its own and for one whose budgets are in a shared region (`shared_state`, what
+the workers of `serve --workers N` use).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -78,16 +82,19 @@ def decide(router: router_core.Router) -> router_core.Decision:
     )
 
 
-def median_call_us(router: router_core.Router, calls: int, rounds: int) -> float:
-    samples = []
+def median_call_us(routers: list[router_core.Router], calls: int, rounds: int) -> list[float]:
+    """Each router's median µs per call, their rounds taken in turn so that the machine's drift
+    falls on all alike."""
+    samples: list[list[float]] = [[] for _ in routers]
     for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            lease = decide(router).lease
-            assert lease is not None
-            router.release(lease)
-        samples.append((time.perf_counter() - started) / calls * 1e6)
-    return statistics.median(samples)
+        for router, taken in zip(routers, samples, strict=True):
+            started = time.perf_counter()
+            for _ in range(calls):
+                lease = decide(router).lease
+                assert lease is not None
+                router.release(lease)
+            taken.append((time.perf_counter() - started) / calls * 1e6)
+    return [statistics.median(taken) for taken in samples]
 
 
 def typical_request() -> pb.ChatRequest:
@@ -137,9 +144,15 @@ def main() -> None:
     options = parser.parse_args()
     calls, rounds = (100, 3) if options.quick else (20_000, 15)
     for deployments in (4, 64):
-        router = router_core.Router(routing_config(deployments))
-        median = median_call_us(router, calls, rounds)
-        print(f"route+release from Python, {deployments:>2} deployments: {median:6.2f} µs median")
+        config = routing_config(deployments)
+        with tempfile.TemporaryDirectory() as shared:
+            local = router_core.Router(config)
+            sharing = router_core.Router(config, shared_state=Path(shared) / "state")
+            alone, together = median_call_us([local, sharing], calls, rounds)
+        print(
+            f"route+release from Python, {deployments:>2} deployments: {alone:6.2f} µs median,"
+            f" {together:6.2f} µs with the budgets in shared memory ({together - alone:+.2f})"
+        )
     print(f"estimate_input_tokens, 4 messages and a tool: {median_estimate_us(calls, rounds):6.2f} µs median")
     memory_check(1_000 if options.quick else 1_000_000)
 

@@ -355,6 +355,43 @@ mod tests {
         fs::remove_file(&path).unwrap();
     }
 
+    /// A child process locks a slot and exits holding it, as a worker killed
+    /// mid-update would. Without a robust mutex the next lock would wait forever.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lock_whose_holder_died_is_taken_over() {
+        let path = temporary_path("died");
+        let _ = fs::remove_file(&path);
+        let region = std::sync::Arc::new(Region::open(&path).unwrap());
+        let slot = region.slot("deployment/a").unwrap();
+        // Safety: the child only locks (a futex operation) and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                std::mem::forget(region.levels(slot));
+                unsafe { libc::_exit(0) }
+            }
+            child => {
+                let mut status = 0;
+                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+            }
+        }
+        let (done, taken) = std::sync::mpsc::channel();
+        let shared = std::sync::Arc::clone(&region);
+        std::thread::spawn(move || {
+            let mut levels = shared.levels(slot);
+            levels.set(Levels {
+                written: true,
+                ..levels.get()
+            });
+            done.send(()).unwrap();
+        });
+        taken
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the dead holder's lock was taken over");
+        assert!(region.levels(slot).get().written);
+        fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn a_file_of_another_layout_is_refused() {
         let path = temporary_path("other");
