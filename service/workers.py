@@ -3,9 +3,9 @@
 The kernel spreads incoming connections over the workers, so the service uses
 every core despite Python's GIL. Each worker is a whole gateway with its own
 router, but the routers keep their rate limits (deployments', tenants', API
-keys') in one file mapped by all (under /dev/shm), so the workers admit from
-the same budgets: N workers admit a deployment's rpm, not N times it.
-Statistics and circuit breakers are still per worker. The parent makes that
+keys'), circuit breakers and cool-downs in one file mapped by all (under
+/dev/shm): N workers admit a deployment's rpm, not N times it, and a circuit
+one opens is open for all. Statistics and latency estimates are per worker. The parent makes that
 file's directory, starts the workers, forwards SIGTERM/SIGINT (stop) and SIGHUP
 (reload the config) to them, supervises them, and removes the file at the end:
 

@@ -16,9 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import pytest
+from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from tests.mock_openai import MockOpenAI
+from tests.conftest import status_details
+from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 
@@ -175,3 +178,25 @@ async def test_workers_admit_one_rpm_budget_between_them(tmp_path: Path, upstrea
     assert 10 <= admitted <= 11, codes
     assert len(upstream.requests) == admitted
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+async def test_workers_share_one_circuit_breaker(tmp_path: Path, upstream: MockOpenAI) -> None:
+    """Every upstream call fails. Five consecutive failures open the breaker, counted over both
+    workers, so the upstream hears five calls, not five per worker; the rest are refused by the
+    gateway without trying it."""
+    upstream.fault = Fault(status=500)
+    workers = Workers(tmp_path, config_yaml=config(upstream), env={"MOCK_KEY": "sk-test"})
+    try:
+        workers.listening(2)
+        reasons = []
+        for _ in range(16):
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{workers.port}", options=options) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await pb_grpc.GatewayStub(channel).Chat(chat_request(), timeout=10)
+                (info,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+                reasons.append(info.reason)
+    finally:
+        await asyncio.to_thread(workers.stop)
+    assert len(upstream.requests) == 5, reasons
+    assert reasons == ["UPSTREAM_FAILED"] * 5 + ["NO_HEALTHY_DEPLOYMENT"] * 11

@@ -8,6 +8,7 @@
 //! means for the deployment.
 
 mod breaker;
+mod cell;
 mod latency;
 mod outliers;
 mod policy;
@@ -17,14 +18,16 @@ mod tests;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64,
+    AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Nanos;
+use crate::state::Region;
 use breaker::Breaker;
+use cell::{Cell, Locked};
 use latency::Latency;
 use policy::duration_nanos;
 
@@ -209,21 +212,13 @@ impl fmt::Display for Explanation {
 
 /// One deployment's health. `Send + Sync`: the breaker sits behind a small
 /// mutex (its transitions touch several fields at once, and exactness beats
-/// lock-freedom there); cool-downs and latency are atomics.
+/// lock-freedom there); cool-downs and latency are atomics. The breaker and
+/// cool-downs live in this process or in a region shared with the host's
+/// other processes (`cell`); the latency estimate is this process's own.
 #[derive(Debug)]
 pub struct Health {
     policy: HealthPolicy,
-    breaker: Mutex<Breaker>,
-    /// Mirrors "the breaker is closed", written under the breaker's lock after
-    /// every change, so the common case of `admit` (closed, nothing cooling)
-    /// takes no lock. A stale read admits or rejects one request early or
-    /// late, which routing tolerates anyway.
-    closed: AtomicBool,
-    /// Cool-down ends are only ever raised (`fetch_max`), so a later, shorter
-    /// Retry-After can never cut a longer cool-down short.
-    rate_limited_until: AtomicU64,
-    auth_failed_until: AtomicU64,
-    ejected_until: AtomicU64,
+    cell: Cell,
     latency: Latency,
 }
 
@@ -254,12 +249,8 @@ impl Health {
     /// `policy` is expected to have passed [`HealthPolicy::validate`].
     pub fn new(policy: HealthPolicy) -> Self {
         Health {
-            breaker: Mutex::new(Breaker::new(&policy)),
-            closed: AtomicBool::new(true),
+            cell: Cell::local(&policy),
             policy,
-            rate_limited_until: AtomicU64::new(0),
-            auth_failed_until: AtomicU64::new(0),
-            ejected_until: AtomicU64::new(0),
             latency: Latency::default(),
         }
     }
@@ -271,14 +262,43 @@ impl Health {
         let health = Health::new(policy);
         let carried = old.lock().carried_over(&health.policy);
         health.change(|breaker| *breaker = carried);
+        let (to, from) = (health.cell.atomics(), old.cell.atomics());
         for (to, from) in [
-            (&health.rate_limited_until, &old.rate_limited_until),
-            (&health.auth_failed_until, &old.auth_failed_until),
-            (&health.ejected_until, &old.ejected_until),
+            (&to.rate_limited_until, &from.rate_limited_until),
+            (&to.auth_failed_until, &from.auth_failed_until),
+            (&to.ejected_until, &from.ejected_until),
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
         health.latency.copy_from(&old.latency);
+        health
+    }
+
+    /// Deployment `id`'s health with its breaker and cool-downs in `region`,
+    /// where every process mapping it sees them; they carry over any reload
+    /// there, and the latency estimate carries over from `old`. Local when the
+    /// region has no slots left.
+    pub(crate) fn shared(
+        policy: HealthPolicy,
+        region: &Arc<Region>,
+        id: &str,
+        old: Option<&Health>,
+    ) -> Self {
+        let Some(cell) = Cell::shared(region, id) else {
+            return old.map_or_else(
+                || Health::new(policy.clone()),
+                |old| Health::carry_over(old, policy.clone()),
+            );
+        };
+        let health = Health {
+            cell,
+            policy,
+            latency: Latency::default(),
+        };
+        health.change(|breaker| *breaker = breaker.carried_over(&health.policy));
+        if let Some(old) = old {
+            health.latency.copy_from(&old.latency);
+        }
         health
     }
 
@@ -288,15 +308,16 @@ impl Health {
 
     /// The route filter's check: three atomic loads and a brief lock; changes nothing.
     pub fn admit(&self, now: Nanos) -> Admission {
-        let mut admission = if self.closed.load(Acquire) {
+        let atomics = self.cell.atomics();
+        let mut admission = if !atomics.tripped.load(Acquire) {
             Admission::Available
         } else {
             self.lock().admit(now)
         };
         for (until, reason) in [
-            (&self.auth_failed_until, UnavailableReason::AuthFailed),
-            (&self.rate_limited_until, UnavailableReason::CoolingDown),
-            (&self.ejected_until, UnavailableReason::Ejected),
+            (&atomics.auth_failed_until, UnavailableReason::AuthFailed),
+            (&atomics.rate_limited_until, UnavailableReason::CoolingDown),
+            (&atomics.ejected_until, UnavailableReason::Ejected),
         ] {
             let until = until.load(Relaxed);
             let longer = match admission {
@@ -315,10 +336,11 @@ impl Health {
     /// `Probe`; the claim lapses after `probe_timeout_secs` if its outcome is
     /// never reported, so a lost probe cannot wedge the breaker.
     pub fn claim_probe(&self, now: Nanos) -> bool {
+        let atomics = self.cell.atomics();
         let cooling = [
-            &self.auth_failed_until,
-            &self.rate_limited_until,
-            &self.ejected_until,
+            &atomics.auth_failed_until,
+            &atomics.rate_limited_until,
+            &atomics.ejected_until,
         ]
         .iter()
         .any(|until| until.load(Relaxed) > now);
@@ -353,13 +375,19 @@ impl Health {
             OutcomeClass::RateLimited => {
                 let pause = retry_after.map_or(self.policy.default_retry_after(), duration_nanos);
                 let until = now.saturating_add(pause);
-                self.rate_limited_until.fetch_max(until, Relaxed);
+                self.cell
+                    .atomics()
+                    .rate_limited_until
+                    .fetch_max(until, Relaxed);
                 self.change(|breaker| breaker.release_probe(now));
             }
             // Wrong credentials stay wrong: retrying soon cannot help.
             OutcomeClass::AuthError => {
                 let until = now.saturating_add(self.policy.auth_cooldown());
-                self.auth_failed_until.fetch_max(until, Relaxed);
+                self.cell
+                    .atomics()
+                    .auth_failed_until
+                    .fetch_max(until, Relaxed);
                 self.change(|breaker| breaker.release_probe(now));
             }
             // The request's fault, not the deployment's.
@@ -404,6 +432,7 @@ impl Health {
 
     pub fn snapshot(&self, now: Nanos) -> HealthSnapshot {
         let breaker = self.lock();
+        let atomics = self.cell.atomics();
         let (window_outcomes, failures) = breaker.window(now);
         let ahead = |until: &AtomicU64| Some(until.load(Relaxed)).filter(|&u| u > now);
         HealthSnapshot {
@@ -413,9 +442,9 @@ impl Health {
             error_rate: (window_outcomes > 0)
                 .then(|| f64::from(failures) / f64::from(window_outcomes)),
             open_until: breaker.open_until(now),
-            rate_limited_until: ahead(&self.rate_limited_until),
-            auth_failed_until: ahead(&self.auth_failed_until),
-            ejected_until: ahead(&self.ejected_until),
+            rate_limited_until: ahead(&atomics.rate_limited_until),
+            auth_failed_until: ahead(&atomics.auth_failed_until),
+            ejected_until: ahead(&atomics.ejected_until),
             tail_latency_ms: self.latency.tail_ms(),
             ewma_latency_ms: self.latency.mean_ms(),
             ewma_ttft_ms: self.latency.ttft_ms(),
@@ -425,7 +454,7 @@ impl Health {
     }
 
     fn eject(&self, until: Nanos) {
-        self.ejected_until.fetch_max(until, Relaxed);
+        self.cell.atomics().ejected_until.fetch_max(until, Relaxed);
         self.latency.forget_samples();
     }
 
@@ -433,13 +462,12 @@ impl Health {
     fn change<R>(&self, f: impl FnOnce(&mut Breaker) -> R) -> R {
         let mut breaker = self.lock();
         let result = f(&mut breaker);
-        self.closed.store(breaker.is_closed(), Release);
+        let tripped = !breaker.is_closed();
+        self.cell.atomics().tripped.store(tripped, Release);
         result
     }
 
-    /// Nothing panics while the breaker is locked; were it to, the state would
-    /// still be a valid one, and a poisoned lock must not stop routing for good.
-    fn lock(&self) -> MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_> {
+        self.cell.lock(&self.policy)
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::clock::Nanos;
 use crate::error::ConfigError;
-use crate::state::{Levels, LevelsGuard, Region};
+use crate::state::{Guard, Levels, Region};
 
 /// Units per request or token: one per nanosecond of a minute (see module docs).
 const UNITS: i128 = 60_000_000_000;
@@ -227,7 +227,7 @@ impl Limit {
                 Locked::Local(state.lock().unwrap_or_else(PoisonError::into_inner))
             }
             Cell::Shared { region, slot } => {
-                let guard = region.levels(*slot);
+                let guard = region.locked::<Levels>(*slot);
                 let state = State::from_levels(self.spec, guard.get());
                 Locked::Shared { guard, state }
             }
@@ -249,7 +249,7 @@ impl Limit {
 enum Locked<'a> {
     Local(MutexGuard<'a, State>),
     Shared {
-        guard: LevelsGuard<'a>,
+        guard: Guard<'a, Levels>,
         state: State,
     },
 }

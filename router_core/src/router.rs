@@ -64,8 +64,9 @@ impl Router {
         Router::sharing(config, clock, None)
     }
 
-    /// A router whose rate limits (deployments', tenants', API keys') live in
-    /// `region`, so that every process mapping it admits from the same budgets.
+    /// A router whose rate limits (deployments', tenants', API keys'), circuit
+    /// breakers and cool-downs live in `region`, so that every process mapping
+    /// it admits from the same budgets and sees the same circuits.
     /// The processes must read the same clock: [`Clock::host`] (or one manual
     /// clock, in tests).
     pub fn sharing(config: &Config, clock: Clock, region: Option<Arc<Region>>) -> Router {

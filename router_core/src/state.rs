@@ -1,8 +1,8 @@
 //! State that the processes of one host share: a file (normally under
 //! `/dev/shm`) mapped into each of them, holding a fixed number of slots. A
-//! slot belongs to one owner of a rate limit, found by the owner's key, so that
-//! every process's router takes from the same buckets however its table was
-//! compiled or reloaded.
+//! slot belongs to one key (a rate limit's owner, a deployment's breaker or
+//! cool-downs), so that every process's router uses the same state however its
+//! table was compiled or reloaded.
 //!
 //! Each slot has a process-shared mutex, held for a few arithmetic operations.
 //! On Linux it is robust: when a process dies holding it (SIGKILL, the OOM
@@ -24,10 +24,28 @@ use memmap2::MmapMut;
 
 /// Marks the file as this layout; another layout's file is refused, not misread.
 const MAGIC: u64 = u64::from_le_bytes(*b"swbstat1");
-/// Owners a region holds (deployments, tenants and API keys, over all reloads).
+/// And as this build's: payloads are Rust values, laid out as this crate's
+/// version compiled them.
+const BUILD: &str = env!("CARGO_PKG_VERSION");
+/// Keys a region holds: a limit per deployment, tenant and API key, and two
+/// health slots per deployment, over all reloads.
 pub const SLOTS: usize = 4096;
 /// Key bytes compared as well as the key's hash.
 const KEY_BYTES: usize = 96;
+
+/// Bytes a slot holds for its owner.
+const PAYLOAD_BYTES: usize = 384;
+
+/// A type that may live in a slot's payload.
+///
+/// # Safety
+/// The type must be valid when all its bytes are zero (a slot starts zeroed),
+/// fit in `PAYLOAD_BYTES`, hold no pointers, and mean the same in every
+/// process that maps the region (they run one build: see `BUILD`).
+pub(crate) unsafe trait Payload: Sized {}
+
+#[repr(C, align(16))]
+struct Bytes([u8; PAYLOAD_BYTES]);
 
 /// What one owner's buckets hold between calls, in `ratelimit`'s units.
 #[repr(C)]
@@ -43,6 +61,7 @@ pub(crate) struct Levels {
 #[repr(C)]
 struct Header {
     magic: u64,
+    build: u64,
     slots: u64,
     /// Held while a free slot is claimed.
     claim: libc::pthread_mutex_t,
@@ -56,8 +75,11 @@ struct Slot {
     key_hash: u64,
     key: [u8; KEY_BYTES],
     lock: libc::pthread_mutex_t,
-    levels: Levels,
+    payload: Bytes,
 }
+
+// Safety: plain integers; all zero is "never written".
+unsafe impl Payload for Levels {}
 
 const SIZE: usize = size_of::<Header>().next_multiple_of(64) + SLOTS * size_of::<Slot>();
 
@@ -98,7 +120,10 @@ impl Region {
         }
         let region = Region::map(&file, path)?;
         let header = region.header();
-        if header.magic != MAGIC || header.slots != SLOTS as u64 {
+        if header.magic != MAGIC
+            || header.build != fnv1a(BUILD.as_bytes())
+            || header.slots != SLOTS as u64
+        {
             return Err(invalid(
                 path,
                 "is not a router state region of this version",
@@ -149,6 +174,7 @@ impl Region {
         // other process; the header and slots lie within it.
         unsafe {
             (*header).slots = SLOTS as u64;
+            (*header).build = fnv1a(BUILD.as_bytes());
             init_shared_mutex(ptr::addr_of_mut!((*header).claim))?;
             for index in 0..SLOTS {
                 init_shared_mutex(ptr::addr_of_mut!((*self.slot_ptr(index)).lock))?;
@@ -201,15 +227,28 @@ impl Region {
         None
     }
 
-    /// Locks slot `index` for reading and writing its levels.
-    pub(crate) fn levels(&self, index: usize) -> LevelsGuard<'_> {
+    /// Locks slot `index` for reading and writing its payload as a `T`.
+    pub(crate) fn locked<T: Payload + Copy>(&self, index: usize) -> Guard<'_, T> {
         let slot = self.slot_ptr(index);
         // Safety: the lock was initialised with the region.
         let locked = self.lock(unsafe { ptr::addr_of_mut!((*slot).lock) });
-        LevelsGuard {
+        Guard {
             _locked: locked,
-            levels: unsafe { ptr::addr_of_mut!((*slot).levels) },
+            value: self.payload(index),
         }
+    }
+
+    /// Slot `index`'s payload as a `T` that is only ever used through shared
+    /// references (atomics), never locked.
+    pub(crate) fn shared<T: Payload + Sync>(&self, index: usize) -> &T {
+        // Safety: a `Payload` is valid zeroed and fits; it lives as long as the map.
+        unsafe { &*self.payload::<T>(index) }
+    }
+
+    fn payload<T: Payload>(&self, index: usize) -> *mut T {
+        const { assert!(size_of::<T>() <= PAYLOAD_BYTES && std::mem::align_of::<T>() <= 16) };
+        // Safety: within slot `index`.
+        unsafe { ptr::addr_of_mut!((*self.slot_ptr(index)).payload).cast::<T>() }
     }
 
     fn header_ptr(&self) -> *mut Header {
@@ -277,20 +316,20 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// One slot's levels, locked until dropped.
-pub(crate) struct LevelsGuard<'a> {
+/// One slot's payload, locked until dropped.
+pub(crate) struct Guard<'a, T> {
     _locked: Locked<'a>,
-    levels: *mut Levels,
+    value: *mut T,
 }
 
-impl LevelsGuard<'_> {
-    pub(crate) fn get(&self) -> Levels {
+impl<T: Copy> Guard<'_, T> {
+    pub(crate) fn get(&self) -> T {
         // Safety: the slot's lock is held.
-        unsafe { ptr::read(self.levels) }
+        unsafe { ptr::read(self.value) }
     }
 
-    pub(crate) fn set(&mut self, levels: Levels) {
-        unsafe { ptr::write(self.levels, levels) }
+    pub(crate) fn set(&mut self, value: T) {
+        unsafe { ptr::write(self.value, value) }
     }
 }
 
@@ -327,7 +366,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(first.slot("deployment/b"), Some(b));
         {
-            let mut levels = first.levels(a);
+            let mut levels = first.locked::<Levels>(a);
             assert!(!levels.get().written);
             levels.set(Levels {
                 written: true,
@@ -336,7 +375,7 @@ mod tests {
                 tokens: 11,
             });
         }
-        let seen = second.levels(a).get();
+        let seen = second.locked::<Levels>(a).get();
         assert!(seen.written);
         assert_eq!((seen.refilled_at, seen.requests, seen.tokens), (7, -3, 11));
         fs::remove_file(&path).unwrap();
@@ -367,7 +406,7 @@ mod tests {
         // Safety: the child only locks (a futex operation) and exits.
         match unsafe { libc::fork() } {
             0 => {
-                std::mem::forget(region.levels(slot));
+                std::mem::forget(region.locked::<Levels>(slot));
                 unsafe { libc::_exit(0) }
             }
             child => {
@@ -378,7 +417,7 @@ mod tests {
         let (done, taken) = std::sync::mpsc::channel();
         let shared = std::sync::Arc::clone(&region);
         std::thread::spawn(move || {
-            let mut levels = shared.levels(slot);
+            let mut levels = shared.locked::<Levels>(slot);
             levels.set(Levels {
                 written: true,
                 ..levels.get()
@@ -388,7 +427,7 @@ mod tests {
         taken
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("the dead holder's lock was taken over");
-        assert!(region.levels(slot).get().written);
+        assert!(region.locked::<Levels>(slot).get().written);
         fs::remove_file(&path).unwrap();
     }
 

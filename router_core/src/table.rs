@@ -248,9 +248,16 @@ impl Table {
                     now,
                     region,
                 ),
-                health: Arc::new(match previous.and_then(|t| t.deployment(&d.id)) {
-                    Some(old) => Health::carry_over(&old.health, config.health.clone()),
-                    None => Health::new(config.health.clone()),
+                health: Arc::new({
+                    let old = previous.and_then(|t| t.deployment(&d.id));
+                    let old = old.map(|old| &*old.health);
+                    match (region, old) {
+                        (Some(region), old) => {
+                            Health::shared(config.health.clone(), region, &d.id, old)
+                        }
+                        (None, Some(old)) => Health::carry_over(old, config.health.clone()),
+                        (None, None) => Health::new(config.health.clone()),
+                    }
                 }),
                 calibration: previous
                     .and_then(|t| t.deployment(&d.id))

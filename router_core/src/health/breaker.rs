@@ -38,7 +38,7 @@ enum State {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Breaker {
     state: State,
     consecutive_failures: u32,
@@ -66,7 +66,7 @@ impl Breaker {
     /// This breaker's state under a (possibly reloaded) policy. The window is
     /// dropped if its bucket width changed, as its counts would be misread.
     pub(super) fn carried_over(&self, policy: &HealthPolicy) -> Self {
-        let mut breaker = self.clone();
+        let mut breaker = *self;
         if breaker.window.width != ErrorWindow::new(policy.error_window()).width {
             breaker.window = ErrorWindow::new(policy.error_window());
         }
@@ -215,7 +215,7 @@ const BUCKETS: usize = 10;
 /// last 10 s, half of them failed" is what an operator can read off a graph
 /// and check; the window slides in tenth-of-a-window steps, which is fine
 /// for a breaker, and it costs 160 bytes and a ten-step sum per failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct ErrorWindow {
     width: Nanos,
     buckets: [Bucket; BUCKETS],

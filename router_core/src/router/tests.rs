@@ -337,3 +337,51 @@ fn routers_sharing_a_region_admit_one_budget_between_them() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Two routers on one region: failures recorded by either count toward one
+/// breaker, which both then see open, and the half-open probe is one per host.
+#[test]
+fn routers_sharing_a_region_share_one_circuit_breaker() {
+    use crate::health::OutcomeClass;
+    let path = std::env::temp_dir().join(format!("router-breaker-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = Config::from_json(&chat_config()).unwrap();
+    let clock = Clock::manual();
+    let region = || Some(Arc::new(Region::open(&path).unwrap()));
+    let routers = [
+        Router::sharing(&config, clock.clone(), region()),
+        Router::sharing(&config, clock.clone(), region()),
+    ];
+    let fail = |router: &Router| {
+        let lease = router.reserve("b", "", "", 0, 0).unwrap();
+        router
+            .record(lease, &Outcome::failed(OutcomeClass::ServerError, 5.0))
+            .unwrap();
+    };
+    // Five consecutive failures open the breaker (the default policy): three
+    // here and two there.
+    for i in 0..5 {
+        assert!(
+            routers[0].reserve("b", "", "", 0, 0).is_ok(),
+            "open after {i}"
+        );
+        fail(&routers[i % 2]);
+    }
+    for router in &routers {
+        assert!(router.reserve("b", "", "", 0, 0).is_err(), "open for both");
+        assert!(router.reserve("a", "", "", 0, 0).is_ok(), "others are not");
+    }
+    clock.advance(Duration::from_secs(6));
+    let probe = routers[1].reserve("b", "", "", 0, 0).unwrap();
+    assert!(probe.is_probe());
+    assert!(
+        routers[0].reserve("b", "", "", 0, 0).is_err(),
+        "one probe for the host"
+    );
+    routers[1].record(probe, &ok()).unwrap();
+    assert!(
+        routers[0].reserve("b", "", "", 0, 0).is_ok(),
+        "closed again for both"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
