@@ -83,6 +83,7 @@ bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a sm
 	$(PY) -m benches.soak --quick
 	$(PY) -m benches.hedging --quick
 	$(PY) -m benches.held_streams --quick
+	$(PY) -m benches.shared_budgets --quick
 
 .PHONY: bench
 bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -92,6 +93,7 @@ bench: install tools ## benchmarks: the Rust core (criterion), route() across Py
 	$(PY) -m benches.chat
 	$(PY) -m benches.soak
 	$(PY) -m benches.held_streams
+	$(PY) -m benches.shared_budgets
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

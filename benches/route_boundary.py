@@ -7,8 +7,8 @@ memory flat.
 
 Each call is a full decision (20 policies, the last one matching; filters; order; the first
 candidate's lease), then the lease is released; the median over several rounds is reported,
-for a router of its own and for one whose budgets are in a shared region (`shared_state`, what
-the workers of `serve --workers N` use).
+for a router of its own and for one whose budgets, breakers and cool-downs are in a shared region
+(`shared_state`, what the workers of `serve --workers N` use).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def main() -> None:
             alone, together = median_call_us([local, sharing], calls, rounds)
         print(
             f"route+release from Python, {deployments:>2} deployments: {alone:6.2f} µs median,"
-            f" {together:6.2f} µs with the budgets in shared memory ({together - alone:+.2f})"
+            f" {together:6.2f} µs with its state in a shared region ({together - alone:+.2f})"
         )
     print(f"estimate_input_tokens, 4 messages and a tool: {median_estimate_us(calls, rounds):6.2f} µs median")
     memory_check(1_000 if options.quick else 1_000_000)
