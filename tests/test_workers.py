@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
-import pytest
 from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -74,6 +73,17 @@ class Workers:
         request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
         answer = json.loads(grpcurl(f"127.0.0.1:{self.port}", "switchboard.v1.Gateway/Chat", data=request))
         assert answer["message"]["content"] == [{"text": "hi"}]
+
+    async def chat_on_a_new_connection(self) -> grpc.aio.AioRpcError | None:
+        """A Chat to the upstream group on a connection of its own (a subchannel pool of its own,
+        not the last connection again), which the kernel gives to either worker; its error."""
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=options) as channel:
+            try:
+                await pb_grpc.GatewayStub(channel).Chat(chat_request(), timeout=10)
+            except grpc.aio.AioRpcError as error:
+                return error
+        return None
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
@@ -161,18 +171,10 @@ async def test_workers_admit_one_rpm_budget_between_them(tmp_path: Path, upstrea
     workers = Workers(tmp_path, config_yaml=deployment_with_rpm, env={"MOCK_KEY": "sk-test"})
     try:
         workers.listening(2)
-        codes = []
-        for _ in range(30):
-            # A subchannel pool of its own: a new connection, not the last one again.
-            options = [("grpc.use_local_subchannel_pool", 1)]
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{workers.port}", options=options) as channel:
-                try:
-                    await pb_grpc.GatewayStub(channel).Chat(chat_request(), timeout=10)
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.aio.AioRpcError as error:
-                    codes.append(error.code())
+        errors = [await workers.chat_on_a_new_connection() for _ in range(30)]
     finally:
         await asyncio.to_thread(workers.stop)
+    codes = [error.code() if error else grpc.StatusCode.OK for error in errors]
     admitted = codes.count(grpc.StatusCode.OK)
     # The test takes a second or two; at 10 a minute, one more may have refilled meanwhile.
     assert 10 <= admitted <= 11, codes
@@ -188,15 +190,13 @@ async def test_workers_share_one_circuit_breaker(tmp_path: Path, upstream: MockO
     workers = Workers(tmp_path, config_yaml=config(upstream), env={"MOCK_KEY": "sk-test"})
     try:
         workers.listening(2)
-        reasons = []
-        for _ in range(16):
-            options = [("grpc.use_local_subchannel_pool", 1)]
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{workers.port}", options=options) as channel:
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await pb_grpc.GatewayStub(channel).Chat(chat_request(), timeout=10)
-                (info,) = [d for d in status_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
-                reasons.append(info.reason)
+        errors = [await workers.chat_on_a_new_connection() for _ in range(16)]
     finally:
         await asyncio.to_thread(workers.stop)
+    reasons = []
+    for error in errors:
+        assert error is not None
+        (info,) = [d for d in status_details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+        reasons.append(info.reason)
     assert len(upstream.requests) == 5, reasons
     assert reasons == ["UPSTREAM_FAILED"] * 5 + ["NO_HEALTHY_DEPLOYMENT"] * 11

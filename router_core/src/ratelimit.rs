@@ -8,15 +8,14 @@
 //! and refill never drifts, however often or rarely the buckets are touched.
 
 use std::cmp::{self, Reverse};
-use std::ops::{Deref, DerefMut};
 use std::ptr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
 use crate::clock::Nanos;
 use crate::error::ConfigError;
-use crate::state::{Guard, Levels, Region};
+use crate::state::{Held, Levels, Region};
 
 /// Units per request or token: one per nanosecond of a minute (see module docs).
 const UNITS: i128 = 60_000_000_000;
@@ -223,13 +222,15 @@ impl Limit {
     /// the lock was held cannot have left it half-changed.
     fn lock(&self) -> Locked<'_> {
         match &self.cell {
-            Cell::Local(state) => {
-                Locked::Local(state.lock().unwrap_or_else(PoisonError::into_inner))
-            }
+            Cell::Local(state) => Held::Local(state.lock().unwrap_or_else(PoisonError::into_inner)),
             Cell::Shared { region, slot } => {
                 let guard = region.locked::<Levels>(*slot);
-                let state = State::from_levels(self.spec, guard.get());
-                Locked::Shared { guard, state }
+                let value = State::from_levels(self.spec, guard.get());
+                Held::Shared {
+                    guard,
+                    value,
+                    store: State::levels,
+                }
             }
         }
     }
@@ -244,43 +245,8 @@ impl Limit {
     }
 }
 
-/// A limit's state, locked. A shared one is read from its slot when locked and
-/// written back, whole, before the slot is unlocked.
-enum Locked<'a> {
-    Local(MutexGuard<'a, State>),
-    Shared {
-        guard: Guard<'a, Levels>,
-        state: State,
-    },
-}
-
-impl Deref for Locked<'_> {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        match self {
-            Locked::Local(state) => state,
-            Locked::Shared { state, .. } => state,
-        }
-    }
-}
-
-impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        match self {
-            Locked::Local(state) => state,
-            Locked::Shared { state, .. } => state,
-        }
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        if let Locked::Shared { guard, state } = self {
-            guard.set(state.levels());
-        }
-    }
-}
+/// A limit's state, locked (see `Held`).
+type Locked<'a> = Held<'a, State, Levels>;
 
 impl State {
     fn full(spec: LimitSpec) -> Self {

@@ -16,9 +16,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::MutexGuard;
 
 use memmap2::MmapMut;
 
@@ -330,6 +332,53 @@ impl<T: Copy> Guard<'_, T> {
 
     pub(crate) fn set(&mut self, value: T) {
         unsafe { ptr::write(self.value, value) }
+    }
+}
+
+/// A value locked where it lives: this process's own behind a mutex, or a
+/// copy of a slot's payload, read when the slot was locked and written back,
+/// whole (as `store` makes it), before the slot is unlocked.
+// It lives on the stack for a few operations; boxing the copy would allocate.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Held<'a, T, S: Payload + Copy> {
+    Local(MutexGuard<'a, T>),
+    Shared {
+        guard: Guard<'a, S>,
+        value: T,
+        store: fn(&T) -> S,
+    },
+}
+
+impl<T, S: Payload + Copy> Deref for Held<'_, T, S> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Held::Local(value) => value,
+            Held::Shared { value, .. } => value,
+        }
+    }
+}
+
+impl<T, S: Payload + Copy> DerefMut for Held<'_, T, S> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self {
+            Held::Local(value) => value,
+            Held::Shared { value, .. } => value,
+        }
+    }
+}
+
+impl<T, S: Payload + Copy> Drop for Held<'_, T, S> {
+    fn drop(&mut self) {
+        if let Held::Shared {
+            guard,
+            value,
+            store,
+        } = self
+        {
+            guard.set(store(value));
+        }
     }
 }
 

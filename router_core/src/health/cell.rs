@@ -4,13 +4,12 @@
 //! half-open probe is claimed once per host.
 
 use std::mem::MaybeUninit;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::breaker::Breaker;
 use super::policy::HealthPolicy;
-use crate::state::{Guard, Payload, Region};
+use crate::state::{Held, Payload, Region};
 
 /// What `admit` reads without a lock. All zero is a closed breaker with
 /// nothing cooling down, as a fresh slot is.
@@ -93,64 +92,36 @@ impl Cell {
             // would still be a valid one, and a poisoned lock must not stop
             // routing for good.
             Cell::Local { breaker, .. } => {
-                Locked::Local(breaker.lock().unwrap_or_else(PoisonError::into_inner))
+                Held::Local(breaker.lock().unwrap_or_else(PoisonError::into_inner))
             }
             Cell::Shared {
                 region, breaker, ..
             } => {
                 let guard = region.locked::<Stored>(*breaker);
-                let stored = guard.get();
-                let breaker = if stored.written {
+                let found = guard.get();
+                let breaker = if found.written {
                     // Safety: written whole by a process of this build.
-                    unsafe { stored.breaker.assume_init() }
+                    unsafe { found.breaker.assume_init() }
                 } else {
                     Breaker::new(policy)
                 };
-                Locked::Shared { guard, breaker }
+                Held::Shared {
+                    guard,
+                    value: breaker,
+                    store: stored,
+                }
             }
         }
     }
 }
 
-/// A breaker, locked. A shared one is read from its slot when locked and
-/// written back, whole, before the slot is unlocked.
-// It lives on the stack for a few operations; boxing the copy would allocate.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Locked<'a> {
-    Local(MutexGuard<'a, Breaker>),
-    Shared {
-        guard: Guard<'a, Stored>,
-        breaker: Breaker,
-    },
-}
+/// A breaker, locked (see `Held`).
+pub(super) type Locked<'a> = Held<'a, Breaker, Stored>;
 
-impl Deref for Locked<'_> {
-    type Target = Breaker;
-
-    fn deref(&self) -> &Breaker {
-        match self {
-            Locked::Local(breaker) => breaker,
-            Locked::Shared { breaker, .. } => breaker,
-        }
-    }
-}
-
-impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Breaker {
-        match self {
-            Locked::Local(breaker) => breaker,
-            Locked::Shared { breaker, .. } => breaker,
-        }
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        if let Locked::Shared { guard, breaker } = self {
-            guard.set(Stored {
-                written: true,
-                breaker: MaybeUninit::new(*breaker),
-            });
-        }
+/// How a breaker goes back into its slot.
+fn stored(breaker: &Breaker) -> Stored {
+    Stored {
+        written: true,
+        breaker: MaybeUninit::new(*breaker),
     }
 }
