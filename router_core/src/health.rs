@@ -212,14 +212,13 @@ impl fmt::Display for Explanation {
 
 /// One deployment's health. `Send + Sync`: the breaker sits behind a small
 /// mutex (its transitions touch several fields at once, and exactness beats
-/// lock-freedom there); cool-downs and latency are atomics. The breaker and
-/// cool-downs live in this process or in a region shared with the host's
-/// other processes (`cell`); the latency estimate is this process's own.
+/// lock-freedom there); cool-downs and latency are atomics. All of it lives
+/// in this process or in a region shared with the host's other processes
+/// (`cell`).
 #[derive(Debug)]
 pub struct Health {
     policy: HealthPolicy,
     cell: Cell,
-    latency: Latency,
 }
 
 /// A point-in-time view for stats and explanations. Deadlines are `Some`
@@ -251,7 +250,6 @@ impl Health {
         Health {
             cell: Cell::local(&policy),
             policy,
-            latency: Latency::default(),
         }
     }
 
@@ -270,14 +268,13 @@ impl Health {
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
-        health.latency.copy_from(&old.latency);
+        health.latency().copy_from(old.latency());
         health
     }
 
-    /// Deployment `id`'s health with its breaker and cool-downs in `region`,
-    /// where every process mapping it sees them; they carry over any reload
-    /// there, and the latency estimate carries over from `old`. Local when the
-    /// region has no slots left.
+    /// Deployment `id`'s health in `region`, where every process mapping it
+    /// sees it, and where it carries over any reload. Local (carried over from
+    /// `old`) when the region has no slots left.
     pub(crate) fn shared(
         policy: HealthPolicy,
         region: &Arc<Region>,
@@ -290,15 +287,8 @@ impl Health {
                 |old| Health::carry_over(old, policy.clone()),
             );
         };
-        let health = Health {
-            cell,
-            policy,
-            latency: Latency::default(),
-        };
+        let health = Health { cell, policy };
         health.change(|breaker| *breaker = breaker.carried_over(&health.policy));
-        if let Some(old) = old {
-            health.latency.copy_from(&old.latency);
-        }
         health
     }
 
@@ -362,7 +352,7 @@ impl Health {
         match class {
             OutcomeClass::Ok => {
                 self.change(|breaker| breaker.on_success(now, &self.policy));
-                self.latency.record(latency_ms, ttft_ms);
+                self.latency().record(latency_ms, ttft_ms);
             }
             OutcomeClass::ServerError
             | OutcomeClass::Timeout
@@ -408,20 +398,20 @@ impl Health {
     /// About the 95th percentile of recent successful latencies (mean + 2
     /// deviations); `None` before the first success.
     pub fn tail_latency_ms(&self) -> Option<f64> {
-        self.latency.tail_ms()
+        self.latency().tail_ms()
     }
 
     pub fn ewma_latency_ms(&self) -> Option<f64> {
-        self.latency.mean_ms()
+        self.latency().mean_ms()
     }
 
     pub fn ewma_ttft_ms(&self) -> Option<f64> {
-        self.latency.ttft_ms()
+        self.latency().ttft_ms()
     }
 
     /// As [`Health::tail_latency_ms`], for the time to the first token.
     pub fn tail_ttft_ms(&self) -> Option<f64> {
-        self.latency.ttft_tail_ms()
+        self.latency().ttft_tail_ms()
     }
 
     /// Failed share of the outcomes in the error window; `None` when there are none.
@@ -445,17 +435,17 @@ impl Health {
             rate_limited_until: ahead(&atomics.rate_limited_until),
             auth_failed_until: ahead(&atomics.auth_failed_until),
             ejected_until: ahead(&atomics.ejected_until),
-            tail_latency_ms: self.latency.tail_ms(),
-            ewma_latency_ms: self.latency.mean_ms(),
-            ewma_ttft_ms: self.latency.ttft_ms(),
-            tail_ttft_ms: self.latency.ttft_tail_ms(),
-            latency_samples: self.latency.samples(),
+            tail_latency_ms: self.latency().tail_ms(),
+            ewma_latency_ms: self.latency().mean_ms(),
+            ewma_ttft_ms: self.latency().ttft_ms(),
+            tail_ttft_ms: self.latency().ttft_tail_ms(),
+            latency_samples: self.latency().samples(),
         }
     }
 
     fn eject(&self, until: Nanos) {
         self.cell.atomics().ejected_until.fetch_max(until, Relaxed);
-        self.latency.forget_samples();
+        self.latency().forget_samples();
     }
 
     /// Runs `f` on the locked breaker and refreshes the lock-free mirror.
@@ -469,5 +459,9 @@ impl Health {
 
     fn lock(&self) -> Locked<'_> {
         self.cell.lock(&self.policy)
+    }
+
+    fn latency(&self) -> &Latency {
+        &self.cell.atomics().latency
     }
 }

@@ -1,18 +1,21 @@
 //! Where a deployment's breaker and cool-downs live: in this process, or in
 //! two slots of a region that every process of the host maps (see `state`),
-//! so that a circuit opened by one worker's failures is open for all, and the
-//! half-open probe is claimed once per host.
+//! so that a circuit opened by one worker's failures is open for all, the
+//! half-open probe is claimed once per host, and latency estimates learn from
+//! every worker's calls.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::breaker::Breaker;
+use super::latency::Latency;
 use super::policy::HealthPolicy;
 use crate::state::{Held, Payload, Region};
 
-/// What `admit` reads without a lock. All zero is a closed breaker with
-/// nothing cooling down, as a fresh slot is.
+/// What is read and written without a lock: the breaker's mirror, the
+/// cool-downs and the latency estimate. All zero is a closed breaker with
+/// nothing cooling down and no latency sample, as a fresh slot is.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct Atomics {
@@ -26,6 +29,7 @@ pub(super) struct Atomics {
     pub(super) rate_limited_until: AtomicU64,
     pub(super) auth_failed_until: AtomicU64,
     pub(super) ejected_until: AtomicU64,
+    pub(super) latency: Latency,
 }
 
 // Safety: atomics of plain integers; all zero is the fresh state.

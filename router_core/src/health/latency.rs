@@ -11,15 +11,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::stats::EWMA_ALPHA;
 
-/// Bit pattern meaning "no sample yet": a NaN, which an average fed only
-/// finite samples can never hold.
-const NO_SAMPLE: u64 = u64::MAX;
+/// What an average holds before its first sample: zero, so that a zeroed
+/// slot of a shared region (see `state`) is an empty estimate. Values are
+/// stored as their bits XOR all ones, and all ones is a NaN, which an average
+/// fed only finite samples can never hold.
+const NO_SAMPLE: u64 = 0;
 
 /// How many deviations above the mean the tail estimate sits.
 const TAIL_DEVIATIONS: f64 = 2.0;
 
 /// Each field is updated on its own, so a reader racing a writer may pair a
 /// new mean with an old deviation; an estimate off by one sample is harmless.
+/// All zero is an empty estimate.
+#[repr(C)]
 #[derive(Debug)]
 pub(super) struct Latency {
     mean_ms: Ewma,
@@ -114,6 +118,7 @@ fn tail(mean: &Ewma, deviation: &Ewma) -> Option<f64> {
 
 /// An exponentially weighted moving average in `f64` bits, updated by
 /// compare-and-swap.
+#[repr(transparent)]
 #[derive(Debug)]
 struct Ewma(AtomicU64);
 
@@ -123,27 +128,30 @@ impl Ewma {
     }
 
     fn get(&self) -> Option<f64> {
-        let bits = self.0.load(Relaxed);
-        (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
+        decode(self.0.load(Relaxed))
     }
 
     /// Folds in `sample` (the first one seeds the average); returns the
     /// average as it was before.
     fn update(&self, sample: f64) -> Option<f64> {
         // The closure always returns `Some`, so `fetch_update` cannot fail.
-        let previous = self.0.fetch_update(Relaxed, Relaxed, |bits| {
-            let next = match bits {
-                NO_SAMPLE => sample,
-                _ => {
-                    let old = f64::from_bits(bits);
-                    old + EWMA_ALPHA * (sample - old)
-                }
+        let previous = self.0.fetch_update(Relaxed, Relaxed, |stored| {
+            let next = match decode(stored) {
+                None => sample,
+                Some(old) => old + EWMA_ALPHA * (sample - old),
             };
-            Some(next.to_bits())
+            Some(encode(next))
         });
-        let bits = previous.unwrap_or_else(|bits| bits);
-        (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
+        decode(previous.unwrap_or_else(|stored| stored))
     }
+}
+
+fn encode(value: f64) -> u64 {
+    value.to_bits() ^ u64::MAX
+}
+
+fn decode(stored: u64) -> Option<f64> {
+    (stored != NO_SAMPLE).then(|| f64::from_bits(stored ^ u64::MAX))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub fn eject_outliers(
     let mut judged: Vec<(usize, f64)> = peers
         .iter()
         .enumerate()
-        .filter(|&(i, peer)| serving[i] && peer.latency.samples() >= u64::from(rules.min_samples))
+        .filter(|&(i, peer)| serving[i] && peer.latency().samples() >= u64::from(rules.min_samples))
         .filter_map(|(i, peer)| Some((i, peer.tail_latency_ms()?)))
         .collect();
     if judged.len() < rules.min_peers as usize {

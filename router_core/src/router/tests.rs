@@ -339,9 +339,10 @@ fn routers_sharing_a_region_admit_one_budget_between_them() {
 }
 
 /// Two routers on one region: failures recorded by either count toward one
-/// breaker, which both then see open, and the half-open probe is one per host.
+/// breaker, which both then see open, the half-open probe is one per host, and
+/// the latency estimate is one.
 #[test]
-fn routers_sharing_a_region_share_one_circuit_breaker() {
+fn routers_sharing_a_region_share_one_breaker_and_latency_estimate() {
     use crate::health::OutcomeClass;
     let path = std::env::temp_dir().join(format!("router-breaker-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -382,6 +383,11 @@ fn routers_sharing_a_region_share_one_circuit_breaker() {
     assert!(
         routers[0].reserve("b", "", "", 0, 0).is_ok(),
         "closed again for both"
+    );
+    assert_eq!(
+        routers[0].latency_tail_ms("b", false).unwrap(),
+        Some(10.0),
+        "one latency estimate, learnt from either router's answers"
     );
     std::fs::remove_file(&path).unwrap();
 }
