@@ -126,7 +126,7 @@ enum Cell {
     Shared { region: Arc<Region>, slot: usize },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct State {
     /// Both buckets are refilled up to this instant.
     refilled_at: Nanos,
@@ -199,7 +199,7 @@ impl Limit {
     /// The fuller-is-better fraction in [0, 1] for routing: the lower of the two
     /// buckets' fill levels, 0 while in debt, 1 for an unlimited bucket.
     pub fn headroom(&self, now: Nanos) -> f64 {
-        let mut state = self.lock();
+        let mut state = self.snapshot();
         state.refill(now);
         [state.requests, state.tokens]
             .into_iter()
@@ -212,10 +212,21 @@ impl Limit {
     /// nothing (the route filter's check; `reserve` decides for real). A
     /// denial's `owner_index` is 0.
     pub fn check(&self, tokens: u32, now: Nanos) -> Result<(), Denied> {
-        let mut state = self.lock();
+        let mut state = self.snapshot();
         // Refilling up to `now` changes no budget, only when it was counted.
         state.refill(now);
         state.check(tokens, 0).map_or(Ok(()), Err)
+    }
+
+    /// A copy of the state, to read: nothing is written back, so reading a
+    /// shared limit does not dirty the slot that other processes read too.
+    fn snapshot(&self) -> State {
+        match &self.cell {
+            Cell::Local(_) => *self.lock(),
+            Cell::Shared { region, slot } => {
+                State::from_levels(self.spec, region.locked::<Levels>(*slot).get())
+            }
+        }
     }
 
     /// Every update leaves the state consistent, so a panic elsewhere while
