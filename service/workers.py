@@ -3,12 +3,12 @@
 The kernel spreads incoming connections over the workers, so the service uses
 every core despite Python's GIL. Each worker is a whole gateway with its own
 router, but the routers keep their rate limits (deployments', tenants', API
-keys'), circuit breakers, cool-downs and latency estimates in one file mapped
-by all (under /dev/shm): N workers admit a deployment's rpm, not N times it,
-and a circuit one opens is open for all. Counters and in-flight counts are
-per worker. The parent makes that file's directory, starts the workers,
-forwards SIGTERM/SIGINT (stop) and SIGHUP (reload the config) to them,
-supervises them, and removes the file at the end:
+keys'), circuit breakers, cool-downs, latency estimates, counters and
+attempts in flight in one file mapped by all (under /dev/shm): N workers admit
+a deployment's rpm, not N times it, and a circuit one opens is open for all.
+The parent makes that file's directory, starts the workers, forwards
+SIGTERM/SIGINT (stop) and SIGHUP (reload the config) to them, supervises them,
+and removes the file at the end:
 
 - a worker that dies once it has served (a crash, the OOM killer, a SIGKILL) is
   replaced, and the others serve on meanwhile; one that keeps dying soon after it

@@ -19,13 +19,13 @@ use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::MutexGuard;
 
 use memmap2::MmapMut;
 
 /// Marks the file as this layout; another layout's file is refused, not misread.
-const MAGIC: u64 = u64::from_le_bytes(*b"swbstat1");
+const MAGIC: u64 = u64::from_le_bytes(*b"swbstat2");
 /// And as this build's: payloads are Rust values, laid out as this crate's
 /// version compiled them.
 const BUILD: &str = env!("CARGO_PKG_VERSION");
@@ -34,6 +34,11 @@ const BUILD: &str = env!("CARGO_PKG_VERSION");
 pub const SLOTS: usize = 4096;
 /// Key bytes compared as well as the key's hash.
 const KEY_BYTES: usize = 96;
+
+/// Processes that may count attempts in flight at once, each in its column.
+pub(crate) const COLUMNS: usize = 32;
+/// The keys of `InFlight` slots, which a column's owner's death clears.
+pub(crate) const IN_FLIGHT: &str = "in_flight/";
 
 /// Bytes a slot holds for its owner.
 const PAYLOAD_BYTES: usize = 384;
@@ -65,8 +70,10 @@ struct Header {
     magic: u64,
     build: u64,
     slots: u64,
-    /// Held while a free slot is claimed.
+    /// Held while a free slot or a column is claimed.
     claim: libc::pthread_mutex_t,
+    /// The pid owning each column of `InFlight` counts; 0 for none.
+    columns: [AtomicU32; COLUMNS],
 }
 
 #[repr(C)]
@@ -90,6 +97,9 @@ const SIZE: usize = size_of::<Header>().next_multiple_of(64) + SLOTS * size_of::
 pub struct Region {
     map: MmapMut,
     path: PathBuf,
+    /// This mapping's column of the `InFlight` counts; None when every column
+    /// belongs to a live process (its attempts are then not counted).
+    column: Option<usize>,
 }
 
 // The region is only touched through its mutexes and atomics.
@@ -105,10 +115,12 @@ impl std::fmt::Debug for Region {
 impl Region {
     /// Maps the region at `path`, creating it if there is none.
     pub fn open(path: &Path) -> io::Result<Region> {
-        match Region::map_existing(path) {
+        let mut region = match Region::map_existing(path) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Region::create(path),
             other => other,
-        }
+        }?;
+        region.column = region.claim_column();
+        Ok(region)
     }
 
     pub fn path(&self) -> &Path {
@@ -167,6 +179,7 @@ impl Region {
         Ok(Region {
             map,
             path: path.to_owned(),
+            column: None,
         })
     }
 
@@ -184,6 +197,46 @@ impl Region {
             (*header).magic = MAGIC;
         }
         Ok(())
+    }
+
+    pub(crate) fn column(&self) -> Option<usize> {
+        self.column
+    }
+
+    /// Makes `pid` the owner of this mapping's column, as if that process had
+    /// claimed it (to test what happens when an owner dies).
+    #[cfg(test)]
+    pub(crate) fn hand_column_to(&self, pid: u32) {
+        let column = self.column.expect("a column");
+        self.header().columns[column].store(pid, Ordering::Release);
+    }
+
+    /// A column no live process owns. A dead owner's counts are cleared first:
+    /// what it had in flight ended with it.
+    fn claim_column(&self) -> Option<usize> {
+        // Safety: the claim lock was initialised with the region.
+        let _claim = self.lock(unsafe { ptr::addr_of_mut!((*self.header_ptr()).claim) });
+        let pid = std::process::id();
+        for (column, owner) in self.header().columns.iter().enumerate() {
+            let held_by = owner.load(Ordering::Acquire);
+            if held_by == 0 || !alive(held_by) {
+                self.clear_column(column);
+                owner.store(pid, Ordering::Release);
+                return Some(column);
+            }
+        }
+        None
+    }
+
+    fn clear_column(&self, column: usize) {
+        for index in 0..SLOTS {
+            let slot = self.slot_ptr(index);
+            // Safety: claimed slots' keys are written before `claimed` is set.
+            let claimed = unsafe { (*slot).claimed.load(Ordering::Acquire) } == 1;
+            if claimed && unsafe { key_starts_with(slot, IN_FLIGHT) } {
+                self.shared::<InFlight>(index).clear(column);
+            }
+        }
     }
 
     fn header(&self) -> &Header {
@@ -271,6 +324,74 @@ impl Region {
             mutex,
             _region: std::marker::PhantomData,
         }
+    }
+}
+
+unsafe fn key_starts_with(slot: *const Slot, prefix: &str) -> bool {
+    let stored = ((*slot).key_len as usize).min(KEY_BYTES);
+    (&(*slot).key)[..stored].starts_with(prefix.as_bytes())
+}
+
+fn alive(pid: u32) -> bool {
+    // Safety: signal 0 only asks whether the process exists.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    sent == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+impl Drop for Region {
+    /// Gives this mapping's column back, with whatever it still counted.
+    fn drop(&mut self) {
+        if let Some(column) = self.column {
+            let _claim = self.lock(unsafe { ptr::addr_of_mut!((*self.header_ptr()).claim) });
+            self.clear_column(column);
+            self.header().columns[column].store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Attempts in flight on one deployment: each process counts in its own
+/// column, so that when it dies its count can be taken back, and `total`
+/// is their sum, read in one load.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    total: AtomicU64,
+    columns: [AtomicU32; COLUMNS],
+}
+
+// Safety: atomics of plain integers; all zero is nothing in flight.
+unsafe impl Payload for InFlight {}
+
+impl InFlight {
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start(&self, column: usize) {
+        self.columns[column].fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Saturating, so a stray extra end cannot wrap the count around.
+    pub(crate) fn end(&self, column: usize) {
+        let ended = self.columns[column]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if ended.is_ok() {
+            let _ = self
+                .total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+    }
+
+    fn clear(&self, column: usize) {
+        let counted = self.columns[column].swap(0, Ordering::Relaxed);
+        let _ = self
+            .total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(u64::from(counted)))
+            });
     }
 }
 

@@ -3,9 +3,11 @@
 //! each counter separately and may straddle a concurrent `record`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::health::{BreakerState, HealthSnapshot, OutcomeClass};
+use crate::state::{InFlight, Payload, Region, IN_FLIGHT};
 
 /// Weight of the newest sample in the latency moving averages.
 pub const EWMA_ALPHA: f64 = 0.2;
@@ -67,43 +69,126 @@ pub struct DeploymentStats {
     pub input_token_ratio: f64,
 }
 
+/// A deployment's call counters: this process's own, or in a region the
+/// host's processes share (see `state`), where the totals are the host's and
+/// attempts in flight are counted per process.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    cell: Cell,
+}
+
+#[derive(Debug)]
+enum Cell {
+    Local {
+        counts: Counts,
+        /// Attempts started (a lease taken) and not yet recorded or released.
+        in_flight: AtomicU64,
+    },
+    Shared {
+        region: Arc<Region>,
+        counts: usize,
+        in_flight: usize,
+        column: usize,
+    },
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell::Local {
+            counts: Counts::default(),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Counts {
     requests: AtomicU64,
     failures: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
-    /// Attempts started (a lease taken) and not yet recorded or released.
-    in_flight: AtomicU64,
 }
 
+// Safety: atomics of plain integers; all zero is nothing counted.
+unsafe impl Payload for Counts {}
+
 impl Counters {
+    /// Deployment `id`'s counters in `region`; local when the region has no
+    /// slots or no column left for this process.
+    pub(crate) fn shared(region: &Arc<Region>, id: &str) -> Self {
+        let cell = (|| {
+            Some(Cell::Shared {
+                counts: region.slot(&format!("counts/{id}"))?,
+                in_flight: region.slot(&format!("{IN_FLIGHT}{id}"))?,
+                column: region.column()?,
+                region: Arc::clone(region),
+            })
+        })();
+        Counters {
+            cell: cell.unwrap_or_default(),
+        }
+    }
+
+    fn counts(&self) -> &Counts {
+        match &self.cell {
+            Cell::Local { counts, .. } => counts,
+            Cell::Shared { region, counts, .. } => region.shared(*counts),
+        }
+    }
+
     /// The counters are independent statistics that publish no other memory,
     /// so relaxed ordering suffices.
     pub(crate) fn record(&self, outcome: &Outcome) {
-        self.requests.fetch_add(1, Relaxed);
+        let counts = self.counts();
+        counts.requests.fetch_add(1, Relaxed);
         if outcome.class != OutcomeClass::Ok {
-            self.failures.fetch_add(1, Relaxed);
+            counts.failures.fetch_add(1, Relaxed);
         }
-        self.input_tokens
+        counts
+            .input_tokens
             .fetch_add(u64::from(outcome.input_tokens), Relaxed);
-        self.output_tokens
+        counts
+            .output_tokens
             .fetch_add(u64::from(outcome.output_tokens), Relaxed);
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.load(Relaxed)
+        match &self.cell {
+            Cell::Local { in_flight, .. } => in_flight.load(Relaxed),
+            Cell::Shared {
+                region, in_flight, ..
+            } => region.shared::<InFlight>(*in_flight).total(),
+        }
     }
 
     pub(crate) fn start_attempt(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
+        match &self.cell {
+            Cell::Local { in_flight, .. } => {
+                in_flight.fetch_add(1, Relaxed);
+            }
+            Cell::Shared {
+                region,
+                in_flight,
+                column,
+                ..
+            } => region.shared::<InFlight>(*in_flight).start(*column),
+        }
     }
 
     /// Saturating, so a stray extra end cannot wrap the count around.
     pub(crate) fn end_attempt(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        match &self.cell {
+            Cell::Local { in_flight, .. } => {
+                let _ = in_flight.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            }
+            Cell::Shared {
+                region,
+                in_flight,
+                column,
+                ..
+            } => region.shared::<InFlight>(*in_flight).end(*column),
+        }
     }
 
     pub(crate) fn snapshot(
@@ -116,11 +201,11 @@ impl Counters {
     ) -> DeploymentStats {
         DeploymentStats {
             deployment: deployment.to_owned(),
-            requests: self.requests.load(Relaxed),
-            failures: self.failures.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            input_tokens: self.input_tokens.load(Relaxed),
-            output_tokens: self.output_tokens.load(Relaxed),
+            requests: self.counts().requests.load(Relaxed),
+            failures: self.counts().failures.load(Relaxed),
+            in_flight: self.in_flight(),
+            input_tokens: self.counts().input_tokens.load(Relaxed),
+            output_tokens: self.counts().output_tokens.load(Relaxed),
             state: health.state,
             unavailable,
             health,

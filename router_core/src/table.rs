@@ -236,9 +236,11 @@ impl Table {
                 },
                 weight: d.weight,
                 priority: d.priority,
-                stats: previous
-                    .and_then(|t| t.deployment(&d.id))
-                    .map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
+                stats: match (previous.and_then(|t| t.deployment(&d.id)), region) {
+                    (Some(old), _) => Arc::clone(&old.stats),
+                    (None, Some(region)) => Arc::new(Counters::shared(region, &d.id)),
+                    (None, None) => Arc::default(),
+                },
                 limit: carried_limit(
                     &format!("deployment/{}", d.id),
                     d.limit(),

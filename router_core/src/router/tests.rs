@@ -391,3 +391,49 @@ fn routers_sharing_a_region_share_one_breaker_and_latency_estimate() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Attempts in flight are counted for the host, each process in its own
+/// column; when a process dies with attempts in flight, the next process to
+/// map the region takes its column back, and its count with it.
+#[test]
+fn routers_sharing_a_region_count_attempts_in_flight_together() {
+    let path = std::env::temp_dir().join(format!("router-flight-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = Config::from_json(&chat_config()).unwrap();
+    let clock = Clock::manual();
+    let open = || Arc::new(Region::open(&path).unwrap());
+    let in_flight = |router: &Router| {
+        let stats = router.stats();
+        stats
+            .iter()
+            .find(|s| s.deployment == "a")
+            .unwrap()
+            .in_flight
+    };
+    let first = Router::sharing(&config, clock.clone(), Some(open()));
+    let lease = first.reserve("a", "", "", 0, 0).unwrap();
+    let second = Router::sharing(&config, clock.clone(), Some(open()));
+    assert_eq!(in_flight(&second), 1, "the other router's attempt counts");
+
+    // A process that dies holding a lease: its column is handed to a pid that
+    // no longer exists, and its mapping is never dropped.
+    let dying = open();
+    let doomed = Router::sharing(&config, clock.clone(), Some(Arc::clone(&dying)));
+    std::mem::forget(doomed.reserve("a", "", "", 0, 0).unwrap());
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    dying.hand_column_to(exited.id());
+    std::mem::forget(doomed);
+    std::mem::forget(dying);
+    assert_eq!(in_flight(&second), 2);
+
+    let _third = Router::sharing(&config, clock.clone(), Some(open()));
+    assert_eq!(
+        in_flight(&second),
+        1,
+        "the dead owner's attempt is taken back"
+    );
+    drop(lease);
+    assert_eq!(in_flight(&second), 0);
+    std::fs::remove_file(&path).unwrap();
+}
