@@ -14,7 +14,7 @@ use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
 use crate::ratelimit::{Limit, LimitSpec};
 use crate::router::RouteRequest;
-use crate::state::Region;
+use crate::state::{Payload, Region};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
@@ -129,12 +129,56 @@ pub(crate) struct Plan {
     /// `None` allows any region.
     pub(crate) regions: Option<u64>,
     pub(crate) capabilities: u64,
-    /// Round-robin position; starts again at zero after a reload.
-    pub(crate) rotation: AtomicU64,
+    /// Round-robin position: this process's own, starting again at zero after
+    /// a reload, or for a round-robin plan in a shared region, the host's.
+    pub(crate) rotation: Rotation,
+}
+
+#[derive(Debug)]
+pub(crate) enum Rotation {
+    Local(AtomicU64),
+    Shared { region: Arc<Region>, slot: usize },
+}
+
+/// A shared round-robin position.
+#[repr(transparent)]
+struct Cursor(AtomicU64);
+
+// Safety: an atomic integer; zero is the first turn.
+unsafe impl Payload for Cursor {}
+
+impl Rotation {
+    /// The position `key` names in `region`, for a plan that turns round-robin;
+    /// else this process's own.
+    fn of(strategy: Strategy, region: Option<&Arc<Region>>, key: &str) -> Rotation {
+        let shared = (strategy == Strategy::RoundRobin)
+            .then_some(region)
+            .flatten()
+            .and_then(|region| Some((region, region.slot(key)?)));
+        match shared {
+            Some((region, slot)) => Rotation::Shared {
+                region: Arc::clone(region),
+                slot,
+            },
+            None => Rotation::Local(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn cursor(&self) -> &AtomicU64 {
+        match self {
+            Rotation::Local(cursor) => cursor,
+            Rotation::Shared { region, slot } => &region.shared::<Cursor>(*slot).0,
+        }
+    }
 }
 
 impl Plan {
-    fn new(strategy: Strategy, tiers: Vec<Vec<usize>>, deployments: &[Deployment]) -> Plan {
+    fn new(
+        strategy: Strategy,
+        tiers: Vec<Vec<usize>>,
+        deployments: &[Deployment],
+        rotation: Rotation,
+    ) -> Plan {
         let mut seen = HashSet::new();
         let tiers = tiers
             .into_iter()
@@ -152,7 +196,7 @@ impl Plan {
             max_cost_usd: None,
             regions: None,
             capabilities: 0,
-            rotation: AtomicU64::new(0),
+            rotation,
         }
     }
 }
@@ -308,7 +352,12 @@ impl Table {
                     .collect();
                 Group {
                     name: g.name.as_str().into(),
-                    plan: Plan::new(g.strategy, vec![members], &deployments),
+                    plan: Plan::new(
+                        g.strategy,
+                        vec![members],
+                        &deployments,
+                        Rotation::of(g.strategy, region, &format!("rotation/group/{}", g.name)),
+                    ),
                     outlier_gate: RateGate::new(),
                 }
             })
@@ -323,7 +372,8 @@ impl Table {
                     .chain(&p.fallback)
                     .map(members_of)
                     .collect();
-                let mut plan = Plan::new(strategy, tiers, &deployments);
+                let rotation = Rotation::of(strategy, region, &format!("rotation/policy/{}", p.id));
+                let mut plan = Plan::new(strategy, tiers, &deployments, rotation);
                 let constraints = &p.constraints;
                 plan.max_cost_usd = constraints.max_cost_usd;
                 // Validation checked that every region exists, so none is lost here.

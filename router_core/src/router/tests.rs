@@ -437,3 +437,34 @@ fn routers_sharing_a_region_count_attempts_in_flight_together() {
     assert_eq!(in_flight(&second), 0);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Two routers on one region turn one round-robin position: decisions taken
+/// by either in turn go round the group once, not once per router.
+#[test]
+fn routers_sharing_a_region_turn_one_round_robin() {
+    let path = std::env::temp_dir().join(format!("router-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = Config::from_json(&config(
+        vec![
+            deployment("a", "eu", 8_000, &[]),
+            deployment("b", "eu", 8_000, &[]),
+            deployment("c", "eu", 8_000, &[]),
+        ],
+        vec![group("rr", "round_robin", &["a", "b", "c"])],
+    ))
+    .unwrap();
+    let clock = Clock::manual();
+    let region = || Some(Arc::new(Region::open(&path).unwrap()));
+    let routers = [
+        Router::sharing(&config, clock.clone(), region()),
+        Router::sharing(&config, clock.clone(), region()),
+    ];
+    let firsts: Vec<String> = (0..6)
+        .map(|i| {
+            let decision = routers[i % 2].route(&RouteRequest::new("rr")).unwrap();
+            decision.candidates[0].deployment.to_string()
+        })
+        .collect();
+    assert_eq!(firsts, ["a", "b", "c", "a", "b", "c"]);
+    std::fs::remove_file(&path).unwrap();
+}
