@@ -59,8 +59,9 @@ class Router:
         ``without`` are left out, with whatever names only them (``describe_config``). With
         ``shared_state`` (a file path, normally under /dev/shm, created if missing) the rate
         limits, circuit breakers, cool-downs, latency estimates, counters, attempts in flight and
-        round-robin positions live in that file, and every process whose router opens it admits from the same budgets
-        and sees the same circuits and load (OSError if it cannot be opened)."""
+        round-robin positions live in that file, and every process whose router opens it admits
+        from the same budgets and sees the same circuits and load (OSError if it cannot be
+        opened)."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock forward; ValueError on a real one."""
     def route(
