@@ -57,11 +57,10 @@ class Router:
 
         With ``manual_clock`` time stands still until ``advance_clock`` (tests). The deployments
         ``without`` are left out, with whatever names only them (``describe_config``). With
-        ``shared_state`` (a file path, normally under /dev/shm, created if missing) the rate
-        limits, circuit breakers, cool-downs, latency estimates, counters, attempts in flight and
-        round-robin positions live in that file, and every process whose router opens it admits
-        from the same budgets and sees the same circuits and load (OSError if it cannot be
-        opened)."""
+        ``shared_state`` (a file path, normally under /dev/shm, created if missing) the router's
+        state (rate limits, circuit breakers, cool-downs, latency estimates, counters, attempts
+        in flight, round-robin positions, token calibration) lives in that file, and every
+        process whose router opens it decides as one with it (OSError if it cannot be opened)."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock forward; ValueError on a real one."""
     def route(

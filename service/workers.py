@@ -2,11 +2,11 @@
 
 The kernel spreads incoming connections over the workers, so the service uses
 every core despite Python's GIL. Each worker is a whole gateway with its own
-router, but the routers keep their rate limits (deployments', tenants', API
-keys'), circuit breakers, cool-downs, latency estimates, counters, attempts
-in flight and round-robin positions in one file mapped by all (under
-/dev/shm): N workers admit a deployment's rpm, not N times it, and a circuit
-one opens is open for all.
+router, but the routers keep their state (rate limits, circuit breakers,
+cool-downs, latency estimates, counters, attempts in flight, round-robin
+positions, token calibration) in one file mapped by all (under /dev/shm): N
+workers admit a deployment's rpm, not N times it, and a circuit one opens is
+open for all.
 The parent makes that file's directory, starts the workers, forwards
 SIGTERM/SIGINT (stop) and SIGHUP (reload the config) to them, supervises them,
 and removes the file at the end:

@@ -6,6 +6,9 @@
 //! rate-limit reservation.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::state::{Payload, Region};
 
 /// Weight of the newest ratio, for an attempt of [`FULL_WEIGHT_TOKENS`]
 /// estimated input tokens or more.
@@ -17,20 +20,53 @@ pub const FULL_WEIGHT_TOKENS: u32 = 1_000;
 pub const MIN_INPUT_TOKEN_RATIO: f64 = 0.25;
 pub const MAX_INPUT_TOKEN_RATIO: f64 = 4.0;
 
-/// A moving average of (reported input tokens / estimated input tokens), in
-/// `f64` bits, updated by compare-and-swap; 1.0 until the first report.
+/// A moving average of (reported input tokens / estimated input tokens),
+/// updated by compare-and-swap; 1.0 until the first report. This process's
+/// own, or in a region the host's processes share (see `state`).
 #[derive(Debug)]
-pub(crate) struct Calibration(AtomicU64);
+pub(crate) enum Calibration {
+    Local(Ratio),
+    Shared { region: Arc<Region>, slot: usize },
+}
 
 impl Default for Calibration {
     fn default() -> Self {
-        Calibration(AtomicU64::new(1.0f64.to_bits()))
+        Calibration::Local(Ratio(AtomicU64::new(0)))
     }
 }
 
+/// The ratio's `f64` bits XOR those of 1.0, so that zero (a fresh, zeroed
+/// slot) is a ratio of 1.0.
+#[repr(transparent)]
+#[derive(Debug)]
+pub(crate) struct Ratio(AtomicU64);
+
+// Safety: an atomic integer; zero is the ratio 1.0.
+unsafe impl Payload for Ratio {}
+
+const ONE: u64 = 1.0f64.to_bits();
+
 impl Calibration {
+    /// Deployment `id`'s calibration in `region`; local when it has no slots left.
+    pub(crate) fn shared(region: &Arc<Region>, id: &str) -> Self {
+        match region.slot(&format!("calibration/{id}")) {
+            Some(slot) => Calibration::Shared {
+                region: Arc::clone(region),
+                slot,
+            },
+            None => Calibration::default(),
+        }
+    }
+
+    fn bits(&self) -> &AtomicU64 {
+        match self {
+            Calibration::Local(ratio) => &ratio.0,
+            Calibration::Shared { region, slot } => &region.shared::<Ratio>(*slot).0,
+        }
+    }
+
     pub(crate) fn ratio(&self) -> f64 {
-        f64::from_bits(self.0.load(Relaxed))
+        f64::from_bits(self.bits().load(Relaxed) ^ ONE)
     }
 
     /// `estimate` as this deployment counts it.
@@ -47,9 +83,9 @@ impl Calibration {
         let weight = CALIBRATION_ALPHA * f64::from(estimated.min(FULL_WEIGHT_TOKENS))
             / f64::from(FULL_WEIGHT_TOKENS);
         // The closure always returns `Some`, so `fetch_update` cannot fail.
-        let _ = self.0.fetch_update(Relaxed, Relaxed, |bits| {
-            let old = f64::from_bits(bits);
-            Some(clamp(old + weight * (sample - old)).to_bits())
+        let _ = self.bits().fetch_update(Relaxed, Relaxed, |stored| {
+            let old = f64::from_bits(stored ^ ONE);
+            Some(clamp(old + weight * (sample - old)).to_bits() ^ ONE)
         });
     }
 }

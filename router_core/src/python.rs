@@ -52,8 +52,7 @@ impl PyRouter {
     /// `manual_clock`: time stands still until `advance_clock` (for tests).
     /// `without`: deployment ids to leave out, with whatever names only them
     /// (see `describe_config`). `shared_state`: the path of a region (created
-    /// if missing) that holds the rate limits, breakers and cool-downs for
-    /// every process opening it.
+    /// if missing) that holds the router's state for every process opening it.
     #[new]
     #[pyo3(signature = (config_json, *, manual_clock = false, without = Vec::new(), shared_state = None))]
     #[pyo3(text_signature = "(config_json, *, manual_clock=False, without=(), shared_state=None)")]

@@ -64,9 +64,9 @@ impl Router {
         Router::sharing(config, clock, None)
     }
 
-    /// A router whose rate limits (deployments', tenants', API keys'), circuit
-    /// breakers and cool-downs live in `region`, so that every process mapping
-    /// it admits from the same budgets and sees the same circuits.
+    /// A router whose state (rate limits, breakers, cool-downs, latency,
+    /// counters, round-robin positions, calibration) lives in `region`, so
+    /// that every process mapping it decides as one.
     /// The processes must read the same clock: [`Clock::host`] (or one manual
     /// clock, in tests).
     pub fn sharing(config: &Config, clock: Clock, region: Option<Arc<Region>>) -> Router {

@@ -1,8 +1,9 @@
 //! State that the processes of one host share: a file (normally under
 //! `/dev/shm`) mapped into each of them, holding a fixed number of slots. A
-//! slot belongs to one key (a rate limit's owner, a deployment's breaker or
-//! cool-downs), so that every process's router uses the same state however its
-//! table was compiled or reloaded.
+//! slot belongs to one key (a rate limit's owner, a deployment's breaker,
+//! cool-downs and latency, counters, calibration, a round-robin position), so
+//! that every process's router uses the same state however its table was
+//! compiled or reloaded.
 //!
 //! Each slot has a process-shared mutex, held for a few arithmetic operations.
 //! On Linux it is robust: when a process dies holding it (SIGKILL, the OOM
@@ -33,8 +34,9 @@ const MAGIC: u64 = u64::from_le_bytes(*b"swbstat2");
 /// And as this build's: payloads are Rust values, laid out as this crate's
 /// version compiled them.
 const BUILD: &str = env!("CARGO_PKG_VERSION");
-/// Keys a region holds: a limit per deployment, tenant and API key, and two
-/// health slots per deployment, over all reloads.
+/// Keys a region holds: six per deployment (limit, breaker, health, counts,
+/// in flight, calibration), one per tenant, API key and round-robin plan,
+/// over all reloads.
 pub const SLOTS: usize = 4096;
 /// Key bytes compared as well as the key's hash.
 const KEY_BYTES: usize = 96;

@@ -305,9 +305,11 @@ impl Table {
                         (None, None) => Health::new(config.health.clone()),
                     }
                 }),
-                calibration: previous
-                    .and_then(|t| t.deployment(&d.id))
-                    .map_or_else(Arc::default, |old| Arc::clone(&old.calibration)),
+                calibration: match (previous.and_then(|t| t.deployment(&d.id)), region) {
+                    (Some(old), _) => Arc::clone(&old.calibration),
+                    (None, Some(region)) => Arc::new(Calibration::shared(region, &d.id)),
+                    (None, None) => Arc::default(),
+                },
                 groups: config
                     .model_groups
                     .iter()

@@ -468,3 +468,39 @@ fn routers_sharing_a_region_turn_one_round_robin() {
     assert_eq!(firsts, ["a", "b", "c", "a", "b", "c"]);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Two routers on one region learn one token calibration: what either's
+/// answers report moves the ratio both apply.
+#[test]
+fn routers_sharing_a_region_learn_one_token_calibration() {
+    let path = std::env::temp_dir().join(format!("router-calibration-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = Config::from_json(&chat_config()).unwrap();
+    let clock = Clock::manual();
+    let region = || Some(Arc::new(Region::open(&path).unwrap()));
+    let routers = [
+        Router::sharing(&config, clock.clone(), region()),
+        Router::sharing(&config, clock.clone(), region()),
+    ];
+    let ratio = |router: &Router| {
+        let stats = router.stats();
+        stats
+            .iter()
+            .find(|s| s.deployment == "a")
+            .unwrap()
+            .input_token_ratio
+    };
+    assert_eq!(ratio(&routers[1]), 1.0);
+    let lease = routers[0].reserve("a", "", "", 1_000, 0).unwrap();
+    let reported = Outcome {
+        input_tokens: 2_000,
+        ..Outcome::ok(10.0)
+    };
+    routers[0].record(lease, &reported).unwrap();
+    assert!(
+        (ratio(&routers[1]) - 1.1).abs() < 1e-12,
+        "{}",
+        ratio(&routers[1])
+    );
+    std::fs::remove_file(&path).unwrap();
+}
