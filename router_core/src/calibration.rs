@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::state::{Payload, Region};
+use crate::state::{Payload, Place, Region};
 
 /// Weight of the newest ratio, for an attempt of [`FULL_WEIGHT_TOKENS`]
 /// estimated input tokens or more.
@@ -23,22 +23,13 @@ pub const MAX_INPUT_TOKEN_RATIO: f64 = 4.0;
 /// A moving average of (reported input tokens / estimated input tokens),
 /// updated by compare-and-swap; 1.0 until the first report. This process's
 /// own, or in a region the host's processes share (see `state`).
-#[derive(Debug)]
-pub(crate) enum Calibration {
-    Local(Ratio),
-    Shared { region: Arc<Region>, slot: usize },
-}
-
-impl Default for Calibration {
-    fn default() -> Self {
-        Calibration::Local(Ratio(AtomicU64::new(0)))
-    }
-}
+#[derive(Debug, Default)]
+pub(crate) struct Calibration(Place<Ratio>);
 
 /// The ratio's `f64` bits XOR those of 1.0, so that zero (a fresh, zeroed
 /// slot) is a ratio of 1.0.
 #[repr(transparent)]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Ratio(AtomicU64);
 
 // Safety: an atomic integer; zero is the ratio 1.0.
@@ -47,22 +38,14 @@ unsafe impl Payload for Ratio {}
 const ONE: u64 = 1.0f64.to_bits();
 
 impl Calibration {
-    /// Deployment `id`'s calibration in `region`; local when it has no slots left.
-    pub(crate) fn shared(region: &Arc<Region>, id: &str) -> Self {
-        match region.slot(&format!("calibration/{id}")) {
-            Some(slot) => Calibration::Shared {
-                region: Arc::clone(region),
-                slot,
-            },
-            None => Calibration::default(),
-        }
+    /// Deployment `id`'s calibration: in `region` when there is one with a
+    /// slot for it, else this process's own.
+    pub(crate) fn at(region: Option<&Arc<Region>>, id: &str) -> Self {
+        Calibration(Place::at(region, &format!("calibration/{id}")))
     }
 
     fn bits(&self) -> &AtomicU64 {
-        match self {
-            Calibration::Local(ratio) => &ratio.0,
-            Calibration::Shared { region, slot } => &region.shared::<Ratio>(*slot).0,
-        }
+        &self.0 .0
     }
 
     pub(crate) fn ratio(&self) -> f64 {

@@ -174,7 +174,7 @@ impl Router {
             let start = candidates.len();
             let mut context = OrderContext {
                 rng: &mut rng,
-                rotation: plan.rotation.cursor(),
+                rotation: &plan.rotation.0,
                 advance_rotation: !request.dry_run,
                 scoring: &table.scoring,
             };

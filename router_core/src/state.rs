@@ -21,7 +21,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 
 use memmap2::MmapMut;
 
@@ -413,6 +413,45 @@ impl<T: Copy> Guard<'_, T> {
 
     pub(crate) fn set(&mut self, value: T) {
         unsafe { ptr::write(self.value, value) }
+    }
+}
+
+/// A `T` used only through shared references (atomics): this process's own,
+/// or a slot's payload in a region the host's processes share.
+#[derive(Debug)]
+pub(crate) enum Place<T> {
+    Local(T),
+    Shared { region: Arc<Region>, slot: usize },
+}
+
+impl<T: Default> Default for Place<T> {
+    fn default() -> Self {
+        Place::Local(T::default())
+    }
+}
+
+impl<T: Payload + Sync + Default> Place<T> {
+    /// `key`'s `T` in `region` when there is one with a slot for it; else
+    /// this process's own, fresh.
+    pub(crate) fn at(region: Option<&Arc<Region>>, key: &str) -> Self {
+        match region.and_then(|region| Some((region, region.slot(key)?))) {
+            Some((region, slot)) => Place::Shared {
+                region: Arc::clone(region),
+                slot,
+            },
+            None => Place::default(),
+        }
+    }
+}
+
+impl<T: Payload + Sync> Deref for Place<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Place::Local(value) => value,
+            Place::Shared { region, slot } => region.shared(*slot),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::health::{BreakerState, HealthSnapshot, OutcomeClass};
-use crate::state::{InFlight, Payload, Region, IN_FLIGHT};
+use crate::state::{InFlight, Payload, Place, Region, IN_FLIGHT};
 
 /// Weight of the newest sample in the latency moving averages.
 pub const EWMA_ALPHA: f64 = 0.2;
@@ -74,31 +74,8 @@ pub struct DeploymentStats {
 /// attempts in flight are counted per process.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    cell: Cell,
-}
-
-#[derive(Debug)]
-enum Cell {
-    Local {
-        counts: Counts,
-        /// Attempts started (a lease taken) and not yet recorded or released.
-        in_flight: AtomicU64,
-    },
-    Shared {
-        region: Arc<Region>,
-        counts: usize,
-        in_flight: usize,
-        column: usize,
-    },
-}
-
-impl Default for Cell {
-    fn default() -> Self {
-        Cell::Local {
-            counts: Counts::default(),
-            in_flight: AtomicU64::new(0),
-        }
-    }
+    counts: Place<Counts>,
+    in_flight: Flight,
 }
 
 #[repr(C)]
@@ -113,34 +90,45 @@ struct Counts {
 // Safety: atomics of plain integers; all zero is nothing counted.
 unsafe impl Payload for Counts {}
 
+/// Attempts started (a lease taken) and not yet recorded or released.
+#[derive(Debug)]
+enum Flight {
+    Local(AtomicU64),
+    /// Counted in this process's column of the region (see `InFlight`).
+    Shared {
+        region: Arc<Region>,
+        slot: usize,
+        column: usize,
+    },
+}
+
+impl Default for Flight {
+    fn default() -> Self {
+        Flight::Local(AtomicU64::new(0))
+    }
+}
+
 impl Counters {
-    /// Deployment `id`'s counters in `region`; local when the region has no
-    /// slots or no column left for this process.
-    pub(crate) fn shared(region: &Arc<Region>, id: &str) -> Self {
-        let cell = (|| {
-            Some(Cell::Shared {
-                counts: region.slot(&format!("counts/{id}"))?,
-                in_flight: region.slot(&format!("{IN_FLIGHT}{id}"))?,
+    /// Deployment `id`'s counters: in `region` when there is one with slots
+    /// (and, for attempts in flight, a column) left, else this process's own.
+    pub(crate) fn at(region: Option<&Arc<Region>>, id: &str) -> Self {
+        let in_flight = region.and_then(|region| {
+            Some(Flight::Shared {
+                slot: region.slot(&format!("{IN_FLIGHT}{id}"))?,
                 column: region.column()?,
                 region: Arc::clone(region),
             })
-        })();
+        });
         Counters {
-            cell: cell.unwrap_or_default(),
-        }
-    }
-
-    fn counts(&self) -> &Counts {
-        match &self.cell {
-            Cell::Local { counts, .. } => counts,
-            Cell::Shared { region, counts, .. } => region.shared(*counts),
+            counts: Place::at(region, &format!("counts/{id}")),
+            in_flight: in_flight.unwrap_or_default(),
         }
     }
 
     /// The counters are independent statistics that publish no other memory,
     /// so relaxed ordering suffices.
     pub(crate) fn record(&self, outcome: &Outcome) {
-        let counts = self.counts();
+        let counts = &*self.counts;
         counts.requests.fetch_add(1, Relaxed);
         if outcome.class != OutcomeClass::Ok {
             counts.failures.fetch_add(1, Relaxed);
@@ -154,40 +142,36 @@ impl Counters {
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
-        match &self.cell {
-            Cell::Local { in_flight, .. } => in_flight.load(Relaxed),
-            Cell::Shared {
-                region, in_flight, ..
-            } => region.shared::<InFlight>(*in_flight).total(),
+        match &self.in_flight {
+            Flight::Local(count) => count.load(Relaxed),
+            Flight::Shared { region, slot, .. } => region.shared::<InFlight>(*slot).total(),
         }
     }
 
     pub(crate) fn start_attempt(&self) {
-        match &self.cell {
-            Cell::Local { in_flight, .. } => {
-                in_flight.fetch_add(1, Relaxed);
+        match &self.in_flight {
+            Flight::Local(count) => {
+                count.fetch_add(1, Relaxed);
             }
-            Cell::Shared {
+            Flight::Shared {
                 region,
-                in_flight,
+                slot,
                 column,
-                ..
-            } => region.shared::<InFlight>(*in_flight).start(*column),
+            } => region.shared::<InFlight>(*slot).start(*column),
         }
     }
 
     /// Saturating, so a stray extra end cannot wrap the count around.
     pub(crate) fn end_attempt(&self) {
-        match &self.cell {
-            Cell::Local { in_flight, .. } => {
-                let _ = in_flight.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        match &self.in_flight {
+            Flight::Local(count) => {
+                let _ = count.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
             }
-            Cell::Shared {
+            Flight::Shared {
                 region,
-                in_flight,
+                slot,
                 column,
-                ..
-            } => region.shared::<InFlight>(*in_flight).end(*column),
+            } => region.shared::<InFlight>(*slot).end(*column),
         }
     }
 
@@ -201,11 +185,11 @@ impl Counters {
     ) -> DeploymentStats {
         DeploymentStats {
             deployment: deployment.to_owned(),
-            requests: self.counts().requests.load(Relaxed),
-            failures: self.counts().failures.load(Relaxed),
+            requests: self.counts.requests.load(Relaxed),
+            failures: self.counts.failures.load(Relaxed),
             in_flight: self.in_flight(),
-            input_tokens: self.counts().input_tokens.load(Relaxed),
-            output_tokens: self.counts().output_tokens.load(Relaxed),
+            input_tokens: self.counts.input_tokens.load(Relaxed),
+            output_tokens: self.counts.output_tokens.load(Relaxed),
             state: health.state,
             unavailable,
             health,

@@ -14,7 +14,7 @@ use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
 use crate::ratelimit::{Limit, LimitSpec};
 use crate::router::RouteRequest;
-use crate::state::{Payload, Region};
+use crate::state::{Payload, Place, Region};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
@@ -129,47 +129,25 @@ pub(crate) struct Plan {
     /// `None` allows any region.
     pub(crate) regions: Option<u64>,
     pub(crate) capabilities: u64,
-    /// Round-robin position: this process's own, starting again at zero after
-    /// a reload, or for a round-robin plan in a shared region, the host's.
     pub(crate) rotation: Rotation,
 }
 
-#[derive(Debug)]
-pub(crate) enum Rotation {
-    Local(AtomicU64),
-    Shared { region: Arc<Region>, slot: usize },
-}
+/// Round-robin position: this process's own, starting again at zero after a
+/// reload, or for a round-robin plan in a shared region, the host's.
+pub(crate) type Rotation = Place<Cursor>;
 
-/// A shared round-robin position.
+/// A round-robin position.
 #[repr(transparent)]
-struct Cursor(AtomicU64);
+#[derive(Debug, Default)]
+pub(crate) struct Cursor(pub(crate) AtomicU64);
 
 // Safety: an atomic integer; zero is the first turn.
 unsafe impl Payload for Cursor {}
 
-impl Rotation {
-    /// The position `key` names in `region`, for a plan that turns round-robin;
-    /// else this process's own.
-    fn of(strategy: Strategy, region: Option<&Arc<Region>>, key: &str) -> Rotation {
-        let shared = (strategy == Strategy::RoundRobin)
-            .then_some(region)
-            .flatten()
-            .and_then(|region| Some((region, region.slot(key)?)));
-        match shared {
-            Some((region, slot)) => Rotation::Shared {
-                region: Arc::clone(region),
-                slot,
-            },
-            None => Rotation::Local(AtomicU64::new(0)),
-        }
-    }
-
-    pub(crate) fn cursor(&self) -> &AtomicU64 {
-        match self {
-            Rotation::Local(cursor) => cursor,
-            Rotation::Shared { region, slot } => &region.shared::<Cursor>(*slot).0,
-        }
-    }
+/// The position `key` names in `region`, for a plan that turns round-robin;
+/// else this process's own.
+fn rotation(strategy: Strategy, region: Option<&Arc<Region>>, key: &str) -> Rotation {
+    Place::at(region.filter(|_| strategy == Strategy::RoundRobin), key)
 }
 
 impl Plan {
@@ -280,10 +258,9 @@ impl Table {
                 },
                 weight: d.weight,
                 priority: d.priority,
-                stats: match (previous.and_then(|t| t.deployment(&d.id)), region) {
-                    (Some(old), _) => Arc::clone(&old.stats),
-                    (None, Some(region)) => Arc::new(Counters::shared(region, &d.id)),
-                    (None, None) => Arc::default(),
+                stats: match previous.and_then(|t| t.deployment(&d.id)) {
+                    Some(old) => Arc::clone(&old.stats),
+                    None => Arc::new(Counters::at(region, &d.id)),
                 },
                 limit: carried_limit(
                     &format!("deployment/{}", d.id),
@@ -305,10 +282,9 @@ impl Table {
                         (None, None) => Health::new(config.health.clone()),
                     }
                 }),
-                calibration: match (previous.and_then(|t| t.deployment(&d.id)), region) {
-                    (Some(old), _) => Arc::clone(&old.calibration),
-                    (None, Some(region)) => Arc::new(Calibration::shared(region, &d.id)),
-                    (None, None) => Arc::default(),
+                calibration: match previous.and_then(|t| t.deployment(&d.id)) {
+                    Some(old) => Arc::clone(&old.calibration),
+                    None => Arc::new(Calibration::at(region, &d.id)),
                 },
                 groups: config
                     .model_groups
@@ -358,7 +334,7 @@ impl Table {
                         g.strategy,
                         vec![members],
                         &deployments,
-                        Rotation::of(g.strategy, region, &format!("rotation/group/{}", g.name)),
+                        rotation(g.strategy, region, &format!("rotation/group/{}", g.name)),
                     ),
                     outlier_gate: RateGate::new(),
                 }
@@ -374,8 +350,8 @@ impl Table {
                     .chain(&p.fallback)
                     .map(members_of)
                     .collect();
-                let rotation = Rotation::of(strategy, region, &format!("rotation/policy/{}", p.id));
-                let mut plan = Plan::new(strategy, tiers, &deployments, rotation);
+                let turns = rotation(strategy, region, &format!("rotation/policy/{}", p.id));
+                let mut plan = Plan::new(strategy, tiers, &deployments, turns);
                 let constraints = &p.constraints;
                 plan.max_cost_usd = constraints.max_cost_usd;
                 // Validation checked that every region exists, so none is lost here.
