@@ -5,6 +5,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Literal, Self, final
 
+_HealthNewsKind = Literal["circuit_open", "circuit_closed", "cooling_down"]
+
 __all__ = [
     "DEPLOYMENT_KEYS",
     "Candidate",
@@ -141,6 +143,29 @@ class Router:
         """Swap in a new config atomically, keeping the stats of deployment ids that
         still exist; ``without`` as for the constructor. On ConfigError the current config
         stays in place."""
+    def set_refill_share(self, share: float) -> None:
+        """From now on every rate limit refills itself at ``share`` (0..1) of its rate, up
+        to that share of its capacity. At 0 a cluster link feeds the buckets with
+        ``grant`` and what each held is dropped. Raises ValueError outside [0, 1]."""
+    @property
+    def refill_share(self) -> float: ...
+    def budgets(self) -> list[tuple[str, Literal["requests", "tokens"], int, float]]:
+        """Every rate-limit bucket as ``(key, kind, per_minute, level)``: key is
+        ``deployment/<id>``, ``tenant/<name>`` or ``api_key/<name>``; level is what it
+        holds now, negative in debt."""
+    def grant(self, key: str, kind: Literal["requests", "tokens"], amount: int) -> int:
+        """Add up to ``amount`` to a bucket as ``budgets`` names it and return how much it
+        took (its capacity bounds it); 0 for a key the config no longer has."""
+    def take_back(self, key: str, kind: Literal["requests", "tokens"]) -> int:
+        """Empty a bucket and return the whole requests or tokens it held."""
+    def health_news(self) -> list[tuple[str, _HealthNewsKind, float]]:
+        """What changed in the deployments' own health since the last call, as
+        ``(deployment, kind, seconds)``: how long another host should keep it out
+        (``circuit_open``, ``cooling_down``), or ``circuit_closed`` to let it back in."""
+    def hear(self, deployment: str, kind: _HealthNewsKind, seconds: float) -> bool:
+        """Apply another host's news of a deployment, as ``health_news`` gives it; False
+        when this router has no such deployment. Raises ValueError for an unknown kind
+        or seconds outside [0, 86400]."""
     def model_groups(self) -> dict[str, list[str]]:
         """Group name -> deployment ids (priority groups list them by priority)."""
     @property

@@ -11,6 +11,7 @@ mod breaker;
 mod cell;
 mod latency;
 mod outliers;
+mod peers;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use policy::duration_nanos;
 
 pub use breaker::BreakerState;
 pub use outliers::{eject_outliers, RateGate};
+pub use peers::{HealthNews, Told};
 pub use policy::{HealthPolicy, OutlierPolicy};
 
 /// What one attempt against a deployment came to, as the service classified it.
@@ -265,6 +267,8 @@ impl Health {
             (&to.rate_limited_until, &from.rate_limited_until),
             (&to.auth_failed_until, &from.auth_failed_until),
             (&to.ejected_until, &from.ejected_until),
+            (&to.peer_open_until, &from.peer_open_until),
+            (&to.peer_cooling_until, &from.peer_cooling_until),
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
@@ -308,6 +312,8 @@ impl Health {
             (&atomics.auth_failed_until, UnavailableReason::AuthFailed),
             (&atomics.rate_limited_until, UnavailableReason::CoolingDown),
             (&atomics.ejected_until, UnavailableReason::Ejected),
+            (&atomics.peer_open_until, UnavailableReason::CircuitOpen),
+            (&atomics.peer_cooling_until, UnavailableReason::CoolingDown),
         ] {
             let until = until.load(Relaxed);
             let longer = match admission {
@@ -331,6 +337,8 @@ impl Health {
             &atomics.auth_failed_until,
             &atomics.rate_limited_until,
             &atomics.ejected_until,
+            &atomics.peer_open_until,
+            &atomics.peer_cooling_until,
         ]
         .iter()
         .any(|until| until.load(Relaxed) > now);

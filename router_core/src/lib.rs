@@ -38,12 +38,14 @@ pub use config::{
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
 pub use health::{
-    eject_outliers, Admission, BreakerState, Health, HealthPolicy, HealthSnapshot, OutcomeClass,
-    OutlierPolicy, RateGate, UnavailableReason, UnknownOutcomeClass,
+    eject_outliers, Admission, BreakerState, Health, HealthNews, HealthPolicy, HealthSnapshot,
+    OutcomeClass, OutlierPolicy, RateGate, Told, UnavailableReason, UnknownOutcomeClass,
 };
 pub use lease::Lease;
 pub use matcher::MatcherConfig;
-pub use ratelimit::{release, reserve, settle, Denied, Limit, LimitKind, LimitSpec, Reservation};
+pub use ratelimit::{
+    release, reserve, settle, Budget, Denied, Limit, LimitKind, LimitSpec, Refill, Reservation,
+};
 pub use router::{Candidate, Decision, Preference, Rejection, RouteRequest, Router};
 pub use state::Region;
 pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};

@@ -3,6 +3,7 @@
 //! `Router` without runtime borrow errors. Rust errors become Python
 //! exceptions in exactly one place, [`to_py_err`].
 
+mod cluster;
 pub(crate) mod config;
 
 use std::collections::HashMap;
@@ -298,6 +299,59 @@ impl PyRouter {
     #[getter]
     fn default_group(&self) -> Option<String> {
         self.0.default_group()
+    }
+
+    /// From now on every rate limit refills itself at `share` (0..1) of its
+    /// rate, up to that share of its capacity. At 0 a cluster link feeds
+    /// them with `grant`, and what each bucket held is dropped.
+    fn set_refill_share(&self, share: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(PyValueError::new_err(format!(
+                "share must be within [0, 1], not {share}"
+            )));
+        }
+        self.0.set_refill_share(share);
+        Ok(())
+    }
+
+    #[getter]
+    fn refill_share(&self) -> f64 {
+        self.0.refill_share()
+    }
+
+    /// Every rate-limit bucket as (key, kind, per_minute, level): key is
+    /// `deployment/<id>`, `tenant/<name>` or `api_key/<name>`, kind
+    /// `requests` or `tokens`, level what it holds now (negative in debt).
+    fn budgets(&self) -> Vec<(String, &'static str, u32, f64)> {
+        self.0.budgets().into_iter().map(cluster::budget).collect()
+    }
+
+    /// Adds up to `amount` to a bucket (as `budgets` names it) and returns
+    /// how much it took; 0 for a key the config no longer has.
+    fn grant(&self, key: &str, kind: &str, amount: u32) -> PyResult<u32> {
+        Ok(self.0.grant(key, cluster::kind(kind)?, amount))
+    }
+
+    /// Empties a bucket and returns the whole requests or tokens it held.
+    fn take_back(&self, key: &str, kind: &str) -> PyResult<u32> {
+        Ok(self.0.take_back(key, cluster::kind(kind)?))
+    }
+
+    /// What changed in the deployments' own health since the last call, as
+    /// (deployment, kind, seconds): `circuit_open` and `cooling_down` for
+    /// how long to keep it out, `circuit_closed` (0 s) to let it back in.
+    fn health_news(&self) -> Vec<(String, &'static str, f64)> {
+        self.0
+            .health_news()
+            .into_iter()
+            .map(cluster::news_tuple)
+            .collect()
+    }
+
+    /// Applies another host's news of a deployment (as `health_news` gives
+    /// it); False when this router has no such deployment.
+    fn hear(&self, deployment: &str, kind: &str, seconds: f64) -> PyResult<bool> {
+        Ok(self.0.hear(deployment, cluster::news(kind, seconds)?))
     }
 
     fn __repr__(&self) -> String {

@@ -11,11 +11,16 @@ use std::cmp::{self, Reverse};
 use std::ptr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+mod refill;
+
 use serde::Deserialize;
 
 use crate::clock::Nanos;
 use crate::error::ConfigError;
 use crate::state::{Held, Levels, Region};
+use refill::Share;
+
+pub use refill::{Budget, Refill};
 
 /// Units per request or token: one per nanosecond of a minute (see module docs).
 const UNITS: i128 = 60_000_000_000;
@@ -118,6 +123,7 @@ impl Reservation {
 pub struct Limit {
     spec: LimitSpec,
     cell: Cell,
+    refill: Arc<Refill>,
 }
 
 #[derive(Debug)]
@@ -143,26 +149,41 @@ struct Bucket {
 }
 
 impl Limit {
-    /// Both buckets start full. A spec that fails `validate` still makes a
-    /// well-defined limit: a bucket of 0 per minute admits nothing.
+    /// Both buckets start full and refill by themselves. A spec that fails
+    /// `validate` still makes a well-defined limit: a bucket of 0 per minute
+    /// admits nothing.
     pub fn new(spec: LimitSpec) -> Self {
+        Limit::under(spec, &Arc::default())
+    }
+
+    /// A limit that refills as `refill` says (shared by every limit of a
+    /// router); it starts empty while `refill` is fed from outside, since its
+    /// budget then comes only in grants.
+    pub fn under(spec: LimitSpec, refill: &Arc<Refill>) -> Self {
         Limit {
             spec,
-            cell: Cell::Local(Mutex::new(State::full(spec))),
+            cell: Cell::Local(Mutex::new(State::fresh(spec, refill.is_fed()))),
+            refill: Arc::clone(refill),
         }
     }
 
     /// A limit whose buckets are `key`'s slot of `region`, shared with every
-    /// process that maps it; the buckets start full when no process used them
-    /// yet, and keep their levels (clamped to this spec) when one did. None
-    /// when the region has no slot left for `key`.
-    pub fn shared(spec: LimitSpec, region: &Arc<Region>, key: &str) -> Option<Self> {
+    /// process that maps it; the buckets start as `under` starts them when no
+    /// process used them yet, and keep their levels (clamped to this spec)
+    /// when one did. None when the region has no slot left for `key`.
+    pub fn shared(
+        spec: LimitSpec,
+        region: &Arc<Region>,
+        key: &str,
+        refill: &Arc<Refill>,
+    ) -> Option<Self> {
         Some(Limit {
             spec,
             cell: Cell::Shared {
                 region: Arc::clone(region),
                 slot: region.slot(key)?,
             },
+            refill: Arc::clone(refill),
         })
     }
 
@@ -171,8 +192,8 @@ impl Limit {
     /// Levels are clamped to the new capacities; a bucket that was unlimited
     /// starts full.
     pub fn with_state_of(spec: LimitSpec, old: &Limit, now: Nanos) -> Self {
-        let mut old = old.lock();
-        old.refill(now);
+        let mut locked = old.lock();
+        locked.refill(now, old.refill.share());
         let carry = |per_minute: Option<u32>, old: Option<Bucket>| {
             per_minute.map(|n| {
                 let mut bucket = Bucket::full(n);
@@ -185,10 +206,11 @@ impl Limit {
         Limit {
             spec,
             cell: Cell::Local(Mutex::new(State {
-                refilled_at: old.refilled_at,
-                requests: carry(spec.rpm, old.requests),
-                tokens: carry(spec.tpm, old.tokens),
+                refilled_at: locked.refilled_at,
+                requests: carry(spec.rpm, locked.requests),
+                tokens: carry(spec.tpm, locked.tokens),
             })),
+            refill: Arc::clone(&old.refill),
         }
     }
 
@@ -200,7 +222,7 @@ impl Limit {
     /// buckets' fill levels, 0 while in debt, 1 for an unlimited bucket.
     pub fn headroom(&self, now: Nanos) -> f64 {
         let mut state = self.snapshot();
-        state.refill(now);
+        state.refill(now, self.refill.share());
         [state.requests, state.tokens]
             .into_iter()
             .flatten()
@@ -214,8 +236,10 @@ impl Limit {
     pub fn check(&self, tokens: u32, now: Nanos) -> Result<(), Denied> {
         let mut state = self.snapshot();
         // Refilling up to `now` changes no budget, only when it was counted.
-        state.refill(now);
-        state.check(tokens, 0).map_or(Ok(()), Err)
+        state.refill(now, self.refill.share());
+        state
+            .check(tokens, 0, self.refill.share())
+            .map_or(Ok(()), Err)
     }
 
     /// A copy of the state, to read: nothing is written back, so reading a
@@ -223,9 +247,11 @@ impl Limit {
     fn snapshot(&self) -> State {
         match &self.cell {
             Cell::Local(_) => *self.lock(),
-            Cell::Shared { region, slot } => {
-                State::from_levels(self.spec, region.locked::<Levels>(*slot).get())
-            }
+            Cell::Shared { region, slot } => State::from_levels(
+                self.spec,
+                region.locked::<Levels>(*slot).get(),
+                self.refill.is_fed(),
+            ),
         }
     }
 
@@ -236,7 +262,7 @@ impl Limit {
             Cell::Local(state) => Held::Local(state.lock().unwrap_or_else(PoisonError::into_inner)),
             Cell::Shared { region, slot } => {
                 let guard = region.locked::<Levels>(*slot);
-                let value = State::from_levels(self.spec, guard.get());
+                let value = State::from_levels(self.spec, guard.get(), self.refill.is_fed());
                 Held::Shared {
                     guard,
                     value,
@@ -260,20 +286,28 @@ impl Limit {
 type Locked<'a> = Held<'a, State, Levels>;
 
 impl State {
-    fn full(spec: LimitSpec) -> Self {
+    /// Full buckets, or empty ones when their budget comes only in grants.
+    fn fresh(spec: LimitSpec, empty: bool) -> Self {
+        let bucket = |per_minute: u32| {
+            let mut bucket = Bucket::full(per_minute);
+            if empty {
+                bucket.level = 0;
+            }
+            bucket
+        };
         State {
             refilled_at: 0,
-            requests: spec.rpm.map(Bucket::full),
-            tokens: spec.tpm.map(Bucket::full),
+            requests: spec.rpm.map(bucket),
+            tokens: spec.tpm.map(bucket),
         }
     }
 
-    /// The state `levels` hold for `spec`: full buckets when never written,
+    /// The state `levels` hold for `spec`: fresh buckets when never written,
     /// else the levels clamped to this spec's capacities (another process,
     /// or this one before a reload, may have had another).
-    fn from_levels(spec: LimitSpec, levels: Levels) -> Self {
+    fn from_levels(spec: LimitSpec, levels: Levels, fed: bool) -> Self {
         if !levels.written {
-            return State::full(spec);
+            return State::fresh(spec, fed);
         }
         let bucket = |per_minute: Option<u32>, level: i128| {
             per_minute.map(|n| {
@@ -301,18 +335,19 @@ impl State {
 
     /// Callers read the clock before taking the lock, so a slightly older
     /// `now` can arrive after a newer one: time here never runs backwards.
-    fn refill(&mut self, now: Nanos) {
+    /// `share` is the part of each bucket's rate it refills by itself.
+    fn refill(&mut self, now: Nanos, share: Share) {
         if now > self.refilled_at {
             let elapsed = now - self.refilled_at;
             for bucket in self.buckets_mut().into_iter().flatten() {
-                bucket.refill(elapsed);
+                bucket.refill(elapsed, share);
             }
             self.refilled_at = now;
         }
     }
 
     /// Why 1 request and `tokens` tokens cannot be taken now, if they cannot.
-    fn check(&self, tokens: u32, owner_index: usize) -> Option<Denied> {
+    fn check(&self, tokens: u32, owner_index: usize, share: Share) -> Option<Denied> {
         let needs = [
             (LimitKind::Requests, self.requests, 1),
             (LimitKind::Tokens, self.tokens, tokens),
@@ -321,7 +356,7 @@ impl State {
             .into_iter()
             .filter_map(|(kind, bucket, amount)| {
                 let bucket = bucket?;
-                match bucket.wait(amount) {
+                match bucket.wait(amount, share) {
                     Some(0) => None,
                     Some(wait) => Some(Denied::Exhausted {
                         owner_index,
@@ -355,15 +390,24 @@ impl Bucket {
         units(self.per_minute)
     }
 
-    fn refill(&mut self, elapsed: Nanos) {
+    fn refill(&mut self, elapsed: Nanos, share: Share) {
         let gained = i128::from(elapsed) * i128::from(self.per_minute);
-        self.level = (self.level + gained).min(self.capacity());
+        let gained = match share {
+            Share::WHOLE => gained,
+            Share(ppm) => gained * i128::from(ppm) / i128::from(Share::WHOLE.0),
+        };
+        // What grants brought in above a share's cap stays until it is used.
+        let cap = share.cap(self.capacity());
+        if self.level < cap {
+            self.level = (self.level + gained).min(cap);
+        }
     }
 
     /// Nanoseconds until `amount` is available, or `None` if it exceeds the
     /// capacity. Rounded up, so at the returned instant it is available and
-    /// one nanosecond earlier it is not.
-    fn wait(&self, amount: u32) -> Option<Nanos> {
+    /// one nanosecond earlier it is not. A bucket fed only by grants is
+    /// expected back at its whole rate, which is what its grants add up to.
+    fn wait(&self, amount: u32, share: Share) -> Option<Nanos> {
         let amount = units(amount);
         if amount > self.capacity() {
             return None;
@@ -373,8 +417,16 @@ impl Bucket {
             return Some(0);
         }
         // deficit > 0 with amount <= capacity means capacity > 0, so
-        // per_minute > 0; the wait is at most two minutes (from full debt).
-        let rate = i128::from(self.per_minute);
+        // per_minute > 0; the wait is at most two minutes (from full debt)
+        // at the whole rate, longer at a share of it.
+        let whole = i128::from(Share::WHOLE.0);
+        let (deficit, rate) = match share {
+            Share(0) | Share::WHOLE => (deficit, i128::from(self.per_minute)),
+            Share(ppm) => (
+                deficit * whole,
+                i128::from(self.per_minute) * i128::from(ppm),
+            ),
+        };
         Some(((deficit + rate - 1) / rate) as Nanos)
     }
 
@@ -447,11 +499,14 @@ fn lock_check_take(
         return denied.map_or(Ok(()), Err);
     };
     let mut state = limit.lock();
-    state.refill(now);
-    let denied = [denied, state.check(tokens, owner_index)]
-        .into_iter()
-        .flatten()
-        .reduce(binding);
+    state.refill(now, limit.refill.share());
+    let denied = [
+        denied,
+        state.check(tokens, owner_index, limit.refill.share()),
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(binding);
     lock_check_take(limits, Some(limit.order()), tokens, now, denied)?;
     if let Some(bucket) = state.requests.as_mut() {
         bucket.take(1);
@@ -472,7 +527,7 @@ pub fn settle(limits: &[&Limit], reservation: Reservation, actual_tokens: u32, n
     let reserved = reservation.tokens;
     for limit in distinct(limits) {
         let mut state = limit.lock();
-        state.refill(now);
+        state.refill(now, limit.refill.share());
         if let Some(bucket) = state.tokens.as_mut() {
             if actual_tokens > reserved {
                 bucket.take(actual_tokens - reserved);
@@ -488,7 +543,7 @@ pub fn settle(limits: &[&Limit], reservation: Reservation, actual_tokens: u32, n
 pub fn release(limits: &[&Limit], reservation: Reservation, now: Nanos) {
     for limit in distinct(limits) {
         let mut state = limit.lock();
-        state.refill(now);
+        state.refill(now, limit.refill.share());
         if let Some(bucket) = state.requests.as_mut() {
             bucket.give(1);
         }

@@ -7,12 +7,14 @@
 //! it leases the first candidate (`leasing`) live in the submodules.
 
 mod affinity;
+mod cluster;
 mod decision;
 mod leasing;
 mod signals;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,8 +26,9 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::filter::{Filter, Query};
-use crate::health::{eject_outliers, Admission, Health, OutcomeClass};
+use crate::health::{eject_outliers, Admission, Health, OutcomeClass, Told};
 use crate::lease::Lease;
+use crate::ratelimit::Refill;
 use crate::state::Region;
 use crate::stats::{DeploymentStats, Outcome};
 use crate::strategy::{next_shared_seed, OrderContext, SplitMix64, Survivor};
@@ -47,6 +50,10 @@ pub struct Router {
     clock: Clock,
     /// Where the rate limits live when other processes share them.
     region: Option<Arc<Region>>,
+    /// How every rate limit refills: by itself, or fed by a cluster link.
+    refill: Arc<Refill>,
+    /// What the cluster link was last told of each deployment's health.
+    told: Mutex<HashMap<Arc<str>, Told>>,
 }
 
 impl Router {
@@ -74,13 +81,16 @@ impl Router {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let table = Table::compile_sharing(config, None, clock.now(), region.as_ref());
+        let refill = Arc::default();
+        let table = Table::compile_sharing(config, None, clock.now(), region.as_ref(), &refill);
         Router {
             table: ArcSwap::from_pointee(table),
             reload_lock: Mutex::new(()),
             seeds: AtomicU64::new(seed),
             clock,
             region,
+            refill,
+            told: Mutex::default(),
         }
     }
 
@@ -107,6 +117,7 @@ impl Router {
             Some(&self.table.load()),
             self.clock.now(),
             self.region.as_ref(),
+            &self.refill,
         );
         self.table.store(Arc::new(table));
     }

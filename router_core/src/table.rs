@@ -12,7 +12,7 @@ use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
 use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
-use crate::ratelimit::{Limit, LimitSpec};
+use crate::ratelimit::{Limit, LimitSpec, Refill};
 use crate::router::RouteRequest;
 use crate::state::{Payload, Place, Region};
 use crate::stats::Counters;
@@ -228,16 +228,18 @@ impl Table {
     /// so a reload keeps their stats and does not hand out fresh budget.
     #[cfg(test)]
     pub(crate) fn compile(config: &Config, previous: Option<&Table>, now: Nanos) -> Table {
-        Table::compile_sharing(config, previous, now, None)
+        Table::compile_sharing(config, previous, now, None, &Arc::default())
     }
 
     /// [`Table::compile`] with the rate limits kept in `region`, shared with
-    /// every process that maps it, when there is one.
+    /// every process that maps it, when there is one, and refilled as
+    /// `refill` says.
     pub(crate) fn compile_sharing(
         config: &Config,
         previous: Option<&Table>,
         now: Nanos,
         region: Option<&Arc<Region>>,
+        refill: &Arc<Refill>,
     ) -> Table {
         let mut capabilities = NameBits::default();
         let mut regions = NameBits::default();
@@ -269,7 +271,7 @@ impl Table {
                         .and_then(|t| t.deployment(&d.id))
                         .map(|old| &*old.limit),
                     now,
-                    region,
+                    (region, refill),
                 ),
                 health: Arc::new({
                     let old = previous.and_then(|t| t.deployment(&d.id));
@@ -396,14 +398,14 @@ impl Table {
                 &config.rate_limits.tenants,
                 previous.map(|t| &t.tenant_limits),
                 now,
-                region,
+                (region, refill),
             ),
             api_key_limits: owner_limits(
                 "api_key",
                 &config.rate_limits.api_keys,
                 previous.map(|t| &t.api_key_limits),
                 now,
-                region,
+                (region, refill),
             ),
             capabilities,
             regions,
@@ -446,6 +448,10 @@ impl Table {
     }
 }
 
+/// Where a table's limits keep their levels (a shared region, if any) and
+/// how they refill.
+type LimitHome<'a> = (Option<&'a Arc<Region>>, &'a Arc<Refill>);
+
 /// `key`'s limit: its slot of the shared region when there is one (which
 /// keeps its levels across reloads and processes), else a fresh limit or one
 /// that keeps the old limit's bucket levels. A full region leaves a limit local.
@@ -454,14 +460,14 @@ fn carried_limit(
     spec: LimitSpec,
     old: Option<&Limit>,
     now: Nanos,
-    region: Option<&Arc<Region>>,
+    (region, refill): LimitHome<'_>,
 ) -> Arc<Limit> {
-    if let Some(shared) = region.and_then(|region| Limit::shared(spec, region, key)) {
+    if let Some(shared) = region.and_then(|region| Limit::shared(spec, region, key, refill)) {
         return Arc::new(shared);
     }
     Arc::new(match old {
         Some(old) => Limit::with_state_of(spec, old, now),
-        None => Limit::new(spec),
+        None => Limit::under(spec, refill),
     })
 }
 
@@ -470,13 +476,13 @@ fn owner_limits(
     specs: &BTreeMap<String, LimitSpec>,
     previous: Option<&HashMap<Arc<str>, Arc<Limit>>>,
     now: Nanos,
-    region: Option<&Arc<Region>>,
+    home: LimitHome<'_>,
 ) -> HashMap<Arc<str>, Arc<Limit>> {
     specs
         .iter()
         .map(|(owner, spec)| {
             let old = previous.and_then(|p| p.get(owner.as_str())).map(|l| &**l);
-            let limit = carried_limit(&format!("{kind}/{owner}"), *spec, old, now, region);
+            let limit = carried_limit(&format!("{kind}/{owner}"), *spec, old, now, home);
             (owner.as_str().into(), limit)
         })
         .collect()

@@ -29,6 +29,10 @@ pub(super) struct Atomics {
     pub(super) rate_limited_until: AtomicU64,
     pub(super) auth_failed_until: AtomicU64,
     pub(super) ejected_until: AtomicU64,
+    /// Until when other hosts of a cluster said its circuit is open, or that
+    /// it is cooling down (see `peers`); never passed on again.
+    pub(super) peer_open_until: AtomicU64,
+    pub(super) peer_cooling_until: AtomicU64,
     pub(super) latency: Latency,
 }
 

@@ -18,7 +18,7 @@ fn limit(rpm: Option<u32>, tpm: Option<u32>) -> Limit {
 /// Requests and tokens left at `now`, in units (1/60e9 of one).
 fn levels(limit: &Limit, now: Nanos) -> (Option<i128>, Option<i128>) {
     let mut state = limit.lock();
-    state.refill(now);
+    state.refill(now, limit.refill.share());
     (
         state.requests.map(|b| b.level),
         state.tokens.map(|b| b.level),
