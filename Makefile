@@ -46,6 +46,14 @@ $(BIN)/mockupstream: benches/mockupstream/main.go
 $(BIN)/loadgen: benches/loadgen/main.go benches/loadgen/go.mod
 	cd benches/loadgen && $(GO_ENV) go build -o $(BIN)/loadgen .
 
+# Debian's redis-server for the cluster tests, which start their own on a free port.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: system-deps
+system-deps: ## redis-server (Debian's package), when it is missing
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/
 	$(PY) protos/generate_python.py
@@ -69,14 +77,14 @@ wheel: $(PY) ## build a release wheel into dist/ and check it holds router_core 
 	$(PY) tests/check_wheel.py dist/*.whl
 
 .PHONY: test
-test: lint wheel ## build everything and run every test (Rust, Python, end to end, grpcurl, bench smoke)
+test: lint wheel system-deps ## build everything and run every test (Rust, Python, end to end, grpcurl, bench smoke)
 	# --all-targets also runs each criterion benchmark once.
 	cargo test --workspace --all-targets
 	PATH=$(BIN):$$PATH $(VENV)/bin/pytest -q
 	$(MAKE) --no-print-directory bench-quick
 
 .PHONY: bench-quick
-bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a smoke test (no thresholds)
+bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seconds, as a smoke test (no thresholds)
 	$(PY) -m benches.route_boundary --quick
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc --quick
 	$(PY) -m benches.chat --quick
@@ -84,9 +92,10 @@ bench-quick: install tools ## the Python and gRPC benchmarks in seconds, as a sm
 	$(PY) -m benches.hedging --quick
 	$(PY) -m benches.held_streams --quick
 	$(PY) -m benches.shared_budgets --quick
+	$(PY) -m benches.cluster --quick
 
 .PHONY: bench
-bench: install tools ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
+bench: install tools system-deps ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
 	cargo bench -p router_core
 	$(PY) -m benches.route_boundary
 	PATH=$(BIN):$$PATH $(PY) -m benches.rpc
@@ -94,6 +103,7 @@ bench: install tools ## benchmarks: the Rust core (criterion), route() across Py
 	$(PY) -m benches.soak
 	$(PY) -m benches.held_streams
 	$(PY) -m benches.shared_budgets
+	$(PY) -m benches.cluster
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.cluster import ClusterLink
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# The health status that says whether the cluster's shared state (Redis) is reachable: the
+# gateway serves either way, so the overall status ("") does not change with it.
+CLUSTER_HEALTH = "switchboard.cluster"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class Gateway:
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.health = health.aio.HealthServicer()
+        self._background: set[asyncio.Future[None]] = set()
+        self.cluster: ClusterLink | None = None
+        if config.state.backend == "redis":
+            self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
         add_to_server(GatewayServicer(self.runtimes), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
@@ -82,9 +90,18 @@ class Gateway:
         return self.runtimes.current.engine
 
     async def start(self) -> None:
+        # Budget first (or the fallback, within the link's timeout): the first calls need it.
+        if self.cluster is not None:
+            await self.cluster.start()
         await self.server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def _cluster_reachable(self, reachable: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+        task = asyncio.ensure_future(self.health.set(CLUSTER_HEALTH, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def reload(self, why: str = "request") -> bool:
         """Reads the config again (`why`: what asked, for the log), builds a runtime from it and
@@ -100,6 +117,8 @@ class Gateway:
         except Exception:
             log.exception("config reload (%s) from %s failed, still serving the previous config", why, source)
             return False
+        if config.state != self.config.state:
+            log.warning("config reload (%s): the state section changed; that takes effect at restart", why)
         # Both in one step, nothing awaited between: no call sees the new table with the old runtime.
         self.router.reload(config.routing_document, without=config.left_out)
         self.runtimes.swap(runtime)
@@ -128,6 +147,8 @@ class Gateway:
         if drain_s > 0:
             await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.runtimes.aclose()
 
 

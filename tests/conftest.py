@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from service.server import Gateway
 from tests.mock_openai import MockOpenAI
+from tests.redis_server import RedisServer
 from tests.virtual_time import new_virtual_time_loop
 
 StartGateway = Callable[[str], Awaitable[pb_grpc.GatewayStub]]
@@ -27,6 +29,15 @@ def pytest_asyncio_loop_factories(item: pytest.Item) -> dict[str, Callable[[], a
     if item.get_closest_marker("virtual_time"):
         return {"virtual_time": new_virtual_time_loop}
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, on a free loopback port."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from service.config.schema import (
     RequestLimits,
     RetrySettings,
     ServerSettings,
+    StateSettings,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "RequestLimits",
     "RetrySettings",
     "ServerSettings",
+    "StateSettings",
     "api_key",
     "aws_credentials",
     "load_config",

@@ -67,6 +67,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         {ids[index]: provider for index, provider in providers.items()},
         source,
         described_text=described,
+        state=sections.state,
     )
 
 

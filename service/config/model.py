@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import router_core
-from service.config.schema import AnyProvider, RetrySettings, ServerSettings
+from service.config.schema import AnyProvider, RetrySettings, ServerSettings, StateSettings
 
 
 class ConfigError(Exception):
@@ -82,6 +82,7 @@ class Config:
     routed: tuple[Deployment, ...] = ()
     model_groups: tuple[ModelGroup, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
+    state: StateSettings = field(default_factory=StateSettings)
 
     @classmethod
     def compiled(
@@ -93,6 +94,7 @@ class Config:
         source: str,
         left_out: tuple[str, ...] = (),
         described_text: str | None = None,
+        state: StateSettings | None = None,
     ) -> Config:
         """The config with the core's view of it (`described_text`, when the caller already asked
         `router_core.describe_config` for it): raises router_core.ConfigError when the routing
@@ -118,6 +120,7 @@ class Config:
             tuple(deployments.values()),
             groups,
             tuple(compiled["policies"]),
+            state or StateSettings(),
         )
 
     def deployments(self) -> list[Deployment]:
@@ -130,4 +133,12 @@ class Config:
         )
 
     def leaving_out(self, left_out: tuple[str, ...]) -> Config:
-        return Config.compiled(self.server, self.retries, self.routing_document, self.providers, self.source, left_out)
+        return Config.compiled(
+            self.server,
+            self.retries,
+            self.routing_document,
+            self.providers,
+            self.source,
+            left_out,
+            state=self.state,
+        )

@@ -223,11 +223,40 @@ class RetrySettings(_Strict):
     deadline_margin_s: NonNegativeFloat = 0.05
 
 
+class StateSettings(_Strict):
+    """Where the router's state is shared beyond one host. `local`: each host keeps its own (the
+    workers of one `serve --workers N` always share theirs). `redis`: the hosts draw their rate
+    limits from buckets in Redis (or Valkey) and tell each other of opened circuits and
+    cool-downs there, off the request path (service/cluster)."""
+
+    backend: Literal["local", "redis"] = "local"
+    # redis://[:password@]host:port[/db], rediss:// for TLS, unix:// for a socket.
+    url: Annotated[str, Field(pattern=r"^(rediss?|unix)://\S+$")] | None = None
+    # Prefixes every key and channel, so that several clusters can share one Redis.
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "switchboard"
+    # How much of each limit a host draws at once, as a part of one minute's limit (at least 1
+    # request or token): larger costs fewer Redis calls and may leave more budget idle in hosts
+    # that do not use it (at most this much per host and limit).
+    slice: Annotated[float, Field(gt=0, le=0.5)] = 0.01
+    # How often each host looks at its buckets, draws, and passes on its health news.
+    interval_s: Annotated[float, Field(ge=0.001, le=1.0)] = 0.02
+    # Every Redis call gives up after this long, so that a slow Redis holds up nothing.
+    timeout_s: Annotated[float, Field(gt=0, le=10.0)] = 0.25
+    # While Redis cannot be reached, each host refills every limit by itself at this part of
+    # its rate. `auto`: one over the number of hosts last seen drawing (1 if none was).
+    fallback_share: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = "auto"
+
+    def model_post_init(self, context: object, /) -> None:
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("state.url is required with backend: redis")
+
+
 class ServiceSections(_Strict):
     """The top level of the file: the service's own sections, typed; routing's, handed on."""
 
     server: ServerSettings = ServerSettings()
     retries: RetrySettings = RetrySettings()
+    state: StateSettings = StateSettings()
     # The Rust core's: checked there, with the key and line of each mistake mapped back here.
     default_group: object = None
     deployments: object = None
