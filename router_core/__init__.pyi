@@ -162,6 +162,9 @@ class Router:
         """What changed in the deployments' own health since the last call, as
         ``(deployment, kind, seconds)``: how long another host should keep it out
         (``circuit_open``, ``cooling_down``), or ``circuit_closed`` to let it back in."""
+    def retell_health(self) -> None:
+        """Make the next ``health_news`` tell again every circuit still open and every
+        cool-down still running, for a link that may have lost news."""
     def hear(self, deployment: str, kind: _HealthNewsKind, seconds: float) -> bool:
         """Apply another host's news of a deployment, as ``health_news`` gives it; False
         when this router has no such deployment. Raises ValueError for an unknown kind

@@ -83,14 +83,17 @@ async def eventually(check: Callable[[], bool], within_s: float = 5.0) -> float:
 
 
 async def test_three_hosts_admit_one_limit_between_them(redis_server: RedisServer) -> None:
+    """Never more than the limit: the slices the hosts hold count as in the cluster's bucket, even
+    after they sat on them while Redis could have refilled behind them."""
     async with Hosts(settings(redis_server), 3) as hosts:
+        await asyncio.sleep(0.5)  # each holds a slice; a full bucket in Redis beside them
         loop = asyncio.get_running_loop()
         start = loop.time()
         admitted = await demand(hosts.routers, 1.5)
         elapsed = loop.time() - start
     allowed_at_least = RPM + RPM / 60 * 1.5
-    allowed_at_most = RPM + RPM / 60 * elapsed + 3 * RPM * 0.01  # and a slice per host (see README)
-    assert 0.95 * allowed_at_least <= sum(admitted) <= allowed_at_most, admitted
+    allowed_at_most = RPM + RPM / 60 * elapsed
+    assert 0.95 * allowed_at_least <= sum(admitted) <= allowed_at_most + 1, admitted
     assert all(count > 0 for count in admitted), "every host got a part"
 
 
@@ -170,23 +173,24 @@ def test_a_bucket_draws_a_slice_when_below_half_of_one() -> None:
     ]
     planner = Planner(0.01)
     assert planner.plan(budgets) == [
-        Draw("deployment/a", "requests", 1000, 6),
-        Draw("tenant/t", "tokens", 50, 21),
-        Draw("api_key/k", "requests", 10, 1),
+        Draw("deployment/a", "requests", 1000, 6, holds=4.0),
+        Draw("tenant/t", "tokens", 50, 21, holds=-20.0),
+        Draw("api_key/k", "requests", 10, 1, holds=0.0),
     ]
     planner.granted(Draw("deployment/a", "requests", 1000, 6), 6)
     # a spent 8 over the interval: it now draws for 16, up to its most of 100.
-    assert planner.plan([("deployment/a", "requests", 1000, 2.0)]) == [Draw("deployment/a", "requests", 1000, 14)]
+    assert planner.plan([("deployment/a", "requests", 1000, 2.0)]) == [Draw("deployment/a", "requests", 1000, 14, 2.0)]
     planner.granted(Draw("deployment/a", "requests", 1000, 14), 14)
-    assert planner.plan([("deployment/a", "requests", 1000, -1000.0)]) == [Draw("deployment/a", "requests", 1000, 1000)]
+    in_debt = Draw("deployment/a", "requests", 1000, 1000, -1000.0)
+    assert planner.plan([("deployment/a", "requests", 1000, -1000.0)]) == [in_debt]
     # Idle again: back to one small slice, which it holds.
     assert planner.plan([("deployment/a", "requests", 1000, 30.0)]) == []
     assert planner.plan([("deployment/a", "requests", 1000, 30.0)]) == []
     owed = Owed()
     owed.add(Draw("deployment/a", "requests", 1000, 6), 2)
     owed.add(Draw("deployment/a", "requests", 1000, 6), 1)
-    assert owed.drain() == [Draw("deployment/a", "requests", 1000, -3)]
-    assert owed.drain() == []
+    assert owed.drain({("deployment/a", "requests"): 7.5}) == [Draw("deployment/a", "requests", 1000, -3, 7.5)]
+    assert owed.drain({}) == []
 
 
 async def test_redis_going_away_fails_nothing_and_the_hosts_converge_when_it_returns(

@@ -85,7 +85,6 @@ async def test_three_gateways_on_one_redis_hold_one_rpm_limit(
     admitted = codes.count(grpc.StatusCode.OK)
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert admitted == len(upstream.requests), "what was admitted reached the upstream, nothing else"
-    # At least 95%; at most the limit, what refilled meanwhile, and the slice (here 1) each host
-    # held while Redis refilled behind it: the documented bound.
-    assert 0.95 * RPM <= admitted <= RPM + RPM / 60 * elapsed + HOSTS, (admitted, elapsed)
+    # At least 95% (each host may end holding a slice unused); at most the limit and its refill.
+    assert 0.95 * RPM <= admitted <= RPM + RPM / 60 * elapsed + 1, (admitted, elapsed)
     assert all("unreachable" not in log for log in logs)

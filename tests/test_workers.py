@@ -16,9 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config import parse_config
 from tests.conftest import status_details
 from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cli import grpcurl
@@ -200,3 +202,57 @@ async def test_workers_share_one_circuit_breaker(tmp_path: Path, upstream: MockO
         reasons.append(info.reason)
     assert len(upstream.requests) == 5, reasons
     assert reasons == ["UPSTREAM_FAILED"] * 5 + ["NO_HEALTHY_DEPLOYMENT"] * 11
+
+
+def region_of(pid: int) -> Path:
+    """The shared-state file worker `pid` maps (the one that made it maps it by the temporary
+    name it was made under, since removed: the file is its directory's `router-state`)."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "/router-state" in line:
+            return Path(line.split(maxsplit=5)[5]).parent / "router-state"
+    raise AssertionError(f"worker {pid} maps no router-state")
+
+
+def serving(port: int) -> set[int]:
+    """The pids holding an established connection on `port` (the gateway's side of it)."""
+    listing = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", listing)}
+
+
+async def test_a_worker_killed_mid_stream_is_replaced_and_its_attempt_stops_counting(tmp_path: Path) -> None:
+    """The attempt in flight of a worker killed with SIGKILL in the middle of a stream stops
+    counting (for least_in_flight, balanced and the stats of every worker) once its replacement
+    starts, which takes its column of the shared counts back."""
+    upstream = await MockOpenAI(chunk_delay_s=0.1).start()
+    try:
+        config_yaml = config(upstream)
+        workers = Workers(tmp_path, config_yaml=config_yaml, env={"MOCK_KEY": "sk-test"})
+        try:
+            first, second = workers.listening(2)
+            # A router of the test's own on the workers' region sees the host's counts.
+            routing = parse_config("server: {}\n" + config_yaml)
+            observer = routing.new_router(shared_state=region_of(first))
+
+            def in_flight() -> int:
+                return next(s.in_flight for s in observer.stats() if s.deployment == "mock-0")
+
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{workers.port}") as channel:
+                stream = pb_grpc.GatewayStub(channel).ChatStream(chat_request(text="word " * 60), timeout=30)
+                await stream.read()
+                assert in_flight() == 1
+                (holder,) = serving(workers.port)
+                assert holder in (first, second)
+                os.kill(holder, signal.SIGKILL)
+                with pytest.raises(grpc.aio.AioRpcError):
+                    while await stream.read() is not grpc.aio.EOF:
+                        pass
+            (replacement,) = await asyncio.to_thread(workers.listening, 1)
+            assert replacement not in (first, second)
+            assert in_flight() == 0
+            workers.chat()
+        finally:
+            await asyncio.to_thread(workers.stop)
+    finally:
+        await upstream.stop()

@@ -4,7 +4,7 @@
 // a Python asyncio client sharing the machine's cores cost more CPU per
 // request than the gateway and dominated the results.
 //
-//	loadgen -mode {http-unary|http-stream|grpc-unary|grpc-stream} -target ADDR -c CONCURRENCY -n TOTAL [-warmup N] -body FILE
+//	loadgen -mode {http-unary|http-stream|grpc-unary|grpc-stream} -target ADDR -c CONCURRENCY -n TOTAL [-warmup N] [-conns N] -body FILE
 //
 // http modes POST FILE (JSON) to http://ADDR/v1/chat/completions; grpc modes
 // send FILE (a serialized switchboard.v1.ChatRequest) to the Gateway's Chat or
@@ -69,6 +69,7 @@ func main() {
 	total := flag.Int("n", 1000, "requests measured")
 	warmup := flag.Int("warmup", -1, "requests sent first and discarded (default n/20, at least 20)")
 	bodyFile := flag.String("body", "", "request body: JSON (http) or serialized ChatRequest (grpc)")
+	conns := flag.Int("conns", 1, "grpc modes: connections, used in turn (several workers on one port each take whole connections)")
 	flag.Parse()
 	if *target == "" || *bodyFile == "" || *concurrency < 1 || *total < 1 {
 		flag.Usage()
@@ -90,14 +91,19 @@ func main() {
 		}}
 		send = httpCall(client, "http://"+*target+"/v1/chat/completions", body, *mode == "http-stream")
 	case "grpc-unary", "grpc-stream":
-		conn, err := grpc.NewClient(*target,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
-		if err != nil {
-			log.Fatal(err)
+		sends := make([]call, max(1, *conns))
+		for i := range sends {
+			conn, err := grpc.NewClient(*target,
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer conn.Close()
+			sends[i] = grpcCall(conn, body, *mode == "grpc-stream")
 		}
-		defer conn.Close()
-		send = grpcCall(conn, body, *mode == "grpc-stream")
+		var turn atomic.Uint64
+		send = func() (sample, error) { return sends[turn.Add(1)%uint64(len(sends))]() }
 	default:
 		log.Fatalf("unknown -mode %q", *mode)
 	}

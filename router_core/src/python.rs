@@ -348,6 +348,12 @@ impl PyRouter {
             .collect()
     }
 
+    /// Makes the next `health_news` tell again every circuit still open and
+    /// every cool-down still running (news may have been lost).
+    fn retell_health(&self) {
+        self.0.retell_health();
+    }
+
     /// Applies another host's news of a deployment (as `health_news` gives
     /// it); False when this router has no such deployment.
     fn hear(&self, deployment: &str, kind: &str, seconds: f64) -> PyResult<bool> {

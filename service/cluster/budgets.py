@@ -8,40 +8,72 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import router_core
 
-# A bucket refills `per_minute` over a minute up to `per_minute`, as the core's do; unknown keys
-# start full. Keys expire once a bucket would be full again anyway, so idle limits cost nothing.
+# One hash per bucket holds its level in Redis, when it was refilled, and what each live host
+# holds of it (`h:<host>`, as each host last said when it drew). What the hosts hold counts as
+# in the bucket: Redis refills its level only up to the rate less all that, so the level and the
+# hosts' slices together never exceed one minute's limit, and the hosts admit no more than the
+# limit however many hold slices (what a host spent makes room once it says so, not before). A
+# host that stopped drawing for `seen_ms` (dead) no longer counts. Keys expire once a bucket
+# would be full again anyway, so idle limits cost nothing.
 # KEYS[1] is the set of hosts that drew lately (by time), KEYS[2..] the buckets; ARGV holds this
-# host, how long a host counts as seen (ms), then per bucket its rate and the amount to take
-# (negative: to give back). Returns the hosts seen, then what each bucket gave (or took back).
+# host, how long a host counts as seen (ms), then per bucket its rate, the amount to take
+# (negative: to give back) and what this host holds now (its level, negative in debt).
+# Returns the hosts seen, then what each bucket gave (or took back).
 DRAW_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seen_ms = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+local host, seen_ms = ARGV[1], tonumber(ARGV[2])
+local mine_field = 'h:' .. host
+redis.call('ZADD', KEYS[1], now, host)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - seen_ms * 1000)
 redis.call('PEXPIRE', KEYS[1], seen_ms)
 local result = {redis.call('ZCARD', KEYS[1])}
 for i = 2, #KEYS do
-  local rate = tonumber(ARGV[2 * i - 1])
-  local amount = tonumber(ARGV[2 * i])
-  local stored = redis.call('HMGET', KEYS[i], 'level', 'at')
-  local level, at = tonumber(stored[1]), tonumber(stored[2])
+  local arg = 3 * i - 3
+  local rate, amount, holds = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])
+  local fields = redis.call('HGETALL', KEYS[i])
+  local level, at, others, held = nil, nil, 0, 0
+  for j = 1, #fields, 2 do
+    local name, value = fields[j], fields[j + 1]
+    if name == 'level' then
+      level = tonumber(value)
+    elseif name == 'at' then
+      at = tonumber(value)
+    elseif name == mine_field then
+      held = tonumber(value)
+    else
+      if redis.call('ZSCORE', KEYS[1], string.sub(name, 3)) then
+        others = others + tonumber(value)
+      else
+        redis.call('HDEL', KEYS[i], name)
+      end
+    end
+  end
   if level == nil or at == nil then
     level, at = rate, now
   end
-  level = math.min(rate, level + math.max(0, now - at) * rate / 60000000)
+  -- Refill up to the room left beside what this host last said it held: what it spent since
+  -- makes room only from now on (unseen, it may have spent it just now).
+  local room = math.max(0, rate - others - held)
+  level = math.min(room, level + math.max(0, now - at) * rate / 60000000)
   local given = amount
   if amount > 0 then
     given = math.max(0, math.min(amount, math.floor(level)))
   end
-  level = math.min(rate, level - given)
+  local mine = math.max(0, holds + math.max(0, given))
+  level = math.max(0, math.min(rate - others - mine, level - given))
   redis.call('HSET', KEYS[i], 'level', string.format('%.6f', level), 'at', now)
+  if mine > 0 then
+    redis.call('HSET', KEYS[i], mine_field, string.format('%.6f', mine))
+  else
+    redis.call('HDEL', KEYS[i], mine_field)
+  end
   redis.call('PEXPIRE', KEYS[i], 120000)
   result[i] = given
 end
@@ -58,6 +90,8 @@ class Draw:
     per_minute: int
     # What to take from the cluster's bucket; negative: what to give back to it.
     amount: int
+    # What this host holds of the bucket as it draws (negative in debt), for Redis to count.
+    holds: float = 0.0
 
 
 # The most one draw holds, as a part of one minute's limit, however fast a host spends.
@@ -88,7 +122,7 @@ class Planner:
             if level < target / 2:
                 amount = min(per_minute, math.ceil(target - level))
                 if amount > 0:
-                    draws.append(Draw(key, kind, per_minute, amount))
+                    draws.append(Draw(key, kind, per_minute, amount, level))
         return draws
 
     def granted(self, draw: Draw, amount: int) -> None:
@@ -106,21 +140,25 @@ class Owed:
         owed, _ = self._owed[draw.key, draw.kind]
         self._owed[draw.key, draw.kind] = (owed + amount, draw.per_minute)
 
-    def drain(self) -> list[Draw]:
-        draws = [Draw(key, kind, rate, -owed) for (key, kind), (owed, rate) in self._owed.items() if owed]
+    def drain(self, holds: Mapping[tuple[str, Kind], float]) -> list[Draw]:
+        """What is owed, as draws that give it back; `holds` is what this host holds of each
+        bucket now (see `Draw.holds`)."""
+        draws = [
+            Draw(key, kind, rate, -owed, holds.get((key, kind), 0.0))
+            for (key, kind), (owed, rate) in self._owed.items()
+            if owed
+        ]
         self._owed.clear()
         return draws
 
 
 def take_back_all(router: router_core.Router) -> list[Draw]:
-    """Everything this host holds, taken out of its buckets to be given back."""
-    draws = []
-    for key, kind, per_minute, level in router.budgets():
-        if level >= 1:
-            held = router.take_back(key, kind)
-            if held:
-                draws.append(Draw(key, kind, per_minute, -held))
-    return draws
+    """Everything this host holds, taken out of its buckets to be given back, for every bucket
+    (one that holds nothing still tells Redis that this host holds nothing)."""
+    return [
+        Draw(key, kind, per_minute, -router.take_back(key, kind) if level >= 1 else 0)
+        for key, kind, per_minute, level in router.budgets()
+    ]
 
 
 def script_arguments(namespace: str, host: str, seen_s: float, draws: list[Draw]) -> tuple[list[str], list[str]]:
@@ -129,5 +167,5 @@ def script_arguments(namespace: str, host: str, seen_s: float, draws: list[Draw]
     keys = [f"{{{namespace}}}:hosts"] + [f"{{{namespace}}}:budget:{d.key}:{d.kind}" for d in draws]
     arguments = [host, str(int(seen_s * 1000))]
     for draw in draws:
-        arguments += [str(draw.per_minute), str(draw.amount)]
+        arguments += [str(draw.per_minute), str(draw.amount), repr(draw.holds)]
     return keys, arguments

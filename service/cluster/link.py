@@ -97,7 +97,7 @@ class ClusterLink:
             with suppress(asyncio.CancelledError):
                 await task
         if self.reachable:
-            draws = budgets.take_back_all(self._router) + self._owed.drain()
+            draws = self._owed.drain({}) + budgets.take_back_all(self._router)
             try:
                 await self._call(self._run_script(draws))
             except UNREACHABLE as error:
@@ -120,16 +120,19 @@ class ClusterLink:
     async def _step(self) -> None:
         if not self.reachable:
             await self._call(self._ping())
-            # From here on the buckets take budget only from the cluster's.
+            # From here on the buckets take budget only from the cluster's; and what health news
+            # may have been lost (published as Redis went away) is told again.
             self._router.set_refill_share(0.0)
+            self._router.retell_health()
             self.reachable = True
             self._on_reachable(True)
             if self._lost_at is not None:
                 away = asyncio.get_running_loop().time() - self._lost_at
                 log.info("cluster state at %s is reachable again after %.1fs", self.where, away)
             self._lost_at = None
-        planned = self._planner.plan(self._router.budgets())
-        draws = self._owed.drain() + planned
+        levels = self._router.budgets()
+        holds = {(key, kind): level for key, kind, _, level in levels}
+        draws = self._owed.drain(holds) + self._planner.plan(levels)
         self._since_heartbeat += self._settings.interval_s
         if draws or self._since_heartbeat >= HEARTBEAT_S:
             given = await self._call(self._run_script(draws))

@@ -66,6 +66,16 @@ impl Router {
         news
     }
 
+    /// Forgets what the link was told, so that the next `health_news` tells
+    /// every circuit still open and every cool-down still running again: for
+    /// a link that may have lost news (its Redis was away).
+    pub fn retell_health(&self) {
+        self.told
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Applies what another host said of `deployment`'s health. False when
     /// this router has no such deployment (hosts may run other configs).
     pub fn hear(&self, deployment: &str, news: HealthNews) -> bool {

@@ -43,6 +43,8 @@ fn an_open_circuit_keeps_the_other_hosts_off_until_it_closes() {
     };
     assert_eq!(pass_on(&here, &there), [("b".to_owned(), open)]);
     assert_eq!(pass_on(&here, &there), [], "told once");
+    here.retell_health();
+    assert_eq!(here.health_news().len(), 1, "told again when asked");
     assert!(there.reserve("b", "", "", 0, 0).is_err());
     assert!(there.reserve("a", "", "", 0, 0).is_ok());
     assert_eq!(there.health_news(), [], "what it heard it does not pass on");
