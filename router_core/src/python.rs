@@ -5,21 +5,26 @@
 
 mod cluster;
 pub(crate) mod config;
+mod decision;
+mod errors;
+
+pub(crate) use decision::repr_option;
+pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection};
+pub use errors::*;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::PyDict;
 
 use crate::{
-    estimate_input_tokens, Clock, Decision, DeploymentStats, Hedge, Lease, Outcome, OutcomeClass,
-    Preference, Region, RouteRequest, Router, RouterError,
+    estimate_input_tokens, Clock, DeploymentStats, Lease, Outcome, OutcomeClass, Preference,
+    Region, RouteRequest, Router,
 };
 
 /// Estimated input tokens of a request: its texts (message parts, tool-call
@@ -374,144 +379,6 @@ impl PyRouter {
     }
 }
 
-/// A routing decision: candidates best first, and why the others were rejected.
-#[pyclass(frozen, get_all, name = "Decision", module = "router_core")]
-pub struct PyDecision {
-    model_group: String,
-    policy: Option<String>,
-    strategy: &'static str,
-    candidates: Py<PyTuple>,
-    rejected: Py<PyTuple>,
-    lease: Option<Py<PyLease>>,
-    retry_after_s: Option<f64>,
-    hedge: Option<Py<PyHedge>>,
-    content_fallback: &'static str,
-}
-
-impl PyDecision {
-    fn new(py: Python<'_>, decision: Decision) -> PyResult<Self> {
-        let candidates = decision.candidates.into_iter().map(|c| PyCandidate {
-            deployment: c.deployment.to_string(),
-            score: c.score,
-            tier: c.tier,
-        });
-        let rejected = decision.rejected.into_iter().map(|r| PyRejection {
-            deployment: r.deployment.to_string(),
-            filter: r.filter.as_str(),
-            detail: r.detail,
-        });
-        Ok(PyDecision {
-            model_group: decision.model_group.to_string(),
-            policy: decision.policy.map(|p| p.to_string()),
-            strategy: decision.strategy.as_str(),
-            candidates: PyTuple::new(py, candidates)?.unbind(),
-            rejected: PyTuple::new(py, rejected)?.unbind(),
-            lease: decision
-                .lease
-                .map(|lease| Py::new(py, PyLease::new(lease)))
-                .transpose()?,
-            retry_after_s: decision.retry_after.map(|d| d.as_secs_f64()),
-            hedge: decision
-                .hedge
-                .map(|hedge| Py::new(py, PyHedge::from(hedge)))
-                .transpose()?,
-            content_fallback: decision.content_fallback.as_str(),
-        })
-    }
-}
-
-#[pymethods]
-impl PyDecision {
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={}, \
-             lease={}, retry_after_s={}, hedge={}, content_fallback={:?})",
-            self.model_group,
-            repr_option(self.policy.as_deref()),
-            self.strategy,
-            self.candidates.bind(py).repr()?,
-            self.rejected.bind(py).repr()?,
-            match &self.lease {
-                Some(lease) => lease.bind(py).repr()?.to_string(),
-                None => "None".to_owned(),
-            },
-            repr_option(self.retry_after_s),
-            match &self.hedge {
-                Some(hedge) => hedge.get().__repr__(),
-                None => "None".to_owned(),
-            },
-            self.content_fallback,
-        ))
-    }
-}
-
-/// The matched policy's hedging: start the next candidate alongside a first
-/// attempt silent past its deployment's tail estimate, clamped to
-/// [min_delay_ms, max_delay_ms], at most `max_hedges` times per request.
-#[pyclass(frozen, get_all, name = "Hedge", module = "router_core")]
-pub struct PyHedge {
-    min_delay_ms: f64,
-    max_delay_ms: f64,
-    max_hedges: u32,
-}
-
-impl From<Hedge> for PyHedge {
-    fn from(hedge: Hedge) -> Self {
-        PyHedge {
-            min_delay_ms: hedge.min_delay_ms,
-            max_delay_ms: hedge.max_delay_ms,
-            max_hedges: hedge.max_hedges,
-        }
-    }
-}
-
-#[pymethods]
-impl PyHedge {
-    fn __repr__(&self) -> String {
-        format!(
-            "Hedge(min_delay_ms={:?}, max_delay_ms={:?}, max_hedges={})",
-            self.min_delay_ms, self.max_delay_ms, self.max_hedges
-        )
-    }
-}
-
-/// A deployment to try, with its strategy score in [0, 1] and its tier (0:
-/// the primary targets, n: the n-th fallback).
-#[pyclass(frozen, get_all, name = "Candidate", module = "router_core")]
-pub struct PyCandidate {
-    deployment: String,
-    score: f64,
-    tier: u32,
-}
-
-#[pymethods]
-impl PyCandidate {
-    fn __repr__(&self) -> String {
-        format!(
-            "Candidate(deployment={:?}, score={:?}, tier={})",
-            self.deployment, self.score, self.tier
-        )
-    }
-}
-
-/// A deployment a filter left out, with the reason.
-#[pyclass(frozen, get_all, name = "Rejection", module = "router_core")]
-pub struct PyRejection {
-    deployment: String,
-    filter: &'static str,
-    detail: String,
-}
-
-#[pymethods]
-impl PyRejection {
-    fn __repr__(&self) -> String {
-        format!(
-            "Rejection(deployment={:?}, filter={:?}, detail={:?})",
-            self.deployment, self.filter, self.detail
-        )
-    }
-}
-
 /// Budget and an in-flight slot held for one attempt. `Router.record` settles
 /// it, `Router.release` gives it back, once; collected unsettled, it gives
 /// itself back.
@@ -634,167 +501,4 @@ impl PyDeploymentStats {
             self.input_token_ratio,
         )
     }
-}
-
-/// Rust's `Debug` for the value, which reads as Python for strings and floats,
-/// or Python's `None`.
-fn repr_option<T: std::fmt::Debug>(value: Option<T>) -> String {
-    value.map_or_else(|| "None".to_owned(), |v| format!("{v:?}"))
-}
-
-/// Base class of every error raised by the router.
-#[pyclass(frozen, subclass, extends = PyException, name = "RouterError", module = "router_core")]
-pub struct PyRouterError;
-
-#[pymethods]
-impl PyRouterError {
-    // Like any exception, it accepts arbitrary positional arguments, which
-    // `BaseException.__init__` stores in `args`.
-    #[new]
-    #[pyo3(signature = (*_args))]
-    fn new(_args: &Bound<'_, PyTuple>) -> Self {
-        PyRouterError
-    }
-}
-
-/// `model` named no group (or was "auto" with no default group); `known`
-/// lists the configured groups, sorted.
-#[pyclass(frozen, extends = PyRouterError, name = "UnknownModelGroupError", module = "router_core")]
-pub struct PyUnknownModelGroupError {
-    #[pyo3(get)]
-    name: String,
-    #[pyo3(get)]
-    known: Vec<String>,
-}
-
-#[pymethods]
-impl PyUnknownModelGroupError {
-    #[new]
-    fn new(name: String, known: Vec<String>) -> PyClassInitializer<Self> {
-        PyClassInitializer::from(PyRouterError)
-            .add_subclass(PyUnknownModelGroupError { name, known })
-    }
-
-    fn __str__(&self) -> String {
-        let (name, known) = (self.name.clone(), self.known.clone());
-        RouterError::UnknownModelGroup { name, known }.to_string()
-    }
-}
-
-/// `record` named a deployment that is not in the current config.
-#[pyclass(frozen, extends = PyRouterError, name = "UnknownDeploymentError", module = "router_core")]
-pub struct PyUnknownDeploymentError {
-    #[pyo3(get)]
-    deployment: String,
-}
-
-#[pymethods]
-impl PyUnknownDeploymentError {
-    #[new]
-    fn new(deployment: String) -> PyClassInitializer<Self> {
-        PyClassInitializer::from(PyRouterError)
-            .add_subclass(PyUnknownDeploymentError { deployment })
-    }
-
-    fn __str__(&self) -> String {
-        RouterError::UnknownDeployment(self.deployment.clone()).to_string()
-    }
-}
-
-/// A lease could not be had: the deployment is out of rotation or a budget
-/// is spent. `retry_after_s` says when it could succeed (None: waiting cannot help).
-#[pyclass(frozen, extends = PyRouterError, name = "DeploymentUnavailableError", module = "router_core")]
-pub struct PyDeploymentUnavailableError {
-    #[pyo3(get)]
-    deployment: String,
-    #[pyo3(get)]
-    detail: String,
-    #[pyo3(get)]
-    retry_after_s: Option<f64>,
-    /// Refused by a budget or a provider's 429 cool-down, not for being out
-    /// of rotation (open circuit, outlier, rejected credentials).
-    #[pyo3(get)]
-    rate_limited: bool,
-}
-
-#[pymethods]
-impl PyDeploymentUnavailableError {
-    #[new]
-    #[pyo3(signature = (deployment, detail, retry_after_s = None, rate_limited = false))]
-    fn new(
-        deployment: String,
-        detail: String,
-        retry_after_s: Option<f64>,
-        rate_limited: bool,
-    ) -> PyClassInitializer<Self> {
-        PyClassInitializer::from(PyRouterError).add_subclass(PyDeploymentUnavailableError {
-            deployment,
-            detail,
-            retry_after_s,
-            rate_limited,
-        })
-    }
-
-    fn __str__(&self) -> String {
-        RouterError::Unavailable {
-            deployment: self.deployment.clone(),
-            detail: self.detail.clone(),
-            retry_after: None,
-            rate_limited: self.rate_limited,
-        }
-        .to_string()
-    }
-}
-
-/// `ConfigError(RouterError, ValueError)`. A pyclass can extend only one
-/// native base, so this one class is built by calling `type()`; callers may
-/// then catch a bad config as either a router error or a `ValueError`.
-pub(crate) fn config_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    static CONFIG_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    CONFIG_ERROR
-        .get_or_try_init(py, || {
-            let bases = (
-                py.get_type::<PyRouterError>(),
-                py.get_type::<PyValueError>(),
-            );
-            let namespace = PyDict::new(py);
-            namespace.set_item("__module__", "router_core")?;
-            namespace.set_item(
-                "__doc__",
-                "The config JSON is malformed or invalid; the message names the key.",
-            )?;
-            let class = py
-                .get_type::<PyType>()
-                .call1(("ConfigError", bases, namespace))?;
-            Ok(class.cast_into::<PyType>()?.unbind())
-        })
-        .map(|class| class.bind(py))
-}
-
-/// The one mapping from Rust errors to Python exceptions. Exceptions are built
-/// by calling their class, as Python code would, so `args` and `str()` agree
-/// whichever side raised them.
-pub(crate) fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
-    let exception = match err {
-        RouterError::Config(e) => config_error(py).and_then(|class| class.call1((e.to_string(),))),
-        RouterError::UnknownModelGroup { name, known } => py
-            .get_type::<PyUnknownModelGroupError>()
-            .call1((name, known)),
-        RouterError::UnknownDeployment(id) => {
-            py.get_type::<PyUnknownDeploymentError>().call1((id,))
-        }
-        RouterError::Unavailable {
-            deployment,
-            detail,
-            retry_after,
-            rate_limited,
-        } => py.get_type::<PyDeploymentUnavailableError>().call1((
-            deployment,
-            detail,
-            retry_after.map(|d| d.as_secs_f64()),
-            rate_limited,
-        )),
-        RouterError::InvalidLatency(_) => return PyValueError::new_err(err.to_string()),
-    };
-    exception.map_or_else(|e| e, PyErr::from_value)
 }
