@@ -1,10 +1,19 @@
-"""What the mock upstreams share: an aiohttp app served on a free loopback port."""
+"""What the mock upstreams share: an aiohttp app served on a free loopback port; and a free
+port for servers the tests start as processes."""
 
 from __future__ import annotations
 
+import socket
 from typing import Self
 
 from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class LoopbackServer:

@@ -19,8 +19,9 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.server import CLUSTER_HEALTH
+from tests.loopback import free_port
 from tests.mock_openai import MockOpenAI
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 from tests.test_e2e import chat_request, config
 
 RPM = 60

@@ -1,4 +1,4 @@
-"""Fault injection on real loopback sockets (issue 6): for each way an upstream fails, unary and
+"""Fault injection on real loopback sockets: for each way an upstream fails, unary and
 streaming, the exact outcome (who answered, or which status and attempts came back) and that
 nothing leaked: no lease held, no connection left open to the faulty upstream, no task left over.
 

@@ -1,4 +1,4 @@
-"""Policies that change the attempt loop (issue 6), on real loopback sockets: hedging a slow first
+"""Policies that change the attempt loop, on real loopback sockets: hedging a slow first
 attempt, and where a content refusal goes. Each test checks who answered, the exact attempt list,
 what each upstream was asked, and that nothing leaked (leases, connections, tasks).
 

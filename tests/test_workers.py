@@ -22,19 +22,13 @@ from google.rpc import error_details_pb2
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from tests.conftest import status_details
+from tests.loopback import free_port
 from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 
 WORKERS = ("--workers", "2")
 ECHO_ONLY = "model_groups: [{name: echo, deployments: [{id: echo, type: echo, model: echo, context_window: 1000}]}]\n"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Workers:

@@ -4,7 +4,7 @@ failure classification, and Retry-After.
 The client is aiohttp's. The architecture first named httpx; profiling a loaded gateway
 worker (py-spy, benches/chat.py) put 54% of its CPU inside httpx and httpcore, and a
 request cost 1.2-1.3 ms of CPU with httpx against 0.33-0.40 ms with aiohttp on the same
-upstream, more than the whole latency budget the gateway has (issue 4).
+upstream, more than the whole latency budget the gateway has.
 """
 
 from __future__ import annotations
