@@ -239,3 +239,12 @@ def test_a_wrong_state_section_is_named_with_its_line(state: str, named: str) ->
     echo = "model_groups: [{name: e, deployments: [{id: e, type: echo, model: e, context_window: 10}]}]\n"
     with pytest.raises(ConfigError, match=re.escape(f"c.yaml:2: {named}")):
         parse_config(f"server: {{}}\nstate: {state}\n" + echo, "c.yaml")
+
+
+async def test_the_redis_password_never_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    nowhere = RedisServer(tmp_path)
+    url = f"redis://:s3cret-pw@127.0.0.1:{nowhere.port}/0"
+    async with Hosts(StateSettings(backend="redis", url=url), 1):
+        pass
+    assert f"127.0.0.1:{nowhere.port} is unreachable" in caplog.text
+    assert "s3cret-pw" not in caplog.text
