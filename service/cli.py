@@ -9,7 +9,7 @@ from pathlib import Path
 from service import __version__
 from service.config import ConfigError, load_config
 from service.config.report import compiled_report
-from service.logs import configure_logging
+from service.logs import LogSettings, configure_logging, resolved
 from service.server import run_gateway
 from service.workers import run_workers
 
@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--listen", help="HOST:PORT to listen on (default: the config's server.listen, 127.0.0.1:50051)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "text"],
+        help="one JSON object per line, or text; auto (default): text on a terminal, JSON otherwise",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -32,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", type=Path)
     options = parser.parse_args(argv)
 
-    configure_logging(getattr(options, "log_level", "INFO"))
+    log_settings = LogSettings(getattr(options, "log_level", "INFO"), resolved(getattr(options, "log_format", "auto")))
+    configure_logging(log_settings)
     try:
         config = load_config(options.config)
     except ConfigError as error:
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     try:
         if options.workers > 1:
-            return run_workers(config, listen, options.workers, options.log_level, config_path=options.config)
+            return run_workers(config, listen, options.workers, log_settings, config_path=options.config)
         run_gateway(config, listen, config_path=options.config)
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)

@@ -8,12 +8,14 @@ here, and can no longer fall back once content is sent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import router_core
 from service import responses
+from service.access import Call
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import (
     COOL_DOWN_SLACK_S,
@@ -39,7 +41,7 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
-from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError
+from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
 
@@ -99,26 +101,45 @@ class Engine:
             return error.violations[0]
         return None
 
-    async def chat(self, request: pb.ChatRequest, time_remaining: TimeRemaining) -> pb.ChatResponse:
-        request_id = uuid.uuid4().hex
+    async def chat(
+        self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
+    ) -> pb.ChatResponse:
+        call = call or Call("Chat", uuid.uuid4().hex)
         log = AttemptLog()
-        model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
-        async with won:
-            cost_usd = won.attempt.ok(won.answer.usage)
+        try:
+            model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
+            call.model_group, call.deployment = model_group, won.attempt.deployment.id
+            async with won:
+                cost_usd = won.attempt.ok(won.answer.usage)
+            _count_usage(call, won.answer.usage, cost_usd)
+        finally:
+            _count_attempts(call, log)
         return responses.chat_response(
-            request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
+            call.request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
         )
 
     async def chat_stream(
-        self, request: pb.ChatRequest, time_remaining: TimeRemaining
+        self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
     ) -> AsyncGenerator[pb.ChatStreamResponse, None]:
-        request_id = uuid.uuid4().hex
+        call = call or Call("ChatStream", uuid.uuid4().hex)
         log = AttemptLog()
+        try:
+            # Closed with this generator, so that a reader that stops gives the lease back at once.
+            async with contextlib.aclosing(self._stream(request, time_remaining, call, log)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            _count_attempts(call, log)
+
+    async def _stream(
+        self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call, log: AttemptLog
+    ) -> AsyncGenerator[pb.ChatStreamResponse, None]:
         model_group, won = await self._first_answer(request, Streaming(self.providers, request), log, time_remaining)
+        call.model_group, call.deployment = model_group, won.attempt.deployment.id
         async with won:
             attempt, stream = won.attempt, won.answer
             deployment = attempt.deployment
-            yield responses.stream_start(request_id, model_group, deployment, log.records)
+            yield responses.stream_start(call.request_id, model_group, deployment, log.records)
             finished: StreamFinished | None = None
             deltas_sent = 0
             try:
@@ -134,6 +155,8 @@ class Engine:
                 attempt.failed(error)
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
             cost_usd = attempt.ok(finished.usage, first_token_s=stream.first_token_s)
+            call.ttft_ms = stream.first_token_s * 1000
+            _count_usage(call, finished.usage, cost_usd)
             yield responses.stream_end(finished, cost_usd, log.records)
 
     async def _first_answer(
@@ -273,3 +296,14 @@ def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming
     elif request.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         needs.append("json_schema")
     return needs
+
+
+def _count_usage(call: Call, usage: Usage, cost_usd: float) -> None:
+    call.input_tokens, call.output_tokens, call.cost_usd = usage.input_tokens, usage.output_tokens, cost_usd
+
+
+def _count_attempts(call: Call, log: AttemptLog) -> None:
+    """The attempts made and how the last one ended, as `ok`, `server_error`, ..."""
+    call.attempts = len(log.records)
+    if log.records:
+        call.outcome = pb.Outcome.Name(log.records[-1].outcome).removeprefix("OUTCOME_").lower()

@@ -6,8 +6,8 @@ that converts them into a status with google.rpc details.
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -18,11 +18,10 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from service import responses
+from service.access import REQUEST_ID, Call, log_call, request_id
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import AttemptRecord
 from service.redaction import bounded, redact
-
-log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "switchboard.v1"
 
@@ -228,28 +227,42 @@ def _rich_status(error: GatewayError) -> tuple[grpc.StatusCode, str, tuple[tuple
     return error.code, message, (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, call: Call) -> None:
     code, message, trailers = _rich_status(error)
-    log.info("request failed: %s %s", code.name, message)
-    await context.abort(code, message, trailing_metadata=trailers)
+    call.error = message
+    await context.abort(code, message, trailing_metadata=(*trailers, (REQUEST_ID, call.request_id)))
 
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
 ServicerMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+CallMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext, Call], Awaitable[Response]]
 
 
-def call_errors(method: ServicerMethod[Servicer, Request, Response]) -> ServicerMethod[Servicer, Request, Response]:
-    """Turn GatewayErrors raised by a servicer method into rich statuses: a unary one, or a
-    streaming one that writes its responses (context.write) rather than yielding them."""
+def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMethod[Servicer, Request, Response]:
+    """A servicer method as gRPC calls it: named by a request id (the client's, or a new one)
+    that goes back in the trailing metadata, its GatewayErrors turned into rich statuses (a
+    unary one, or a streaming one that writes its responses rather than yielding them), and one
+    access-log line when it ends, however it ends. The method gets the `Call` to fill in."""
 
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        call = Call(method.__name__, request_id(context))
+        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        status = grpc.StatusCode.UNKNOWN  # an exception no handler expected
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context, call)
+            status = grpc.StatusCode.OK
+            return response
         except GatewayError as error:
-            await _abort(context, error)
+            status = error.code
+            await _abort(context, error, call)
             raise AssertionError("context.abort returned") from error
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            log_call(call, status.name)
 
     return wrapper

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from service.access import Call
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
@@ -127,36 +128,43 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.peers = PeerCalls()
 
     @call_errors
-    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:  # noqa: N802
+    async def Chat(self, request: pb.ChatRequest, context: Context, call: Call) -> pb.ChatResponse:  # noqa: N802
         request = decoded(request)
+        call.model = request.model
         with self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
-                return await runtime.engine.chat(request, context.time_remaining)
+                return await runtime.engine.chat(request, context.time_remaining, call)
 
     @call_errors
-    async def ChatStream(self, request: pb.ChatRequest, context: Context) -> None:  # noqa: N802
+    async def ChatStream(self, request: pb.ChatRequest, context: Context, call: Call) -> None:  # noqa: N802
         """Writes rather than yields, so that a client that stops reading (HTTP/2 flow control
         holding the write) is noticed after `write_timeout_s` and the call ended."""
         request = decoded(request)
+        call.model = request.model
         with self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
-                events = runtime.engine.chat_stream(request, context.time_remaining)
+                events = runtime.engine.chat_stream(request, context.time_remaining, call)
                 async with contextlib.aclosing(events):
                     async for event in events:
                         await _write(context, event, settings.clients.write_timeout_s)
 
     @call_errors
-    async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:  # noqa: N802
+    async def Route(self, request: pb.RouteRequest, context: Context, call: Call) -> pb.RouteResponse:  # noqa: N802
         request = decoded(request)
+        call.model = request.model
         runtime = self.runtimes.current
         validate_route(request, runtime.config.server.limits)
-        return await runtime.engine.route(request)
+        response = await runtime.engine.route(request)
+        call.model_group = response.model_group
+        return response
 
     @call_errors
-    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:  # noqa: N802
+    async def ListModels(  # noqa: N802
+        self, request: pb.ListModelsRequest, context: Context, call: Call
+    ) -> pb.ListModelsResponse:
         decoded(request)
         return self.runtimes.current.models

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 
 from service.config import Config, ConfigError, load_config
-from service.logs import configure_logging
+from service.logs import LogSettings, configure_logging
 from service.server import Sibling, run_gateway
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,9 @@ class _Slot:
         return self.pause_s
 
 
-def run_workers(config: Config, listen: str, workers: int, log_level: str, *, config_path: Path | None = None) -> int:
+def run_workers(
+    config: Config, listen: str, workers: int, log_settings: LogSettings, *, config_path: Path | None = None
+) -> int:
     """Start `workers` gateway processes on `listen` and supervise them until stopped; returns
     the exit code."""
     if listen.rsplit(":", 1)[-1] == "0":
@@ -92,7 +94,7 @@ def run_workers(config: Config, listen: str, workers: int, log_level: str, *, co
 
         def start(slot: _Slot) -> tuple[BaseProcess, Event]:
             ready = context.Event()
-            arguments = (config, listen, log_level, config_path, state, ready)
+            arguments = (config, listen, log_settings, config_path, state, ready)
             process = context.Process(target=_worker, args=arguments, name=slot.name)
             process.start()
             return process, ready
@@ -165,9 +167,9 @@ class _Supervisor:
 
 
 def _worker(
-    config: Config, listen: str, log_level: str, config_path: Path | None, shared_state: Path, ready: Event
+    config: Config, listen: str, log_settings: LogSettings, config_path: Path | None, shared_state: Path, ready: Event
 ) -> None:
-    configure_logging(log_level)
+    configure_logging(log_settings)
     if config_path is not None:
         # A replacement serves the file as it is now, as the workers that reloaded it do.
         try:

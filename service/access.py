@@ -1,0 +1,89 @@
+"""One access-log line per call, and the request id that names the call everywhere: in the
+response (`id`), in the trailing metadata (`x-request-id`, errors included) and in the log.
+
+A client may name its call itself with `x-request-id` in its metadata (a token of at most 128
+letters, digits and `._:-`); anything else is replaced by a fresh id. The line holds what the
+call came to, never what was asked or answered: no prompt, no completion, no secret."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from service.redaction import bounded
+
+REQUEST_ID = "x-request-id"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The requested model is the client's text, and an error may quote an upstream: a line carries
+# this much of each.
+MAX_MODEL_CHARS = 128
+MAX_ERROR_CHARS = 300
+
+log = logging.getLogger("switchboard.access")
+
+
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The client's id for the call when it sent a valid one, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and _CLIENT_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Call:
+    """What one call came to, filled in as it goes: by the servicer (method, status) and the
+    engine (where it was routed, what it used)."""
+
+    method: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    model_group: str = ""
+    deployment: str = ""
+    attempts: int = 0
+    outcome: str = ""
+    ttft_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    # The status message of a failed call (what the client was told).
+    error: str = ""
+
+    def fields(self, status: str) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "status": status,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+        optional = {
+            "model": bounded(self.model, MAX_MODEL_CHARS),
+            "model_group": self.model_group,
+            "deployment": self.deployment,
+            "attempts": self.attempts,
+            "outcome": self.outcome,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "error": bounded(self.error, MAX_ERROR_CHARS),
+        }
+        line.update({key: value for key, value in optional.items() if value not in ("", None, 0, 0.0)})
+        return line
+
+
+def log_call(call: Call, status: str) -> None:
+    """The access-log line: its fields go to a JSON log whole (`extra["access"]`), and read as
+    `key=value` in a text log."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = call.fields(status)
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    log.info("%s", text, extra={"access": fields})
