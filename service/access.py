@@ -55,6 +55,13 @@ class Call:
     cost_usd: float = 0.0
     # The status message of a failed call (what the client was told).
     error: str = ""
+    # For traces: the served deployment's model, why it stopped, and the routing decision.
+    response_model: str = ""
+    finish_reason: str = ""
+    policy: str = ""
+    strategy: str = ""
+    candidates: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
 
     def fields(self, status: str) -> dict[str, Any]:
         line: dict[str, Any] = {

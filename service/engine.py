@@ -107,8 +107,9 @@ class Engine:
         call = call or Call("Chat", uuid.uuid4().hex)
         log = AttemptLog()
         try:
-            model_group, won = await self._first_answer(request, Unary(self.providers, request), log, time_remaining)
-            call.model_group, call.deployment = model_group, won.attempt.deployment.id
+            opening = Unary(self.providers, request)
+            model_group, won = await self._first_answer(request, opening, log, time_remaining, call)
+            call.finish_reason = _finish_reason(won.answer.finish_reason)
             async with won:
                 cost_usd = won.attempt.ok(won.answer.usage)
             _count_usage(call, won.answer.usage, cost_usd)
@@ -134,8 +135,8 @@ class Engine:
     async def _stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call, log: AttemptLog
     ) -> AsyncGenerator[pb.ChatStreamResponse, None]:
-        model_group, won = await self._first_answer(request, Streaming(self.providers, request), log, time_remaining)
-        call.model_group, call.deployment = model_group, won.attempt.deployment.id
+        opening = Streaming(self.providers, request)
+        model_group, won = await self._first_answer(request, opening, log, time_remaining, call)
         async with won:
             attempt, stream = won.attempt, won.answer
             deployment = attempt.deployment
@@ -156,11 +157,17 @@ class Engine:
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
             cost_usd = attempt.ok(finished.usage, first_token_s=stream.first_token_s)
             call.ttft_ms = stream.first_token_s * 1000
+            call.finish_reason = _finish_reason(finished.finish_reason)
             _count_usage(call, finished.usage, cost_usd)
             yield responses.stream_end(finished, cost_usd, log.records)
 
     async def _first_answer(
-        self, request: pb.ChatRequest, opening: Opening[R], log: AttemptLog, time_remaining: TimeRemaining
+        self,
+        request: pb.ChatRequest,
+        opening: Opening[R],
+        log: AttemptLog,
+        time_remaining: TimeRemaining,
+        call: Call,
     ) -> tuple[str, Won[R]]:
         """Routes the request and runs its attempts to the first answer, returning the model
         group and the winner, still open. When all a round found was rate limiting with a known
@@ -176,10 +183,13 @@ class Engine:
             failure: RoundFailure
             try:
                 decision, tokens = self._decide_chat(request, input_tokens, streaming=opening.streaming)
+                _note_decision(call, decision)
                 schedule = Schedule(
                     self.router, self.deployments, self.config.retries, decision, tokens, log, deadline, self.clock
                 )
-                return decision.model_group, await first_answer(schedule, opening)
+                won = await first_answer(schedule, opening)
+                call.deployment, call.response_model = won.attempt.deployment.id, won.attempt.deployment.provider.model
+                return decision.model_group, won
             except NoEligibleDeployment as error:
                 error.attempts = log.records
                 failure = error
@@ -307,3 +317,13 @@ def _count_attempts(call: Call, log: AttemptLog) -> None:
     call.attempts = len(log.records)
     if log.records:
         call.outcome = pb.Outcome.Name(log.records[-1].outcome).removeprefix("OUTCOME_").lower()
+
+
+def _note_decision(call: Call, decision: router_core.Decision) -> None:
+    call.model_group, call.policy, call.strategy = decision.model_group, decision.policy or "", decision.strategy
+    call.candidates = [candidate.deployment for candidate in decision.candidates]
+    call.rejected = [f"{rejection.deployment}: {rejection.filter}" for rejection in decision.rejected]
+
+
+def _finish_reason(reason: pb.FinishReason) -> str:
+    return pb.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower()

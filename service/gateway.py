@@ -23,6 +23,7 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
+from service.telemetry import server_span
 from service.validation import OverLimits, validate_chat, validate_route
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -131,7 +132,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def Chat(self, request: pb.ChatRequest, context: Context, call: Call) -> pb.ChatResponse:  # noqa: N802
         request = decoded(request)
         call.model = request.model
-        with self.runtimes.hold() as runtime:
+        with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
@@ -143,7 +144,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         holding the write) is noticed after `write_timeout_s` and the call ended."""
         request = decoded(request)
         call.model = request.model
-        with self.runtimes.hold() as runtime:
+        with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):

@@ -21,6 +21,7 @@ from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
 from service.runtime import Runtimes, build_runtime
+from service.telemetry import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Gateway:
             raise OSError(f"cannot listen on {listen}: {error}") from error
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
+        self.tracing = Tracing(config.telemetry)
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self.cluster: ClusterLink | None = None
@@ -93,6 +95,7 @@ class Gateway:
         # Budget first (or the fallback, within the link's timeout): the first calls need it.
         if self.cluster is not None:
             await self.cluster.start()
+        self.tracing.start()
         await self.server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -117,8 +120,9 @@ class Gateway:
         except Exception:
             log.exception("config reload (%s) from %s failed, still serving the previous config", why, source)
             return False
-        if config.state != self.config.state:
-            log.warning("config reload (%s): the state section changed; that takes effect at restart", why)
+        for section in ("state", "telemetry"):
+            if getattr(config, section) != getattr(self.config, section):
+                log.warning("config reload (%s): the %s section changed; that takes effect at restart", why, section)
         # Both in one step, nothing awaited between: no call sees the new table with the old runtime.
         self.router.reload(config.routing_document, without=config.left_out)
         self.runtimes.swap(runtime)
@@ -149,6 +153,8 @@ class Gateway:
         await self.server.stop(grace_s)
         if self.cluster is not None:
             await self.cluster.aclose()
+        # Exports what is left; off the loop, since the exporter blocks.
+        await asyncio.to_thread(self.tracing.shutdown)
         await self.runtimes.aclose()
 
 

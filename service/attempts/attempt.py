@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import router_core
+from service import telemetry
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.timing import Clock, Deadline
 from service.config import Deployment
@@ -64,7 +65,7 @@ class Attempt:
     """One call to one deployment, holding its lease until its outcome is recorded (`ok`,
     `failed`) or it is given back (`cancel`, `release`, or `settle_on` as its scope ends)."""
 
-    __slots__ = ("_clock", "_lease", "_log", "_router", "budget", "deployment", "started", "tier")
+    __slots__ = ("_clock", "_lease", "_log", "_router", "budget", "deployment", "span", "started", "tier")
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class Attempt:
         self.tier = tier
         self.budget = budget  # seconds this attempt may take
         self.started = clock()
+        self.span = telemetry.attempt_span(self)
 
     @property
     def settled(self) -> bool:
@@ -105,6 +107,7 @@ class Attempt:
             output_tokens=usage.output_tokens,
         )
         self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_OK, latency_s))
+        telemetry.end_attempt(self.span, "ok", usage.input_tokens, usage.output_tokens)
         return cost_usd
 
     def failed(self, error: UpstreamError) -> None:
@@ -122,6 +125,7 @@ class Attempt:
                 retry_after_s=error.retry_after_s,
             )
         record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
+        telemetry.end_attempt(self.span, OUTCOME_CLASSES.get(error.outcome, "error"))
         wait = error.retry_after_s
         if error.outcome == pb.OUTCOME_RATE_LIMITED and wait is None:
             # No Retry-After: the client is told the cool-down the gateway applied instead.
@@ -135,12 +139,14 @@ class Attempt:
             return
         self._router.release(self._settle())
         self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_CANCELLED, self.elapsed(), error=why))
+        telemetry.end_attempt(self.span, "cancelled")
 
     def release(self) -> None:
         """Gives the lease back without listing the attempt (it crashed: the request fails as a
         whole); a no-op once settled."""
         if self._lease is not None:
             self._router.release(self._settle())
+            telemetry.end_attempt(self.span, "crashed")
 
     def _settle(self) -> router_core.Lease:
         lease, self._lease = self._lease, None

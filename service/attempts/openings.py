@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from service import telemetry
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError
@@ -56,7 +57,8 @@ class Unary:
     async def start(self, attempt: Attempt) -> Completion:
         try:
             async with asyncio.timeout(attempt.budget):
-                completion = await self.providers[attempt.deployment.id].complete(self.request)
+                with telemetry.within(attempt.span):
+                    completion = await self.providers[attempt.deployment.id].complete(self.request)
         except TimeoutError as error:
             raise no_answer_within(attempt.budget) from error
         if completion.finish_reason == pb.FINISH_REASON_CONTENT_FILTER and not (
@@ -83,7 +85,9 @@ class Streaming:
         budget = min(attempt.budget, attempt.deployment.first_token_timeout_s or attempt.budget)
         try:
             async with asyncio.timeout(budget):
-                first = await anext(events)
+                # The request goes out here: it carries the attempt's trace context.
+                with telemetry.within(attempt.span):
+                    first = await anext(events)
         except BaseException as raised:
             await events.aclose()
             if isinstance(raised, StopAsyncIteration):

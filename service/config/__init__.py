@@ -26,6 +26,7 @@ from service.config.schema import (
     RetrySettings,
     ServerSettings,
     StateSettings,
+    TelemetrySettings,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RetrySettings",
     "ServerSettings",
     "StateSettings",
+    "TelemetrySettings",
     "api_key",
     "aws_credentials",
     "load_config",

@@ -68,6 +68,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         source,
         described_text=described,
         state=sections.state,
+        telemetry=sections.telemetry,
     )
 
 

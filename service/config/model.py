@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import router_core
-from service.config.schema import AnyProvider, RetrySettings, ServerSettings, StateSettings
+from service.config.schema import AnyProvider, RetrySettings, ServerSettings, StateSettings, TelemetrySettings
 
 
 class ConfigError(Exception):
@@ -83,6 +83,7 @@ class Config:
     model_groups: tuple[ModelGroup, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
     state: StateSettings = field(default_factory=StateSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def compiled(
@@ -95,6 +96,7 @@ class Config:
         left_out: tuple[str, ...] = (),
         described_text: str | None = None,
         state: StateSettings | None = None,
+        telemetry: TelemetrySettings | None = None,
     ) -> Config:
         """The config with the core's view of it (`described_text`, when the caller already asked
         `router_core.describe_config` for it): raises router_core.ConfigError when the routing
@@ -121,6 +123,7 @@ class Config:
             groups,
             tuple(compiled["policies"]),
             state or StateSettings(),
+            telemetry or TelemetrySettings(),
         )
 
     def deployments(self) -> list[Deployment]:
@@ -141,4 +144,5 @@ class Config:
             self.source,
             left_out,
             state=self.state,
+            telemetry=self.telemetry,
         )

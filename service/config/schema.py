@@ -251,12 +251,24 @@ class StateSettings(_Strict):
             raise ValueError("state.url is required with backend: redis")
 
 
+class TelemetrySettings(_Strict):
+    """Traces (service/telemetry.py): exported over OTLP/gRPC when `otlp_endpoint` is set, not
+    made at all when it is not."""
+
+    # host:port of an OTLP/gRPC receiver (a collector), e.g. 127.0.0.1:4317.
+    otlp_endpoint: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
+    # Plaintext to the receiver (a collector beside the gateway); false: TLS.
+    insecure: bool = True
+    service_name: Annotated[str, Field(min_length=1, max_length=128)] = "switchboard"
+
+
 class ServiceSections(_Strict):
     """The top level of the file: the service's own sections, typed; routing's, handed on."""
 
     server: ServerSettings = ServerSettings()
     retries: RetrySettings = RetrySettings()
     state: StateSettings = StateSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     # The Rust core's: checked there, with the key and line of each mistake mapped back here.
     default_group: object = None
     deployments: object = None

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from service import telemetry
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config import PooledDeployment
 from service.outcomes import UpstreamError
@@ -67,14 +68,16 @@ class HttpClient:
     def post(self, url: URL, body: Mapping[str, Any]) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """POST `body` as JSON: `async with client.post(...) as response`, a response that succeeded.
         Transport failures inside the block (reading the body included) are classified too."""
-        request = self._client().post(url, data=json.dumps(body).encode(), headers=self._headers)
+        headers = telemetry.with_trace_context(self._headers)
+        request = self._client().post(url, data=json.dumps(body).encode(), headers=headers)
         return self._succeeded(request)
 
     def post_signed(
         self, url: URL, data: bytes, headers: Mapping[str, str]
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """POST these exact bytes with these headers too (a signature covers both); as `post`."""
-        return self._succeeded(self._client().post(url, data=data, headers={**self._headers, **headers}))
+        headers = telemetry.with_trace_context({**self._headers, **headers})
+        return self._succeeded(self._client().post(url, data=data, headers=headers))
 
     @contextlib.asynccontextmanager
     async def events(

@@ -1,0 +1,187 @@
+"""Traces, after the OpenTelemetry GenAI semantic conventions: a server span per call, a client
+span per attempt under it, the W3C trace context taken from the caller's metadata and sent on to
+the provider (`traceparent`). Exported over OTLP/gRPC when `telemetry.otlp_endpoint` is set;
+otherwise nothing is created at all, so tracing costs nothing when it is off.
+
+Prompts and answers are never recorded; neither is anything secret (span attributes are the
+call's shape: models, deployments, outcomes, token counts, cost)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from service.access import Call
+from service.config import AnyProvider, TelemetrySettings
+
+if TYPE_CHECKING:
+    from service.attempts.attempt import Attempt
+
+# The provider names of the GenAI conventions (`gen_ai.provider.name`), by provider type.
+PROVIDER_NAMES = {
+    "openai_compatible": "openai",
+    "azure_openai": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "bedrock": "aws.bedrock",
+    "echo": "switchboard.echo",
+}
+# A routing decision's lists are cut to this many entries on a span.
+MAX_LISTED = 16
+
+_tracer: trace.Tracer | None = None
+
+
+class Tracing:
+    """The process's tracer while a gateway with `telemetry.otlp_endpoint` runs."""
+
+    def __init__(self, settings: TelemetrySettings) -> None:
+        self._provider: TracerProvider | None = None
+        if settings.otlp_endpoint is None:
+            return
+        self._provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
+        self._provider.add_span_processor(BatchSpanProcessor(exporter))
+
+    def start(self) -> None:
+        global _tracer
+        if self._provider is not None:
+            _tracer = self._provider.get_tracer("switchboard")
+
+    def flush(self) -> None:
+        if self._provider is not None:
+            self._provider.force_flush()
+
+    def shutdown(self) -> None:
+        global _tracer
+        if self._provider is not None:
+            _tracer = None
+            self._provider.shutdown()
+
+
+@contextmanager
+def server_span(call: Call, context: grpc.aio.ServicerContext, operation: str) -> Iterator[None]:
+    """The call's span, a child of the caller's trace context when it sent one; what the call
+    came to is set on it as it ends."""
+    if _tracer is None:
+        yield
+        return
+    metadata = context.invocation_metadata() or ()
+    parent = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
+    name = f"{operation} {call.model}" if call.model else operation
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield
+        except asyncio.CancelledError:
+            _failed(span, "CANCELLED")
+            raise
+        except Exception as error:
+            code = getattr(error, "code", None)
+            _failed(span, code.name if isinstance(code, grpc.StatusCode) else type(error).__name__)
+            raise
+        finally:
+            span.set_attributes(_call_attributes(call, operation))
+
+
+def attempt_span(attempt: Attempt) -> Span | None:
+    """A client span for one attempt, under the current call's span; None when not tracing."""
+    if _tracer is None:
+        return None
+    provider = attempt.deployment.provider
+    return _tracer.start_span(
+        f"chat {provider.model}",
+        kind=SpanKind.CLIENT,
+        attributes=_attempt_attributes(attempt.deployment.id, provider, attempt.tier),
+    )
+
+
+@contextmanager
+def within(span: Span | None) -> Iterator[None]:
+    """Makes `span` the current one (so that requests made here carry it upstream)."""
+    if span is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def end_attempt(span: Span | None, outcome: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
+    if span is None:
+        return
+    if outcome == "ok":
+        span.set_attributes({"gen_ai.usage.input_tokens": input_tokens, "gen_ai.usage.output_tokens": output_tokens})
+    else:
+        _failed(span, outcome)
+    span.end()
+
+
+def with_trace_context(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` and the current trace context (`traceparent`) when tracing; as they are if not."""
+    if _tracer is None:
+        return headers
+    carrier = dict(headers)
+    propagate.inject(carrier)
+    return carrier
+
+
+def _failed(span: Span, error_type: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR))
+
+
+def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "switchboard.request_id": call.request_id,
+        "switchboard.attempts": call.attempts,
+    }
+    optional: dict[str, Any] = {
+        "gen_ai.request.model": call.model,
+        "gen_ai.response.model": call.response_model,
+        "switchboard.model_group": call.model_group,
+        "switchboard.deployment": call.deployment,
+        "switchboard.outcome": call.outcome,
+        "switchboard.cost_usd": call.cost_usd,
+        "gen_ai.usage.input_tokens": call.input_tokens,
+        "gen_ai.usage.output_tokens": call.output_tokens,
+        "switchboard.route.policy": call.policy,
+        "switchboard.route.strategy": call.strategy,
+        "switchboard.route.candidates": call.candidates[:MAX_LISTED],
+        "switchboard.route.rejected": call.rejected[:MAX_LISTED],
+    }
+    if call.finish_reason:
+        attributes["gen_ai.response.finish_reasons"] = [call.finish_reason]
+    attributes.update({key: value for key, value in optional.items() if value not in ("", None, 0, 0.0, [])})
+    return attributes
+
+
+def _attempt_attributes(deployment: str, provider: AnyProvider, tier: int) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": PROVIDER_NAMES.get(provider.type, provider.type),
+        "gen_ai.request.model": provider.model,
+        "switchboard.deployment": deployment,
+        "switchboard.tier": tier,
+    }
+    base_url = getattr(provider, "base_url", None)
+    if base_url is not None and base_url.host:
+        attributes["server.address"] = base_url.host
+        if base_url.port:
+            attributes["server.port"] = base_url.port
+    return attributes

@@ -1,0 +1,110 @@
+"""Traces exported over OTLP to a real receiver: one server span per call, one client span per
+attempt under it, the caller's trace context continued and sent on to the provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config import parse_config
+from service.server import Gateway
+from tests.mock_openai import Fault, MockOpenAI
+from tests.otlp_receiver import OtlpReceiver, attributes
+from tests.test_e2e import chat_request, config
+
+PROMPT = "the quarterly numbers, privately"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OtlpReceiver]:
+    receiver = await OtlpReceiver().start()
+    yield receiver
+    await receiver.stop()
+
+
+async def traced_chat(yaml: str, receiver: OtlpReceiver, *, stream: bool = False) -> tuple[list[trace_pb2.Span], str]:
+    """One call through a gateway exporting to `receiver`, with the caller's traceparent; the spans
+    it exported (the gateway stopped, so all of them) and the response id."""
+    traced = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n" + yaml
+    gateway = Gateway(parse_config(traced), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    metadata = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            if stream:
+                events = [e async for e in stub.ChatStream(chat_request(text=PROMPT), metadata=metadata)]
+                request_id = events[0].start.id
+            else:
+                request_id = (await stub.Chat(chat_request(text=PROMPT), metadata=metadata)).id
+    finally:
+        await gateway.stop(0)
+    return receiver.spans, request_id
+
+
+async def test_a_fallback_is_one_server_span_over_one_client_span_per_attempt(
+    upstream: MockOpenAI, second_upstream: MockOpenAI, receiver: OtlpReceiver
+) -> None:
+    upstream.fault = Fault(status=500)
+    spans, request_id = await traced_chat(config(upstream, second_upstream), receiver)
+    (server,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+    attempts = sorted(
+        (s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_CLIENT), key=lambda s: s.start_time_unix_nano
+    )
+    assert len(spans) == 3 and len(attempts) == 2
+    assert (server.trace_id.hex(), server.parent_span_id.hex()) == (TRACE_ID, CALLER_SPAN), "the caller's trace"
+    assert all(a.trace_id == server.trace_id and a.parent_span_id == server.span_id for a in attempts)
+    assert server.name == "chat chat"
+    call = attributes(server)
+    assert {k: call[k] for k in ("gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model")} == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "chat",
+        "gen_ai.response.model": "mock-model-1",
+    }
+    assert call["switchboard.request_id"] == request_id
+    assert (call["switchboard.deployment"], call["switchboard.attempts"]) == ("mock-1", 2)
+    assert call["switchboard.route.candidates"] == ["mock-0", "mock-1"]
+    assert call["gen_ai.response.finish_reasons"] == ["stop"]
+    assert call["gen_ai.usage.output_tokens"] > 0  # type: ignore[operator]
+    assert "error.type" not in call and server.status.code != trace_pb2.Status.STATUS_CODE_ERROR
+    first, second = (attributes(a) for a in attempts)
+    assert (first["gen_ai.provider.name"], first["gen_ai.request.model"], first["server.address"]) == (
+        "openai",
+        "mock-model-0",
+        "127.0.0.1",
+    )
+    assert first["error.type"] == "server_error" and attempts[0].status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    assert "error.type" not in second and second["gen_ai.usage.output_tokens"] == call["gen_ai.usage.output_tokens"]
+    # Each provider got the trace context of its own attempt.
+    for mock, attempt in ((upstream, attempts[0]), (second_upstream, attempts[1])):
+        (sent,) = [h["traceparent"] for h in mock.headers if "traceparent" in h]
+        assert sent.split("-")[1:3] == [TRACE_ID, attempt.span_id.hex()]
+    assert all(PROMPT not in str(value) for span in spans for value in attributes(span).values())
+
+
+async def test_a_failed_stream_says_why_on_its_span(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
+    upstream.fault = Fault(status=503)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await traced_chat(config(upstream), receiver, stream=True)
+    (server,) = [s for s in receiver.spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+    assert attributes(server)["error.type"] == "UNAVAILABLE"
+    assert server.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    assert receiver.resources[0]["service.name"] == "switchboard"
+
+
+async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(upstream: MockOpenAI) -> None:
+    gateway = Gateway(parse_config(config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            metadata = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
+            await pb_grpc.GatewayStub(channel).Chat(chat_request(), metadata=metadata)
+    finally:
+        await gateway.stop(0)
+    assert all("traceparent" not in h for h in upstream.headers)
