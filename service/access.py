@@ -63,12 +63,15 @@ class Call:
     candidates: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
 
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
     def fields(self, status: str) -> dict[str, Any]:
         line: dict[str, Any] = {
             "request_id": self.request_id,
             "method": self.method,
             "status": status,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "latency_ms": round(self.elapsed_s() * 1000, 3),
         }
         optional = {
             "model": bounded(self.model, MAX_MODEL_CHARS),

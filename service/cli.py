@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     listen = options.listen or config.server.listen
     if options.workers < 1:
         parser.error("--workers must be at least 1")
+    if options.workers > 1 and config.telemetry.metrics_listen:
+        # Each worker would count its own calls on one port: a scrape would see one at random.
+        print("switchboard: telemetry.metrics_listen does not work with --workers yet", file=sys.stderr)
+        return 2
     try:
         if options.workers > 1:
             return run_workers(config, listen, options.workers, log_settings, config_path=options.config)

@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from service import responses
 from service.access import REQUEST_ID, Call, log_call, request_id
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.metrics import record_call
 from service.outcomes import AttemptRecord
 from service.redaction import bounded, redact
 
@@ -264,5 +265,6 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             raise
         finally:
             log_call(call, status.name)
+            record_call(call, status.name, call.elapsed_s())
 
     return wrapper

@@ -20,6 +20,7 @@ from service.cluster import ClusterLink
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
+from service.metrics import Metrics
 from service.runtime import Runtimes, build_runtime
 from service.telemetry import Tracing
 
@@ -74,6 +75,7 @@ class Gateway:
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.tracing = Tracing(config.telemetry)
+        self.metrics = Metrics(config.telemetry, self.router) if config.telemetry.metrics_listen else None
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self.cluster: ClusterLink | None = None
@@ -96,6 +98,9 @@ class Gateway:
         if self.cluster is not None:
             await self.cluster.start()
         self.tracing.start()
+        if self.metrics is not None:
+            await self.metrics.start()
+            log.info("metrics at http://%s/metrics", self.metrics.where)
         await self.server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -155,6 +160,8 @@ class Gateway:
             await self.cluster.aclose()
         # Exports what is left; off the loop, since the exporter blocks.
         await asyncio.to_thread(self.tracing.shutdown)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.runtimes.aclose()
 
 

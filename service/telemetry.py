@@ -140,6 +140,11 @@ def with_trace_context(headers: Mapping[str, str]) -> Mapping[str, str]:
     return carrier
 
 
+def provider_name(provider: AnyProvider) -> str:
+    """`gen_ai.provider.name` for a deployment's provider."""
+    return PROVIDER_NAMES.get(provider.type, provider.type)
+
+
 def _failed(span: Span, error_type: str) -> None:
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR))
@@ -174,7 +179,7 @@ def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
 def _attempt_attributes(deployment: str, provider: AnyProvider, tier: int) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": PROVIDER_NAMES.get(provider.type, provider.type),
+        "gen_ai.provider.name": provider_name(provider),
         "gen_ai.request.model": provider.model,
         "switchboard.deployment": deployment,
         "switchboard.tier": tier,

@@ -252,14 +252,17 @@ class StateSettings(_Strict):
 
 
 class TelemetrySettings(_Strict):
-    """Traces (service/telemetry.py): exported over OTLP/gRPC when `otlp_endpoint` is set, not
-    made at all when it is not."""
+    """Traces (service/telemetry.py), exported over OTLP/gRPC when `otlp_endpoint` is set, and
+    metrics (service/metrics.py), scraped at `metrics_listen`: neither made when not asked for."""
 
     # host:port of an OTLP/gRPC receiver (a collector), e.g. 127.0.0.1:4317.
     otlp_endpoint: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
     # Plaintext to the receiver (a collector beside the gateway); false: TLS.
     insecure: bool = True
     service_name: Annotated[str, Field(min_length=1, max_length=128)] = "switchboard"
+    # host:port where Prometheus scrapes /metrics (HTTP); off when unset. Loopback unless the
+    # scraper is elsewhere: the figures name every deployment.
+    metrics_listen: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
 
 
 class ServiceSections(_Strict):
