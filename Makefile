@@ -94,6 +94,7 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.shared_budgets --quick
 	$(PY) -m benches.cluster --quick
 	$(PY) -m benches.workers --quick
+	$(PY) -m benches.telemetry --quick
 
 .PHONY: bench
 bench: install tools system-deps ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -106,6 +107,7 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.shared_budgets
 	$(PY) -m benches.cluster
 	$(PY) -m benches.workers
+	$(PY) -m benches.telemetry
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

@@ -20,6 +20,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.access import Call
@@ -50,7 +51,10 @@ class Tracing:
         self._provider: TracerProvider | None = None
         if settings.otlp_endpoint is None:
             return
-        self._provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": settings.service_name}),
+            sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+        )
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
         self._provider.add_span_processor(BatchSpanProcessor(exporter))
 

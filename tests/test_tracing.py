@@ -108,3 +108,23 @@ async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(upstream: 
     finally:
         await gateway.stop(0)
     assert all("traceparent" not in h for h in upstream.headers)
+
+
+async def test_a_sample_ratio_of_zero_traces_only_what_the_caller_sampled(
+    upstream: MockOpenAI, receiver: OtlpReceiver
+) -> None:
+    sampled_out = f"telemetry: {{trace_sample_ratio: 0, otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n"
+    gateway = Gateway(parse_config(sampled_out + config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            await stub.Chat(chat_request())  # no traceparent: the ratio decides, and says no
+            await stub.Chat(chat_request(), metadata=(("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),))
+    finally:
+        await gateway.stop(0)
+    assert {span.trace_id.hex() for span in receiver.spans} == {TRACE_ID}
+    assert len(receiver.spans) == 2
+    # The decision travels on: the unsampled call's traceparent says "not sampled" (flag bit 0).
+    flags = [int(h["traceparent"][-2:], 16) for h in upstream.headers if "traceparent" in h]
+    assert [flag & 1 for flag in flags] == [0, 1]

@@ -260,6 +260,9 @@ class TelemetrySettings(_Strict):
     # Plaintext to the receiver (a collector beside the gateway); false: TLS.
     insecure: bool = True
     service_name: Annotated[str, Field(min_length=1, max_length=128)] = "switchboard"
+    # The share of calls traced, unless the caller's traceparent already decided: a trace costs
+    # the worker about a third more CPU per call (benches/telemetry.py), a sample that much less.
+    trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
     # host:port where Prometheus scrapes /metrics (HTTP); off when unset. Loopback unless the
     # scraper is elsewhere: the figures name every deployment.
     metrics_listen: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None

@@ -1,0 +1,104 @@
+"""What telemetry costs a gateway worker: CPU per unary Chat with traces and metrics on, against
+off, in turns.
+
+    .venv/bin/python -m benches.telemetry            # 10 000 chats per run, 3 runs each
+    .venv/bin/python -m benches.telemetry --quick    # 300 chats, 1 run each (CI)
+
+One worker pinned to CPU 0 serves benches/loadgen's unary Chats (concurrency 16) to
+benches/mockupstream; the load generator, the upstream and an OTLP receiver (tests/otlp_receiver.py,
+which takes every span) share CPU 1. "On" exports every span (no sampling) and serves /metrics
+(scraped once per run). The worker's CPU time (user + system, from /proc) is read around each run.
+Results: benches/results/telemetry.json (telemetry-quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from benches.chat import gateway_config, request_bodies
+from benches.harness import BIN, RESULTS, ROOT, cpu_seconds, free_port, gateway, machine, pinned, running, timestamp
+
+RECEIVER = """
+import asyncio, sys
+from tests.otlp_receiver import OtlpReceiver
+async def main():
+    receiver = await OtlpReceiver().start()
+    print("receiver listening", receiver.port, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def cpu_per_chat_ms(worker: int, port: int, body: Path, total: int) -> float:
+    command = [str(BIN / "loadgen"), "-mode", "grpc-unary", "-target", f"127.0.0.1:{port}"]
+    command += ["-c", "16", "-n", str(total), "-warmup", "0", "-body", str(body)]
+    before = cpu_seconds(worker)
+    subprocess.run(pinned(command, 1), capture_output=True, text=True, check=True, cwd=ROOT)
+    return (cpu_seconds(worker) - before) / total * 1000
+
+
+def run(config_yaml: str, body: Path, total: int, metrics_port: int | None) -> float:
+    port = free_port()
+    with gateway(config_yaml, port) as worker:
+        cpu_per_chat_ms(worker, port, body, min(total, 500))  # warm up
+        cost = cpu_per_chat_ms(worker, port, body, total)
+        if metrics_port is not None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as scrape:
+                assert b"switchboard_calls_total" in scrape.read()
+        return cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="300 chats, one run each (smoke test)")
+    options = parser.parse_args()
+    total, runs = (300, 1) if options.quick else (10_000, 3)
+    upstream_port, metrics_port = free_port(), free_port()
+    receiver = subprocess.Popen(
+        pinned([sys.executable, "-c", RECEIVER], 1), stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert receiver.stdout is not None
+        receiver_port = int(receiver.stdout.readline().split()[-1])
+        off = gateway_config(upstream_port)
+        on = (
+            f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver_port}', metrics_listen: '127.0.0.1:{metrics_port}'}}\n"
+            + off
+        )
+        costs: dict[str, list[float]] = {"off": [], "on": []}
+        with (
+            request_bodies() as bodies,
+            running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
+                    grpc_ready=False),
+        ):  # fmt: skip
+            for _ in range(runs):
+                costs["off"].append(run(off, bodies["grpc"], total, None))
+                costs["on"].append(run(on, bodies["grpc"], total, metrics_port))
+                print(json.dumps({k: round(v[-1], 4) for k, v in costs.items()}))
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    off_ms, on_ms = statistics.median(costs["off"]), statistics.median(costs["on"])
+    print(f"worker CPU per chat: off {off_ms:.3f} ms, on {on_ms:.3f} ms ({on_ms / off_ms - 1:+.1%})")
+    report: dict[str, Any] = {
+        "date": timestamp(),
+        "machine": machine(),
+        "chats_per_run": total,
+        "cpu_per_chat_ms": costs,
+        "median_off_ms": off_ms,
+        "median_on_ms": on_ms,
+        "on_over_off": round(on_ms / off_ms, 4),
+    }
+    name = "telemetry-quick.json" if options.quick else "telemetry.json"
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
