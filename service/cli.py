@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import grpc
+from google.protobuf.json_format import MessageToJson
+
 from service import __version__
+from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.config import ConfigError, load_config
 from service.config.report import compiled_report
 from service.logs import LogSettings, configure_logging, resolved
@@ -36,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = commands.add_parser("check-config", help="validate a config file and print what it compiles to")
     check.add_argument("config", type=Path)
+    stats = commands.add_parser("stats", help="print every deployment's live figures as JSON (the Admin API)")
+    stats.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
+    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     options = parser.parse_args(argv)
+    if options.command == "stats":
+        return print_stats(options.admin, options.timeout)
 
     log_settings = LogSettings(getattr(options, "log_level", "INFO"), resolved(getattr(options, "log_format", "auto")))
     configure_logging(log_settings)
@@ -51,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     listen = options.listen or config.server.listen
     if options.workers < 1:
         parser.error("--workers must be at least 1")
-    if options.workers > 1 and config.telemetry.metrics_listen:
-        # Each worker would count its own calls on one port: a scrape would see one at random.
-        print("switchboard: telemetry.metrics_listen does not work with --workers yet", file=sys.stderr)
+    if options.workers > 1 and (config.telemetry.metrics_listen or config.server.admin_listen):
+        # Each worker would serve its own on one port: an operator would reach one at random.
+        print(
+            "switchboard: telemetry.metrics_listen and server.admin_listen do not work with --workers yet",
+            file=sys.stderr,
+        )
         return 2
     try:
         if options.workers > 1:
@@ -62,4 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def print_stats(admin: str, timeout_s: float) -> int:
+    with grpc.insecure_channel(admin) as channel:
+        try:
+            stats = admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest(), timeout=timeout_s)
+        except grpc.RpcError as error:
+            print(f"switchboard: {admin}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(MessageToJson(stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
     return 0

@@ -15,6 +15,8 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
+from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.cluster import ClusterLink
 from service.config import Config, ConfigError, load_config
@@ -82,6 +84,16 @@ class Gateway:
         if config.state.backend == "redis":
             self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
         add_to_server(GatewayServicer(self.runtimes), self.server)
+        self.admin: grpc.aio.Server | None = None
+        self.admin_port = 0
+        if config.server.admin_listen is not None:
+            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            try:
+                self.admin_port = self.admin.add_insecure_port(config.server.admin_listen)
+            except RuntimeError as error:
+                raise OSError(f"cannot listen on {config.server.admin_listen} (admin): {error}") from error
+            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.router, self.reloaded), self.admin)
+            _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
 
@@ -101,6 +113,8 @@ class Gateway:
         if self.metrics is not None:
             await self.metrics.start()
             log.info("metrics at http://%s/metrics", self.metrics.where)
+        if self.admin is not None:
+            await self.admin.start()
         await self.server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -115,24 +129,29 @@ class Gateway:
         """Reads the config again (`why`: what asked, for the log), builds a runtime from it and
         swaps it in; calls under way keep the one they started on. On any error the current
         config keeps serving and the reason is logged. True when the new config is in place."""
+        return self.reloaded(why).applied
+
+    def reloaded(self, why: str) -> Reloaded:
+        """`reload`, saying what changed or why the new config was refused."""
         source = self.config_path or "the embedded default config"
         try:
             config = load_config(self.config_path, self.environ)
             runtime = build_runtime(config, self.router, self.environ, self.runtimes.current)
         except ConfigError as error:
             log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)
-            return False
-        except Exception:
+            return Reloaded(applied=False, error=str(error))
+        except Exception as error:
             log.exception("config reload (%s) from %s failed, still serving the previous config", why, source)
-            return False
+            return Reloaded(applied=False, error=f"{type(error).__name__}: {error}")
         for section in ("state", "telemetry"):
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("config reload (%s): the %s section changed; that takes effect at restart", why, section)
+        reloaded = Reloaded.between(self.config, config)
         # Both in one step, nothing awaited between: no call sees the new table with the old runtime.
         self.router.reload(config.routing_document, without=config.left_out)
         self.runtimes.swap(runtime)
         log.info("config reloaded (%s) from %s: %d deployments", why, source, len(config.deployments()))
-        return True
+        return reloaded
 
     async def watch_config(self, interval_s: float) -> None:
         """Reloads when the config file changes: its inode (an editor that replaces the file),
@@ -156,6 +175,8 @@ class Gateway:
         if drain_s > 0:
             await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
+        if self.admin is not None:
+            await self.admin.stop(0)
         if self.cluster is not None:
             await self.cluster.aclose()
         # Exports what is left; off the loop, since the exporter blocks.

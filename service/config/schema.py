@@ -72,6 +72,9 @@ class ServerSettings(_Strict):
     watch_interval_s: NonNegativeFloat = 1.0
     limits: RequestLimits = RequestLimits()
     clients: ClientLimits = ClientLimits()
+    # host:port of the Admin API (switchboard.admin.v1), a gRPC server apart from the data plane;
+    # off when unset. It can reload the config and shows every deployment: keep it on loopback.
+    admin_listen: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
 
 
 class _ProviderBase(_Strict):

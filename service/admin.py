@@ -1,0 +1,84 @@
+"""The switchboard.admin.v1.Admin servicer: the router's live figures per deployment, and the
+config reload as SIGHUP does it, with what it changed. Served on `server.admin_listen` only, a
+server of its own apart from the data plane (service/server.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+import router_core
+from service.api.switchboard.admin.v1 import admin_pb2 as pb
+from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
+from service.config import Config
+
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload came to."""
+
+    applied: bool
+    error: str = ""
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def between(cls, old: Config, new: Config) -> Reloaded:
+        before = {d.id: d for d in old.deployments()}
+        after = {d.id: d for d in new.deployments()}
+        return cls(
+            applied=True,
+            added=[id_ for id_ in after if id_ not in before],
+            removed=[id_ for id_ in before if id_ not in after],
+            changed=[id_ for id_, d in after.items() if id_ in before and before[id_] != d],
+        )
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, router: router_core.Router, reload: Callable[[str], Reloaded]) -> None:
+        self._router = router
+        self._reload = reload
+
+    async def GetStats(  # noqa: N802
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatsResponse:
+        return pb.GetStatsResponse(deployments=[_stats(s) for s in self._router.stats()])
+
+    async def ReloadConfig(  # noqa: N802
+        self, request: pb.ReloadConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReloadConfigResponse:
+        reloaded = self._reload("admin API")
+        return pb.ReloadConfigResponse(
+            applied=reloaded.applied,
+            error=reloaded.error,
+            added=reloaded.added,
+            removed=reloaded.removed,
+            changed=reloaded.changed,
+        )
+
+
+def _stats(s: router_core.DeploymentStats) -> pb.DeploymentStats:
+    stats = pb.DeploymentStats(
+        deployment=s.deployment,
+        requests=s.requests,
+        failures=s.failures,
+        in_flight=s.in_flight,
+        input_tokens=s.input_tokens,
+        output_tokens=s.output_tokens,
+        circuit_state=s.state,
+        unavailable_reason=s.unavailable_reason or "",
+        unavailable_for_s=s.unavailable_for_s or 0.0,
+        consecutive_failures=s.consecutive_failures,
+        headroom=s.headroom,
+        input_token_ratio=s.input_token_ratio,
+    )
+    for name in ("error_rate", "ewma_latency_ms", "tail_latency_ms", "ewma_ttft_ms", "tail_ttft_ms"):
+        value = getattr(s, name)
+        if value is not None:
+            setattr(stats, name, value)
+    return stats

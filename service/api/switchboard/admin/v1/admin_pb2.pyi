@@ -1,0 +1,73 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentStats]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ...) -> None: ...
+
+class DeploymentStats(_message.Message):
+    __slots__ = ("deployment", "requests", "failures", "in_flight", "input_tokens", "output_tokens", "circuit_state", "unavailable_reason", "unavailable_for_s", "consecutive_failures", "error_rate", "ewma_latency_ms", "tail_latency_ms", "ewma_ttft_ms", "tail_ttft_ms", "headroom", "input_token_ratio")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    EWMA_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    EWMA_TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKEN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    requests: int
+    failures: int
+    in_flight: int
+    input_tokens: int
+    output_tokens: int
+    circuit_state: str
+    unavailable_reason: str
+    unavailable_for_s: float
+    consecutive_failures: int
+    error_rate: float
+    ewma_latency_ms: float
+    tail_latency_ms: float
+    ewma_ttft_ms: float
+    tail_ttft_ms: float
+    headroom: float
+    input_token_ratio: float
+    def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., in_flight: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., circuit_state: _Optional[str] = ..., unavailable_reason: _Optional[str] = ..., unavailable_for_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., error_rate: _Optional[float] = ..., ewma_latency_ms: _Optional[float] = ..., tail_latency_ms: _Optional[float] = ..., ewma_ttft_ms: _Optional[float] = ..., tail_ttft_ms: _Optional[float] = ..., headroom: _Optional[float] = ..., input_token_ratio: _Optional[float] = ...) -> None: ...
+
+class ReloadConfigRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadConfigResponse(_message.Message):
+    __slots__ = ("applied", "error", "added", "removed", "changed")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    error: str
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, applied: _Optional[bool] = ..., error: _Optional[str] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., changed: _Optional[_Iterable[str]] = ...) -> None: ...

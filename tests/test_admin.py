@@ -1,0 +1,91 @@
+"""The Admin API on its own address: live figures per deployment, the config reload with what it
+changed or why it was refused, `switchboard stats`, and nothing of it unless asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config import load_config
+from service.server import Gateway
+from tests.mock_openai import MockOpenAI
+from tests.test_cli import grpcurl
+from tests.test_e2e import chat_request, config
+
+ADMIN = "server: {admin_listen: '127.0.0.1:0'}\n"
+
+
+async def started(path: Path) -> Gateway:
+    gateway = Gateway(
+        load_config(path, {"MOCK_KEY": "sk-test"}), "127.0.0.1:0", {"MOCK_KEY": "sk-test"}, config_path=path
+    )
+    await gateway.start()
+    return gateway
+
+
+async def test_stats_and_a_reload_through_the_admin_api(tmp_path: Path, upstream: MockOpenAI) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(ADMIN + config(upstream))
+    gateway = await started(path)
+    try:
+        assert gateway.admin_port not in (0, gateway.port)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data:
+            for _ in range(2):
+                await pb_grpc.GatewayStub(data).Chat(chat_request())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as channel:
+            admin = admin_pb2_grpc.AdminStub(channel)
+            stats = {s.deployment: s for s in (await admin.GetStats(admin_pb2.GetStatsRequest())).deployments}
+            assert set(stats) == {"echo", "mock-0"}
+            mock = stats["mock-0"]
+            assert (mock.requests, mock.failures, mock.in_flight, mock.circuit_state) == (2, 0, 0, "closed")
+            assert mock.output_tokens > 0 and mock.HasField("ewma_latency_ms") and not mock.HasField("ewma_ttft_ms")
+
+            path.write_text(ADMIN + config(upstream, upstream).replace("priority: 0", "priority: 0\n        rpm: 7"))
+            reloaded = await admin.ReloadConfig(admin_pb2.ReloadConfigRequest())
+            assert (reloaded.applied, list(reloaded.added), list(reloaded.removed)) == (True, ["mock-1"], [])
+            path.write_text(ADMIN + "model_groups: [{name: x, deployments: [{id: x, type: echo, model: x}]}]\n")
+            refused = await admin.ReloadConfig(admin_pb2.ReloadConfigRequest())
+            assert not refused.applied and "c.yaml:2" in refused.error and "context_window" in refused.error
+            after = await admin.GetStats(admin_pb2.GetStatsRequest())
+            assert [s.deployment for s in after.deployments] == ["echo", "mock-0", "mock-1"], "still the last good one"
+        # The command, and reflection for grpcurl users.
+        command = [sys.executable, "-m", "service", "stats", "--admin", f"127.0.0.1:{gateway.admin_port}"]
+        # In a thread: the gateway that answers runs on this loop.
+        result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        dumped = json.loads(result.stdout)
+        assert [d["deployment"] for d in dumped["deployments"]] == ["echo", "mock-0", "mock-1"]
+        assert dumped["deployments"][1]["requests"] == "2"  # uint64, as protobuf's JSON writes it
+        services = await asyncio.to_thread(grpcurl, f"127.0.0.1:{gateway.admin_port}", "list")
+        assert "switchboard.admin.v1.Admin" in services and "switchboard.v1.Gateway" not in services
+    finally:
+        await gateway.stop(0)
+
+
+async def test_no_admin_api_unless_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(config())
+    gateway = await started(path)
+    try:
+        assert gateway.admin is None and gateway.admin_port == 0
+        services = await asyncio.to_thread(grpcurl, f"127.0.0.1:{gateway.port}", "list")
+        assert "switchboard.admin.v1.Admin" not in services
+    finally:
+        await gateway.stop(0)
+
+
+def test_stats_says_when_it_cannot_reach_the_admin_api() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "stats", "--admin", "127.0.0.1:1", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
