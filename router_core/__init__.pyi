@@ -137,6 +137,10 @@ class Router:
         token when ``first_token``, else of its whole latency: how long to wait before
         hedging an attempt on it. None before its first successful outcome that measured
         it (a ``ttft_ms``, for the first token). Raises UnknownDeploymentError."""
+    def set_drained(self, deployment: str, drained: bool) -> None:
+        """Take the deployment out of rotation (``drained=True``: no new attempt goes to it,
+        those under way finish) or put it back. It holds across reloads and for every
+        process sharing the router's region. Raises UnknownDeploymentError."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
     def reload(self, config_json: str, *, without: Sequence[str] = ()) -> None:

@@ -4,6 +4,7 @@ server of its own apart from the data plane (service/server.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,9 @@ import router_core
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
 from service.config import Config
+from service.redaction import bounded
+
+log = logging.getLogger(__name__)
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 
@@ -60,6 +64,23 @@ class AdminServicer(pb_grpc.AdminServicer):
             removed=reloaded.removed,
             changed=reloaded.changed,
         )
+
+    async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:  # noqa: N802
+        await self._set_drained(request.deployment, True, context)
+        return pb.DrainResponse()
+
+    async def Undrain(  # noqa: N802
+        self, request: pb.UndrainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UndrainResponse:
+        await self._set_drained(request.deployment, False, context)
+        return pb.UndrainResponse()
+
+    async def _set_drained(self, deployment: str, drained: bool, context: grpc.aio.ServicerContext) -> None:
+        try:
+            self._router.set_drained(deployment, drained)
+        except router_core.UnknownDeploymentError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no deployment {bounded(deployment, 128)!r}")
+        log.info("deployment %s %s through the admin API", deployment, "drained" if drained else "undrained")
 
 
 def _stats(s: router_core.DeploymentStats) -> pb.DeploymentStats:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -89,3 +90,30 @@ def test_stats_says_when_it_cannot_reach_the_admin_api() -> None:
         timeout=60,
     )
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
+
+
+async def test_a_drained_deployment_gets_no_calls_until_undrained(
+    tmp_path: Path, upstream: MockOpenAI, second_upstream: MockOpenAI
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(ADMIN + config(upstream, second_upstream))
+    gateway = await started(path)
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data,
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as channel,
+        ):
+            chat, admin = pb_grpc.GatewayStub(data), admin_pb2_grpc.AdminStub(channel)
+            assert (await chat.Chat(chat_request())).served.deployment == "mock-0"
+            await admin.Drain(admin_pb2.DrainRequest(deployment="mock-0"))
+            assert (await chat.Chat(chat_request())).served.deployment == "mock-1"
+            stats = {s.deployment: s for s in (await admin.GetStats(admin_pb2.GetStatsRequest())).deployments}
+            assert (stats["mock-0"].unavailable_reason, stats["mock-0"].unavailable_for_s) == ("drained", 0)
+            await admin.Undrain(admin_pb2.UndrainRequest(deployment="mock-0"))
+            assert (await chat.Chat(chat_request())).served.deployment == "mock-0"
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await admin.Drain(admin_pb2.DrainRequest(deployment="nowhere"))
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await gateway.stop(0)
+    assert len(upstream.requests) == 2 and len(second_upstream.requests) == 1

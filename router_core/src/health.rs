@@ -64,6 +64,8 @@ pub enum UnavailableReason {
     Ejected,
     /// Half-open, and another request holds the probe slot.
     ProbeInFlight,
+    /// Taken out by an operator until undrained (`Health::set_drained`).
+    Drained,
 }
 
 impl UnavailableReason {
@@ -74,6 +76,7 @@ impl UnavailableReason {
             UnavailableReason::AuthFailed => "auth_failed",
             UnavailableReason::Ejected => "ejected",
             UnavailableReason::ProbeInFlight => "probe_in_flight",
+            UnavailableReason::Drained => "drained",
         }
     }
 }
@@ -86,6 +89,7 @@ impl fmt::Display for UnavailableReason {
             UnavailableReason::AuthFailed => "credentials rejected",
             UnavailableReason::Ejected => "ejected as a latency outlier",
             UnavailableReason::ProbeInFlight => "circuit half-open, probe in flight",
+            UnavailableReason::Drained => "drained by an operator",
         })
     }
 }
@@ -143,6 +147,7 @@ impl fmt::Display for Explanation {
                     UnavailableReason::ProbeInFlight => {
                         write!(f, "{reason} (claim lapses in {left})")
                     }
+                    UnavailableReason::Drained => write!(f, "{reason}"),
                     _ => write!(f, "{reason} for another {left}"),
                 }
             }
@@ -210,8 +215,15 @@ impl Health {
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
+        to.drained.store(from.drained.load(Relaxed), Relaxed);
         health.latency().copy_from(old.latency());
         health
+    }
+
+    /// Takes the deployment out of rotation (no new attempt; those under way finish), or puts
+    /// it back, for every process that shares this health.
+    pub fn set_drained(&self, drained: bool) {
+        self.cell.atomics().drained.store(drained, Relaxed);
     }
 
     /// Deployment `id`'s health in `region`, where every process mapping it
@@ -238,9 +250,15 @@ impl Health {
         &self.policy
     }
 
-    /// The route filter's check: three atomic loads and a brief lock; changes nothing.
+    /// The route filter's check: a few atomic loads and a brief lock; changes nothing.
     pub fn admit(&self, now: Nanos) -> Admission {
         let atomics = self.cell.atomics();
+        if atomics.drained.load(Relaxed) {
+            return Admission::Unavailable {
+                until: Nanos::MAX,
+                reason: UnavailableReason::Drained,
+            };
+        }
         let mut admission = if !atomics.tripped.load(Acquire) {
             Admission::Available
         } else {
@@ -280,7 +298,9 @@ impl Health {
         ]
         .iter()
         .any(|until| until.load(Relaxed) > now);
-        !cooling && self.change(|breaker| breaker.claim_probe(now, &self.policy))
+        !cooling
+            && !atomics.drained.load(Relaxed)
+            && self.change(|breaker| breaker.claim_probe(now, &self.policy))
     }
 
     /// Records one attempt. `latency_ms` and `ttft_ms` (time to first token,

@@ -273,6 +273,16 @@ impl PyRouter {
             .map_err(|e| to_py_err(py, e))
     }
 
+    /// Takes the deployment out of rotation (`drained=True`) or puts it back; it
+    /// holds across reloads and for every process sharing the router's region.
+    /// UnknownDeploymentError if unknown.
+    #[pyo3(signature = (deployment, drained))]
+    fn set_drained(&self, py: Python<'_>, deployment: &str, drained: bool) -> PyResult<()> {
+        self.0
+            .set_drained(deployment, drained)
+            .map_err(|e| to_py_err(py, e))
+    }
+
     /// One snapshot per deployment of the current config, in config order.
     fn stats(&self) -> Vec<PyDeploymentStats> {
         self.0

@@ -26,7 +26,7 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::filter::{Filter, Query};
-use crate::health::{eject_outliers, Admission, Health, OutcomeClass, Told};
+use crate::health::{eject_outliers, Admission, Health, OutcomeClass, Told, UnavailableReason};
 use crate::lease::Lease;
 use crate::ratelimit::Refill;
 use crate::state::Region;
@@ -353,6 +353,18 @@ impl Router {
         }
     }
 
+    /// Takes `deployment` out of rotation, or puts it back (`drained: false`): no new
+    /// attempt goes to it meanwhile, however it would be chosen; those under way finish. It
+    /// holds across reloads, and for every process sharing this router's region.
+    pub fn set_drained(&self, deployment: &str, drained: bool) -> Result<(), RouterError> {
+        let table = self.table.load();
+        let found = table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
+        found.health.set_drained(drained);
+        Ok(())
+    }
+
     /// One entry per deployment of the current table, in config order.
     pub fn stats(&self) -> Vec<DeploymentStats> {
         let table = self.table.load();
@@ -362,6 +374,11 @@ impl Router {
             .iter()
             .map(|d| {
                 let unavailable = match d.health.admit(now) {
+                    // Drained has no end but the operator's word.
+                    Admission::Unavailable {
+                        reason: reason @ UnavailableReason::Drained,
+                        ..
+                    } => Some((reason.as_str(), Duration::ZERO)),
                     Admission::Unavailable { until, reason } => Some((
                         reason.as_str(),
                         Duration::from_nanos(until.saturating_sub(now)),

@@ -33,6 +33,8 @@ pub(super) struct Atomics {
     /// it is cooling down (see `peers`); never passed on again.
     pub(super) peer_open_until: AtomicU64,
     pub(super) peer_cooling_until: AtomicU64,
+    /// Out of rotation until an operator puts it back.
+    pub(super) drained: AtomicBool,
     pub(super) latency: Latency,
 }
 

@@ -288,3 +288,42 @@ fn a_callers_preference_orders_the_candidates_instead_of_the_plan() {
 }
 
 mod sharing;
+
+#[test]
+fn a_drained_deployment_gets_no_attempt_until_it_is_put_back() {
+    let router = router();
+    router.set_drained("c", true).unwrap();
+    let request = RouteRequest {
+        seed: Some(1),
+        ..RouteRequest::new("chat")
+    };
+    let decision = router.route(&request).unwrap();
+    assert!(decision.candidates.iter().all(|c| &*c.deployment != "c"));
+    let rejection = decision
+        .rejected
+        .iter()
+        .find(|r| &*r.deployment == "c")
+        .unwrap();
+    assert_eq!(
+        (rejection.filter, rejection.detail.as_str()),
+        (Filter::Health, "drained by an operator")
+    );
+    assert!(
+        router.reserve("c", "", "", 0, 0).is_err(),
+        "nor as a fallback"
+    );
+    let stats = router.stats();
+    let c = stats.iter().find(|s| s.deployment == "c").unwrap();
+    assert_eq!(c.unavailable, Some(("drained", Duration::ZERO)));
+    router.reload(&chat_config()).unwrap();
+    assert!(
+        router.reserve("c", "", "", 0, 0).is_err(),
+        "a reload keeps it drained"
+    );
+    router.set_drained("c", false).unwrap();
+    assert!(router.reserve("c", "", "", 0, 0).is_ok());
+    assert!(matches!(
+        router.set_drained("nowhere", true),
+        Err(RouterError::UnknownDeployment(_))
+    ));
+}

@@ -48,6 +48,16 @@ class AdminStub:
                 request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
                 response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/Drain',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainResponse.FromString,
+                _registered_method=True)
+        self.Undrain = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/Undrain',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -73,6 +83,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Drain takes a deployment out of rotation: no new attempt goes to it,
+        however it would be chosen; those under way finish. It holds across
+        reloads, until Undrain. NOT_FOUND for a deployment the config lacks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Undrain(self, request, context):
+        """Undrain puts a drained deployment back in rotation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +111,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ReloadConfig,
                     request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
                     response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainResponse.SerializeToString,
+            ),
+            'Undrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Undrain,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,6 +181,60 @@ class Admin:
             '/switchboard.admin.v1.Admin/ReloadConfig',
             switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
             switchboard_dot_admin_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/Drain',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Undrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/Undrain',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
