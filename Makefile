@@ -46,13 +46,14 @@ $(BIN)/mockupstream: benches/mockupstream/main.go
 $(BIN)/loadgen: benches/loadgen/main.go benches/loadgen/go.mod
 	cd benches/loadgen && $(GO_ENV) go build -o $(BIN)/loadgen .
 
-# Debian's redis-server for the cluster tests, which start their own on a free port.
+# Debian's redis-server for the cluster tests, which start their own on a free port; tmux, the
+# terminal `switchboard top` is tested in.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: system-deps
-system-deps: ## redis-server (Debian's package), when it is missing
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+system-deps: ## redis-server and tmux (Debian's packages), when they are missing
+	@command -v redis-server >/dev/null && command -v tmux >/dev/null || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server tmux; }
 
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/

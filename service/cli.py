@@ -15,6 +15,7 @@ from service.config import ConfigError, load_config
 from service.config.report import compiled_report
 from service.logs import LogSettings, configure_logging, resolved
 from service.server import run_gateway
+from service.top import run_top
 from service.workers import run_workers
 
 
@@ -43,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     stats = commands.add_parser("stats", help="print every deployment's live figures as JSON (the Admin API)")
     stats.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    top = commands.add_parser("top", help="a live table of every deployment's figures (the Admin API)")
+    top.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--sort", default="requests", help="the column to sort by first (default requests)")
     options = parser.parse_args(argv)
     if options.command == "stats":
         return print_stats(options.admin, options.timeout)
+    if options.command == "top":
+        try:
+            return run_top(options.admin, max(0.1, options.interval), options.sort)
+        except KeyboardInterrupt:
+            return 0
 
     log_settings = LogSettings(getattr(options, "log_level", "INFO"), resolved(getattr(options, "log_format", "auto")))
     configure_logging(log_settings)
