@@ -1,7 +1,8 @@
 """Metrics, with OpenTelemetry's SDK and names from its GenAI conventions, scraped by Prometheus
-at `http://<telemetry.metrics_listen>/metrics` (off unless that is set; nothing is recorded
-then). Labels are the config's names (deployments, model groups, providers, models), outcome
-and status names: their number is bounded by the config, never by what clients send.
+at `http://<telemetry.metrics_listen>/metrics`, pushed over OTLP to `telemetry.otlp_endpoint`
+every `metrics_push_interval_s`, or both (nothing is recorded when neither is asked for). Labels
+are the config's names (deployments, model groups, providers, models), outcome and status names:
+their number is bounded by the config, never by what clients send.
 
 - `gen_ai.client.operation.duration` (s) and `gen_ai.client.token.usage` ({token}) per attempt,
   by provider, model, deployment and `error.type`;
@@ -13,12 +14,15 @@ and status names: their number is bounded by the config, never by what clients s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from aiohttp import web
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -40,12 +44,18 @@ class Metrics:
     """The process's instruments and its /metrics endpoint, while a gateway that asks for them runs."""
 
     def __init__(self, settings: TelemetrySettings, router: router_core.Router) -> None:
-        self.listen = settings.metrics_listen or "127.0.0.1:0"
+        self.listen = settings.metrics_listen
         self.registry = CollectorRegistry()
         self._router = router
+        readers: list[MetricReader] = []
+        if settings.metrics_listen is not None:
+            readers.append(PrometheusMetricReader(registry=self.registry))
+        if settings.otlp_endpoint is not None and settings.metrics_push_interval_s > 0:
+            exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
+            interval_ms = settings.metrics_push_interval_s * 1000
+            readers.append(PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms))
         self._provider = MeterProvider(
-            metric_readers=[PrometheusMetricReader(registry=self.registry)],
-            resource=Resource.create({"service.name": settings.service_name}),
+            metric_readers=readers, resource=Resource.create({"service.name": settings.service_name})
         )
         meter = self._provider.get_meter("switchboard")
         self.operation_duration = meter.create_histogram(
@@ -93,6 +103,8 @@ class Metrics:
     async def start(self) -> None:
         global _metrics
         _metrics = self
+        if self.listen is None:
+            return
         host, _, port = self.listen.rpartition(":")
         app = web.Application()
         app.router.add_get("/metrics", self._scrape)
@@ -103,7 +115,10 @@ class Metrics:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     @property
-    def where(self) -> str:
+    def where(self) -> str | None:
+        """Where /metrics is served; None when metrics are only pushed."""
+        if self.listen is None:
+            return None
         host = self.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
@@ -113,7 +128,8 @@ class Metrics:
             _metrics = None
         if self._runner is not None:
             await self._runner.cleanup()
-        self._provider.shutdown()
+        # Pushes what is left; off the loop, since the exporter blocks.
+        await asyncio.to_thread(self._provider.shutdown)
 
     async def _scrape(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

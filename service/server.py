@@ -77,7 +77,9 @@ class Gateway:
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ))
         self.tracing = Tracing(config.telemetry)
-        self.metrics = Metrics(config.telemetry, self.router) if config.telemetry.metrics_listen else None
+        telemetry = config.telemetry
+        pushed = telemetry.otlp_endpoint is not None and telemetry.metrics_push_interval_s > 0
+        self.metrics = Metrics(telemetry, self.router) if telemetry.metrics_listen or pushed else None
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self.cluster: ClusterLink | None = None
@@ -112,7 +114,8 @@ class Gateway:
         self.tracing.start()
         if self.metrics is not None:
             await self.metrics.start()
-            log.info("metrics at http://%s/metrics", self.metrics.where)
+            if self.metrics.where is not None:
+                log.info("metrics at http://%s/metrics", self.metrics.where)
         if self.admin is not None:
             await self.admin.start()
         await self.server.start()

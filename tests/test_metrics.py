@@ -12,6 +12,7 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
 from service.server import Gateway
 from tests.mock_openai import Fault, MockOpenAI
+from tests.otlp_receiver import OtlpReceiver
 from tests.test_e2e import chat_request, config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -73,3 +74,23 @@ async def test_metrics_count_calls_and_attempts_exactly(upstream: MockOpenAI, se
         == 1
     )
     assert value(samples, "switchboard_deployment_rate_limit_headroom", switchboard_deployment="mock-1") == 1
+
+
+async def test_metrics_are_pushed_over_otlp_when_asked(upstream: MockOpenAI) -> None:
+    receiver = await OtlpReceiver().start()
+    telemetry = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}', metrics_push_interval_s: 60}}\n"
+    gateway = Gateway(parse_config(telemetry + config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    assert gateway.metrics is not None and gateway.metrics.where is None, "no /metrics unless metrics_listen"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            for _ in range(4):
+                await pb_grpc.GatewayStub(channel).Chat(chat_request())
+    finally:
+        await gateway.stop(0)  # pushes what is left
+        await receiver.stop()
+    calls = [m for m in receiver.metrics if m.name == "switchboard.calls"]
+    assert sum(point.as_int for m in calls for point in m.sum.data_points) == 4
+    durations = [m for m in receiver.metrics if m.name == "gen_ai.client.operation.duration"]
+    assert sum(point.count for m in durations for point in m.histogram.data_points) == 4
+    assert durations[0].unit == "s"

@@ -269,6 +269,8 @@ class TelemetrySettings(_Strict):
     # host:port where Prometheus scrapes /metrics (HTTP); off when unset. Loopback unless the
     # scraper is elsewhere: the figures name every deployment.
     metrics_listen: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
+    # With `otlp_endpoint`: metrics pushed there this often too (0: traces only).
+    metrics_push_interval_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
 
 
 class ServiceSections(_Strict):
