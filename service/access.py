@@ -63,6 +63,11 @@ class Call:
     candidates: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
 
+    @property
+    def shown_model(self) -> str:
+        """The requested model as logs and traces carry it: the client's text, bounded."""
+        return bounded(self.model, MAX_MODEL_CHARS)
+
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
 
@@ -74,7 +79,7 @@ class Call:
             "latency_ms": round(self.elapsed_s() * 1000, 3),
         }
         optional = {
-            "model": bounded(self.model, MAX_MODEL_CHARS),
+            "model": self.shown_model,
             "model_group": self.model_group,
             "deployment": self.deployment,
             "attempts": self.attempts,

@@ -83,7 +83,7 @@ def server_span(call: Call, context: grpc.aio.ServicerContext, operation: str) -
         return
     metadata = context.invocation_metadata() or ()
     parent = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
-    name = f"{operation} {call.model}" if call.model else operation
+    name = f"{operation} {call.shown_model}" if call.model else operation
     with _tracer.start_as_current_span(
         name, context=parent, kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False
     ) as span:
@@ -161,7 +161,7 @@ def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
         "switchboard.attempts": call.attempts,
     }
     optional: dict[str, Any] = {
-        "gen_ai.request.model": call.model,
+        "gen_ai.request.model": call.shown_model,
         "gen_ai.response.model": call.response_model,
         "switchboard.model_group": call.model_group,
         "switchboard.deployment": call.deployment,

@@ -128,3 +128,17 @@ async def test_a_sample_ratio_of_zero_traces_only_what_the_caller_sampled(
     # The decision travels on: the unsampled call's traceparent says "not sampled" (flag bit 0).
     flags = [int(h["traceparent"][-2:], 16) for h in upstream.headers if "traceparent" in h]
     assert [flag & 1 for flag in flags] == [0, 1]
+
+
+async def test_a_long_model_name_is_bounded_on_the_span(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
+    traced = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n" + config(upstream)
+    gateway = Gateway(parse_config(traced), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await pb_grpc.GatewayStub(channel).Chat(chat_request(model="m" * 100_000))
+    finally:
+        await gateway.stop(0)
+    (server,) = receiver.spans
+    assert len(server.name) < 300 and len(str(attributes(server)["gen_ai.request.model"])) < 300
