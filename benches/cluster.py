@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import router_core
-from benches.harness import RESULTS, machine, timestamp
+from benches.harness import RESULTS, admit, machine, timestamp
 from service.cluster import ClusterLink
 from service.config import StateSettings
 from tests.redis_server import RedisServer
@@ -48,13 +48,7 @@ def reserve_until(url: str, namespace: str, start_at: float, stop_at: float) -> 
         await asyncio.sleep(max(0.0, start_at - time.time()))
         while time.time() < stop_at:
             # As a gateway would: decisions between turns of the loop, where the link runs.
-            for _ in range(100):
-                try:
-                    lease = router.reserve("d")
-                except router_core.DeploymentUnavailableError:
-                    continue
-                router.record(lease, outcome="ok", latency_ms=1.0)
-                admitted += 1
+            admitted += sum(admit(router, "d") for _ in range(100))
             await asyncio.sleep(0)
         await link.aclose()
         return admitted

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import router_core
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benches" / "results"
 # The Go tools `make tools` builds: the upstream, the load generator, ghz.
@@ -112,3 +114,13 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def admit(router: router_core.Router, deployment: str) -> bool:
+    """One attempt's lease on `deployment`, recorded at once as a success; False when refused."""
+    try:
+        lease = router.reserve(deployment)
+    except router_core.DeploymentUnavailableError:
+        return False
+    router.record(lease, outcome="ok", latency_ms=1.0)
+    return True

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import router_core
-from benches.harness import RESULTS, machine, timestamp
+from benches.harness import RESULTS, admit, machine, timestamp
 
 RPM = 60_000
 CONFIG = json.dumps(
@@ -40,12 +40,7 @@ def reserve_until(shared_state: str | None, start_at: float, stop_at: float) -> 
     while time.time() < start_at:
         time.sleep(0.001)
     while time.time() < stop_at:
-        try:
-            lease = router.reserve("d")
-        except router_core.DeploymentUnavailableError:
-            continue
-        router.record(lease, outcome="ok", latency_ms=1.0)
-        admitted += 1
+        admitted += admit(router, "d")
     return admitted
 
 

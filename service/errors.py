@@ -265,6 +265,6 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             raise
         finally:
             log_call(call, status.name)
-            record_call(call, status.name, call.elapsed_s())
+            record_call(call, status.name)
 
     return wrapper

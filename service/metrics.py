@@ -30,7 +30,7 @@ import router_core
 from service.access import Call
 from service.config import Deployment, TelemetrySettings
 from service.outcomes import Usage
-from service.telemetry import provider_name
+from service.telemetry import attempt_attributes
 
 # The conventions' advised buckets: durations in seconds, token counts in powers of 4.
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
@@ -153,13 +153,7 @@ def record_attempt(deployment: Deployment, duration_s: float, outcome: str, usag
     """One attempt's end: `outcome` is `ok` or the failure's class."""
     if _metrics is None:
         return
-    provider = deployment.provider
-    labels: dict[str, str] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider_name(provider),
-        "gen_ai.request.model": provider.model,
-        "switchboard.deployment": deployment.id,
-    }
+    labels = attempt_attributes(deployment)
     if outcome != "ok":
         labels["error.type"] = outcome
     _metrics.operation_duration.record(duration_s, labels)
@@ -168,12 +162,12 @@ def record_attempt(deployment: Deployment, duration_s: float, outcome: str, usag
         _metrics.token_usage.record(usage.output_tokens, {**labels, "gen_ai.token.type": "output"})
 
 
-def record_call(call: Call, status: str, duration_s: float) -> None:
+def record_call(call: Call, status: str) -> None:
     if _metrics is None:
         return
     labels = {"rpc.method": call.method, "rpc.grpc.status_code": status, "switchboard.model_group": call.model_group}
     _metrics.calls.add(1, labels)
-    _metrics.call_duration.record(duration_s, labels)
+    _metrics.call_duration.record(call.elapsed_s(), labels)
     if call.ttft_ms is not None:
         served = {"switchboard.model_group": call.model_group, "switchboard.deployment": call.deployment}
         _metrics.time_to_first_token.record(call.ttft_ms / 1000, served)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.access import Call
-from service.config import AnyProvider, TelemetrySettings
+from service.config import Deployment, TelemetrySettings
 
 if TYPE_CHECKING:
     from service.attempts.attempt import Attempt
@@ -62,10 +62,6 @@ class Tracing:
         global _tracer
         if self._provider is not None:
             _tracer = self._provider.get_tracer("switchboard")
-
-    def flush(self) -> None:
-        if self._provider is not None:
-            self._provider.force_flush()
 
     def shutdown(self) -> None:
         global _tracer
@@ -108,7 +104,7 @@ def attempt_span(attempt: Attempt) -> Span | None:
     return _tracer.start_span(
         f"chat {provider.model}",
         kind=SpanKind.CLIENT,
-        attributes=_attempt_attributes(attempt.deployment.id, provider, attempt.tier),
+        attributes=_attempt_span_attributes(attempt.deployment, attempt.tier),
     )
 
 
@@ -144,11 +140,6 @@ def with_trace_context(headers: Mapping[str, str]) -> Mapping[str, str]:
     return carrier
 
 
-def provider_name(provider: AnyProvider) -> str:
-    """`gen_ai.provider.name` for a deployment's provider."""
-    return PROVIDER_NAMES.get(provider.type, provider.type)
-
-
 def _failed(span: Span, error_type: str) -> None:
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR))
@@ -180,14 +171,20 @@ def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
     return attributes
 
 
-def _attempt_attributes(deployment: str, provider: AnyProvider, tier: int) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
+def attempt_attributes(deployment: Deployment) -> dict[str, str]:
+    """What names an attempt on `deployment`, in spans and metrics alike."""
+    provider = deployment.provider
+    return {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider_name(provider),
+        "gen_ai.provider.name": PROVIDER_NAMES.get(provider.type, provider.type),
         "gen_ai.request.model": provider.model,
-        "switchboard.deployment": deployment,
-        "switchboard.tier": tier,
+        "switchboard.deployment": deployment.id,
     }
+
+
+def _attempt_span_attributes(deployment: Deployment, tier: int) -> dict[str, Any]:
+    attributes: dict[str, Any] = {**attempt_attributes(deployment), "switchboard.tier": tier}
+    provider = deployment.provider
     base_url = getattr(provider, "base_url", None)
     if base_url is not None and base_url.host:
         attributes["server.address"] = base_url.host

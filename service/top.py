@@ -9,6 +9,7 @@ import os
 import select
 import sys
 import termios
+import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -83,7 +84,12 @@ def _keys() -> Iterator[Callable[[float], str]]:
     """A reader of single key presses (none: "") within a timeout, the terminal in cbreak mode
     meanwhile; without a terminal, it only waits."""
     if not sys.stdin.isatty():
-        yield lambda timeout: (select.select([], [], [], timeout), "")[1]
+
+        def wait(timeout: float) -> str:
+            time.sleep(timeout)
+            return ""
+
+        yield wait
         return
     descriptor = sys.stdin.fileno()
     saved = termios.tcgetattr(descriptor)

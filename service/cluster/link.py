@@ -24,19 +24,16 @@ from redis.retry import Retry
 
 import router_core
 from service.cluster import budgets, news
+from service.cluster.news import BACKOFF_FIRST_S, BACKOFF_MAX_S, UNREACHABLE
 from service.config import StateSettings
-from service.redaction import SECRETS
+from service.redaction import SECRETS, bounded
 
 log = logging.getLogger(__name__)
 
-# What Redis being away or slow looks like from here.
-UNREACHABLE = (redis.RedisError, OSError, asyncio.TimeoutError)
 # A host counts towards `fallback_share: auto` while it drew in this long.
 HOST_SEEN_S = 10.0
 # Even with nothing to draw, a host says it is there this often.
 HEARTBEAT_S = 1.0
-BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 5.0
 
 T = TypeVar("T")
 
@@ -191,4 +188,4 @@ def _where(client: redis.Redis) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:200] if str(error) else type(error).__name__
+    return bounded(f"{type(error).__name__}: {error}", 200) if str(error) else type(error).__name__

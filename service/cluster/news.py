@@ -21,6 +21,9 @@ MAX_MESSAGE_BYTES = 1024
 KINDS = frozenset({"circuit_open", "circuit_closed", "cooling_down"})
 # The longest a word from another host keeps a deployment out.
 MAX_SECONDS = 3600.0
+# What Redis being away or slow looks like from here.
+UNREACHABLE = (redis.RedisError, OSError, TimeoutError)
+# Tries again after this, doubling while Redis stays away.
 BACKOFF_FIRST_S = 0.05
 # The longest one read waits for a message, and so the longest `listen` takes to stop.
 READ_S = 0.1
@@ -55,7 +58,7 @@ async def listen(
                 message = await pubsub.get_message(timeout=READ_S)
                 if message is not None:
                     hear(message.get("data"), host, router)
-        except (redis.RedisError, OSError, TimeoutError) as error:
+        except UNREACHABLE as error:
             log.debug("health news: subscription lost (%s); subscribing again", type(error).__name__)
         finally:
             await _close(pubsub)
@@ -83,5 +86,5 @@ def hear(data: object, host: str, router: router_core.Router) -> bool:
 
 
 async def _close(pubsub: redis.client.PubSub) -> None:
-    with contextlib.suppress(redis.RedisError, OSError, asyncio.TimeoutError):
+    with contextlib.suppress(*UNREACHABLE):
         await asyncio.wait_for(pubsub.aclose(), 1.0)
