@@ -1,13 +1,20 @@
-"""What telemetry costs a gateway worker: CPU per unary Chat with traces and metrics on, against
-off, in turns.
+"""What telemetry costs a gateway worker: CPU per unary Chat with metrics, traces or both on,
+against off, in turns.
 
     .venv/bin/python -m benches.telemetry            # 10 000 chats per run, 3 runs each
     .venv/bin/python -m benches.telemetry --quick    # 300 chats, 1 run each (CI)
 
 One worker pinned to CPU 0 serves benches/loadgen's unary Chats (concurrency 16) to
 benches/mockupstream; the load generator, the upstream and an OTLP receiver (tests/otlp_receiver.py,
-which takes every span) share CPU 1. "On" exports every span (no sampling) and serves /metrics
-(scraped once per run). The worker's CPU time (user + system, from /proc) is read around each run.
+which takes every span) share CPU 1. The modes:
+
+- off: no telemetry section;
+- metrics: /metrics served (scraped once per run);
+- traces 1.0: every call's spans exported (trace_sample_ratio 1);
+- traces 0.1: one call in ten sampled (the others' trace context still goes upstream);
+- both 0.1: metrics and traces at 0.1.
+
+The worker's CPU time (user + system, from /proc) is read around each run.
 Results: benches/results/telemetry.json (telemetry-quick.json with --quick).
 """
 
@@ -68,33 +75,39 @@ def main() -> None:
         assert receiver.stdout is not None
         receiver_port = int(receiver.stdout.readline().split()[-1])
         off = gateway_config(upstream_port)
-        on = (
-            f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver_port}', metrics_listen: '127.0.0.1:{metrics_port}'}}\n"
-            + off
-        )
-        costs: dict[str, list[float]] = {"off": [], "on": []}
+        otlp = f"otlp_endpoint: '127.0.0.1:{receiver_port}'"
+        scraped = f"metrics_listen: '127.0.0.1:{metrics_port}'"
+        modes = {
+            "off": "",
+            "metrics": f"telemetry: {{{scraped}}}\n",
+            "traces 1.0": f"telemetry: {{{otlp}}}\n",
+            "traces 0.1": f"telemetry: {{{otlp}, trace_sample_ratio: 0.1}}\n",
+            "both 0.1": f"telemetry: {{{otlp}, {scraped}, trace_sample_ratio: 0.1}}\n",
+        }
+        costs: dict[str, list[float]] = {mode: [] for mode in modes}
         with (
             request_bodies() as bodies,
             running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
                     grpc_ready=False),
         ):  # fmt: skip
             for _ in range(runs):
-                costs["off"].append(run(off, bodies["grpc"], total, None))
-                costs["on"].append(run(on, bodies["grpc"], total, metrics_port))
+                for mode, telemetry in modes.items():
+                    scrape = metrics_port if "metrics_listen" in telemetry else None
+                    costs[mode].append(run(telemetry + off, bodies["grpc"], total, scrape))
                 print(json.dumps({k: round(v[-1], 4) for k, v in costs.items()}))
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)
-    off_ms, on_ms = statistics.median(costs["off"]), statistics.median(costs["on"])
-    print(f"worker CPU per chat: off {off_ms:.3f} ms, on {on_ms:.3f} ms ({on_ms / off_ms - 1:+.1%})")
+    medians = {mode: statistics.median(values) for mode, values in costs.items()}
+    for mode, median in medians.items():
+        print(f"worker CPU per chat, {mode}: {median:.3f} ms ({median / medians['off'] - 1:+.1%})")
     report: dict[str, Any] = {
         "date": timestamp(),
         "machine": machine(),
         "chats_per_run": total,
         "cpu_per_chat_ms": costs,
-        "median_off_ms": off_ms,
-        "median_on_ms": on_ms,
-        "on_over_off": round(on_ms / off_ms, 4),
+        "median_ms": medians,
+        "over_off": {mode: round(median / medians["off"], 4) for mode, median in medians.items()},
     }
     name = "telemetry-quick.json" if options.quick else "telemetry.json"
     (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")

@@ -8,12 +8,18 @@ from typing import Literal, Self, final
 _HealthNewsKind = Literal["circuit_open", "circuit_closed", "cooling_down"]
 
 __all__ = [
+    "CALL_METHODS",
     "DEPLOYMENT_KEYS",
+    "DURATION_BOUNDS_S",
+    "TOKEN_BOUNDS",
+    "CallMeasures",
     "Candidate",
     "ConfigError",
     "Decision",
+    "DeploymentMeasures",
     "DeploymentStats",
     "DeploymentUnavailableError",
+    "Distribution",
     "Hedge",
     "Lease",
     "Rejection",
@@ -28,6 +34,15 @@ __all__ = [
 DEPLOYMENT_KEYS: tuple[str, ...]
 """The keys of a deployment that routing reads; a front end whose deployments carry more (how
 to reach the provider) hands these to the router and keeps the rest."""
+
+CALL_METHODS: tuple[str, ...]
+"""The service's methods whose calls ``Router.record_call`` counts."""
+
+DURATION_BOUNDS_S: tuple[float, ...]
+"""The OpenTelemetry GenAI conventions' advisory bounds for durations, in seconds."""
+
+TOKEN_BOUNDS: tuple[float, ...]
+"""The conventions' advisory bounds for token counts (powers of 4)."""
 
 def describe_config(config_json: str, *, without: Sequence[str] = ()) -> str:
     """What a config compiles to, as JSON text: ``config`` holds every deployment with its
@@ -143,6 +158,17 @@ class Router:
         process sharing the router's region. Raises UnknownDeploymentError."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
+    def measures(self) -> list[DeploymentMeasures]:
+        """Every deployment's attempts as distributions, in config order. In a shared region,
+        the host's: every process sharing it reports the same."""
+    def record_call(self, model_group: str, method: str, status: int, duration_s: float) -> None:
+        """Count one call to ``method`` (one of CALL_METHODS) that ended with gRPC status code
+        ``status`` after ``duration_s``, under ``model_group``; a name that is no group of the
+        config counts as "" (reaching none), so clients' text never adds a series. ValueError
+        for an unknown method or status, or a duration that is not a finite number >= 0."""
+    def call_measures(self) -> list[CallMeasures]:
+        """Calls per model group and method, for those with any, in config order; calls that
+        reached no group last, as group ""."""
     def reload(self, config_json: str, *, without: Sequence[str] = ()) -> None:
         """Swap in a new config atomically, keeping the stats of deployment ids that
         still exist; ``without`` as for the constructor. On ConfigError the current config
@@ -313,6 +339,68 @@ class DeploymentStats:
         """Moving average of reported / estimated input tokens over successful
         attempts, in [0.25, 4]; it scales the estimate for this deployment. 1.0
         until calibrated."""
+
+@final
+class Distribution:
+    """Counts per bucket of a histogram read at one moment: ``counts[i]`` values were at most
+    ``bounds[i]`` and above the bound before it; the last count, above every bound. Durations
+    are in seconds."""
+
+    @property
+    def bounds(self) -> list[float]: ...
+    @property
+    def counts(self) -> list[int]: ...
+    @property
+    def sum(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    def quantile(self, q: float) -> float | None:
+        """The value below which a share ``q`` (0 to 1) of the values fall, interpolated
+        within its bucket; the last bound when above them all; None when empty or ``q`` is
+        out of range."""
+    def coarsened(self) -> Distribution:
+        """The same values counted at DURATION_BOUNDS_S, for exporters; ValueError unless
+        these are durations at finer bounds."""
+
+@final
+class DeploymentMeasures:
+    @property
+    def deployment(self) -> str: ...
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Attempts per outcome class, for the classes that ended any."""
+    @property
+    def cost_usd(self) -> float:
+        """What the answers cost at the deployment's prices."""
+    @property
+    def latency(self) -> Distribution:
+        """Durations of successful attempts, in quarter-octave buckets (0.625 ms to 81.92 s):
+        percentiles within about 10%."""
+    @property
+    def first_token(self) -> Distribution:
+        """Times to the first token of successful streamed attempts, likewise."""
+    @property
+    def failed_latency(self) -> dict[str, Distribution]:
+        """Durations of failed attempts per outcome class, at DURATION_BOUNDS_S."""
+    @property
+    def input_tokens(self) -> Distribution:
+        """Input tokens per successful attempt, at TOKEN_BOUNDS."""
+    @property
+    def output_tokens(self) -> Distribution: ...
+
+@final
+class CallMeasures:
+    @property
+    def model_group(self) -> str:
+        """ "" for calls that reached no model group."""
+    @property
+    def method(self) -> str: ...
+    @property
+    def statuses(self) -> dict[int, int]:
+        """Calls per gRPC status code number, for the codes that ended any."""
+    @property
+    def duration(self) -> Distribution:
+        """At DURATION_BOUNDS_S."""
 
 class RouterError(Exception):
     """Base class of every error raised by the router."""

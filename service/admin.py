@@ -14,6 +14,7 @@ import router_core
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
 from service.config import Config
+from service.measured import STATUS_NAMES
 from service.redaction import bounded
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def GetStats(  # noqa: N802
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatsResponse:
-        return pb.GetStatsResponse(deployments=[_stats(s) for s in self._router.stats()])
+        measures = {m.deployment: m for m in self._router.measures()}
+        return pb.GetStatsResponse(
+            deployments=[_stats(s, measures.get(s.deployment)) for s in self._router.stats()],
+            calls=[_calls(c) for c in self._router.call_measures()],
+        )
 
     async def ReloadConfig(  # noqa: N802
         self, request: pb.ReloadConfigRequest, context: grpc.aio.ServicerContext
@@ -83,7 +88,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         log.info("deployment %s %s through the admin API", deployment, "drained" if drained else "undrained")
 
 
-def _stats(s: router_core.DeploymentStats) -> pb.DeploymentStats:
+def _stats(s: router_core.DeploymentStats, measures: router_core.DeploymentMeasures | None) -> pb.DeploymentStats:
     stats = pb.DeploymentStats(
         deployment=s.deployment,
         requests=s.requests,
@@ -102,4 +107,24 @@ def _stats(s: router_core.DeploymentStats) -> pb.DeploymentStats:
         value = getattr(s, name)
         if value is not None:
             setattr(stats, name, value)
+    if measures is not None:
+        stats.outcomes.update(measures.outcomes)
+        stats.cost_usd = measures.cost_usd
+        for field_name, distribution in (("latency_ms", measures.latency), ("ttft_ms", measures.first_token)):
+            if distribution.count:
+                getattr(stats, field_name).CopyFrom(_percentiles_ms(distribution))
     return stats
+
+
+def _calls(measures: router_core.CallMeasures) -> pb.CallStats:
+    return pb.CallStats(
+        model_group=measures.model_group,
+        method=measures.method,
+        statuses={STATUS_NAMES[code]: count for code, count in measures.statuses.items()},
+        duration_ms=_percentiles_ms(measures.duration),
+    )
+
+
+def _percentiles_ms(distribution: router_core.Distribution) -> pb.Percentiles:
+    p50, p95, p99 = (distribution.quantile(q) or 0.0 for q in (0.5, 0.95, 0.99))
+    return pb.Percentiles(p50=p50 * 1000, p95=p95 * 1000, p99=p99 * 1000)

@@ -70,13 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     listen = options.listen or config.server.listen
     if options.workers < 1:
         parser.error("--workers must be at least 1")
-    if options.workers > 1 and (config.telemetry.metrics_listen or config.server.admin_listen):
-        # Each worker would serve its own on one port: an operator would reach one at random.
-        print(
-            "switchboard: telemetry.metrics_listen and server.admin_listen do not work with --workers yet",
-            file=sys.stderr,
-        )
-        return 2
     try:
         if options.workers > 1:
             return run_workers(config, listen, options.workers, log_settings, config_path=options.config)

@@ -10,17 +10,17 @@ import asyncio
 import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+import router_core
 from service import responses
 from service.access import REQUEST_ID, Call, log_call, request_id
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.metrics import record_call
 from service.outcomes import AttemptRecord
 from service.redaction import bounded, redact
 
@@ -236,7 +236,15 @@ async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, call: C
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Servicer = TypeVar("Servicer")
+
+
+class Measured(Protocol):
+    """A servicer whose calls its router counts (see `Router.record_call`)."""
+
+    router: router_core.Router
+
+
+Servicer = TypeVar("Servicer", bound=Measured)
 ServicerMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 CallMethod = Callable[[Servicer, Request, grpc.aio.ServicerContext, Call], Awaitable[Response]]
 
@@ -245,7 +253,8 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
     """A servicer method as gRPC calls it: named by a request id (the client's, or a new one)
     that goes back in the trailing metadata, its GatewayErrors turned into rich statuses (a
     unary one, or a streaming one that writes its responses rather than yielding them), and one
-    access-log line when it ends, however it ends. The method gets the `Call` to fill in."""
+    access-log line and one count by the router when it ends, however it ends. The method gets
+    the `Call` to fill in."""
 
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
@@ -265,6 +274,6 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             raise
         finally:
             log_call(call, status.name)
-            record_call(call, status.name)
+            self.router.record_call(call.model_group, call.method, status.value[0], call.elapsed_s())
 
     return wrapper

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+import router_core
 from service.access import Call
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -124,8 +125,9 @@ def _address(peer: str) -> str:
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
-    def __init__(self, runtimes: Runtimes) -> None:
+    def __init__(self, runtimes: Runtimes, router: router_core.Router) -> None:
         self.runtimes = runtimes
+        self.router = router
         self.peers = PeerCalls()
 
     @call_errors

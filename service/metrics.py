@@ -1,108 +1,72 @@
-"""Metrics, with OpenTelemetry's SDK and names from its GenAI conventions, scraped by Prometheus
-at `http://<telemetry.metrics_listen>/metrics`, pushed over OTLP to `telemetry.otlp_endpoint`
-every `metrics_push_interval_s`, or both (nothing is recorded when neither is asked for). Labels
-are the config's names (deployments, model groups, providers, models), outcome and status names:
-their number is bounded by the config, never by what clients send.
-
-- `gen_ai.client.operation.duration` (s) and `gen_ai.client.token.usage` ({token}) per attempt,
-  by provider, model, deployment and `error.type`;
-- `switchboard.calls` and `switchboard.call.duration` (s) per call, by method, status and model
-  group; `switchboard.time_to_first_token` (s) per stream; `switchboard.cost` (USD) per
-  deployment;
-- from the router, at each scrape: attempts in flight, circuit state and rate-limit headroom per
-  deployment (with `--workers N`, the host's: the workers share that state)."""
+"""The metrics of `service.measured`, scraped by Prometheus at
+`http://<telemetry.metrics_listen>/metrics`, pushed over OTLP to `telemetry.otlp_endpoint` every
+`metrics_push_interval_s`, or both. Nothing is recorded for them on the request path: each
+scrape or push reads the router's counters, so turning them on costs a call nothing."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from aiohttp import web
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric as PrometheusFamily
 
 import router_core
-from service.access import Call
 from service.config import Deployment, TelemetrySettings
-from service.outcomes import Usage
-from service.telemetry import attempt_attributes
+from service.measured import Attributes, Family, families
 
-# The conventions' advised buckets: durations in seconds, token counts in powers of 4.
-DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
-TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
-CIRCUIT_STATES = ("closed", "open", "half_open")
+log = logging.getLogger(__name__)
 
-_metrics: Metrics | None = None
+Deployments = Callable[[], Iterable[Deployment]]
 
 
 class Metrics:
-    """The process's instruments and its /metrics endpoint, while a gateway that asks for them runs."""
+    """The /metrics endpoint and the OTLP push, while a gateway that asks for them runs."""
 
-    def __init__(self, settings: TelemetrySettings, router: router_core.Router) -> None:
+    def __init__(self, settings: TelemetrySettings, router: router_core.Router, deployments: Deployments) -> None:
         self.listen = settings.metrics_listen
-        self.registry = CollectorRegistry()
         self._router = router
-        readers: list[MetricReader] = []
-        if settings.metrics_listen is not None:
-            readers.append(PrometheusMetricReader(registry=self.registry))
+        self._deployments = deployments
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self.read))
+        self._started_ns = time.time_ns()
+        self._resource = Resource.create({"service.name": settings.service_name})
+        self._exporter: MetricExporter | None = None
+        self._push_interval_s = settings.metrics_push_interval_s
         if settings.otlp_endpoint is not None and settings.metrics_push_interval_s > 0:
-            exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
-            interval_ms = settings.metrics_push_interval_s * 1000
-            readers.append(PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms))
-        self._provider = MeterProvider(
-            metric_readers=readers, resource=Resource.create({"service.name": settings.service_name})
-        )
-        meter = self._provider.get_meter("switchboard")
-        self.operation_duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="Duration of one attempt on a deployment",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens one successful attempt used",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self.calls = meter.create_counter("switchboard.calls", unit="{call}", description="Calls, by how they ended")
-        self.call_duration = meter.create_histogram(
-            "switchboard.call.duration",
-            unit="s",
-            description="Duration of a whole call",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.time_to_first_token = meter.create_histogram(
-            "switchboard.time_to_first_token",
-            unit="s",
-            description="Time from a stream's attempt to its first token",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.cost = meter.create_counter("switchboard.cost", unit="USD", description="Cost of the answers")
-        meter.create_observable_gauge(
-            "switchboard.deployment.in_flight", [self._in_flight], unit="{attempt}", description="Attempts in flight"
-        )
-        meter.create_observable_gauge(
-            "switchboard.deployment.circuit",
-            [self._circuit],
-            description="1 for the deployment's circuit state, 0 for the others",
-        )
-        meter.create_observable_gauge(
-            "switchboard.deployment.rate_limit.headroom",
-            [self._headroom],
-            description="The fuller of its rate-limit buckets' fill, 0 to 1",
-        )
+            self._exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
         self._runner: web.AppRunner | None = None
+        self._pushing: asyncio.Task[None] | None = None
         self.port = 0
 
+    def read(self) -> list[Family]:
+        return families(self._router, self._deployments())
+
     async def start(self) -> None:
-        global _metrics
-        _metrics = self
+        if self._exporter is not None:
+            self._pushing = asyncio.create_task(self._push_every_interval())
         if self.listen is None:
             return
         host, _, port = self.listen.rpartition(":")
@@ -123,53 +87,121 @@ class Metrics:
         return f"{host}:{self.port}"
 
     async def stop(self) -> None:
-        global _metrics
-        if _metrics is self:
-            _metrics = None
         if self._runner is not None:
             await self._runner.cleanup()
-        # Pushes what is left; off the loop, since the exporter blocks.
-        await asyncio.to_thread(self._provider.shutdown)
+        if self._pushing is not None:
+            self._pushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pushing
+        if self._exporter is not None:
+            await self._push()  # what is left
+            await asyncio.to_thread(self._exporter.shutdown)
 
     async def _scrape(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(s.in_flight, {"switchboard.deployment": s.deployment}) for s in self._router.stats()]
+    async def _push_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self._push_interval_s)
+            await self._push()
 
-    def _circuit(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(int(s.state == state), {"switchboard.deployment": s.deployment, "switchboard.circuit": state})
-            for s in self._router.stats()
-            for state in CIRCUIT_STATES
-        ]
-
-    def _headroom(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(s.headroom, {"switchboard.deployment": s.deployment}) for s in self._router.stats()]
-
-
-def record_attempt(deployment: Deployment, duration_s: float, outcome: str, usage: Usage | None = None) -> None:
-    """One attempt's end: `outcome` is `ok` or the failure's class."""
-    if _metrics is None:
-        return
-    labels = attempt_attributes(deployment)
-    if outcome != "ok":
-        labels["error.type"] = outcome
-    _metrics.operation_duration.record(duration_s, labels)
-    if usage is not None:
-        _metrics.token_usage.record(usage.input_tokens, {**labels, "gen_ai.token.type": "input"})
-        _metrics.token_usage.record(usage.output_tokens, {**labels, "gen_ai.token.type": "output"})
+    async def _push(self) -> None:
+        assert self._exporter is not None
+        data = otlp_data(self.read(), self._resource, self._started_ns)
+        # Off the loop: the exporter blocks, retrying for a while when the receiver is away.
+        result = await asyncio.to_thread(self._exporter.export, data)
+        if result.name != "SUCCESS":
+            log.warning("metrics push to the OTLP endpoint failed (%s)", result.name)
 
 
-def record_call(call: Call, status: str) -> None:
-    if _metrics is None:
-        return
-    labels = {"rpc.method": call.method, "rpc.grpc.status_code": status, "switchboard.model_group": call.model_group}
-    _metrics.calls.add(1, labels)
-    _metrics.call_duration.record(call.elapsed_s(), labels)
-    if call.ttft_ms is not None:
-        served = {"switchboard.model_group": call.model_group, "switchboard.deployment": call.deployment}
-        _metrics.time_to_first_token.record(call.ttft_ms / 1000, served)
-    if call.cost_usd:
-        _metrics.cost.add(call.cost_usd, {"switchboard.deployment": call.deployment})
+class _Collector:
+    """The metrics in Prometheus's terms, read at each scrape."""
+
+    def __init__(self, read: Callable[[], list[Family]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[PrometheusFamily]:
+        for family in self._read():
+            yield prometheus_family(family)
+
+
+def prometheus_family(family: Family) -> PrometheusFamily:
+    """Named as OpenTelemetry's Prometheus exporter names them: dots to underscores, the unit as
+    a suffix (seconds for s; none for annotations such as {token} or for 1), `_total` on
+    counters, labels likewise."""
+    name = re.sub(r"[^a-zA-Z0-9_:]", "_", family.name)
+    unit = {"s": "seconds", "1": ""}.get(family.unit, re.sub(r"\{[^}]*\}", "", family.unit))
+    labelled = [({_label(k): v for k, v in labels.items()}, value) for labels, value in family.points]
+    keys = sorted({key for labels, _ in labelled for key in labels})
+    made: PrometheusFamily
+    if family.kind == "histogram":
+        made = HistogramMetricFamily(name, family.description, labels=keys, unit=unit)
+        for labels, value in labelled:
+            assert isinstance(value, router_core.Distribution)
+            made.add_metric([labels.get(k, "") for k in keys], _cumulative(value), value.sum)
+        return made
+    kind = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+    made = kind(name, family.description, labels=keys, unit=unit)
+    for labels, value in labelled:
+        assert isinstance(value, int | float)
+        made.add_metric([labels.get(k, "") for k in keys], value)
+    return made
+
+
+def _label(key: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def _cumulative(distribution: router_core.Distribution) -> list[tuple[str, float]]:
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip([*map(str, distribution.bounds), "+Inf"], distribution.counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets
+
+
+def otlp_data(read: list[Family], resource: Resource, started_ns: int) -> MetricsData:
+    """The metrics as OpenTelemetry's SDK hands them to an exporter: cumulative since `started_ns`."""
+    now = time.time_ns()
+    cumulative = AggregationTemporality.CUMULATIVE
+    metrics = []
+    for family in read:
+        data: Histogram | Sum | Gauge
+        if family.kind == "histogram":
+            points = [_histogram_point(labels, value, started_ns, now) for labels, value in family.points]
+            data = Histogram(data_points=points, aggregation_temporality=cumulative)
+        else:
+            numbers = [
+                NumberDataPoint(
+                    attributes=dict(labels), start_time_unix_nano=started_ns, time_unix_nano=now, value=value
+                )
+                for labels, value in family.points
+                if isinstance(value, int | float)
+            ]
+            if family.kind == "counter":
+                data = Sum(data_points=numbers, aggregation_temporality=cumulative, is_monotonic=True)
+            else:
+                data = Gauge(data_points=numbers)
+        metrics.append(Metric(family.name, family.description, family.unit, data))
+    scope = ScopeMetrics(InstrumentationScope("switchboard"), metrics, schema_url="")
+    return MetricsData([ResourceMetrics(resource, [scope], schema_url="")])
+
+
+def _histogram_point(
+    labels: Attributes, value: float | router_core.Distribution, started_ns: int, now: int
+) -> HistogramDataPoint:
+    assert isinstance(value, router_core.Distribution)
+    return HistogramDataPoint(
+        attributes=dict(labels),
+        start_time_unix_nano=started_ns,
+        time_unix_nano=now,
+        count=value.count,
+        sum=value.sum,
+        bucket_counts=value.counts,
+        explicit_bounds=value.bounds,
+        # Not kept: the histograms count, they do not remember extremes.
+        min=None,  # type: ignore[arg-type]
+        max=None,  # type: ignore[arg-type]
+    )

@@ -43,6 +43,24 @@ class Sibling:
 
     shared_state: Path
     on_listening: Callable[[], object]
+    # The one worker that serves /metrics, the Admin API and the metrics push for the host: the
+    # figures live in the shared state, so its are the host's.
+    serves_host: bool = False
+    # Has every worker reload the config (SIGHUP through the parent), after an Admin API reload.
+    reload_all: Callable[[], object] = lambda: None
+
+
+def _reloading_all(reload: Callable[[str], Reloaded], reload_all: Callable[[], object]) -> Callable[[str], Reloaded]:
+    """`reload` here, then in every worker: the others see the file as this one did (this one
+    reads it again, to no change)."""
+
+    def reloaded(why: str) -> Reloaded:
+        result = reload(why)
+        if result.applied:
+            reload_all()
+        return result
+
+    return reloaded
 
 
 class Gateway:
@@ -79,22 +97,28 @@ class Gateway:
         self.tracing = Tracing(config.telemetry)
         telemetry = config.telemetry
         pushed = telemetry.otlp_endpoint is not None and telemetry.metrics_push_interval_s > 0
-        self.metrics = Metrics(telemetry, self.router) if telemetry.metrics_listen or pushed else None
+        serves_host = sibling is None or sibling.serves_host
+        self.metrics = (
+            Metrics(telemetry, self.router, lambda: self.config.deployments())
+            if serves_host and (telemetry.metrics_listen or pushed)
+            else None
+        )
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self.cluster: ClusterLink | None = None
         if config.state.backend == "redis":
             self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
-        add_to_server(GatewayServicer(self.runtimes), self.server)
+        add_to_server(GatewayServicer(self.runtimes, self.router), self.server)
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
-        if config.server.admin_listen is not None:
+        if serves_host and config.server.admin_listen is not None:
             self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             try:
                 self.admin_port = self.admin.add_insecure_port(config.server.admin_listen)
             except RuntimeError as error:
                 raise OSError(f"cannot listen on {config.server.admin_listen} (admin): {error}") from error
-            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.router, self.reloaded), self.admin)
+            reload = self.reloaded if sibling is None else _reloading_all(self.reloaded, sibling.reload_all)
+            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.router, reload), self.admin)
             _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))

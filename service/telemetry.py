@@ -93,12 +93,14 @@ def server_span(call: Call, context: grpc.aio.ServicerContext, operation: str) -
             _failed(span, code.name if isinstance(code, grpc.StatusCode) else type(error).__name__)
             raise
         finally:
-            span.set_attributes(_call_attributes(call, operation))
+            if span.is_recording():  # not when sampled out: nothing would keep them
+                span.set_attributes(_call_attributes(call, operation))
 
 
 def attempt_span(attempt: Attempt) -> Span | None:
-    """A client span for one attempt, under the current call's span; None when not tracing."""
-    if _tracer is None:
+    """A client span for one attempt, under the current call's span; None when not tracing or
+    when the call was sampled out (the call's own context then goes upstream, unsampled)."""
+    if _tracer is None or not trace.get_current_span().is_recording():
         return None
     provider = attempt.deployment.provider
     return _tracer.start_span(

@@ -45,11 +45,14 @@ def _optional(stats: Stats, name: str) -> float | None:
     return getattr(stats, name) if stats.HasField(name) else None
 
 
+def _percentile(stats: Stats, name: str, which: str) -> float | None:
+    """A percentile of the `latency_ms` or `ttft_ms` histograms; None before any."""
+    return getattr(getattr(stats, name), which) if stats.HasField(name) else None
+
+
 COLUMNS = [
     Column("deployment", lambda s: s.deployment, lambda s: s.deployment),
-    Column(
-        "state", lambda s: s.unavailable_reason or s.circuit_state, lambda s: s.unavailable_reason or s.circuit_state
-    ),
+    Column("state", _state, _state),
     Column("in flight", lambda s: s.in_flight, lambda s: str(s.in_flight)),
     Column("requests", lambda s: s.requests, lambda s: str(s.requests)),
     Column("failures", lambda s: s.failures, lambda s: str(s.failures)),
@@ -58,11 +61,12 @@ COLUMNS = [
         lambda s: _optional(s, "error_rate") or 0.0,
         lambda s: "-" if (rate := _optional(s, "error_rate")) is None else f"{rate * 100:.1f}",
     ),
-    Column("latency ms", lambda s: s.ewma_latency_ms, lambda s: _ms(_optional(s, "ewma_latency_ms"))),
-    Column("tail ms", lambda s: s.tail_latency_ms, lambda s: _ms(_optional(s, "tail_latency_ms"))),
-    Column("ttft ms", lambda s: s.ewma_ttft_ms, lambda s: _ms(_optional(s, "ewma_ttft_ms"))),
+    Column("p50 ms", lambda s: s.latency_ms.p50, lambda s: _ms(_percentile(s, "latency_ms", "p50"))),
+    Column("p99 ms", lambda s: s.latency_ms.p99, lambda s: _ms(_percentile(s, "latency_ms", "p99"))),
+    Column("ttft p50 ms", lambda s: s.ttft_ms.p50, lambda s: _ms(_percentile(s, "ttft_ms", "p50"))),
     Column("tokens in", lambda s: s.input_tokens, lambda s: str(s.input_tokens)),
     Column("tokens out", lambda s: s.output_tokens, lambda s: str(s.output_tokens)),
+    Column("cost $", lambda s: s.cost_usd, lambda s: f"{s.cost_usd:.4f}"),
     Column("headroom %", lambda s: s.headroom, lambda s: f"{s.headroom * 100:.0f}"),
 ]
 

@@ -16,6 +16,10 @@ and removes the file at the end:
   started is replaced after a pause that doubles each time (up to a minute);
 - a worker that dies before it is listening (a port taken, a bad environment)
   cannot be helped by starting it again: the parent stops the others and exits 1.
+
+The first worker (and whichever replaces it) also serves `telemetry.metrics_listen`,
+`server.admin_listen` and the OTLP metrics push: what they report lives in the shared file,
+so one worker's figures are the host's.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def run_workers(
 
         def start(slot: _Slot) -> tuple[BaseProcess, Event]:
             ready = context.Event()
-            arguments = (config, listen, log_settings, config_path, state, ready)
+            arguments = (config, listen, log_settings, config_path, state, ready, slot.index == 0)
             process = context.Process(target=_worker, args=arguments, name=slot.name)
             process.start()
             return process, ready
@@ -167,7 +171,13 @@ class _Supervisor:
 
 
 def _worker(
-    config: Config, listen: str, log_settings: LogSettings, config_path: Path | None, shared_state: Path, ready: Event
+    config: Config,
+    listen: str,
+    log_settings: LogSettings,
+    config_path: Path | None,
+    shared_state: Path,
+    ready: Event,
+    serves_host: bool,
 ) -> None:
     configure_logging(log_settings)
     if config_path is not None:
@@ -176,4 +186,10 @@ def _worker(
             config = load_config(config_path)
         except ConfigError as error:
             log.error("%s; serving the config the service started with", error)
-    run_gateway(config, listen, config_path=config_path, sibling=Sibling(shared_state, ready.set))
+    sibling = Sibling(shared_state, ready.set, serves_host, reload_all=_reload_all)
+    run_gateway(config, listen, config_path=config_path, sibling=sibling)
+
+
+def _reload_all() -> None:
+    """The parent passes SIGHUP on to every worker."""
+    os.kill(os.getppid(), signal.SIGHUP)

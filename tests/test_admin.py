@@ -16,7 +16,7 @@ from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import load_config
 from service.server import Gateway
-from tests.mock_openai import MockOpenAI
+from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 
@@ -68,6 +68,37 @@ async def test_stats_and_a_reload_through_the_admin_api(tmp_path: Path, upstream
         assert "switchboard.admin.v1.Admin" in services and "switchboard.v1.Gateway" not in services
     finally:
         await gateway.stop(0)
+
+
+async def test_stats_give_percentiles_outcomes_cost_and_calls_per_group(tmp_path: Path, upstream: MockOpenAI) -> None:
+    """Upstream answers held for 60 ms: the latency percentiles say so, within the histogram's
+    quarter octave; failures count per class and calls per group, method and status."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ADMIN + config(upstream))
+    gateway = await started(path)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data:
+            stub = pb_grpc.GatewayStub(data)
+            upstream.fault = Fault(hang_s=0.06)
+            for _ in range(10):
+                await stub.Chat(chat_request())
+            upstream.fault = Fault(status=500)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Chat(chat_request())
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Chat(chat_request(model="no-such-model"))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as channel:
+            response = await admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest())
+    finally:
+        await gateway.stop(0)
+    mock = {s.deployment: s for s in response.deployments}["mock-0"]
+    assert dict(mock.outcomes) == {"ok": 10, "server_error": 1}
+    latency = mock.latency_ms
+    assert 55 <= latency.p50 <= 60 * 1.2 and latency.p50 <= latency.p95 <= latency.p99 <= 300, latency
+    assert not mock.HasField("ttft_ms"), "no streams"
+    assert mock.cost_usd == pytest.approx((mock.input_tokens * 1.0 + mock.output_tokens * 2.0) / 1e6)
+    calls = {(c.model_group, c.method): dict(c.statuses) for c in response.calls}
+    assert calls == {("chat", "Chat"): {"OK": 10, "UNAVAILABLE": 1}, ("", "Chat"): {"INVALID_ARGUMENT": 1}}
 
 
 async def test_no_admin_api_unless_asked_for(tmp_path: Path) -> None:

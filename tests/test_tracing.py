@@ -121,13 +121,17 @@ async def test_a_sample_ratio_of_zero_traces_only_what_the_caller_sampled(
             stub = pb_grpc.GatewayStub(channel)
             await stub.Chat(chat_request())  # no traceparent: the ratio decides, and says no
             await stub.Chat(chat_request(), metadata=(("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),))
+            other_trace = "1" * 32
+            await stub.Chat(chat_request(), metadata=(("traceparent", f"00-{other_trace}-{CALLER_SPAN}-00"),))
     finally:
         await gateway.stop(0)
     assert {span.trace_id.hex() for span in receiver.spans} == {TRACE_ID}
     assert len(receiver.spans) == 2
-    # The decision travels on: the unsampled call's traceparent says "not sampled" (flag bit 0).
-    flags = [int(h["traceparent"][-2:], 16) for h in upstream.headers if "traceparent" in h]
-    assert [flag & 1 for flag in flags] == [0, 1]
+    # The decision travels on: the unsampled call's traceparent says "not sampled" (flag bit 0),
+    # and a caller's unsampled trace stays that trace upstream.
+    sent = [h["traceparent"].split("-") for h in upstream.headers if "traceparent" in h]
+    assert [int(flags, 16) & 1 for *_, flags in sent] == [0, 1, 0]
+    assert sent[1][1] == TRACE_ID and sent[2][1] == other_trace
 
 
 async def test_a_long_model_name_is_bounded_on_the_span(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:

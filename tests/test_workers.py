@@ -15,9 +15,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import parse_config
@@ -35,10 +37,16 @@ class Workers:
     """`serve --workers 2` on a free port, its stderr read line by line."""
 
     def __init__(
-        self, tmp_path: Path, port: int | None = None, *, config_yaml: str = ECHO_ONLY, env: Mapping[str, str] = {}
+        self,
+        tmp_path: Path,
+        port: int | None = None,
+        *,
+        config_yaml: str = ECHO_ONLY,
+        server: str = "",
+        env: Mapping[str, str] = {},
     ) -> None:
         config = tmp_path / "c.yaml"
-        config.write_text("server: {drain_delay_s: 0.2}\n" + config_yaml)
+        config.write_text(f"server: {{drain_delay_s: 0.2{server}}}\n" + config_yaml)
         self.port = port or free_port()
         env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **env}
         listen = f"127.0.0.1:{self.port}"
@@ -250,3 +258,36 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_its_attempt_stops_coun
             await asyncio.to_thread(workers.stop)
     finally:
         await upstream.stop()
+
+
+async def test_one_worker_serves_the_hosts_metrics_and_admin_api(tmp_path: Path) -> None:
+    """Every worker counts into the shared state; the first serves /metrics and the Admin API,
+    so a scrape or GetStats shows the host's calls, not one worker's share of them. Before:
+    `serve --workers N` refused metrics_listen and admin_listen."""
+    metrics_port, admin_port = free_port(), free_port()
+    metrics = f"telemetry: {{metrics_listen: '127.0.0.1:{metrics_port}'}}\n"
+    workers = Workers(tmp_path, config_yaml=metrics + ECHO_ONLY, server=f", admin_listen: '127.0.0.1:{admin_port}'")
+    workers.listening(2)
+    chats = 12
+    try:
+        for _ in range(chats):  # a new connection each, spread over both workers by the kernel
+            workers.chat()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+        ):
+            scraped = await response.text()
+        stats = json.loads(grpcurl(f"127.0.0.1:{admin_port}", "switchboard.admin.v1.Admin/GetStats"))
+    finally:
+        rest = workers.stop()
+    calls = [
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "switchboard_calls_total" and sample.labels["rpc_grpc_status_code"] == "OK"
+    ]
+    assert sum(calls) == chats, scraped
+    assert stats["deployments"][0]["requests"] == str(chats)
+    access = [json.loads(line) for line in rest.splitlines() if '"logger": "switchboard.access"' in line]
+    served_by = [line["process"] for line in access if line["method"] == "Chat"]
+    assert len(served_by) == chats and len(set(served_by)) == 2, "both workers served some"

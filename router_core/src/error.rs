@@ -64,6 +64,10 @@ pub enum RouterError {
     /// A NaN or negative latency would poison the moving averages for good.
     #[error("latencies must be finite numbers >= 0, got {0}")]
     InvalidLatency(f64),
+    #[error("calls are counted for methods {known:?}, not {0:?}", known = crate::CALL_METHODS)]
+    UnknownMethod(String),
+    #[error("gRPC status codes are 0 to 16, got {0}")]
+    UnknownStatus(u8),
 }
 
 fn unknown_group_message(name: &str, known: &[String]) -> String {

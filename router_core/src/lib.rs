@@ -13,6 +13,7 @@ mod filter;
 mod health;
 mod lease;
 mod matcher;
+mod measures;
 mod ratelimit;
 mod router;
 mod state;
@@ -43,12 +44,16 @@ pub use health::{
 };
 pub use lease::Lease;
 pub use matcher::MatcherConfig;
+pub use measures::{
+    CallMeasures, Distribution, NotABound, CALL_METHODS, DURATION_BOUNDS_S, FINE_DURATION_BOUNDS_S,
+    GRPC_STATUSES, TOKEN_BOUNDS,
+};
 pub use ratelimit::{
     release, reserve, settle, Budget, Denied, Limit, LimitKind, LimitSpec, Refill, Reservation,
 };
 pub use router::{Candidate, Decision, Preference, Rejection, RouteRequest, Router};
 pub use state::Region;
-pub use stats::{DeploymentStats, Outcome, EWMA_ALPHA};
+pub use stats::{DeploymentMeasures, DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;
 pub use table::MAX_NAMES;
 pub use tokens::{
@@ -68,8 +73,9 @@ mod router_core {
     use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
-        PyCandidate, PyDecision, PyDeploymentStats, PyDeploymentUnavailableError, PyHedge, PyLease,
-        PyRejection, PyRouter, PyRouterError, PyUnknownDeploymentError, PyUnknownModelGroupError,
+        PyCallMeasures, PyCandidate, PyDecision, PyDeploymentMeasures, PyDeploymentStats,
+        PyDeploymentUnavailableError, PyDistribution, PyHedge, PyLease, PyRejection, PyRouter,
+        PyRouterError, PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 
     /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).
@@ -78,6 +84,12 @@ mod router_core {
         use pyo3::types::PyModuleMethods;
         module.add("ConfigError", crate::python::config_error(module.py())?)?;
         let keys = pyo3::types::PyTuple::new(module.py(), crate::DEPLOYMENT_KEYS)?;
-        module.add("DEPLOYMENT_KEYS", keys)
+        module.add("DEPLOYMENT_KEYS", keys)?;
+        let methods = pyo3::types::PyTuple::new(module.py(), crate::CALL_METHODS)?;
+        module.add("CALL_METHODS", methods)?;
+        let bounds = pyo3::types::PyTuple::new(module.py(), crate::DURATION_BOUNDS_S)?;
+        module.add("DURATION_BOUNDS_S", bounds)?;
+        let bounds = pyo3::types::PyTuple::new(module.py(), crate::TOKEN_BOUNDS)?;
+        module.add("TOKEN_BOUNDS", bounds)
     }
 }

@@ -7,10 +7,12 @@ mod cluster;
 pub(crate) mod config;
 mod decision;
 mod errors;
+mod stats;
 
 pub(crate) use decision::repr_option;
 pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection};
 pub use errors::*;
+pub use stats::{PyCallMeasures, PyDeploymentMeasures, PyDeploymentStats, PyDistribution};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,8 +25,8 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyDict;
 
 use crate::{
-    estimate_input_tokens, Clock, DeploymentStats, Lease, Outcome, OutcomeClass, Preference,
-    Region, RouteRequest, Router,
+    estimate_input_tokens, Clock, Lease, Outcome, OutcomeClass, Preference, Region, RouteRequest,
+    Router,
 };
 
 /// Estimated input tokens of a request: its texts (message parts, tool-call
@@ -292,6 +294,43 @@ impl PyRouter {
             .collect()
     }
 
+    /// Every deployment's attempts as distributions, in config order.
+    fn measures(&self, py: Python<'_>) -> PyResult<Vec<PyDeploymentMeasures>> {
+        let measures = self.0.measures();
+        measures
+            .into_iter()
+            .map(|m| PyDeploymentMeasures::new(py, m))
+            .collect()
+    }
+
+    /// Counts one call to `method` (one of `CALL_METHODS`) that ended with
+    /// gRPC status code `status` after `duration_s`, under `model_group`; a
+    /// name that is no group of the config counts as "" (reaching none).
+    /// ValueError for an unknown method, status or a bad duration.
+    #[pyo3(signature = (model_group, method, status, duration_s))]
+    fn record_call(
+        &self,
+        py: Python<'_>,
+        model_group: &str,
+        method: &str,
+        status: u8,
+        duration_s: f64,
+    ) -> PyResult<()> {
+        self.0
+            .record_call(model_group, method, status, duration_s)
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Calls per model group and method, for those with any, in config
+    /// order; those that reached no group last, as group "".
+    fn call_measures(&self, py: Python<'_>) -> PyResult<Vec<PyCallMeasures>> {
+        let measures = self.0.call_measures();
+        measures
+            .into_iter()
+            .map(|m| PyCallMeasures::new(py, m))
+            .collect()
+    }
+
     /// Swaps in a new config atomically, keeping stats of surviving deployment
     /// ids; `without` as for the constructor. On error the current one stays.
     #[pyo3(signature = (config_json, *, without = Vec::new()))]
@@ -441,74 +480,6 @@ impl PyLease {
             self.tokens,
             if self.is_probe { "True" } else { "False" },
             if self.active() { "True" } else { "False" },
-        )
-    }
-}
-
-/// One deployment's counters, health and budget at the time of `stats()`.
-#[pyclass(frozen, get_all, name = "DeploymentStats", module = "router_core")]
-pub struct PyDeploymentStats {
-    deployment: String,
-    requests: u64,
-    failures: u64,
-    in_flight: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    state: &'static str,
-    unavailable_reason: Option<&'static str>,
-    unavailable_for_s: Option<f64>,
-    consecutive_failures: u32,
-    error_rate: Option<f64>,
-    ewma_latency_ms: Option<f64>,
-    tail_latency_ms: Option<f64>,
-    ewma_ttft_ms: Option<f64>,
-    tail_ttft_ms: Option<f64>,
-    headroom: f64,
-    input_token_ratio: f64,
-}
-
-impl From<DeploymentStats> for PyDeploymentStats {
-    fn from(s: DeploymentStats) -> Self {
-        PyDeploymentStats {
-            deployment: s.deployment,
-            requests: s.requests,
-            failures: s.failures,
-            in_flight: s.in_flight,
-            input_tokens: s.input_tokens,
-            output_tokens: s.output_tokens,
-            state: s.state.as_str(),
-            unavailable_reason: s.unavailable.map(|(reason, _)| reason),
-            unavailable_for_s: s.unavailable.map(|(_, left)| left.as_secs_f64()),
-            consecutive_failures: s.health.consecutive_failures,
-            error_rate: s.health.error_rate,
-            ewma_latency_ms: s.health.ewma_latency_ms,
-            tail_latency_ms: s.health.tail_latency_ms,
-            ewma_ttft_ms: s.health.ewma_ttft_ms,
-            tail_ttft_ms: s.health.tail_ttft_ms,
-            headroom: s.headroom,
-            input_token_ratio: s.input_token_ratio,
-        }
-    }
-}
-
-#[pymethods]
-impl PyDeploymentStats {
-    fn __repr__(&self) -> String {
-        format!(
-            "DeploymentStats(deployment={:?}, requests={}, failures={}, in_flight={}, state={:?}, \
-             unavailable_reason={}, error_rate={}, tail_latency_ms={}, tail_ttft_ms={}, \
-             headroom={:?}, input_token_ratio={:?})",
-            self.deployment,
-            self.requests,
-            self.failures,
-            self.in_flight,
-            self.state,
-            repr_option(self.unavailable_reason),
-            repr_option(self.error_rate),
-            repr_option(self.tail_latency_ms),
-            repr_option(self.tail_ttft_ms),
-            self.headroom,
-            self.input_token_ratio,
         )
     }
 }

@@ -10,6 +10,7 @@ mod affinity;
 mod cluster;
 mod decision;
 mod leasing;
+mod measures;
 mod signals;
 #[cfg(test)]
 mod tests;
@@ -310,7 +311,10 @@ impl Router {
         let now = self.clock.now();
         let used = outcome.input_tokens.saturating_add(outcome.output_tokens);
         lease.limits.settle(reservation, used, now);
-        lease.counters.record(outcome);
+        let cost_usd = lease
+            .prices
+            .cost_usd(outcome.input_tokens, outcome.output_tokens);
+        lease.counters.record(outcome, cost_usd);
         lease.counters.end_attempt();
         lease.health.on_outcome(
             outcome.class,
@@ -325,9 +329,7 @@ impl Router {
                 .observe(lease.estimated_input_tokens, outcome.input_tokens);
             self.eject_outliers(&lease.deployment, now);
         }
-        Ok(lease
-            .prices
-            .cost_usd(outcome.input_tokens, outcome.output_tokens))
+        Ok(cost_usd)
     }
 
     /// Gives back a lease whose attempt never produced an outcome (abandoned,

@@ -30,13 +30,13 @@ pub(crate) use access::{Guard, Held, Place};
 pub(crate) use in_flight::InFlight;
 
 /// Marks the file as this layout; another layout's file is refused, not misread.
-const MAGIC: u64 = u64::from_le_bytes(*b"swbstat2");
+const MAGIC: u64 = u64::from_le_bytes(*b"swbstat3");
 /// And as this build's: payloads are Rust values, laid out as this crate's
 /// version compiled them.
 const BUILD: &str = env!("CARGO_PKG_VERSION");
-/// Keys a region holds: six per deployment (limit, breaker, health, counts,
-/// in flight, calibration), one per tenant, API key and round-robin plan,
-/// over all reloads.
+/// Keys a region holds: eight per deployment (limit, breaker, health, counts,
+/// durations, failed durations, in flight, calibration), one per model group
+/// (its calls), tenant, API key and round-robin plan, over all reloads.
 pub const SLOTS: usize = 4096;
 /// Key bytes compared as well as the key's hash.
 const KEY_BYTES: usize = 96;
@@ -47,7 +47,7 @@ pub(crate) const COLUMNS: usize = 32;
 pub(crate) const IN_FLIGHT: &str = "in_flight/";
 
 /// Bytes a slot holds for its owner.
-const PAYLOAD_BYTES: usize = 384;
+const PAYLOAD_BYTES: usize = 1280;
 
 /// A type that may live in a slot's payload.
 ///

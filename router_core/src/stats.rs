@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::health::{BreakerState, HealthSnapshot, OutcomeClass};
+use crate::measures::{Distribution, Durations, FailedDurations, Histogram, Unit, TOKEN_BOUNDS};
 use crate::state::{InFlight, Payload, Place, Region, IN_FLIGHT};
 
 /// Weight of the newest sample in the latency moving averages.
@@ -69,14 +70,37 @@ pub struct DeploymentStats {
     pub input_token_ratio: f64,
 }
 
+/// The distributions of a deployment's attempts, for percentiles and exporters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentMeasures {
+    pub deployment: String,
+    /// Attempts per outcome class, for the classes that ended any.
+    pub outcomes: Vec<(OutcomeClass, u64)>,
+    /// What the answers cost, in USD.
+    pub cost_usd: f64,
+    /// Durations of successful attempts, in seconds.
+    pub latency: Distribution,
+    /// Times to the first token of successful streamed attempts, in seconds.
+    pub first_token: Distribution,
+    /// Durations of failed attempts per failure class, for those that had any.
+    pub failed_latency: Vec<(OutcomeClass, Distribution)>,
+    /// Tokens per successful attempt.
+    pub input_tokens: Distribution,
+    pub output_tokens: Distribution,
+}
+
 /// A deployment's call counters: this process's own, or in a region the
 /// host's processes share (see `state`), where the totals are the host's and
 /// attempts in flight are counted per process.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     counts: Place<Counts>,
+    durations: Place<Durations>,
+    failed: Place<FailedDurations>,
     in_flight: Flight,
 }
+
+type Tokens = Histogram<{ TOKEN_BOUNDS.len() + 1 }>;
 
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -85,6 +109,10 @@ struct Counts {
     failures: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    by_class: [AtomicU64; OutcomeClass::ALL.len()],
+    cost_nano_usd: AtomicU64,
+    input_per_attempt: Tokens,
+    output_per_attempt: Tokens,
 }
 
 // Safety: atomics of plain integers; all zero is nothing counted.
@@ -121,24 +149,63 @@ impl Counters {
         });
         Counters {
             counts: Place::at(region, &format!("counts/{id}")),
+            durations: Place::at(region, &format!("durations/{id}")),
+            failed: Place::at(region, &format!("failed/{id}")),
             in_flight: in_flight.unwrap_or_default(),
         }
     }
 
     /// The counters are independent statistics that publish no other memory,
     /// so relaxed ordering suffices.
-    pub(crate) fn record(&self, outcome: &Outcome) {
+    pub(crate) fn record(&self, outcome: &Outcome, cost_usd: f64) {
         let counts = &*self.counts;
         counts.requests.fetch_add(1, Relaxed);
+        counts.by_class[outcome.class as usize].fetch_add(1, Relaxed);
+        let (input, output) = (outcome.input_tokens, outcome.output_tokens);
+        counts.input_tokens.fetch_add(u64::from(input), Relaxed);
+        counts.output_tokens.fetch_add(u64::from(output), Relaxed);
+        // Saturating float-to-int: a negative or absurd price cannot wrap the total.
+        counts
+            .cost_nano_usd
+            .fetch_add((cost_usd * 1e9).round() as u64, Relaxed);
+        let latency_s = outcome.latency_ms / 1000.0;
         if outcome.class != OutcomeClass::Ok {
             counts.failures.fetch_add(1, Relaxed);
+            self.failed.record(outcome.class, latency_s);
+            return;
         }
         counts
-            .input_tokens
-            .fetch_add(u64::from(outcome.input_tokens), Relaxed);
+            .input_per_attempt
+            .record(&TOKEN_BOUNDS, Unit::Count, f64::from(input));
         counts
-            .output_tokens
-            .fetch_add(u64::from(outcome.output_tokens), Relaxed);
+            .output_per_attempt
+            .record(&TOKEN_BOUNDS, Unit::Count, f64::from(output));
+        let first_token_s = outcome.ttft_ms.map(|ms| ms / 1000.0);
+        self.durations.record(latency_s, first_token_s);
+    }
+
+    pub(crate) fn measures(&self, deployment: &str) -> DeploymentMeasures {
+        let counts = &*self.counts;
+        let (latency, first_token) = self.durations.snapshot();
+        DeploymentMeasures {
+            deployment: deployment.to_owned(),
+            outcomes: OutcomeClass::ALL
+                .into_iter()
+                .zip(&counts.by_class)
+                .map(|(class, count)| (class, count.load(Relaxed)))
+                .filter(|&(_, count)| count > 0)
+                .collect(),
+            cost_usd: counts.cost_nano_usd.load(Relaxed) as f64 / 1e9,
+            latency,
+            first_token,
+            failed_latency: self.failed.snapshot(),
+            input_tokens: counts
+                .input_per_attempt
+                .snapshot(&TOKEN_BOUNDS, Unit::Count),
+            output_tokens: counts
+                .output_per_attempt
+                .snapshot(&TOKEN_BOUNDS, Unit::Count),
+        }
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
@@ -212,12 +279,15 @@ mod tests {
     #[test]
     fn counts_requests_failures_and_tokens() {
         let counters = Counters::default();
-        counters.record(&Outcome {
-            input_tokens: 10,
-            output_tokens: 5,
-            ..Outcome::ok(1.0)
-        });
-        counters.record(&Outcome::failed(OutcomeClass::Timeout, 1.0));
+        counters.record(
+            &Outcome {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Outcome::ok(1.0)
+            },
+            0.0,
+        );
+        counters.record(&Outcome::failed(OutcomeClass::Timeout, 1.0), 0.0);
         let stats = snapshot(&counters);
         assert_eq!(
             (
@@ -246,7 +316,7 @@ mod tests {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
-                        counters.record(&Outcome::ok(50.0));
+                        counters.record(&Outcome::ok(50.0), 0.0);
                     }
                 });
             }

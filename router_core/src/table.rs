@@ -12,6 +12,7 @@ use crate::clock::Nanos;
 use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
 use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
+use crate::measures::CallCounters;
 use crate::ratelimit::{Limit, LimitSpec, Refill};
 use crate::router::RouteRequest;
 use crate::state::{Payload, Place, Region};
@@ -186,6 +187,8 @@ pub(crate) struct Group {
     pub(crate) plan: Plan,
     /// Outlier ejection compares the group's members at most once a second.
     pub(crate) outlier_gate: RateGate,
+    /// The calls served by the group; carried over a reload.
+    pub(crate) calls: Arc<CallCounters>,
 }
 
 impl Group {
@@ -220,6 +223,8 @@ pub(crate) struct Table {
     pub(crate) api_key_limits: HashMap<Arc<str>, Arc<Limit>>,
     pub(crate) capabilities: NameBits,
     pub(crate) regions: NameBits,
+    /// Calls that reached no model group (an unknown model, a bad request).
+    pub(crate) unrouted_calls: Arc<CallCounters>,
 }
 
 impl Table {
@@ -339,6 +344,10 @@ impl Table {
                         rotation(g.strategy, region, &format!("rotation/group/{}", g.name)),
                     ),
                     outlier_gate: RateGate::new(),
+                    calls: match previous.and_then(|t| t.group_named(&g.name)) {
+                        Some(old) => Arc::clone(&old.calls),
+                        None => Arc::new(CallCounters::at(region, &g.name)),
+                    },
                 }
             })
             .collect();
@@ -386,6 +395,10 @@ impl Table {
             .as_ref()
             .map(|name| group_index[name.as_str()]);
         Table {
+            unrouted_calls: previous.map_or_else(
+                || Arc::new(CallCounters::at(region, "")),
+                |t| Arc::clone(&t.unrouted_calls),
+            ),
             deployments,
             deployment_index,
             groups,
@@ -430,6 +443,11 @@ impl Table {
             self.group_index.get(model).copied()
         };
         index.map(|i| &self.groups[i])
+    }
+
+    /// The group called `name`, taking "auto" literally (see [`Table::group`]).
+    pub(crate) fn group_named(&self, name: &str) -> Option<&Group> {
+        self.group_index.get(name).map(|&i| &self.groups[i])
     }
 
     pub(crate) fn deployment(&self, id: &str) -> Option<&Deployment> {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import router_core
-from service import metrics, telemetry
+from service import telemetry
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.timing import Clock, Deadline
 from service.config import Deployment
@@ -108,7 +108,6 @@ class Attempt:
         )
         self._log.records.append(AttemptRecord(self.deployment.id, pb.OUTCOME_OK, latency_s))
         telemetry.end_attempt(self.span, "ok", usage.input_tokens, usage.output_tokens)
-        metrics.record_attempt(self.deployment, latency_s, "ok", usage)
         return cost_usd
 
     def failed(self, error: UpstreamError) -> None:
@@ -128,7 +127,6 @@ class Attempt:
         record = AttemptRecord(self.deployment.id, error.outcome, latency_s, error.status, str(error))
         outcome = OUTCOME_CLASSES.get(error.outcome, "error")
         telemetry.end_attempt(self.span, outcome)
-        metrics.record_attempt(self.deployment, latency_s, outcome)
         wait = error.retry_after_s
         if error.outcome == pb.OUTCOME_RATE_LIMITED and wait is None:
             # No Retry-After: the client is told the cool-down the gateway applied instead.

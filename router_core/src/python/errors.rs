@@ -159,7 +159,9 @@ pub(crate) fn to_py_err(py: Python<'_>, err: RouterError) -> PyErr {
             retry_after.map(|d| d.as_secs_f64()),
             rate_limited,
         )),
-        RouterError::InvalidLatency(_) => return PyValueError::new_err(err.to_string()),
+        RouterError::InvalidLatency(_)
+        | RouterError::UnknownMethod(_)
+        | RouterError::UnknownStatus(_) => return PyValueError::new_err(err.to_string()),
     };
     exception.map_or_else(|e| e, PyErr::from_value)
 }

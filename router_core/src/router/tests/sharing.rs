@@ -221,3 +221,22 @@ fn routers_sharing_a_region_learn_one_token_calibration() {
         ratio(&routers[1])
     );
 }
+
+/// What either of two routers on one region measured, both report: a scrape
+/// of any worker shows the host.
+#[test]
+fn routers_sharing_a_region_report_one_set_of_measures() {
+    let file = RegionFile::new("measures");
+    let config = Config::from_json(&chat_config()).unwrap();
+    let clock = Clock::manual();
+    let routers = file.routers(&config, &clock);
+    for router in &routers {
+        let lease = router.reserve("a", "", "", 0, 0).unwrap();
+        router.record(lease, &ok()).unwrap();
+        router.record_call("chat", "Chat", 0, 0.5).unwrap();
+    }
+    for router in &routers {
+        assert_eq!(router.measures()[0].latency.count(), 2);
+        assert_eq!(router.call_measures()[0].statuses, [(0, 2)]);
+    }
+}

@@ -11,13 +11,22 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("deployments",)
+    __slots__ = ("deployments", "calls")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentStats]
-    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ...) -> None: ...
+    calls: _containers.RepeatedCompositeFieldContainer[CallStats]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., calls: _Optional[_Iterable[_Union[CallStats, _Mapping]]] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
-    __slots__ = ("deployment", "requests", "failures", "in_flight", "input_tokens", "output_tokens", "circuit_state", "unavailable_reason", "unavailable_for_s", "consecutive_failures", "error_rate", "ewma_latency_ms", "tail_latency_ms", "ewma_ttft_ms", "tail_ttft_ms", "headroom", "input_token_ratio")
+    __slots__ = ("deployment", "requests", "failures", "in_flight", "input_tokens", "output_tokens", "circuit_state", "unavailable_reason", "unavailable_for_s", "consecutive_failures", "error_rate", "ewma_latency_ms", "tail_latency_ms", "ewma_ttft_ms", "tail_ttft_ms", "headroom", "input_token_ratio", "outcomes", "latency_ms", "ttft_ms", "cost_usd")
+    class OutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +44,10 @@ class DeploymentStats(_message.Message):
     TAIL_TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     HEADROOM_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKEN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     requests: int
     failures: int
@@ -52,7 +65,40 @@ class DeploymentStats(_message.Message):
     tail_ttft_ms: float
     headroom: float
     input_token_ratio: float
-    def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., in_flight: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., circuit_state: _Optional[str] = ..., unavailable_reason: _Optional[str] = ..., unavailable_for_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., error_rate: _Optional[float] = ..., ewma_latency_ms: _Optional[float] = ..., tail_latency_ms: _Optional[float] = ..., ewma_ttft_ms: _Optional[float] = ..., tail_ttft_ms: _Optional[float] = ..., headroom: _Optional[float] = ..., input_token_ratio: _Optional[float] = ...) -> None: ...
+    outcomes: _containers.ScalarMap[str, int]
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+    cost_usd: float
+    def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., in_flight: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., circuit_state: _Optional[str] = ..., unavailable_reason: _Optional[str] = ..., unavailable_for_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., error_rate: _Optional[float] = ..., ewma_latency_ms: _Optional[float] = ..., tail_latency_ms: _Optional[float] = ..., ewma_ttft_ms: _Optional[float] = ..., tail_ttft_ms: _Optional[float] = ..., headroom: _Optional[float] = ..., input_token_ratio: _Optional[float] = ..., outcomes: _Optional[_Mapping[str, int]] = ..., latency_ms: _Optional[_Union[Percentiles, _Mapping]] = ..., ttft_ms: _Optional[_Union[Percentiles, _Mapping]] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+
+class Percentiles(_message.Message):
+    __slots__ = ("p50", "p95", "p99")
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    p50: float
+    p95: float
+    p99: float
+    def __init__(self, p50: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
+
+class CallStats(_message.Message):
+    __slots__ = ("model_group", "method", "statuses", "duration_ms")
+    class StatusesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    model_group: str
+    method: str
+    statuses: _containers.ScalarMap[str, int]
+    duration_ms: Percentiles
+    def __init__(self, model_group: _Optional[str] = ..., method: _Optional[str] = ..., statuses: _Optional[_Mapping[str, int]] = ..., duration_ms: _Optional[_Union[Percentiles, _Mapping]] = ...) -> None: ...
 
 class ReloadConfigRequest(_message.Message):
     __slots__ = ()
