@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from aiohttp import web
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -36,6 +35,7 @@ from prometheus_client.metrics_core import Metric as PrometheusFamily
 import router_core
 from service.config import Deployment, TelemetrySettings
 from service.measured import Attributes, Family, families
+from service.otlp import metric_exporter
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Metrics:
         self._exporter: MetricExporter | None = None
         self._push_interval_s = settings.metrics_push_interval_s
         if settings.otlp_endpoint is not None and settings.metrics_push_interval_s > 0:
-            self._exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
+            self._exporter = metric_exporter(settings)
         self._runner: web.AppRunner | None = None
         self._pushing: asyncio.Task[None] | None = None
         self.port = 0

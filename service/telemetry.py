@@ -1,6 +1,6 @@
 """Traces, after the OpenTelemetry GenAI semantic conventions: a server span per call, a client
 span per attempt under it, the W3C trace context taken from the caller's metadata and sent on to
-the provider (`traceparent`). Exported over OTLP/gRPC when `telemetry.otlp_endpoint` is set;
+the provider (`traceparent`). Exported over OTLP when `telemetry.otlp_endpoint` is set;
 otherwise nothing is created at all, so tracing costs nothing when it is off.
 
 Prompts and answers are never recorded; neither is anything secret (span attributes are the
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -25,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.access import Call
 from service.config import Deployment, TelemetrySettings
+from service.otlp import span_exporter
 
 if TYPE_CHECKING:
     from service.attempts.attempt import Attempt
@@ -55,8 +55,7 @@ class Tracing:
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
         )
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
-        self._provider.add_span_processor(BatchSpanProcessor(exporter))
+        self._provider.add_span_processor(BatchSpanProcessor(span_exporter(settings)))
 
     def start(self) -> None:
         global _tracer

@@ -76,9 +76,13 @@ async def test_metrics_count_calls_and_attempts_exactly(upstream: MockOpenAI, se
     assert value(samples, "switchboard_deployment_rate_limit_headroom", switchboard_deployment="mock-1") == 1
 
 
-async def test_metrics_are_pushed_over_otlp_when_asked(upstream: MockOpenAI) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+async def test_metrics_are_pushed_over_otlp_when_asked(upstream: MockOpenAI, protocol: str) -> None:
     receiver = await OtlpReceiver().start()
-    telemetry = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}', metrics_push_interval_s: 60}}\n"
+    port = receiver.port if protocol == "grpc" else receiver.http_port
+    telemetry = (
+        f"telemetry: {{otlp_endpoint: '127.0.0.1:{port}', otlp_protocol: {protocol}, metrics_push_interval_s: 60}}\n"
+    )
     gateway = Gateway(parse_config(telemetry + config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
     await gateway.start()
     assert gateway.metrics is not None and gateway.metrics.where is None, "no /metrics unless metrics_listen"

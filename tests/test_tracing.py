@@ -28,10 +28,16 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
     await receiver.stop()
 
 
-async def traced_chat(yaml: str, receiver: OtlpReceiver, *, stream: bool = False) -> tuple[list[trace_pb2.Span], str]:
-    """One call through a gateway exporting to `receiver`, with the caller's traceparent; the spans
-    it exported (the gateway stopped, so all of them) and the response id."""
-    traced = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n" + yaml
+async def traced_chat(
+    yaml: str, receiver: OtlpReceiver, *, stream: bool = False, http: bool = False
+) -> tuple[list[trace_pb2.Span], str]:
+    """One call through a gateway exporting to `receiver` (over OTLP/gRPC, or HTTP), with the
+    caller's traceparent; the spans it exported (the gateway stopped, so all of them) and the
+    response id."""
+    endpoint = (
+        f"127.0.0.1:{receiver.http_port}', otlp_protocol: 'http/protobuf" if http else f"127.0.0.1:{receiver.port}"
+    )
+    traced = f"telemetry: {{otlp_endpoint: '{endpoint}'}}\n" + yaml
     gateway = Gateway(parse_config(traced), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
     await gateway.start()
     metadata = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
@@ -96,6 +102,15 @@ async def test_a_failed_stream_says_why_on_its_span(upstream: MockOpenAI, receiv
     assert attributes(server)["error.type"] == "UNAVAILABLE"
     assert server.status.code == trace_pb2.Status.STATUS_CODE_ERROR
     assert receiver.resources[0]["service.name"] == "switchboard"
+
+
+async def test_spans_go_over_otlp_http_as_well(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
+    spans, request_id = await traced_chat(config(upstream), receiver, http=True)
+    kinds = sorted(span.kind for span in spans)
+    assert kinds == sorted([trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CLIENT])
+    assert {span.trace_id.hex() for span in spans} == {TRACE_ID}
+    (server,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+    assert attributes(server)["switchboard.request_id"] == request_id
 
 
 async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(upstream: MockOpenAI) -> None:

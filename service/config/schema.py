@@ -255,16 +255,19 @@ class StateSettings(_Strict):
 
 
 class TelemetrySettings(_Strict):
-    """Traces (service/telemetry.py), exported over OTLP/gRPC when `otlp_endpoint` is set, and
-    metrics (service/metrics.py), scraped at `metrics_listen`: neither made when not asked for."""
+    """Traces (service/telemetry.py), exported over OTLP when `otlp_endpoint` is set, and
+    metrics (service/metrics.py), scraped at `metrics_listen` or pushed over OTLP: neither made
+    when not asked for."""
 
-    # host:port of an OTLP/gRPC receiver (a collector), e.g. 127.0.0.1:4317.
+    # host:port of an OTLP receiver (a collector): 127.0.0.1:4317 for gRPC, :4318 for HTTP.
     otlp_endpoint: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
+    # OTLP over gRPC, or protobuf over HTTP (POST /v1/traces and /v1/metrics).
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
     # Plaintext to the receiver (a collector beside the gateway); false: TLS.
     insecure: bool = True
     service_name: Annotated[str, Field(min_length=1, max_length=128)] = "switchboard"
-    # The share of calls traced, unless the caller's traceparent already decided: a trace costs
-    # the worker about a third more CPU per call (benches/telemetry.py), a sample that much less.
+    # The share of calls traced, unless the caller's traceparent already decided: a traced call
+    # costs the worker about 40% more CPU, a sampled-out one about 1% (benches/telemetry.py).
     trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
     # host:port where Prometheus scrapes /metrics (HTTP); off when unset. Loopback unless the
     # scraper is elsewhere: the figures name every deployment.
