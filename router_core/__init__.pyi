@@ -161,9 +161,21 @@ class Router:
     def measures(self) -> list[DeploymentMeasures]:
         """Every deployment's attempts as distributions, in config order. In a shared region,
         the host's: every process sharing it reports the same."""
-    def record_call(self, model_group: str, method: str, status: int, duration_s: float) -> None:
+    def record_call(
+        self,
+        model_group: str,
+        method: str,
+        status: int,
+        duration_s: float,
+        *,
+        retries: int = 0,
+        fallbacks: int = 0,
+        hedges: int = 0,
+    ) -> None:
         """Count one call to ``method`` (one of CALL_METHODS) that ended with gRPC status code
-        ``status`` after ``duration_s``, under ``model_group``; a name that is no group of the
+        ``status`` after ``duration_s``, and the attempts it made beyond the first (on the same
+        deployment again, on the next candidate, alongside a slow one), under ``model_group``;
+        a name that is no group of the
         config counts as "" (reaching none), so clients' text never adds a series. ValueError
         for an unknown method or status, or a duration that is not a finite number >= 0."""
     def call_measures(self) -> list[CallMeasures]:
@@ -401,6 +413,15 @@ class CallMeasures:
     @property
     def duration(self) -> Distribution:
         """At DURATION_BOUNDS_S."""
+    @property
+    def retries(self) -> int:
+        """Attempts on a deployment again after it failed, over the calls."""
+    @property
+    def fallbacks(self) -> int:
+        """Attempts on the next candidate after one failed, over the calls."""
+    @property
+    def hedges(self) -> int:
+        """Attempts started alongside one that had not answered in time, over the calls."""
 
 class RouterError(Exception):
     """Base class of every error raised by the router."""

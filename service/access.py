@@ -48,6 +48,10 @@ class Call:
     model_group: str = ""
     deployment: str = ""
     attempts: int = 0
+    # Attempts beyond the first: the same deployment again, the next candidate, one alongside.
+    retries: int = 0
+    fallbacks: int = 0
+    hedges: int = 0
     outcome: str = ""
     ttft_ms: float | None = None
     input_tokens: int = 0
@@ -83,6 +87,9 @@ class Call:
             "model_group": self.model_group,
             "deployment": self.deployment,
             "attempts": self.attempts,
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
+            "hedges": self.hedges,
             "outcome": self.outcome,
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "input_tokens": self.input_tokens,

@@ -122,6 +122,9 @@ def _calls(measures: router_core.CallMeasures) -> pb.CallStats:
         method=measures.method,
         statuses={STATUS_NAMES[code]: count for code, count in measures.statuses.items()},
         duration_ms=_percentiles_ms(measures.duration),
+        retries=measures.retries,
+        fallbacks=measures.fallbacks,
+        hedges=measures.hedges,
     )
 
 

@@ -313,8 +313,10 @@ def _count_usage(call: Call, usage: Usage, cost_usd: float) -> None:
 
 
 def _count_attempts(call: Call, log: AttemptLog) -> None:
-    """The attempts made and how the last one ended, as `ok`, `server_error`, ..."""
+    """The attempts made, those beyond the first, and how the last one ended, as `ok`,
+    `server_error`, ..."""
     call.attempts = len(log.records)
+    call.retries, call.fallbacks, call.hedges = log.retries, log.fallbacks, log.hedges
     if log.records:
         call.outcome = pb.Outcome.Name(log.records[-1].outcome).removeprefix("OUTCOME_").lower()
 

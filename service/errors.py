@@ -274,6 +274,14 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             raise
         finally:
             log_call(call, status.name)
-            self.router.record_call(call.model_group, call.method, status.value[0], call.elapsed_s())
+            self.router.record_call(
+                call.model_group,
+                call.method,
+                status.value[0],
+                call.elapsed_s(),
+                retries=call.retries,
+                fallbacks=call.fallbacks,
+                hedges=call.hedges,
+            )
 
     return wrapper

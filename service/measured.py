@@ -10,8 +10,9 @@ and status names: their number is bounded by the config, never by what clients s
   `error.type`; `gen_ai.client.token.usage` ({token}) per successful attempt;
 - `switchboard.attempts` by outcome, `switchboard.time_to_first_token` (s) of successful
   streamed attempts and `switchboard.cost` (USD), per deployment;
-- `switchboard.calls` by method, status and model group and `switchboard.call.duration` (s) by
-  method and model group;
+- `switchboard.calls` by method, status and model group; `switchboard.call.duration` (s) and the
+  attempts beyond the first (`switchboard.retries`, `.fallbacks`, `.hedges`) by method and model
+  group;
 - gauges per deployment: attempts in flight, circuit state, rate-limit headroom."""
 
 from __future__ import annotations
@@ -75,12 +76,23 @@ def families(router: router_core.Router, deployments: Iterable[Deployment]) -> l
 def _calls(router: router_core.Router) -> list[Family]:
     calls = Family("switchboard.calls", "{call}", "counter", "Calls, by how they ended")
     duration = Family("switchboard.call.duration", "s", "histogram", "Duration of a whole call")
+    extra = {
+        "retries": Family(
+            "switchboard.retries", "{attempt}", "counter", "Attempts on a deployment again after it failed"
+        ),
+        "fallbacks": Family(
+            "switchboard.fallbacks", "{attempt}", "counter", "Attempts on the next candidate after a failure"
+        ),
+        "hedges": Family("switchboard.hedges", "{attempt}", "counter", "Attempts alongside one slow to answer"),
+    }
     for measures in router.call_measures():
         labels = {"rpc.method": measures.method, "switchboard.model_group": measures.model_group}
         for code, count in measures.statuses.items():
             calls.points.append(({**labels, "rpc.grpc.status_code": STATUS_NAMES[code]}, count))
         duration.points.append((labels, measures.duration))
-    return [calls, duration]
+        for name, family in extra.items():
+            family.points.append((labels, getattr(measures, name)))
+    return [calls, duration, *extra.values()]
 
 
 def _gauges(router: router_core.Router) -> list[Family]:

@@ -97,6 +97,7 @@ async def test_stats_give_percentiles_outcomes_cost_and_calls_per_group(tmp_path
     assert 55 <= latency.p50 <= 60 * 1.2 and latency.p50 <= latency.p95 <= latency.p99 <= 300, latency
     assert not mock.HasField("ttft_ms"), "no streams"
     assert mock.cost_usd == pytest.approx((mock.input_tokens * 1.0 + mock.output_tokens * 2.0) / 1e6)
+    assert [(c.retries, c.fallbacks, c.hedges) for c in response.calls] == [(0, 0, 0)] * 2, "one deployment"
     calls = {(c.model_group, c.method): dict(c.statuses) for c in response.calls}
     assert calls == {("chat", "Chat"): {"OK": 10, "UNAVAILABLE": 1}, ("", "Chat"): {"INVALID_ARGUMENT": 1}}
 

@@ -286,5 +286,7 @@ async def test_retries_in_place_are_counted_per_deployment_across_a_race() -> No
     assert calls.count("a") == 2
     # b failed while a's retry ran: the race waited for a, then moved on from a.
     assert calls == ["a", "a", "b", "c"]
+    log = race.log
+    assert (log.retries, log.hedges, log.fallbacks) == (1, 1, 1), "a again, b alongside, then c"
     won.attempt.ok(Usage())
     assert race.in_flight() == {}

@@ -49,6 +49,8 @@ async def test_a_slow_first_attempt_is_hedged_and_the_hedge_wins(start: StartHar
     assert len(harness.faulty.requests) == 1 and len(harness.healthy.requests) == 1
     # The loser's upstream request is closed, not left to run; it is not counted as its failure.
     assert harness.stats("mock-0").failures == 0
+    (calls,) = harness.server.engine.router.call_measures()
+    assert (calls.hedges, calls.fallbacks, calls.retries) == (1, 0, 0), "counted as a hedge"
     await harness.check_nothing_leaked(faulty_closed=True)
 
 

@@ -60,6 +60,12 @@ async def test_metrics_count_calls_and_attempts_exactly(upstream: MockOpenAI, se
     assert value(samples, calls, rpc_method="Chat", rpc_grpc_status_code="OK", switchboard_model_group="chat") == 5
     assert value(samples, calls, rpc_method="ChatStream", rpc_grpc_status_code="OK") == 1
     assert value(samples, calls, rpc_method="Chat", rpc_grpc_status_code="INVALID_ARGUMENT") == 1
+    chat = {"rpc_method": "Chat", "switchboard_model_group": "chat"}
+    assert value(samples, "switchboard_fallbacks_total", **chat) == 2, "mock-0's two 500s fell back to mock-1"
+    assert value(samples, "switchboard_retries_total", **chat) == 0
+    assert value(samples, "switchboard_hedges_total", **chat) == 0
+    assert value(samples, "switchboard_attempts_total", switchboard_outcome="server_error") == 2
+    assert value(samples, "switchboard_call_duration_seconds_count", **chat) == 5
     attempts = "gen_ai_client_operation_duration_seconds_count"
     assert value(samples, attempts, switchboard_deployment="mock-0") == 6
     assert value(samples, attempts, switchboard_deployment="mock-0", error_type="server_error") == 2

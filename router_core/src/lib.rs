@@ -45,8 +45,8 @@ pub use health::{
 pub use lease::Lease;
 pub use matcher::MatcherConfig;
 pub use measures::{
-    CallMeasures, Distribution, NotABound, CALL_METHODS, DURATION_BOUNDS_S, FINE_DURATION_BOUNDS_S,
-    GRPC_STATUSES, TOKEN_BOUNDS,
+    CallMeasures, Distribution, Extra, NotABound, CALL_METHODS, DURATION_BOUNDS_S,
+    FINE_DURATION_BOUNDS_S, GRPC_STATUSES, TOKEN_BOUNDS,
 };
 pub use ratelimit::{
     release, reserve, settle, Budget, Denied, Limit, LimitKind, LimitSpec, Refill, Reservation,

@@ -20,7 +20,7 @@ mod calls;
 mod tests;
 
 pub(crate) use calls::CallCounters;
-pub use calls::{CallMeasures, CALL_METHODS, GRPC_STATUSES};
+pub use calls::{CallMeasures, Extra, CALL_METHODS, GRPC_STATUSES};
 
 /// The GenAI conventions' advisory bounds for durations, in seconds.
 pub const DURATION_BOUNDS_S: [f64; 14] = [

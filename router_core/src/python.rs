@@ -25,8 +25,8 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyDict;
 
 use crate::{
-    estimate_input_tokens, Clock, Lease, Outcome, OutcomeClass, Preference, Region, RouteRequest,
-    Router,
+    estimate_input_tokens, Clock, Extra, Lease, Outcome, OutcomeClass, Preference, Region,
+    RouteRequest, Router,
 };
 
 /// Estimated input tokens of a request: its texts (message parts, tool-call
@@ -304,10 +304,12 @@ impl PyRouter {
     }
 
     /// Counts one call to `method` (one of `CALL_METHODS`) that ended with
-    /// gRPC status code `status` after `duration_s`, under `model_group`; a
-    /// name that is no group of the config counts as "" (reaching none).
-    /// ValueError for an unknown method, status or a bad duration.
-    #[pyo3(signature = (model_group, method, status, duration_s))]
+    /// gRPC status code `status` after `duration_s`, and the retries,
+    /// fallbacks and hedges it took, under `model_group`; a name that is no
+    /// group of the config counts as "" (reaching none). ValueError for an
+    /// unknown method, status or a bad duration.
+    #[pyo3(signature = (model_group, method, status, duration_s, *, retries = 0, fallbacks = 0, hedges = 0))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     fn record_call(
         &self,
         py: Python<'_>,
@@ -315,9 +317,17 @@ impl PyRouter {
         method: &str,
         status: u8,
         duration_s: f64,
+        retries: u32,
+        fallbacks: u32,
+        hedges: u32,
     ) -> PyResult<()> {
+        let extra = Extra {
+            retries,
+            fallbacks,
+            hedges,
+        };
         self.0
-            .record_call(model_group, method, status, duration_s)
+            .record_call(model_group, method, status, duration_s, extra)
             .map_err(|e| to_py_err(py, e))
     }
 

@@ -28,6 +28,11 @@ class AttemptLog:
 
     records: list[AttemptRecord] = field(default_factory=list)
     retry_after_s: float | None = None
+    # Attempts after a failure on the same deployment, on the next candidate; and alongside one
+    # that had not answered in time.
+    retries: int = 0
+    fallbacks: int = 0
+    hedges: int = 0
     # The failure that ended the request at once (a bad request, a refusal), when one did: it,
     # not whatever was listed after it, decides the status.
     decisive: UpstreamError | None = None

@@ -163,6 +163,7 @@ class _Race(Generic[R]):
             self._hedges_left = 0  # no candidate left to hedge with
             return
         self._hedges_left -= 1
+        self._schedule.log.hedges += 1
         self._launch(hedge)
 
     def _settle(self, done: set[asyncio.Task[R]]) -> tuple[Won[R] | None, tuple[Attempt, UpstreamError] | None, bool]:

@@ -95,8 +95,12 @@ class Schedule:
             again = self._attempt(deployment, attempt.tier)
             if again is not None:
                 self._retried[deployment.id] = retried + 1
+                self.log.retries += 1
                 return again
-        return self.next_candidate()
+        fallback = self.next_candidate()
+        if fallback is not None:
+            self.log.fallbacks += 1
+        return fallback
 
     def next_candidate(self) -> Attempt | None:
         """The next candidate worth a call and able to take a lease, or None when none is left

@@ -30,18 +30,41 @@ pub const GRPC_STATUSES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// What a call took beyond its first attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Attempts on the same deployment again after it failed.
+    pub retries: u32,
+    /// Attempts on the next candidate after one failed.
+    pub fallbacks: u32,
+    /// Attempts started alongside one that had not answered in time.
+    pub hedges: u32,
+}
+
+type PerMethod = [AtomicU64; CALL_METHODS.len()];
+
 #[repr(C)]
 #[derive(Debug)]
 struct Calls {
     by_status: [[AtomicU64; GRPC_STATUSES.len()]; CALL_METHODS.len()],
     durations: [Coarse; CALL_METHODS.len()],
+    retries: PerMethod,
+    fallbacks: PerMethod,
+    hedges: PerMethod,
+}
+
+fn zeros<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
 }
 
 impl Default for Calls {
     fn default() -> Self {
         Calls {
-            by_status: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            by_status: std::array::from_fn(|_| zeros()),
             durations: std::array::from_fn(|_| Coarse::default()),
+            retries: zeros(),
+            fallbacks: zeros(),
+            hedges: zeros(),
         }
     }
 }
@@ -61,6 +84,10 @@ pub struct CallMeasures {
     /// Calls per gRPC status code, by number, for the codes that ended any.
     pub statuses: Vec<(u8, u64)>,
     pub duration: Distribution,
+    /// Summed over the calls.
+    pub retries: u64,
+    pub fallbacks: u64,
+    pub hedges: u64,
 }
 
 impl CallCounters {
@@ -72,9 +99,13 @@ impl CallCounters {
 
     /// `method` indexes `CALL_METHODS` and `status` `GRPC_STATUSES`; the
     /// caller has checked both.
-    pub(crate) fn record(&self, method: usize, status: usize, duration_s: f64) {
-        self.0.by_status[method][status].fetch_add(1, Relaxed);
-        self.0.durations[method].record(&DURATION_BOUNDS_S, Unit::Seconds, duration_s);
+    pub(crate) fn record(&self, method: usize, status: usize, duration_s: f64, extra: Extra) {
+        let calls = &*self.0;
+        calls.by_status[method][status].fetch_add(1, Relaxed);
+        calls.durations[method].record(&DURATION_BOUNDS_S, Unit::Seconds, duration_s);
+        calls.retries[method].fetch_add(u64::from(extra.retries), Relaxed);
+        calls.fallbacks[method].fetch_add(u64::from(extra.fallbacks), Relaxed);
+        calls.hedges[method].fetch_add(u64::from(extra.hedges), Relaxed);
     }
 
     /// One entry per method with any calls.
@@ -93,6 +124,9 @@ impl CallCounters {
                     method,
                     statuses,
                     duration: self.0.durations[m].snapshot(&DURATION_BOUNDS_S, Unit::Seconds),
+                    retries: self.0.retries[m].load(Relaxed),
+                    fallbacks: self.0.fallbacks[m].load(Relaxed),
+                    hedges: self.0.hedges[m].load(Relaxed),
                 })
             })
             .collect()

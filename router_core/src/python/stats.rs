@@ -192,6 +192,9 @@ pub struct PyCallMeasures {
     /// Calls per gRPC status code number, for the codes that ended any.
     statuses: HashMap<u8, u64>,
     duration: Py<PyDistribution>,
+    retries: u64,
+    fallbacks: u64,
+    hedges: u64,
 }
 
 impl PyCallMeasures {
@@ -201,6 +204,9 @@ impl PyCallMeasures {
             method: m.method,
             statuses: m.statuses.into_iter().collect(),
             duration: Py::new(py, PyDistribution(m.duration))?,
+            retries: m.retries,
+            fallbacks: m.fallbacks,
+            hedges: m.hedges,
         })
     }
 }

@@ -4,23 +4,24 @@
 //! recorded here, once each as it ends.
 
 use crate::error::RouterError;
-use crate::measures::{CallMeasures, CALL_METHODS, GRPC_STATUSES};
+use crate::measures::{CallMeasures, Extra, CALL_METHODS, GRPC_STATUSES};
 use crate::stats::DeploymentMeasures;
 
 use super::Router;
 
 impl Router {
     /// Counts one call to `method` (one of [`CALL_METHODS`]) that ended
-    /// with gRPC status code `status` after `duration_s`, under
-    /// `model_group`; a name that is no group of the current config (an
-    /// unknown model, or none) counts as reaching no group, so clients'
-    /// text never adds a series.
+    /// with gRPC status code `status` after `duration_s` and `extra`
+    /// attempts, under `model_group`; a name that is no group of the current
+    /// config (an unknown model, or none) counts as reaching no group, so
+    /// clients' text never adds a series.
     pub fn record_call(
         &self,
         model_group: &str,
         method: &str,
         status: u8,
         duration_s: f64,
+        extra: Extra,
     ) -> Result<(), RouterError> {
         let method = CALL_METHODS
             .iter()
@@ -37,7 +38,7 @@ impl Router {
             Some(group) => &group.calls,
             None => &table.unrouted_calls,
         };
-        counters.record(method, usize::from(status), duration_s);
+        counters.record(method, usize::from(status), duration_s, extra);
         Ok(())
     }
 

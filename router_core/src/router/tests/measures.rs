@@ -1,6 +1,7 @@
 //! Whole calls and attempts' distributions, as the exporters and the admin API read them.
 
 use super::*;
+use crate::measures::Extra;
 
 #[test]
 fn attempts_are_measured_per_deployment_outcome_and_price() {
@@ -42,13 +43,25 @@ fn attempts_are_measured_per_deployment_outcome_and_price() {
 #[test]
 fn calls_are_counted_per_group_method_and_status_and_unknown_groups_as_none() {
     let router = router();
-    router.record_call("chat", "Chat", 0, 0.2).unwrap();
-    router.record_call("chat", "Chat", 14, 1.0).unwrap();
-    router.record_call("chat", "ChatStream", 0, 3.0).unwrap();
     router
-        .record_call("no-such-model", "Chat", 5, 0.001)
+        .record_call("chat", "Chat", 0, 0.2, Extra::default())
         .unwrap();
-    router.record_call("", "ListModels", 0, 0.001).unwrap();
+    let extra = Extra {
+        retries: 1,
+        fallbacks: 2,
+        hedges: 3,
+    };
+    router.record_call("chat", "Chat", 14, 1.0, extra).unwrap();
+    router.record_call("chat", "Chat", 14, 0.0, extra).unwrap();
+    router
+        .record_call("chat", "ChatStream", 0, 3.0, Extra::default())
+        .unwrap();
+    router
+        .record_call("no-such-model", "Chat", 5, 0.001, Extra::default())
+        .unwrap();
+    router
+        .record_call("", "ListModels", 0, 0.001, Extra::default())
+        .unwrap();
     let measures = router.call_measures();
     type Counted<'a> = (&'a str, &'a str, Vec<(u8, u64)>);
     let counted: Vec<Counted> = measures
@@ -58,29 +71,36 @@ fn calls_are_counted_per_group_method_and_status_and_unknown_groups_as_none() {
     assert_eq!(
         counted,
         [
-            ("chat", "Chat", vec![(0, 1), (14, 1)]),
+            ("chat", "Chat", vec![(0, 1), (14, 2)]),
             ("chat", "ChatStream", vec![(0, 1)]),
             ("", "Chat", vec![(5, 1)]),
             ("", "ListModels", vec![(0, 1)]),
         ]
     );
-    assert_eq!(measures[0].duration.count(), 2);
+    assert_eq!(measures[0].duration.count(), 3);
     assert!((measures[0].duration.sum - 1.2).abs() < 1e-9);
+    let extras = (
+        measures[0].retries,
+        measures[0].fallbacks,
+        measures[0].hedges,
+    );
+    assert_eq!(extras, (2, 4, 6));
+    assert_eq!(measures[1].hedges, 0);
 }
 
 #[test]
 fn a_call_of_an_unknown_method_or_status_or_duration_is_refused() {
     let router = router();
     assert!(matches!(
-        router.record_call("chat", "Nope", 0, 0.1),
+        router.record_call("chat", "Nope", 0, 0.1, Extra::default()),
         Err(RouterError::UnknownMethod(_))
     ));
     assert_eq!(
-        router.record_call("chat", "Chat", 17, 0.1),
+        router.record_call("chat", "Chat", 17, 0.1, Extra::default()),
         Err(RouterError::UnknownStatus(17))
     );
     assert!(matches!(
-        router.record_call("chat", "Chat", 0, f64::NAN),
+        router.record_call("chat", "Chat", 0, f64::NAN, Extra::default()),
         Err(RouterError::InvalidLatency(_))
     ));
     assert!(router.call_measures().is_empty());
@@ -89,8 +109,12 @@ fn a_call_of_an_unknown_method_or_status_or_duration_is_refused() {
 #[test]
 fn a_reload_keeps_the_measures_of_groups_and_deployments_that_survive_it() {
     let router = router();
-    router.record_call("chat", "Chat", 0, 0.1).unwrap();
-    router.record_call("elsewhere", "Chat", 5, 0.1).unwrap();
+    router
+        .record_call("chat", "Chat", 0, 0.1, Extra::default())
+        .unwrap();
+    router
+        .record_call("elsewhere", "Chat", 5, 0.1, Extra::default())
+        .unwrap();
     record_on(&router, "a", &ok()).unwrap();
     router.reload(&chat_config()).unwrap();
     let calls = router.call_measures();

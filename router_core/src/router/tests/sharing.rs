@@ -1,6 +1,7 @@
 //! Routers on one shared region, as the worker processes of a host map it.
 
 use super::*;
+use crate::measures::Extra;
 use crate::testing::chat_config;
 use serde_json::json;
 use std::path::PathBuf;
@@ -233,7 +234,9 @@ fn routers_sharing_a_region_report_one_set_of_measures() {
     for router in &routers {
         let lease = router.reserve("a", "", "", 0, 0).unwrap();
         router.record(lease, &ok()).unwrap();
-        router.record_call("chat", "Chat", 0, 0.5).unwrap();
+        router
+            .record_call("chat", "Chat", 0, 0.5, Extra::default())
+            .unwrap();
     }
     for router in &routers {
         assert_eq!(router.measures()[0].latency.count(), 2);

@@ -82,7 +82,7 @@ class Percentiles(_message.Message):
     def __init__(self, p50: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
 
 class CallStats(_message.Message):
-    __slots__ = ("model_group", "method", "statuses", "duration_ms")
+    __slots__ = ("model_group", "method", "statuses", "duration_ms", "retries", "fallbacks", "hedges")
     class StatusesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,11 +94,17 @@ class CallStats(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_FIELD_NUMBER: _ClassVar[int]
     model_group: str
     method: str
     statuses: _containers.ScalarMap[str, int]
     duration_ms: Percentiles
-    def __init__(self, model_group: _Optional[str] = ..., method: _Optional[str] = ..., statuses: _Optional[_Mapping[str, int]] = ..., duration_ms: _Optional[_Union[Percentiles, _Mapping]] = ...) -> None: ...
+    retries: int
+    fallbacks: int
+    hedges: int
+    def __init__(self, model_group: _Optional[str] = ..., method: _Optional[str] = ..., statuses: _Optional[_Mapping[str, int]] = ..., duration_ms: _Optional[_Union[Percentiles, _Mapping]] = ..., retries: _Optional[int] = ..., fallbacks: _Optional[int] = ..., hedges: _Optional[int] = ...) -> None: ...
 
 class ReloadConfigRequest(_message.Message):
     __slots__ = ()
