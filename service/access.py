@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from service.logs import ACCESS_LOGGER
 from service.redaction import bounded
 
 REQUEST_ID = "x-request-id"
@@ -25,7 +26,7 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_MODEL_CHARS = 128
 MAX_ERROR_CHARS = 300
 
-log = logging.getLogger("switchboard.access")
+log = logging.getLogger(ACCESS_LOGGER)
 
 
 def request_id(context: grpc.aio.ServicerContext) -> str:

@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one JSON object per line, or text; auto (default): text on a terminal, JSON otherwise",
     )
     run.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per call (logger switchboard.access), whatever --log-level is (default: on)",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -57,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
 
-    log_settings = LogSettings(getattr(options, "log_level", "INFO"), resolved(getattr(options, "log_format", "auto")))
+    log_settings = LogSettings(
+        getattr(options, "log_level", "INFO"),
+        resolved(getattr(options, "log_format", "auto")),
+        getattr(options, "access_log", True),
+    )
     configure_logging(log_settings)
     try:
         config = load_config(options.config)

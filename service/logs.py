@@ -15,6 +15,7 @@ from service.redaction import MAX_LOG_LINE_CHARS, RedactingFormatter, bounded, r
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 LogFormat = Literal["auto", "json", "text"]
+ACCESS_LOGGER = "switchboard.access"
 # What one JSON line keeps of a message and of a traceback, so that it stays one valid object
 # within the line bound.
 _MAX_MESSAGE_CHARS = MAX_LOG_LINE_CHARS // 2
@@ -55,6 +56,8 @@ class LogSettings:
 
     level: str = "INFO"
     format: Literal["json", "text"] = "text"
+    # The access log (one line per call) is written whatever `level` is, unless turned off.
+    access: bool = True
 
 
 def configure_logging(settings: LogSettings) -> None:
@@ -65,3 +68,4 @@ def configure_logging(settings: LogSettings) -> None:
     else:
         handler.setFormatter(RedactingFormatter(FORMAT))
     logging.basicConfig(level=settings.level, handlers=[handler], force=True)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if settings.access else logging.CRITICAL + 1)

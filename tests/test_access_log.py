@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,7 +16,10 @@ from service.logs import JsonFormatter, resolved
 from service.redaction import SECRETS
 from tests.conftest import StartGateway
 from tests.mock_openai import Fault, MockOpenAI
+from tests.serving import Serve
+from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
+from tests.test_workers import ECHO_ONLY
 
 PROMPT = "a secret plan for tuesday"
 
@@ -132,3 +136,20 @@ def test_auto_is_text_on_a_terminal_and_json_otherwise(monkeypatch: pytest.Monke
     monkeypatch.setattr("sys.stderr.isatty", lambda: False)
     assert resolved("auto") == "json"
     assert resolved("text") == "text"
+
+
+@pytest.mark.parametrize(("arguments", "logged"), [(("--log-level", "WARNING"), True), (("--no-access-log",), False)])
+def test_the_access_log_has_a_switch_of_its_own(tmp_path: Path, arguments: tuple[str, ...], logged: bool) -> None:
+    """Written whatever --log-level is (an operator quieting the service's own messages still
+    gets one line per call), and only --no-access-log turns it off."""
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(ECHO_ONLY)
+    gateway = Serve(config_path, "--log-format", "json", *arguments)
+    gateway.answering()
+    try:
+        request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
+        grpcurl("-d", json.dumps(request), f"127.0.0.1:{gateway.port}", "switchboard.v1.Gateway/Chat")
+    finally:
+        output = gateway.stop()
+    access = [json.loads(line) for line in output.splitlines() if '"logger": "switchboard.access"' in line]
+    assert [line["method"] for line in access] == (["Chat"] if logged else [])

@@ -4,11 +4,6 @@ counting upstream: the rpm limit holds for the three together."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,45 +14,13 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.server import CLUSTER_HEALTH
-from tests.loopback import free_port
 from tests.mock_openai import MockOpenAI
 from tests.redis_server import RedisServer
+from tests.serving import Serve
 from tests.test_e2e import chat_request, config
 
 RPM = 60
 HOSTS = 3
-
-
-class GatewayProcess:
-    def __init__(self, config_path: Path) -> None:
-        self.port = free_port()
-        env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, "MOCK_KEY": "sk-test"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--config", str(config_path), "--listen",
-             f"127.0.0.1:{self.port}"],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        self.lines: list[str] = []
-
-    def wait_listening(self) -> None:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if re.search(r"listening on", line):
-                return
-        raise AssertionError("the gateway did not start:\n" + "".join(self.lines))
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        _, rest = self.process.communicate(timeout=30)
-        assert self.process.returncode == 0, "".join(self.lines) + rest
-        return "".join(self.lines) + rest
 
 
 async def test_three_gateways_on_one_redis_hold_one_rpm_limit(
@@ -69,10 +32,10 @@ async def test_three_gateways_on_one_redis_hold_one_rpm_limit(
     config_path.write_text(
         f"server: {{drain_delay_s: 0}}\nstate: {{backend: redis, url: '{redis_server.url}'}}\n" + with_rpm
     )
-    gateways = [GatewayProcess(config_path) for _ in range(HOSTS)]
+    gateways = [Serve(config_path, env={"MOCK_KEY": "sk-test"}) for _ in range(HOSTS)]
     try:
         for gateway in gateways:
-            await asyncio.to_thread(gateway.wait_listening)
+            await asyncio.to_thread(gateway.listening)
         start = time.monotonic()
         codes = []
         channels = [grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") for g in gateways]
@@ -105,11 +68,11 @@ async def test_redis_killed_and_restarted_under_three_gateways_fails_no_call(
         "server: {drain_delay_s: 0}\n"
         f"state: {{backend: redis, url: '{redis_server.url}', timeout_s: 0.1}}\n" + with_rpm
     )
-    gateways = [GatewayProcess(config_path) for _ in range(HOSTS)]
+    gateways = [Serve(config_path, env={"MOCK_KEY": "sk-test"}) for _ in range(HOSTS)]
     failed: list[grpc.StatusCode] = []
     try:
         for gateway in gateways:
-            await asyncio.to_thread(gateway.wait_listening)
+            await asyncio.to_thread(gateway.listening)
         channels = [grpc.aio.insecure_channel(f"127.0.0.1:{g.port}") for g in gateways]
 
         async def chats(count: int) -> None:

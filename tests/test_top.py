@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import free_port
+from tests.serving import Serve
 from tests.test_cli import grpcurl
-from tests.test_cluster_e2e import GatewayProcess
 
 ECHO = "model_groups: [{name: echo, deployments: [{id: echo, type: echo, model: echo, context_window: 1000}]}]\n"
 
@@ -64,10 +64,10 @@ def test_top_shows_sorts_and_quits_in_a_real_terminal(tmp_path: Path) -> None:
     admin = free_port()
     config = tmp_path / "c.yaml"
     config.write_text(f"server: {{drain_delay_s: 0, admin_listen: '127.0.0.1:{admin}'}}\n" + ECHO)
-    gateway = GatewayProcess(config)
+    gateway = Serve(config)
     terminal = None
     try:
-        gateway.wait_listening()
+        gateway.listening()
         request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
         for _ in range(3):
             grpcurl("-d", json.dumps(request), f"127.0.0.1:{gateway.port}", "switchboard.v1.Gateway/Chat")

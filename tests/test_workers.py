@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from service.config import parse_config
 from tests.conftest import status_details
 from tests.loopback import free_port
 from tests.mock_openai import Fault, MockOpenAI
+from tests.serving import Serve
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 
@@ -33,7 +33,7 @@ WORKERS = ("--workers", "2")
 ECHO_ONLY = "model_groups: [{name: echo, deployments: [{id: echo, type: echo, model: echo, context_window: 1000}]}]\n"
 
 
-class Workers:
+class Workers(Serve):
     """`serve --workers 2` on a free port, its stderr read line by line."""
 
     def __init__(
@@ -47,31 +47,7 @@ class Workers:
     ) -> None:
         config = tmp_path / "c.yaml"
         config.write_text(f"server: {{drain_delay_s: 0.2{server}}}\n" + config_yaml)
-        self.port = port or free_port()
-        env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, **env}
-        listen = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--config", str(config), "--listen", listen, *WORKERS],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-
-    def listening(self, count: int) -> list[int]:
-        """The pids of the next `count` workers to say they are listening."""
-        assert self.process.stderr is not None
-        pids: list[int] = []
-        deadline = time.monotonic() + 60
-        while len(pids) < count and time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if match := re.search(r"listening on .* pid (\d+)\)", line):
-                pids.append(int(match.group(1)))
-        assert len(pids) == count, "the workers did not start:\n" + "".join(self.lines)
-        return pids
+        super().__init__(config, *WORKERS, port=port, env=env)
 
     def chat(self) -> None:
         request = {"model": "echo", "messages": [{"role": "ROLE_USER", "content": [{"text": "hi"}]}]}
@@ -88,12 +64,6 @@ class Workers:
             except grpc.aio.AioRpcError as error:
                 return error
         return None
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        _, rest = self.process.communicate(timeout=30)
-        assert self.process.returncode == 0, "".join(self.lines) + rest
-        return rest
 
 
 def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
