@@ -105,6 +105,7 @@ class Gateway:
         )
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
+        self._stopped = False
         self.cluster: ClusterLink | None = None
         if config.state.backend == "redis":
             self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
@@ -197,7 +198,10 @@ class Gateway:
     async def stop(self, grace_s: float, *, drain_s: float = 0.0) -> None:
         """Reports NOT_SERVING, keeps serving new calls for `drain_s` so that load balancers
         notice, then stops taking calls, lets in-flight ones finish within `grace_s`, and closes
-        the upstream clients."""
+        the upstream clients. Stopping again does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self.health.enter_graceful_shutdown()
         if drain_s > 0:
             await asyncio.sleep(drain_s)

@@ -33,7 +33,10 @@ class Column:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+    """Whole milliseconds, with a tenth below 10 (a local deployment answers in under one)."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
 def _state(stats: Stats) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from google.rpc import status_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.config import parse_config
+from service.config import load_config, parse_config
 from service.server import Gateway
 from tests.mock_openai import MockOpenAI
 from tests.redis_server import RedisServer
@@ -54,22 +55,47 @@ async def second_upstream() -> AsyncIterator[MockOpenAI]:
     await mock.stop()
 
 
-@pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
-    """Start a gateway from YAML text on a free loopback port and return a stub for it."""
-    started: list[tuple[Gateway, grpc.aio.Channel]] = []
+class StartServer(Protocol):
+    def __call__(self, config: str | Path, environ: Mapping[str, str] = ...) -> Awaitable[Gateway]: ...
 
-    async def start(config_yaml: str) -> pb_grpc.GatewayStub:
-        gateway = Gateway(parse_config(config_yaml), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
+
+MOCK_ENVIRON = {"MOCK_KEY": "sk-test"}
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start a gateway on a free loopback port and return it (the server, for tests that look
+    inside or stop it themselves): from YAML text, or from a file it reloads from. Whatever the
+    test left running is stopped at the end."""
+    started: list[Gateway] = []
+
+    async def start(config: str | Path, environ: Mapping[str, str] = MOCK_ENVIRON) -> Gateway:
+        if isinstance(config, Path):
+            gateway = Gateway(load_config(config, environ), "127.0.0.1:0", environ, config_path=config)
+        else:
+            gateway = Gateway(parse_config(config), "127.0.0.1:0", environ=environ)
         await gateway.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-        started.append((gateway, channel))
-        return pb_grpc.GatewayStub(channel)
+        started.append(gateway)
+        return gateway
 
     yield start
-    for gateway, channel in started:
-        await channel.close()
+    for gateway in started:
         await gateway.stop(0)
+
+
+@pytest.fixture
+async def start_gateway(start_server: StartServer) -> AsyncIterator[StartGateway]:
+    """Start a gateway from YAML text on a free loopback port and return a stub for it."""
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(config_yaml: str) -> pb_grpc.GatewayStub:
+        gateway = await start_server(config_yaml)
+        channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}"))
+        return pb_grpc.GatewayStub(channels[-1])
+
+    yield start
+    for channel in channels:
+        await channel.close()
 
 
 def status_details(error: grpc.aio.AioRpcError) -> list[Message]:

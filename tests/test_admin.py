@@ -14,8 +14,7 @@ import pytest
 
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.config import load_config
-from service.server import Gateway
+from tests.conftest import StartServer
 from tests.mock_openai import Fault, MockOpenAI
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
@@ -23,18 +22,12 @@ from tests.test_e2e import chat_request, config
 ADMIN = "server: {admin_listen: '127.0.0.1:0'}\n"
 
 
-async def started(path: Path) -> Gateway:
-    gateway = Gateway(
-        load_config(path, {"MOCK_KEY": "sk-test"}), "127.0.0.1:0", {"MOCK_KEY": "sk-test"}, config_path=path
-    )
-    await gateway.start()
-    return gateway
-
-
-async def test_stats_and_a_reload_through_the_admin_api(tmp_path: Path, upstream: MockOpenAI) -> None:
+async def test_stats_and_a_reload_through_the_admin_api(
+    tmp_path: Path, upstream: MockOpenAI, start_server: StartServer
+) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(ADMIN + config(upstream))
-    gateway = await started(path)
+    gateway = await start_server(path)
     try:
         assert gateway.admin_port not in (0, gateway.port)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data:
@@ -70,12 +63,14 @@ async def test_stats_and_a_reload_through_the_admin_api(tmp_path: Path, upstream
         await gateway.stop(0)
 
 
-async def test_stats_give_percentiles_outcomes_cost_and_calls_per_group(tmp_path: Path, upstream: MockOpenAI) -> None:
+async def test_stats_give_percentiles_outcomes_cost_and_calls_per_group(
+    tmp_path: Path, upstream: MockOpenAI, start_server: StartServer
+) -> None:
     """Upstream answers held for 60 ms: the latency percentiles say so, within the histogram's
     quarter octave; failures count per class and calls per group, method and status."""
     path = tmp_path / "c.yaml"
     path.write_text(ADMIN + config(upstream))
-    gateway = await started(path)
+    gateway = await start_server(path)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data:
             stub = pb_grpc.GatewayStub(data)
@@ -102,10 +97,10 @@ async def test_stats_give_percentiles_outcomes_cost_and_calls_per_group(tmp_path
     assert calls == {("chat", "Chat"): {"OK": 10, "UNAVAILABLE": 1}, ("", "Chat"): {"INVALID_ARGUMENT": 1}}
 
 
-async def test_no_admin_api_unless_asked_for(tmp_path: Path) -> None:
+async def test_no_admin_api_unless_asked_for(tmp_path: Path, start_server: StartServer) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(config())
-    gateway = await started(path)
+    gateway = await start_server(path)
     try:
         assert gateway.admin is None and gateway.admin_port == 0
         services = await asyncio.to_thread(grpcurl, f"127.0.0.1:{gateway.port}", "list")
@@ -125,11 +120,11 @@ def test_stats_says_when_it_cannot_reach_the_admin_api() -> None:
 
 
 async def test_a_drained_deployment_gets_no_calls_until_undrained(
-    tmp_path: Path, upstream: MockOpenAI, second_upstream: MockOpenAI
+    tmp_path: Path, upstream: MockOpenAI, second_upstream: MockOpenAI, start_server: StartServer
 ) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(ADMIN + config(upstream, second_upstream))
-    gateway = await started(path)
+    gateway = await start_server(path)
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data,

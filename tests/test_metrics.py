@@ -9,8 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.config import parse_config
-from service.server import Gateway
+from tests.conftest import StartServer
 from tests.mock_openai import Fault, MockOpenAI
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_e2e import chat_request, config
@@ -35,10 +34,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, found), v in samples.items() if n == name and wanted <= found)
 
 
-async def test_metrics_count_calls_and_attempts_exactly(upstream: MockOpenAI, second_upstream: MockOpenAI) -> None:
-    yaml = "telemetry: {metrics_listen: '127.0.0.1:0'}\n" + config(upstream, second_upstream)
-    gateway = Gateway(parse_config(yaml), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+async def test_metrics_count_calls_and_attempts_exactly(
+    upstream: MockOpenAI, second_upstream: MockOpenAI, start_server: StartServer
+) -> None:
+    gateway = await start_server("telemetry: {metrics_listen: '127.0.0.1:0'}\n" + config(upstream, second_upstream))
     assert gateway.metrics is not None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -83,14 +82,15 @@ async def test_metrics_count_calls_and_attempts_exactly(upstream: MockOpenAI, se
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-async def test_metrics_are_pushed_over_otlp_when_asked(upstream: MockOpenAI, protocol: str) -> None:
+async def test_metrics_are_pushed_over_otlp_when_asked(
+    upstream: MockOpenAI, protocol: str, start_server: StartServer
+) -> None:
     receiver = await OtlpReceiver().start()
     port = receiver.port if protocol == "grpc" else receiver.http_port
     telemetry = (
         f"telemetry: {{otlp_endpoint: '127.0.0.1:{port}', otlp_protocol: {protocol}, metrics_push_interval_s: 60}}\n"
     )
-    gateway = Gateway(parse_config(telemetry + config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+    gateway = await start_server(telemetry + config(upstream))
     assert gateway.metrics is not None and gateway.metrics.where is None, "no /metrics unless metrics_listen"
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:

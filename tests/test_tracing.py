@@ -10,15 +10,14 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.config import parse_config
-from service.server import Gateway
+from tests import example_trace
+from tests.conftest import StartServer
+from tests.example_trace import CALLER_SPAN, TRACE_ID
 from tests.mock_openai import Fault, MockOpenAI
 from tests.otlp_receiver import OtlpReceiver, attributes
 from tests.test_e2e import chat_request, config
 
 PROMPT = "the quarterly numbers, privately"
-TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
-CALLER_SPAN = "b7ad6b7169203331"
 
 
 @pytest.fixture
@@ -29,17 +28,16 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
 
 
 async def traced_chat(
-    yaml: str, receiver: OtlpReceiver, *, stream: bool = False, http: bool = False
+    start_server: StartServer, yaml: str, receiver: OtlpReceiver, *, stream: bool = False, http: bool = False
 ) -> tuple[list[trace_pb2.Span], str]:
     """One call through a gateway exporting to `receiver` (over OTLP/gRPC, or HTTP), with the
     caller's traceparent; the spans it exported (the gateway stopped, so all of them) and the
     response id."""
-    endpoint = (
-        f"127.0.0.1:{receiver.http_port}', otlp_protocol: 'http/protobuf" if http else f"127.0.0.1:{receiver.port}"
-    )
-    traced = f"telemetry: {{otlp_endpoint: '{endpoint}'}}\n" + yaml
-    gateway = Gateway(parse_config(traced), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+    if http:
+        telemetry = f"{{otlp_endpoint: '127.0.0.1:{receiver.http_port}', otlp_protocol: http/protobuf}}"
+    else:
+        telemetry = f"{{otlp_endpoint: '127.0.0.1:{receiver.port}'}}"
+    gateway = await start_server(f"telemetry: {telemetry}\n" + yaml)
     metadata = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
@@ -55,10 +53,10 @@ async def traced_chat(
 
 
 async def test_a_fallback_is_one_server_span_over_one_client_span_per_attempt(
-    upstream: MockOpenAI, second_upstream: MockOpenAI, receiver: OtlpReceiver
+    upstream: MockOpenAI, second_upstream: MockOpenAI, receiver: OtlpReceiver, start_server: StartServer
 ) -> None:
     upstream.fault = Fault(status=500)
-    spans, request_id = await traced_chat(config(upstream, second_upstream), receiver)
+    spans, request_id = await traced_chat(start_server, config(upstream, second_upstream), receiver)
     (server,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
     attempts = sorted(
         (s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_CLIENT), key=lambda s: s.start_time_unix_nano
@@ -94,18 +92,22 @@ async def test_a_fallback_is_one_server_span_over_one_client_span_per_attempt(
     assert all(PROMPT not in str(value) for span in spans for value in attributes(span).values())
 
 
-async def test_a_failed_stream_says_why_on_its_span(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
+async def test_a_failed_stream_says_why_on_its_span(
+    upstream: MockOpenAI, receiver: OtlpReceiver, start_server: StartServer
+) -> None:
     upstream.fault = Fault(status=503)
     with pytest.raises(grpc.aio.AioRpcError):
-        await traced_chat(config(upstream), receiver, stream=True)
+        await traced_chat(start_server, config(upstream), receiver, stream=True)
     (server,) = [s for s in receiver.spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
     assert attributes(server)["error.type"] == "UNAVAILABLE"
     assert server.status.code == trace_pb2.Status.STATUS_CODE_ERROR
     assert receiver.resources[0]["service.name"] == "switchboard"
 
 
-async def test_spans_go_over_otlp_http_as_well(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
-    spans, request_id = await traced_chat(config(upstream), receiver, http=True)
+async def test_spans_go_over_otlp_http_as_well(
+    upstream: MockOpenAI, receiver: OtlpReceiver, start_server: StartServer
+) -> None:
+    spans, request_id = await traced_chat(start_server, config(upstream), receiver, http=True)
     kinds = sorted(span.kind for span in spans)
     assert kinds == sorted([trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CLIENT])
     assert {span.trace_id.hex() for span in spans} == {TRACE_ID}
@@ -113,9 +115,10 @@ async def test_spans_go_over_otlp_http_as_well(upstream: MockOpenAI, receiver: O
     assert attributes(server)["switchboard.request_id"] == request_id
 
 
-async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(upstream: MockOpenAI) -> None:
-    gateway = Gateway(parse_config(config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(
+    upstream: MockOpenAI, start_server: StartServer
+) -> None:
+    gateway = await start_server(config(upstream))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             metadata = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
@@ -126,11 +129,10 @@ async def test_without_an_endpoint_nothing_is_traced_or_sent_upstream(upstream: 
 
 
 async def test_a_sample_ratio_of_zero_traces_only_what_the_caller_sampled(
-    upstream: MockOpenAI, receiver: OtlpReceiver
+    upstream: MockOpenAI, receiver: OtlpReceiver, start_server: StartServer
 ) -> None:
     sampled_out = f"telemetry: {{trace_sample_ratio: 0, otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n"
-    gateway = Gateway(parse_config(sampled_out + config(upstream)), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+    gateway = await start_server(sampled_out + config(upstream))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.GatewayStub(channel)
@@ -149,10 +151,11 @@ async def test_a_sample_ratio_of_zero_traces_only_what_the_caller_sampled(
     assert sent[1][1] == TRACE_ID and sent[2][1] == other_trace
 
 
-async def test_a_long_model_name_is_bounded_on_the_span(upstream: MockOpenAI, receiver: OtlpReceiver) -> None:
+async def test_a_long_model_name_is_bounded_on_the_span(
+    upstream: MockOpenAI, receiver: OtlpReceiver, start_server: StartServer
+) -> None:
     traced = f"telemetry: {{otlp_endpoint: '127.0.0.1:{receiver.port}'}}\n" + config(upstream)
-    gateway = Gateway(parse_config(traced), "127.0.0.1:0", environ={"MOCK_KEY": "sk-test"})
-    await gateway.start()
+    gateway = await start_server(traced)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError):
@@ -161,3 +164,10 @@ async def test_a_long_model_name_is_bounded_on_the_span(upstream: MockOpenAI, re
         await gateway.stop(0)
     (server,) = receiver.spans
     assert len(server.name) < 300 and len(str(attributes(server)["gen_ai.request.model"])) < 300
+
+
+async def test_the_readme_example_trace_prints_a_fallback(capsys: pytest.CaptureFixture[str]) -> None:
+    await example_trace.main()
+    printed = capsys.readouterr().out
+    assert "chat chat (server" in printed and "  chat mock-model-0 (client" in printed
+    assert "error.type = 'server_error'" in printed and "switchboard.fallbacks = 1" in printed
