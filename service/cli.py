@@ -15,6 +15,7 @@ from service.config import ConfigError, load_config
 from service.config.report import compiled_report
 from service.logs import LogSettings, configure_logging, resolved
 from service.server import run_gateway
+from service.tls import TlsFiles, warn_if_exposed
 from service.top import run_top
 from service.workers import run_workers
 
@@ -81,9 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     if options.workers < 1:
         parser.error("--workers must be at least 1")
     try:
+        if config.server.tls is not None:  # refused here once, not by each worker
+            TlsFiles.read(config.server.tls, None if options.config is None else options.config.parent)
+        warn_if_exposed(listen, config.server.tls)
         if options.workers > 1:
             return run_workers(config, listen, options.workers, log_settings, config_path=options.config)
         run_gateway(config, listen, config_path=options.config)
+    except ConfigError as error:  # what only serving reads: the TLS files
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1

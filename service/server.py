@@ -25,6 +25,7 @@ from service.gateway import GatewayServicer, add_to_server
 from service.metrics import Metrics
 from service.runtime import Runtimes, build_runtime
 from service.telemetry import Tracing
+from service.tls import ServerTls, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,14 @@ class Gateway:
                 ("grpc.max_concurrent_streams", clients.max_streams_per_connection),
             ]
         )
+        self.tls: ServerTls | None = None
+        if config.server.tls is not None:
+            self.tls = ServerTls(TlsFiles.read(config.server.tls, self.config_dir))
         try:
-            self.port = self.server.add_insecure_port(listen)
+            if self.tls is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, self.tls.credentials())
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: {error}") from error
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
@@ -123,6 +130,11 @@ class Gateway:
             _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
+
+    @property
+    def config_dir(self) -> Path | None:
+        """Where relative paths in the config (TLS files) are taken from."""
+        return None if self.config_path is None else self.config_path.parent
 
     @property
     def config(self) -> Config:
@@ -164,6 +176,7 @@ class Gateway:
         source = self.config_path or "the embedded default config"
         try:
             config = load_config(self.config_path, self.environ)
+            tls = None if config.server.tls is None else TlsFiles.read(config.server.tls, self.config_dir)
             runtime = build_runtime(config, self.router, self.environ, self.runtimes.current)
         except ConfigError as error:
             log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)
@@ -174,10 +187,14 @@ class Gateway:
         for section in ("state", "telemetry"):
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("config reload (%s): the %s section changed; that takes effect at restart", why, section)
+        if (tls is None) != (self.tls is None):
+            log.warning("config reload (%s): turning TLS on or off takes effect at restart", why)
         reloaded = Reloaded.between(self.config, config)
         # Both in one step, nothing awaited between: no call sees the new table with the old runtime.
         self.router.reload(config.routing_document, without=config.left_out)
         self.runtimes.swap(runtime)
+        if tls is not None and self.tls is not None:
+            self.tls.update(tls)
         log.info("config reloaded (%s) from %s: %d deployments", why, source, len(config.deployments()))
         return reloaded
 

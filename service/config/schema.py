@@ -5,6 +5,7 @@ Rust core's to check and to default."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -59,6 +60,16 @@ class ClientLimits(_Strict):
     write_timeout_s: PositiveFloat = 10.0
 
 
+class TlsSettings(_Strict):
+    """TLS on the gRPC port: the server's certificate chain and key (PEM files), and, for mutual
+    TLS, the CA whose certificates clients must present. A relative path is taken from the config
+    file's directory. The files are read again on every reload."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
 class ServerSettings(_Strict):
     """How the gRPC server listens and shuts down, and how much one request may ask of it."""
 
@@ -75,6 +86,8 @@ class ServerSettings(_Strict):
     # host:port of the Admin API (switchboard.admin.v1), a gRPC server apart from the data plane;
     # off when unset. It can reload the config and shows every deployment: keep it on loopback.
     admin_listen: Annotated[str, Field(pattern=r"^\S+:\d+$")] | None = None
+    # TLS (and mutual TLS) on `listen`; plaintext when unset.
+    tls: TlsSettings | None = None
 
 
 class _ProviderBase(_Strict):
