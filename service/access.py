@@ -12,12 +12,15 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from service.logs import ACCESS_LOGGER
 from service.redaction import bounded
+
+if TYPE_CHECKING:
+    from service.identity import Caller
 
 REQUEST_ID = "x-request-id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -45,6 +48,8 @@ class Call:
     method: str
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    # Who called (a tenant of the config and the id of its key), once authenticated.
+    caller: Caller | None = None
     model: str = ""
     model_group: str = ""
     deployment: str = ""
@@ -84,6 +89,8 @@ class Call:
             "latency_ms": round(self.elapsed_s() * 1000, 3),
         }
         optional = {
+            "tenant": "" if self.caller is None else self.caller.tenant,
+            "key_id": "" if self.caller is None else self.caller.key_id,
             "model": self.shown_model,
             "model_group": self.model_group,
             "deployment": self.deployment,

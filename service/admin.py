@@ -5,15 +5,18 @@ server of its own apart from the data plane (service/server.py)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
 
 import router_core
+from service.admin_keys import KeyAdmin, check_new_key, key_message
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
 from service.config import Config
+from service.config.schema import TenantSettings
 from service.measured import STATUS_NAMES
 from service.redaction import bounded
 
@@ -45,9 +48,17 @@ class Reloaded:
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, router: router_core.Router, reload: Callable[[str], Reloaded]) -> None:
+    def __init__(
+        self,
+        router: router_core.Router,
+        reload: Callable[[str], Reloaded],
+        tenants: Callable[[], Mapping[str, TenantSettings]],
+        keys: KeyAdmin | None = None,
+    ) -> None:
         self._router = router
         self._reload = reload
+        self._tenants = tenants
+        self._keys = keys
 
     async def GetStats(  # noqa: N802
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -79,6 +90,42 @@ class AdminServicer(pb_grpc.AdminServicer):
     ) -> pb.UndrainResponse:
         await self._set_drained(request.deployment, False, context)
         return pb.UndrainResponse()
+
+    async def CreateKey(  # noqa: N802
+        self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateKeyResponse:
+        keys = await self._key_admin(context)
+        refused = check_new_key(request, self._tenants())
+        if refused is not None:
+            await context.abort(*refused)
+        expires_at = request.expires_at.ToNanoseconds() / 1e9 if request.HasField("expires_at") else None
+        secret, record = await keys.create(request.tenant, request.name, expires_at)
+        log.info("API key %s made for tenant %s through the admin API", record.id, record.tenant)
+        return pb.CreateKeyResponse(key=key_message(record, time.time()), secret=secret)
+
+    async def RevokeKey(  # noqa: N802
+        self, request: pb.RevokeKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeKeyResponse:
+        keys = await self._key_admin(context)
+        record = await keys.revoke(request.id)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no key {bounded(request.id, 64)!r}")
+        assert record is not None
+        log.info("API key %s (tenant %s) revoked through the admin API", record.id, record.tenant)
+        return pb.RevokeKeyResponse(key=key_message(record, time.time()))
+
+    async def ListKeys(  # noqa: N802
+        self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListKeysResponse:
+        keys = await self._key_admin(context)
+        now = time.time()
+        return pb.ListKeysResponse(keys=[key_message(r, now) for r in await keys.list(request.tenant or None)])
+
+    async def _key_admin(self, context: grpc.aio.ServicerContext) -> KeyAdmin:
+        if self._keys is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no keys: auth.mode uses none")
+        assert self._keys is not None
+        return self._keys
 
     async def _set_drained(self, deployment: str, drained: bool, context: grpc.aio.ServicerContext) -> None:
         try:

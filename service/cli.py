@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import grpc
-from google.protobuf.json_format import MessageToJson
-
 from service import __version__
-from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
+from service.admin_cli import DEFAULT_CREDENTIAL_ENV, add_admin_commands, credential_metadata, run_admin_command
 from service.config import ConfigError, load_config
 from service.config.report import compiled_report
 from service.logs import LogSettings, configure_logging, resolved
@@ -48,19 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = commands.add_parser("check-config", help="validate a config file and print what it compiles to")
     check.add_argument("config", type=Path)
-    stats = commands.add_parser("stats", help="print every deployment's live figures as JSON (the Admin API)")
-    stats.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
-    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    add_admin_commands(commands)
     top = commands.add_parser("top", help="a live table of every deployment's figures (the Admin API)")
     top.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     top.add_argument("--sort", default="requests", help="the column to sort by first (default requests)")
+    top.add_argument("--credential-env", default=DEFAULT_CREDENTIAL_ENV, help="as for stats")
     options = parser.parse_args(argv)
-    if options.command == "stats":
-        return print_stats(options.admin, options.timeout)
+    if options.command in ("stats", "keys"):
+        return run_admin_command(options)
     if options.command == "top":
         try:
-            return run_top(options.admin, max(0.1, options.interval), options.sort)
+            metadata = credential_metadata(options.credential_env)
+            return run_top(options.admin, max(0.1, options.interval), options.sort, metadata)
         except KeyboardInterrupt:
             return 0
 
@@ -94,15 +91,4 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1
-    return 0
-
-
-def print_stats(admin: str, timeout_s: float) -> int:
-    with grpc.insecure_channel(admin) as channel:
-        try:
-            stats = admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest(), timeout=timeout_s)
-        except grpc.RpcError as error:
-            print(f"switchboard: {admin}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    print(MessageToJson(stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
     return 0

@@ -41,6 +41,7 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
+from service.identity import ANONYMOUS, Caller, PermissionDenied
 from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
@@ -79,9 +80,10 @@ class Engine:
     async def aclose(self) -> None:
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
 
-    async def route(self, request: pb.RouteRequest) -> pb.RouteResponse:
+    async def route(self, request: pb.RouteRequest, caller: Caller = ANONYMOUS) -> pb.RouteResponse:
         input_tokens = await _estimate(request) if request.messages else request.input_tokens
         decision = self._decide(
+            caller,
             request.model,
             request.routing,
             request.metadata,
@@ -92,11 +94,11 @@ class Engine:
         )
         return responses.route_response(decision, input_tokens, self._route_candidates)
 
-    def model_problem(self, request: pb.ChatRequest) -> tuple[str, str] | None:
+    def model_problem(self, request: pb.ChatRequest, caller: Caller = ANONYMOUS) -> tuple[str, str] | None:
         """Why the request's model cannot be routed, if it cannot: a dry run of the decision, so
         that a request invalid on other counts also hears of its model in the same answer."""
         try:
-            self._decide(request.model, request.routing, request.metadata, 0, 0, needs=[], dry_run=True)
+            self._decide(caller, request.model, request.routing, request.metadata, 0, 0, needs=[], dry_run=True)
         except InvalidRequest as error:
             return error.violations[0]
         return None
@@ -182,10 +184,19 @@ class Engine:
             log.retry_after_s = None  # a wait already served says nothing of this round
             failure: RoundFailure
             try:
-                decision, tokens = self._decide_chat(request, input_tokens, streaming=opening.streaming)
+                caller = call.caller or ANONYMOUS
+                decision, tokens = self._decide_chat(caller, request, input_tokens, streaming=opening.streaming)
                 _note_decision(call, decision)
                 schedule = Schedule(
-                    self.router, self.deployments, self.config.retries, decision, tokens, log, deadline, self.clock
+                    self.router,
+                    self.deployments,
+                    self.config.retries,
+                    decision,
+                    tokens,
+                    log,
+                    deadline,
+                    self.clock,
+                    caller,
                 )
                 won = await first_answer(schedule, opening)
                 call.deployment, call.response_model = won.attempt.deployment.id, won.attempt.deployment.provider.model
@@ -225,11 +236,12 @@ class Engine:
         return wait if deadline.room(after_s=wait) else None
 
     def _decide_chat(
-        self, request: pb.ChatRequest, input_tokens: int, *, streaming: bool
+        self, caller: Caller, request: pb.ChatRequest, input_tokens: int, *, streaming: bool
     ) -> tuple[router_core.Decision, Estimate]:
         """The decision, and the tokens its leases reserve (input estimate plus max output)."""
         max_output = request.params.max_tokens if request.params.HasField("max_tokens") else 0
         decision = self._decide(
+            caller,
             request.model,
             request.routing,
             request.metadata,
@@ -250,6 +262,7 @@ class Engine:
 
     def _decide(
         self,
+        caller: Caller,
         model: str,
         routing: pb.RoutingHints,
         metadata: Mapping[str, str],
@@ -261,15 +274,17 @@ class Engine:
     ) -> router_core.Decision:
         capabilities = [*routing.required_capabilities, *needs]
         try:
-            return self.router.route(
+            decision = self.router.route(
                 model,
                 input_tokens=input_tokens,
                 max_output_tokens=max_output_tokens,
                 capabilities=capabilities,
-                regions=list(routing.allowed_regions),
+                regions=caller.regions(routing.allowed_regions),
+                tenant=caller.tenant,
+                api_key=caller.key_id,
                 task=routing.task,
                 tags=list(routing.tags),
-                metadata=dict(metadata),
+                metadata=caller.metadata(metadata),
                 max_cost_usd=routing.max_cost_usd if routing.HasField("max_cost_usd") else None,
                 latency_target_ms=routing.latency_target_ms if routing.HasField("latency_target_ms") else None,
                 affinity_key=routing.affinity_key,
@@ -279,6 +294,13 @@ class Engine:
         except router_core.UnknownModelGroupError as error:
             known = ", ".join(error.known) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
+        try:
+            caller.allow_group(decision.model_group)
+        except PermissionDenied:
+            if decision.lease is not None:
+                self.router.release(decision.lease)
+            raise
+        return decision
 
 
 async def _estimate(request: pb.ChatRequest | pb.RouteRequest) -> int:

@@ -116,10 +116,10 @@ class BudgetExhausted(NoEligibleDeployment):
         info, *log = super().details()
         assert isinstance(info, error_details_pb2.ErrorInfo)
         info.reason = "RATE_LIMITED"
-        return [info, _retry_info(self.retry_after_s), *log]
+        return [info, retry_info(self.retry_after_s), *log]
 
 
-def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     delay = duration_pb2.Duration()
     delay.FromMilliseconds(math.ceil(seconds * 1000))
     return error_details_pb2.RetryInfo(retry_delay=delay)
@@ -191,7 +191,7 @@ class UpstreamFailed(GatewayError):
             responses.attempt_log(self.attempts),
         ]
         if self.retry_after_s is not None:
-            details.append(_retry_info(self.retry_after_s))
+            details.append(retry_info(self.retry_after_s))
         return details
 
 

@@ -22,6 +22,8 @@ from service.access import Call
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
+from service.identity import Caller
+from service.peers import peer_address
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
 from service.telemetry import server_span
@@ -39,7 +41,7 @@ class Undecodable:
         self.reason = reason
 
 
-def _validate(request: pb.ChatRequest, runtime: Runtime) -> None:
+def _validate(request: pb.ChatRequest, runtime: Runtime, caller: Caller) -> None:
     """Every problem of a chat request at once: its own, and its model's when it has others."""
     try:
         validate_chat(request, runtime.config.server.limits)
@@ -48,7 +50,7 @@ def _validate(request: pb.ChatRequest, runtime: Runtime) -> None:
     except InvalidRequest as error:
         if not request.model or any(field == "model" for field, _ in error.violations):
             raise
-        problem = runtime.engine.model_problem(request)
+        problem = runtime.engine.model_problem(request, caller)
         if problem is None:
             raise
         raise InvalidRequest([problem, *error.violations]) from None
@@ -106,7 +108,7 @@ class PeerCalls:
 
     @contextmanager
     def hold(self, peer: str, limit: int) -> Iterator[None]:
-        address = _address(peer)
+        address = peer_address(peer)
         if self._calls.get(address, 0) >= limit:
             raise TooManyCalls(limit)
         self._calls[address] = self._calls.get(address, 0) + 1
@@ -118,12 +120,6 @@ class PeerCalls:
                 del self._calls[address]
 
 
-def _address(peer: str) -> str:
-    """`ipv4:10.0.0.5:5123` → `ipv4:10.0.0.5`; `ipv6:[::1]:5123` → `ipv6:[::1]`; else as given."""
-    host, sep, port = peer.rpartition(":")
-    return host if sep and port.isdigit() and ":" in host else peer
-
-
 class GatewayServicer(pb_grpc.GatewayServicer):
     def __init__(self, runtimes: Runtimes, router: router_core.Router) -> None:
         self.runtimes = runtimes
@@ -132,11 +128,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     @call_errors
     async def Chat(self, request: pb.ChatRequest, context: Context, call: Call) -> pb.ChatResponse:  # noqa: N802
+        call.caller = self.runtimes.current.auth.caller(context)
         request = decoded(request)
         call.model = request.model
         with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
-            _validate(request, runtime)
+            _validate(request, runtime, call.caller)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
                 return await runtime.engine.chat(request, context.time_remaining, call)
 
@@ -144,11 +141,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def ChatStream(self, request: pb.ChatRequest, context: Context, call: Call) -> None:  # noqa: N802
         """Writes rather than yields, so that a client that stops reading (HTTP/2 flow control
         holding the write) is noticed after `write_timeout_s` and the call ended."""
+        call.caller = self.runtimes.current.auth.caller(context)
         request = decoded(request)
         call.model = request.model
         with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
-            _validate(request, runtime)
+            _validate(request, runtime, call.caller)
             with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
                 events = runtime.engine.chat_stream(request, context.time_remaining, call)
                 async with contextlib.aclosing(events):
@@ -157,11 +155,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     @call_errors
     async def Route(self, request: pb.RouteRequest, context: Context, call: Call) -> pb.RouteResponse:  # noqa: N802
+        runtime = self.runtimes.current
+        call.caller = runtime.auth.caller(context)
         request = decoded(request)
         call.model = request.model
-        runtime = self.runtimes.current
         validate_route(request, runtime.config.server.limits)
-        response = await runtime.engine.route(request)
+        response = await runtime.engine.route(request, call.caller)
         call.model_group = response.model_group
         return response
 
@@ -169,5 +168,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: Context, call: Call
     ) -> pb.ListModelsResponse:
+        runtime = self.runtimes.current
+        call.caller = runtime.auth.caller(context)
         decoded(request)
-        return self.runtimes.current.models
+        return runtime.models

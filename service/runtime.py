@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
-from service.config import AnyProvider, Config, secret_for
+from service.config import AnyProvider, Config, ConfigError, secret_for
 from service.engine import Engine
+from service.identity import Authenticator, KeyHasher, KeyRing
 from service.providers import Provider, build_provider
 from service.redaction import SECRETS
 
@@ -35,6 +36,7 @@ class Runtime:
     models: pb.ListModelsResponse
     # What each provider was built from (settings and secret), to tell whether a reload changed it.
     recipes: dict[str, tuple[AnyProvider, tuple[str | None, ...]]]
+    auth: Authenticator
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -42,9 +44,14 @@ class Runtime:
 
 
 def build_runtime(
-    config: Config, router: router_core.Router, environ: Mapping[str, str], previous: Runtime | None = None
+    config: Config,
+    router: router_core.Router,
+    environ: Mapping[str, str],
+    previous: Runtime | None = None,
+    keys: KeyRing | None = None,
 ) -> Runtime:
-    """The runtime for `config`, reusing the providers of `previous` that did not change."""
+    """The runtime for `config`, reusing the providers of `previous` that did not change;
+    `keys`: the store's, when the gateway keeps them."""
     providers: dict[str, Provider] = {}
     recipes: dict[str, tuple[AnyProvider, tuple[str | None, ...]]] = {}
     for deployment in config.deployments():
@@ -55,7 +62,25 @@ def build_runtime(
             providers[deployment.id] = previous.providers[deployment.id]
         else:
             providers[deployment.id] = build_provider(deployment.provider, environ)
-    return Runtime(config, Engine(config, router, providers), responses.model_list(config), recipes)
+    auth = _authenticator(config, environ, keys)
+    return Runtime(config, Engine(config, router, providers), responses.model_list(config), recipes, auth)
+
+
+def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | None) -> Authenticator:
+    settings = config.auth
+    if "keys" not in settings.mode:
+        return Authenticator(settings, config.tenants)
+    if keys is None:
+        raise ConfigError(
+            f"auth.mode {settings.mode}: keys are read from the store opened at start; restart to use them"
+        )
+    secret = environ.get(settings.secret_env, "")
+    SECRETS.add([secret])
+    try:
+        hasher = KeyHasher(secret.encode())
+    except ValueError as error:
+        raise ConfigError(f"auth.secret_env: {settings.secret_env} must hold the server secret: {error}") from error
+    return Authenticator(settings, config.tenants, hasher, keys)
 
 
 class Runtimes:

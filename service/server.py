@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +16,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
+from service.admin_keys import AdminCredential, KeyAdmin
 from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.cluster import ClusterLink
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
+from service.identity import KeyHasher, KeyRing
 from service.metrics import Metrics
+from service.redaction import SECRETS
 from service.runtime import Runtimes, build_runtime
+from service.store import StoreThread, open_store
 from service.telemetry import Tracing
 from service.tls import ServerTls, TlsFiles
 
@@ -100,7 +104,13 @@ class Gateway:
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: {error}") from error
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
-        self.runtimes = Runtimes(build_runtime(config, self.router, environ))
+        # The store's keys, when callers present them (the store opens here, once).
+        self.store: StoreThread | None = None
+        self.keys: KeyRing | None = None
+        if "keys" in config.auth.mode:
+            self.store = StoreThread(open_store(config.store, self.config_dir))
+            self.keys = KeyRing(self.store, config.store.refresh_interval_s)
+        self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys))
         self.tracing = Tracing(config.telemetry)
         telemetry = config.telemetry
         pushed = telemetry.otlp_endpoint is not None and telemetry.metrics_push_interval_s > 0
@@ -120,16 +130,31 @@ class Gateway:
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
         if serves_host and config.server.admin_listen is not None:
-            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            credential = None
+            if config.auth.admin_key_env is not None:
+                credential = environ.get(config.auth.admin_key_env) or None
+                if credential is None:
+                    raise ConfigError(f"auth.admin_key_env: {config.auth.admin_key_env} is not set")
+                SECRETS.add([credential])
+            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[AdminCredential(credential)])
             try:
                 self.admin_port = self.admin.add_insecure_port(config.server.admin_listen)
             except RuntimeError as error:
                 raise OSError(f"cannot listen on {config.server.admin_listen} (admin): {error}") from error
             reload = self.reloaded if sibling is None else _reloading_all(self.reloaded, sibling.reload_all)
-            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.router, reload), self.admin)
+            keys = None
+            if self.store is not None and self.keys is not None:
+                keys = KeyAdmin(self.store, self.keys, self._hasher)
+            servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys)
+            admin_pb2_grpc.add_AdminServicer_to_server(servicer, self.admin)
             _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
+
+    def _hasher(self) -> KeyHasher:
+        hasher = self.runtimes.current.auth.hasher
+        assert hasher is not None, "a gateway that keeps keys hashes them"
+        return hasher
 
     @property
     def config_dir(self) -> Path | None:
@@ -145,6 +170,9 @@ class Gateway:
         return self.runtimes.current.engine
 
     async def start(self) -> None:
+        if self.keys is not None:
+            await self.keys.refresh()  # a store that cannot be read stops the start
+            self._keep(self.keys.keep_fresh())
         # Budget first (or the fallback, within the link's timeout): the first calls need it.
         if self.cluster is not None:
             await self.cluster.start()
@@ -161,7 +189,11 @@ class Gateway:
 
     def _cluster_reachable(self, reachable: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
-        task = asyncio.ensure_future(self.health.set(CLUSTER_HEALTH, status))
+        self._keep(self.health.set(CLUSTER_HEALTH, status))
+
+    def _keep(self, work: Coroutine[object, object, None]) -> None:
+        """Runs `work` in the background until it ends or the gateway stops."""
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -177,7 +209,7 @@ class Gateway:
         try:
             config = load_config(self.config_path, self.environ)
             tls = None if config.server.tls is None else TlsFiles.read(config.server.tls, self.config_dir)
-            runtime = build_runtime(config, self.router, self.environ, self.runtimes.current)
+            runtime = build_runtime(config, self.router, self.environ, self.runtimes.current, self.keys)
         except ConfigError as error:
             log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)
             return Reloaded(applied=False, error=str(error))
@@ -232,6 +264,10 @@ class Gateway:
         if self.metrics is not None:
             await self.metrics.stop()
         await self.runtimes.aclose()
+        for task in self._background:
+            task.cancel()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
 
 
 async def serve(

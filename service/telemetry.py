@@ -156,6 +156,8 @@ def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
         "gen_ai.request.model": call.shown_model,
         "gen_ai.response.model": call.response_model,
         "switchboard.model_group": call.model_group,
+        "switchboard.tenant": "" if call.caller is None else call.caller.tenant,
+        "switchboard.key_id": "" if call.caller is None else call.caller.key_id,
         "switchboard.deployment": call.deployment,
         "switchboard.outcome": call.outcome,
         "switchboard.retries": call.retries,

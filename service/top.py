@@ -112,7 +112,7 @@ def _keys() -> Iterator[Callable[[float], str]]:
         termios.tcsetattr(descriptor, termios.TCSADRAIN, saved)
 
 
-def run_top(admin: str, interval_s: float, sort: str) -> int:
+def run_top(admin: str, interval_s: float, sort: str, metadata: tuple[tuple[str, str], ...] = ()) -> int:
     names = [column.title for column in COLUMNS]
     if sort not in names:
         print(f"switchboard: --sort must be one of {', '.join(names)}", file=sys.stderr)
@@ -124,7 +124,11 @@ def run_top(admin: str, interval_s: float, sort: str) -> int:
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
                 try:
-                    stats = list(stub.GetStats(admin_pb2.GetStatsRequest(), timeout=max(1.0, interval_s)).deployments)
+                    stats = list(
+                        stub.GetStats(
+                            admin_pb2.GetStatsRequest(), timeout=max(1.0, interval_s), metadata=metadata
+                        ).deployments
+                    )
                 except grpc.RpcError as error:
                     live.stop()
                     print(f"switchboard: {admin}: {error.code().name}: {error.details()}", file=sys.stderr)

@@ -115,3 +115,21 @@ def test_a_plaintext_port_beyond_loopback_is_warned_about(caplog: pytest.LogCapt
     warn_if_exposed("0.0.0.0:50051", None)
     (record,) = caplog.records
     assert "without TLS" in record.getMessage() and "0.0.0.0:50051" in record.getMessage()
+
+
+async def test_with_auth_mtls_the_certificates_common_name_names_the_tenant(
+    tmp_path: Path, start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "switchboard.access")
+    ca, clients = trustme.CA(), trustme.CA()
+    write_server_cert(ca, tmp_path)
+    clients.cert_pem.write_to_path(str(tmp_path / "clients.pem"))
+    auth = "auth: {mode: mtls}\ntenants: {team-a: {}}\n"
+    (tmp_path / "c.yaml").write_text(tls_yaml(mutual=True) + auth + ECHO_ONLY)
+    gateway = await start_server(tmp_path / "c.yaml")
+    team_a = clients.issue_cert("team-a", common_name="team-a")
+    assert await chat(gateway.port, credentials(ca, team_a)) == grpc.StatusCode.OK
+    (line,) = [r.access for r in caplog.records if r.name == "switchboard.access"]  # type: ignore[attr-defined]
+    assert line["tenant"] == "team-a"
+    stranger = clients.issue_cert("stranger", common_name="stranger")
+    assert await chat(gateway.port, credentials(ca, stranger)) == grpc.StatusCode.PERMISSION_DENIED

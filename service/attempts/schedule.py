@@ -11,6 +11,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt, AttemptLog
 from service.attempts.timing import Clock, Deadline, retry_delay
 from service.config import Deployment, RetrySettings
+from service.identity import ANONYMOUS, Caller
 from service.outcomes import UpstreamError
 
 _RELOADED = UpstreamError(pb.OUTCOME_OUT_OF_ROTATION, "not tried: a config reload changed it while this call ran")
@@ -47,8 +48,10 @@ class Schedule:
         log: AttemptLog,
         deadline: Deadline,
         clock: Clock,
+        caller: Caller = ANONYMOUS,
     ) -> None:
         self.router = router
+        self.caller = caller
         self._deployments = deployments
         self._retries = retries
         self.decision = decision
@@ -162,7 +165,13 @@ class Schedule:
         """A lease for a retry or a fallback, or None (noted in the log) when it cannot take one now."""
         try:
             # The input part is scaled by, and calibrates, the deployment's own count of it.
-            return self.router.reserve(deployment, tokens=self._tokens.total, input_tokens=self._tokens.input)
+            return self.router.reserve(
+                deployment,
+                tokens=self._tokens.total,
+                input_tokens=self._tokens.input,
+                tenant=self.caller.tenant,
+                api_key=self.caller.key_id,
+            )
         except router_core.UnknownDeploymentError:
             self.log.add_skipped(deployment, _RELOADED)  # removed by a reload since the call began
             return None

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 import router_core
 from service.config.model import Config, ConfigError
 from service.config.schema import PROVIDER, PROVIDER_TYPES, AnyProvider, ServiceSections
+from service.config.tenancy import add_tenant_limits, check_access
 from service.redaction import bounded
 
 KeyPath = tuple[str | int, ...]
@@ -50,6 +51,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             providers[index] = PROVIDER.validate_python(settings)
         except ValidationError as error:
             problems += [_describe((*where, *i["loc"]), i["msg"], lines, source) for i in error.errors()]
+    problems += [
+        _describe(where, message, lines, source) for where, message in add_tenant_limits(sections, split.routing)
+    ]
     routing_document = json.dumps(_finite(split.routing))
     described = None
     try:
@@ -57,18 +61,17 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except router_core.ConfigError as error:
         key, _, message = str(error).partition(": ")
         problems.append(_describe(split.locations.in_file(_key_path(key)), message, lines, source))
+    else:
+        problems += [_describe(where, message, lines, source) for where, message in check_access(sections, described)]
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     ids = [definition["id"] for definition in split.routing["deployments"]]
     return Config.compiled(
-        sections.server,
-        sections.retries,
+        sections,
         routing_document,
         {ids[index]: provider for index, provider in providers.items()},
         source,
         described_text=described,
-        state=sections.state,
-        telemetry=sections.telemetry,
     )
 
 

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import router_core
-from service.config.schema import AnyProvider, RetrySettings, ServerSettings, StateSettings, TelemetrySettings
+from service.config.schema import (
+    AnyProvider,
+    AuthSettings,
+    RetrySettings,
+    ServerSettings,
+    ServiceSections,
+    StateSettings,
+    StoreSettings,
+    TelemetrySettings,
+    TenantSettings,
+)
 
 
 class ConfigError(Exception):
@@ -67,12 +77,12 @@ class ModelGroup:
 
 @dataclass(frozen=True)
 class Config:
-    """A checked config. `routing_document` is the JSON the core routes on, with every
+    """A checked config: the service's own sections (`server`, `retries`, `state`, `telemetry`,
+    `auth`, `tenants`, `ledger`), and `routing_document`, the JSON the core routes on, with every
     deployment the file defines; `left_out` names those left out of routing (their credentials
     are missing), and `left_out_with` what went with them (groups, policies, fallback tiers)."""
 
-    server: ServerSettings
-    retries: RetrySettings
+    sections: ServiceSections
     routing_document: str
     providers: dict[str, AnyProvider]
     source: str = "<config>"
@@ -82,21 +92,16 @@ class Config:
     routed: tuple[Deployment, ...] = ()
     model_groups: tuple[ModelGroup, ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
-    state: StateSettings = field(default_factory=StateSettings)
-    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def compiled(
         cls,
-        server: ServerSettings,
-        retries: RetrySettings,
+        sections: ServiceSections,
         routing_document: str,
         providers: dict[str, AnyProvider],
         source: str,
         left_out: tuple[str, ...] = (),
         described_text: str | None = None,
-        state: StateSettings | None = None,
-        telemetry: TelemetrySettings | None = None,
     ) -> Config:
         """The config with the core's view of it (`described_text`, when the caller already asked
         `router_core.describe_config` for it): raises router_core.ConfigError when the routing
@@ -111,8 +116,7 @@ class Config:
             for g in compiled["model_groups"]
         )
         return cls(
-            server,
-            retries,
+            sections,
             routing_document,
             providers,
             source,
@@ -122,9 +126,35 @@ class Config:
             tuple(deployments.values()),
             groups,
             tuple(compiled["policies"]),
-            state or StateSettings(),
-            telemetry or TelemetrySettings(),
         )
+
+    @property
+    def server(self) -> ServerSettings:
+        return self.sections.server
+
+    @property
+    def retries(self) -> RetrySettings:
+        return self.sections.retries
+
+    @property
+    def state(self) -> StateSettings:
+        return self.sections.state
+
+    @property
+    def telemetry(self) -> TelemetrySettings:
+        return self.sections.telemetry
+
+    @property
+    def auth(self) -> AuthSettings:
+        return self.sections.auth
+
+    @property
+    def tenants(self) -> dict[str, TenantSettings]:
+        return self.sections.tenants
+
+    @property
+    def store(self) -> StoreSettings:
+        return self.sections.store
 
     def deployments(self) -> list[Deployment]:
         """The deployments routing uses, in the order the file defines them."""
@@ -136,13 +166,4 @@ class Config:
         )
 
     def leaving_out(self, left_out: tuple[str, ...]) -> Config:
-        return Config.compiled(
-            self.server,
-            self.retries,
-            self.routing_document,
-            self.providers,
-            self.source,
-            left_out,
-            state=self.state,
-            telemetry=self.telemetry,
-        )
+        return Config.compiled(self.sections, self.routing_document, self.providers, self.source, left_out)

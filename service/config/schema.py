@@ -289,6 +289,49 @@ class TelemetrySettings(_Strict):
     metrics_push_interval_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
 
 
+class AuthSettings(_Strict):
+    """Who may call: `none` (anyone who reaches the port; the embedded default, on loopback),
+    `keys` (`authorization: Bearer <key>`, a key made by the Admin API, naming its tenant),
+    `mtls` (a client certificate from `server.tls.client_ca_file`, its common name naming the
+    tenant) or `keys+mtls` (both, naming one tenant)."""
+
+    mode: Literal["none", "keys", "mtls", "keys+mtls"] = "none"
+    # The environment variable holding the server secret that keys are hashed with (32 bytes or
+    # more): the store keeps only those hashes.
+    secret_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "SWITCHBOARD_AUTH_SECRET"
+    # The environment variable holding the Admin API's credential (a Bearer token); required
+    # with `server.admin_listen` unless the mode is none. Data-plane keys never work there.
+    admin_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # Failed attempts one peer address may make in a minute; then it is refused for the rest.
+    max_failures_per_minute: PositiveInt = 10
+
+
+class TenantSettings(_Strict):
+    """What one tenant may use. Unset lists allow everything; regions are a hard constraint,
+    intersected with the request's and the policy's, never relaxed by a fallback."""
+
+    model_groups: list[str] | None = None
+    regions: list[str] | None = None
+    # Requests and tokens per minute, as `rate_limits.tenants` gives them (across workers and hosts).
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    # Matched by policies as request metadata (`when: {metadata: {...}}`); a client's own
+    # metadata cannot override these.
+    metadata: dict[str, str] = {}
+
+
+class StoreSettings(_Strict):
+    """Where keys (and the ledger) are kept: a SQLite file (relative to the config's directory),
+    or PostgreSQL."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path = Path("switchboard.db")
+    # PostgreSQL: the environment variable holding its connection URL.
+    url_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # How often keys are read again: a revoked key stops working within this.
+    refresh_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+
 class ServiceSections(_Strict):
     """The top level of the file: the service's own sections, typed; routing's, handed on."""
 
@@ -296,6 +339,9 @@ class ServiceSections(_Strict):
     retries: RetrySettings = RetrySettings()
     state: StateSettings = StateSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    auth: AuthSettings = AuthSettings()
+    tenants: dict[Annotated[str, Field(min_length=1, max_length=128)], TenantSettings] = {}
+    store: StoreSettings = StoreSettings()
     # The Rust core's: checked there, with the key and line of each mistake mapped back here.
     default_group: object = None
     deployments: object = None

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/admin/v1/admin.proto\x12\x14switchboard.admin.v1\"\x11\n\x0fGetStatsRequest\"~\n\x10GetStatsResponse\x12:\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32%.switchboard.admin.v1.DeploymentStats\x12.\n\x05\x63\x61lls\x18\x02 \x03(\x0b\x32\x1f.switchboard.admin.v1.CallStats\"\xfb\x05\n\x0f\x44\x65ploymentStats\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x04\x12\x15\n\routput_tokens\x18\x06 \x01(\x04\x12\x15\n\rcircuit_state\x18\x07 \x01(\t\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x19\n\x11unavailable_for_s\x18\t \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\n \x01(\r\x12\x17\n\nerror_rate\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x65wma_latency_ms\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0ftail_latency_ms\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0c\x65wma_ttft_ms\x18\x0e \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0ctail_ttft_ms\x18\x0f \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x08headroom\x18\x10 \x01(\x01\x12\x19\n\x11input_token_ratio\x18\x11 \x01(\x01\x12\x45\n\x08outcomes\x18\x12 \x03(\x0b\x32\x33.switchboard.admin.v1.DeploymentStats.OutcomesEntry\x12\x35\n\nlatency_ms\x18\x13 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x32\n\x07ttft_ms\x18\x14 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x10\n\x08\x63ost_usd\x18\x15 \x01(\x01\x1a/\n\rOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\r\n\x0b_error_rateB\x12\n\x10_ewma_latency_msB\x12\n\x10_tail_latency_msB\x0f\n\r_ewma_ttft_msB\x0f\n\r_tail_ttft_ms\"4\n\x0bPercentiles\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p95\x18\x02 \x01(\x01\x12\x0b\n\x03p99\x18\x03 \x01(\x01\"\x8e\x02\n\tCallStats\x12\x13\n\x0bmodel_group\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12?\n\x08statuses\x18\x03 \x03(\x0b\x32-.switchboard.admin.v1.CallStats.StatusesEntry\x12\x36\n\x0b\x64uration_ms\x18\x04 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x0f\n\x07retries\x18\x05 \x01(\x04\x12\x11\n\tfallbacks\x18\x06 \x01(\x04\x12\x0e\n\x06hedges\x18\x07 \x01(\x04\x1a/\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x15\n\x13ReloadConfigRequest\"g\n\x14ReloadConfigResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\"\"\n\x0c\x44rainRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\x0f\n\rDrainResponse\"$\n\x0eUndrainRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\x11\n\x0fUndrainResponse2\xf3\x02\n\x05\x41\x64min\x12Y\n\x08GetStats\x12%.switchboard.admin.v1.GetStatsRequest\x1a&.switchboard.admin.v1.GetStatsResponse\x12\x65\n\x0cReloadConfig\x12).switchboard.admin.v1.ReloadConfigRequest\x1a*.switchboard.admin.v1.ReloadConfigResponse\x12P\n\x05\x44rain\x12\".switchboard.admin.v1.DrainRequest\x1a#.switchboard.admin.v1.DrainResponse\x12V\n\x07Undrain\x12$.switchboard.admin.v1.UndrainRequest\x1a%.switchboard.admin.v1.UndrainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/admin/v1/admin.proto\x12\x14switchboard.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fGetStatsRequest\"~\n\x10GetStatsResponse\x12:\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32%.switchboard.admin.v1.DeploymentStats\x12.\n\x05\x63\x61lls\x18\x02 \x03(\x0b\x32\x1f.switchboard.admin.v1.CallStats\"\xfb\x05\n\x0f\x44\x65ploymentStats\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x04\x12\x15\n\routput_tokens\x18\x06 \x01(\x04\x12\x15\n\rcircuit_state\x18\x07 \x01(\t\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x19\n\x11unavailable_for_s\x18\t \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\n \x01(\r\x12\x17\n\nerror_rate\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x65wma_latency_ms\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0ftail_latency_ms\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0c\x65wma_ttft_ms\x18\x0e \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0ctail_ttft_ms\x18\x0f \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x08headroom\x18\x10 \x01(\x01\x12\x19\n\x11input_token_ratio\x18\x11 \x01(\x01\x12\x45\n\x08outcomes\x18\x12 \x03(\x0b\x32\x33.switchboard.admin.v1.DeploymentStats.OutcomesEntry\x12\x35\n\nlatency_ms\x18\x13 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x32\n\x07ttft_ms\x18\x14 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x10\n\x08\x63ost_usd\x18\x15 \x01(\x01\x1a/\n\rOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\r\n\x0b_error_rateB\x12\n\x10_ewma_latency_msB\x12\n\x10_tail_latency_msB\x0f\n\r_ewma_ttft_msB\x0f\n\r_tail_ttft_ms\"4\n\x0bPercentiles\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p95\x18\x02 \x01(\x01\x12\x0b\n\x03p99\x18\x03 \x01(\x01\"\x8e\x02\n\tCallStats\x12\x13\n\x0bmodel_group\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12?\n\x08statuses\x18\x03 \x03(\x0b\x32-.switchboard.admin.v1.CallStats.StatusesEntry\x12\x36\n\x0b\x64uration_ms\x18\x04 \x01(\x0b\x32!.switchboard.admin.v1.Percentiles\x12\x0f\n\x07retries\x18\x05 \x01(\x04\x12\x11\n\tfallbacks\x18\x06 \x01(\x04\x12\x0e\n\x06hedges\x18\x07 \x01(\x04\x1a/\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x15\n\x13ReloadConfigRequest\"g\n\x14ReloadConfigResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\"\"\n\x0c\x44rainRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\x0f\n\rDrainResponse\"$\n\x0eUndrainRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\x11\n\x0fUndrainResponse\"\xce\x01\n\x03Key\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05state\x18\x07 \x01(\t\"`\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x11\x43reateKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.switchboard.admin.v1.Key\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1e\n\x10RevokeKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x11RevokeKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.switchboard.admin.v1.Key\"!\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.switchboard.admin.v1.Key2\x8a\x05\n\x05\x41\x64min\x12Y\n\x08GetStats\x12%.switchboard.admin.v1.GetStatsRequest\x1a&.switchboard.admin.v1.GetStatsResponse\x12\x65\n\x0cReloadConfig\x12).switchboard.admin.v1.ReloadConfigRequest\x1a*.switchboard.admin.v1.ReloadConfigResponse\x12P\n\x05\x44rain\x12\".switchboard.admin.v1.DrainRequest\x1a#.switchboard.admin.v1.DrainResponse\x12V\n\x07Undrain\x12$.switchboard.admin.v1.UndrainRequest\x1a%.switchboard.admin.v1.UndrainResponse\x12\\\n\tCreateKey\x12&.switchboard.admin.v1.CreateKeyRequest\x1a\'.switchboard.admin.v1.CreateKeyResponse\x12\\\n\tRevokeKey\x12&.switchboard.admin.v1.RevokeKeyRequest\x1a\'.switchboard.admin.v1.RevokeKeyResponse\x12Y\n\x08ListKeys\x12%.switchboard.admin.v1.ListKeysRequest\x1a&.switchboard.admin.v1.ListKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPLOYMENTSTATS_OUTCOMESENTRY']._serialized_options = b'8\001'
   _globals['_CALLSTATS_STATUSESENTRY']._loaded_options = None
   _globals['_CALLSTATS_STATUSESENTRY']._serialized_options = b'8\001'
-  _globals['_GETSTATSREQUEST']._serialized_start=58
-  _globals['_GETSTATSREQUEST']._serialized_end=75
-  _globals['_GETSTATSRESPONSE']._serialized_start=77
-  _globals['_GETSTATSRESPONSE']._serialized_end=203
-  _globals['_DEPLOYMENTSTATS']._serialized_start=206
-  _globals['_DEPLOYMENTSTATS']._serialized_end=969
-  _globals['_DEPLOYMENTSTATS_OUTCOMESENTRY']._serialized_start=833
-  _globals['_DEPLOYMENTSTATS_OUTCOMESENTRY']._serialized_end=880
-  _globals['_PERCENTILES']._serialized_start=971
-  _globals['_PERCENTILES']._serialized_end=1023
-  _globals['_CALLSTATS']._serialized_start=1026
-  _globals['_CALLSTATS']._serialized_end=1296
-  _globals['_CALLSTATS_STATUSESENTRY']._serialized_start=1249
-  _globals['_CALLSTATS_STATUSESENTRY']._serialized_end=1296
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=1298
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=1319
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=1321
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=1424
-  _globals['_DRAINREQUEST']._serialized_start=1426
-  _globals['_DRAINREQUEST']._serialized_end=1460
-  _globals['_DRAINRESPONSE']._serialized_start=1462
-  _globals['_DRAINRESPONSE']._serialized_end=1477
-  _globals['_UNDRAINREQUEST']._serialized_start=1479
-  _globals['_UNDRAINREQUEST']._serialized_end=1515
-  _globals['_UNDRAINRESPONSE']._serialized_start=1517
-  _globals['_UNDRAINRESPONSE']._serialized_end=1534
-  _globals['_ADMIN']._serialized_start=1537
-  _globals['_ADMIN']._serialized_end=1908
+  _globals['_GETSTATSREQUEST']._serialized_start=91
+  _globals['_GETSTATSREQUEST']._serialized_end=108
+  _globals['_GETSTATSRESPONSE']._serialized_start=110
+  _globals['_GETSTATSRESPONSE']._serialized_end=236
+  _globals['_DEPLOYMENTSTATS']._serialized_start=239
+  _globals['_DEPLOYMENTSTATS']._serialized_end=1002
+  _globals['_DEPLOYMENTSTATS_OUTCOMESENTRY']._serialized_start=866
+  _globals['_DEPLOYMENTSTATS_OUTCOMESENTRY']._serialized_end=913
+  _globals['_PERCENTILES']._serialized_start=1004
+  _globals['_PERCENTILES']._serialized_end=1056
+  _globals['_CALLSTATS']._serialized_start=1059
+  _globals['_CALLSTATS']._serialized_end=1329
+  _globals['_CALLSTATS_STATUSESENTRY']._serialized_start=1282
+  _globals['_CALLSTATS_STATUSESENTRY']._serialized_end=1329
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=1331
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=1352
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=1354
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=1457
+  _globals['_DRAINREQUEST']._serialized_start=1459
+  _globals['_DRAINREQUEST']._serialized_end=1493
+  _globals['_DRAINRESPONSE']._serialized_start=1495
+  _globals['_DRAINRESPONSE']._serialized_end=1510
+  _globals['_UNDRAINREQUEST']._serialized_start=1512
+  _globals['_UNDRAINREQUEST']._serialized_end=1548
+  _globals['_UNDRAINRESPONSE']._serialized_start=1550
+  _globals['_UNDRAINRESPONSE']._serialized_end=1567
+  _globals['_KEY']._serialized_start=1570
+  _globals['_KEY']._serialized_end=1776
+  _globals['_CREATEKEYREQUEST']._serialized_start=1778
+  _globals['_CREATEKEYREQUEST']._serialized_end=1874
+  _globals['_CREATEKEYRESPONSE']._serialized_start=1876
+  _globals['_CREATEKEYRESPONSE']._serialized_end=1951
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1953
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1983
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=1985
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=2044
+  _globals['_LISTKEYSREQUEST']._serialized_start=2046
+  _globals['_LISTKEYSREQUEST']._serialized_end=2079
+  _globals['_LISTKEYSRESPONSE']._serialized_start=2081
+  _globals['_LISTKEYSRESPONSE']._serialized_end=2140
+  _globals['_ADMIN']._serialized_start=2143
+  _globals['_ADMIN']._serialized_end=2793
 # @@protoc_insertion_point(module_scope)

@@ -27,9 +27,11 @@ if _version_not_supported:
 
 class AdminStub:
     """Admin is the operator's side of a running gateway: every deployment's live
-    figures, and the runtime config swap. It is served on its own address
-    (`server.admin_listen`), apart from the data plane, and only when that is
-    set.
+    figures, the runtime config swap, and API keys. It is served on its own
+    address (`server.admin_listen`), apart from the data plane, and only when
+    that is set. With `auth.admin_key_env` set, every call needs
+    `authorization: Bearer <that credential>` (UNAUTHENTICATED otherwise); the
+    data plane's keys never work here.
     """
 
     def __init__(self, channel):
@@ -58,13 +60,30 @@ class AdminStub:
                 request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.SerializeToString,
                 response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/CreateKey',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/RevokeKey',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/ListKeys',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
     """Admin is the operator's side of a running gateway: every deployment's live
-    figures, and the runtime config swap. It is served on its own address
-    (`server.admin_listen`), apart from the data plane, and only when that is
-    set.
+    figures, the runtime config swap, and API keys. It is served on its own
+    address (`server.admin_listen`), apart from the data plane, and only when
+    that is set. With `auth.admin_key_env` set, every call needs
+    `authorization: Bearer <that credential>` (UNAUTHENTICATED otherwise); the
+    data plane's keys never work here.
     """
 
     def GetStats(self, request, context):
@@ -99,6 +118,31 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """CreateKey makes an API key for a tenant of the config and returns it,
+        the only time it is shown: the store keeps a keyed hash of it.
+        FAILED_PRECONDITION unless auth.mode uses keys; NOT_FOUND for a tenant
+        the config lacks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """RevokeKey stops a key from working, on every worker within
+        store.refresh_interval_s. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """ListKeys lists keys (never their secrets), of one tenant or all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +166,21 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.FromString,
                     response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.SerializeToString,
             ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'switchboard.admin.v1.Admin', rpc_method_handlers)
@@ -132,9 +191,11 @@ def add_AdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Admin:
     """Admin is the operator's side of a running gateway: every deployment's live
-    figures, and the runtime config swap. It is served on its own address
-    (`server.admin_listen`), apart from the data plane, and only when that is
-    set.
+    figures, the runtime config swap, and API keys. It is served on its own
+    address (`server.admin_listen`), apart from the data plane, and only when
+    that is set. With `auth.admin_key_env` set, every call needs
+    `authorization: Bearer <that credential>` (UNAUTHENTICATED otherwise); the
+    data plane's keys never work here.
     """
 
     @staticmethod
@@ -235,6 +296,87 @@ class Admin:
             '/switchboard.admin.v1.Admin/Undrain',
             switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainRequest.SerializeToString,
             switchboard_dot_admin_dot_v1_dot_admin__pb2.UndrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/CreateKey',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/RevokeKey',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/ListKeys',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,88 @@
+"""The commands that call a running gateway's Admin API: `stats` (GetStats as JSON) and `keys
+create | revoke | list`. The Admin API's credential is read from the environment variable
+`--credential-env` names (SWITCHBOARD_ADMIN_KEY by default), and sent when set."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+
+from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
+
+DEFAULT_CREDENTIAL_ENV = "SWITCHBOARD_ADMIN_KEY"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    stats = commands.add_parser("stats", help="print every deployment's live figures as JSON (the Admin API)")
+    _admin_arguments(stats)
+    keys = commands.add_parser("keys", help="make, revoke and list API keys (the Admin API)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key for a tenant; its secret is printed only now")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="a label for people")
+    create.add_argument("--expires-in", type=_duration, help="e.g. 90d, 12h; default: never")
+    revoke = actions.add_parser("revoke", help="stop a key from working, on every worker within a second")
+    revoke.add_argument("id", help="the key's id (sb-<id>-…)")
+    listing = actions.add_parser("list", help="the keys, never their secrets")
+    listing.add_argument("--tenant", default="", help="one tenant's (default: all)")
+    for action in (create, revoke, listing):
+        _admin_arguments(action)
+
+
+def credential_metadata(env: str) -> tuple[tuple[str, str], ...]:
+    credential = os.environ.get(env)
+    return (("authorization", f"Bearer {credential}"),) if credential else ()
+
+
+def run_admin_command(options: argparse.Namespace) -> int:
+    if options.command == "stats":
+        return _call(options, lambda stub, **kw: stub.GetStats(admin_pb2.GetStatsRequest(), **kw))
+    if options.action == "create":
+        request = admin_pb2.CreateKeyRequest(tenant=options.tenant, name=options.name)
+        if options.expires_in is not None:
+            request.expires_at.FromDatetime(datetime.now(UTC) + options.expires_in)
+        print("switchboard: the key's secret is shown only now; keep it safe", file=sys.stderr)
+        return _call(options, lambda stub, **kw: stub.CreateKey(request, **kw))
+    if options.action == "revoke":
+        return _call(options, lambda stub, **kw: stub.RevokeKey(admin_pb2.RevokeKeyRequest(id=options.id), **kw))
+    return _call(options, lambda stub, **kw: stub.ListKeys(admin_pb2.ListKeysRequest(tenant=options.tenant), **kw))
+
+
+def _admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--admin", required=True, help="HOST:PORT of the gateway's server.admin_listen")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    parser.add_argument(
+        "--credential-env",
+        default=DEFAULT_CREDENTIAL_ENV,
+        help=f"the variable holding the Admin API's credential (default {DEFAULT_CREDENTIAL_ENV})",
+    )
+
+
+def _call(options: argparse.Namespace, method: Callable[..., Message]) -> int:
+    with grpc.insecure_channel(options.admin) as channel:
+        try:
+            answer = method(
+                admin_pb2_grpc.AdminStub(channel),
+                timeout=options.timeout,
+                metadata=credential_metadata(options.credential_env),
+            )
+        except grpc.RpcError as error:
+            print(f"switchboard: {options.admin}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(MessageToJson(answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a number and a unit (s, m, h or d), e.g. 90d")
+    return timedelta(seconds=float(number) * _UNITS[unit])

@@ -1,0 +1,98 @@
+"""The Admin API's side of keys and of its own credential: making, revoking and listing API keys
+in the store, and the check every admin call passes first."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from service.api.switchboard.admin.v1 import admin_pb2 as pb
+from service.config.schema import TenantSettings
+from service.identity import KeyHasher, KeyRecord, KeyRing
+from service.identity.keys import bearer
+from service.redaction import bounded
+from service.store import StoreThread
+
+MAX_NAME_CHARS = 128
+
+
+class AdminCredential(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """The Admin API's Bearer credential, checked (in constant time) before any admin method
+    runs; reflection stays open. No credential configured: none is asked for."""
+
+    def __init__(self, credential: str | None) -> None:
+        self._digest = None if not credential else hashlib.sha256(credential.encode()).digest()
+        self._refusal = grpc.unary_unary_rpc_method_handler(_refuse)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if self._digest is None or details.method.startswith("/grpc.reflection.") or self._holds(details):
+            return await continuation(details)
+        return self._refusal
+
+    def _holds(self, details: grpc.HandlerCallDetails) -> bool:
+        presented = bearer(details.invocation_metadata) or ""
+        assert self._digest is not None
+        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest)
+
+
+async def _refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the Admin API needs its credential (auth.admin_key_env)")
+
+
+class KeyAdmin:
+    """Keys in the store, for a gateway whose auth mode uses them."""
+
+    def __init__(self, store: StoreThread, keys: KeyRing, hasher: Callable[[], KeyHasher]) -> None:
+        self._store = store
+        self._keys = keys
+        self._hasher = hasher
+
+    async def create(self, tenant: str, name: str, expires_at: float | None) -> tuple[str, KeyRecord]:
+        secret, record = self._hasher().new_key(tenant, name, expires_at)
+        await self._store.call(self._store.store.add_key, record)
+        await self._keys.refresh()  # works here at once; on the other workers within the refresh interval
+        return secret, record
+
+    async def revoke(self, key_id: str) -> KeyRecord | None:
+        record = await self._store.call(self._store.store.revoke_key, key_id)
+        await self._keys.refresh()
+        return record
+
+    async def list(self, tenant: str | None) -> list[KeyRecord]:
+        return await self._store.call(self._store.store.keys, tenant)
+
+
+def check_new_key(
+    request: pb.CreateKeyRequest, tenants: Mapping[str, TenantSettings]
+) -> tuple[grpc.StatusCode, str] | None:
+    """Why a CreateKey request cannot be served, if it cannot."""
+    if request.tenant not in tenants:
+        known = ", ".join(sorted(tenants)) or "none"
+        return grpc.StatusCode.NOT_FOUND, f"no tenant {bounded(request.tenant, 128)!r} (known: {known})"
+    if len(request.name) > MAX_NAME_CHARS:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"name: at most {MAX_NAME_CHARS} characters"
+    return None
+
+
+def key_message(record: KeyRecord, now: float) -> pb.Key:
+    key = pb.Key(id=record.id, tenant=record.tenant, name=record.name, state=record.state(now))
+    key.created_at.CopyFrom(_timestamp(record.created_at))
+    if record.expires_at is not None:
+        key.expires_at.CopyFrom(_timestamp(record.expires_at))
+    if record.revoked_at is not None:
+        key.revoked_at.CopyFrom(_timestamp(record.revoked_at))
+    return key
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp

@@ -1,0 +1,202 @@
+"""Who is calling (`auth.mode`), and what they may use. Every Gateway call is authenticated before
+its request is read: by its `authorization: Bearer <key>`, its client certificate's common name,
+or both, each naming a tenant of the config. A peer address that keeps failing is refused for
+the rest of the minute. Keys never appear in an error or a log line: only a key's id does, and
+only once the key was shown to be its holder's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from service.config.schema import AuthSettings, TenantSettings
+from service.identity.errors import PermissionDenied, TooManyFailures, Unauthenticated
+from service.identity.keys import KeyHasher, KeyRecord, bearer, key_id
+from service.peers import peer_address
+from service.redaction import bounded
+from service.store import Store, StoreThread
+
+log = logging.getLogger(__name__)
+
+# Peer addresses whose failures are remembered; the oldest is forgotten past this.
+MAX_TRACKED_PEERS = 10_000
+_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call is from: a tenant of the config (and the key it used), or no one in particular
+    when auth is off."""
+
+    tenant: str = ""
+    key_id: str = ""
+    settings: TenantSettings | None = None
+
+    def allow_group(self, group: str) -> None:
+        allowed = None if self.settings is None else self.settings.model_groups
+        if allowed is not None and group not in allowed:
+            group = bounded(group, 128)
+            raise PermissionDenied(
+                f"tenant {self.tenant!r} may not use model group {group!r} (allowed: {', '.join(allowed)})"
+            )
+
+    def regions(self, requested: Sequence[str]) -> list[str]:
+        """The regions a call may use: the request's, within the tenant's."""
+        allowed = None if self.settings is None else self.settings.regions
+        if allowed is None:
+            return list(requested)
+        if not requested:
+            return list(allowed)
+        kept = [region for region in requested if region in allowed]
+        if not kept:
+            asked = ", ".join(bounded(r, 64) for r in requested[:8])
+            raise PermissionDenied(
+                f"tenant {self.tenant!r} may not use regions {asked} (allowed: {', '.join(allowed)})"
+            )
+        return kept
+
+    def metadata(self, requested: Mapping[str, str]) -> dict[str, str]:
+        """The request's metadata with the tenant's over it: a client cannot claim another's."""
+        if self.settings is None or not self.settings.metadata:
+            return dict(requested)
+        return {**requested, **self.settings.metadata}
+
+
+ANONYMOUS = Caller()
+
+
+class KeyRing:
+    """The store's keys in memory, read again whenever they change (looked at every
+    `interval_s`): a revoked key stops working on every process within that."""
+
+    def __init__(self, store: StoreThread, interval_s: float) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._records: dict[str, KeyRecord] = {}
+        self._version = -1
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        return self._records.get(key_id)
+
+    async def refresh(self) -> None:
+        store: Store = self._store.store
+        version = await self._store.call(store.keys_version)
+        if version != self._version:
+            records = await self._store.call(store.keys)
+            self._records = {record.id: record for record in records}
+            self._version = version
+
+    async def keep_fresh(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.refresh()
+            except Exception as error:  # a locked or vanished database: keep the keys last read
+                if not failing:
+                    log.warning("cannot read the keys from the store (%s); using those last read", error)
+                failing = True
+            else:
+                failing = False
+
+
+class _Failures:
+    """Failed attempts per peer address in the current minute, for so many peers at most."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._per_minute = per_minute
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def refused_for(self, peer: str, now: float) -> float | None:
+        """Seconds until `peer` may try again, or None when it may now."""
+        started, count = self._seen.get(peer, (now, 0))
+        if now - started >= _WINDOW_S:
+            self._seen.pop(peer, None)
+            return None
+        return started + _WINDOW_S - now if count >= self._per_minute else None
+
+    def add(self, peer: str, now: float) -> None:
+        started, count = self._seen.pop(peer, (now, 0))
+        if now - started >= _WINDOW_S:
+            started, count = now, 0
+        self._seen[peer] = (started, count + 1)
+        while len(self._seen) > MAX_TRACKED_PEERS:
+            self._seen.popitem(last=False)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        tenants: Mapping[str, TenantSettings],
+        hasher: KeyHasher | None = None,
+        keys: KeyRing | None = None,
+    ) -> None:
+        if "keys" in settings.mode and (hasher is None or keys is None):
+            raise ValueError(f"auth.mode {settings.mode} needs the server secret and the store's keys")
+        self._mode = settings.mode
+        self._tenants = tenants
+        self._hasher = hasher
+        self._keys = keys
+        self._failures = _Failures(settings.max_failures_per_minute)
+
+    @property
+    def hasher(self) -> KeyHasher | None:
+        return self._hasher
+
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The call's caller; Unauthenticated, PermissionDenied or TooManyFailures otherwise."""
+        if self._mode == "none":
+            return ANONYMOUS
+        peer, now = peer_address(context.peer()), time.monotonic()
+        wait = self._failures.refused_for(peer, now)
+        if wait is not None:
+            raise TooManyFailures(wait)
+        try:
+            return self._identify(context)
+        except (Unauthenticated, PermissionDenied):
+            self._failures.add(peer, now)
+            raise
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> Caller:
+        by_key = self._by_key(context) if "keys" in self._mode else None
+        by_certificate = _certificate_name(context) if "mtls" in self._mode else None
+        if by_key is not None and by_certificate is not None and by_key.tenant != by_certificate:
+            raise PermissionDenied(
+                f"the API key {by_key.id} is tenant {by_key.tenant!r}'s, the client certificate names "
+                f"{bounded(by_certificate, 128)!r}"
+            )
+        tenant = by_key.tenant if by_key is not None else by_certificate
+        assert tenant is not None
+        settings = self._tenants.get(tenant)
+        if settings is None:
+            raise PermissionDenied(f"{bounded(tenant, 128)!r} is no tenant of this gateway")
+        return Caller(tenant, "" if by_key is None else by_key.id, settings)
+
+    def _by_key(self, context: grpc.aio.ServicerContext) -> KeyRecord:
+        assert self._hasher is not None and self._keys is not None
+        presented = bearer(context.invocation_metadata())
+        if presented is None:
+            raise Unauthenticated("no API key: send `authorization: Bearer <key>`")
+        found_id = key_id(presented)
+        record = None if found_id is None else self._keys.get(found_id)
+        if not self._hasher.matches(presented, record) or record is None:
+            raise Unauthenticated("invalid API key")
+        state = record.state(time.time())
+        if state != "active":
+            raise Unauthenticated(f"API key {record.id} is {state}")
+        return record
+
+
+def _certificate_name(context: grpc.aio.ServicerContext) -> str:
+    names = context.auth_context().get("x509_common_name") or []
+    if not names:
+        raise Unauthenticated("no client certificate")
+    name = names[0]
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)

@@ -1,0 +1,43 @@
+"""Where keys and the ledger are kept (`store:`): a SQLite file by default, PostgreSQL at scale.
+Its calls block, so the service makes them on one thread of their own (`StoreThread`), never on
+the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from service.config import ConfigError
+from service.config.schema import StoreSettings
+from service.store.sqlite import SqliteStore
+
+Store = SqliteStore
+T = TypeVar("T")
+
+
+def open_store(settings: StoreSettings, config_dir: Path | None) -> Store:
+    if settings.backend != "sqlite":
+        raise ConfigError(f"store.backend {settings.backend} is not available yet")
+    path = settings.path if settings.path.is_absolute() or config_dir is None else config_dir / settings.path
+    try:
+        return SqliteStore(path)
+    except Exception as error:  # sqlite3.Error, OSError: a path that cannot hold a database
+        raise ConfigError(f"store.path: cannot open {path}: {error}") from error
+
+
+class StoreThread:
+    """The store's calls, made one at a time on a thread of their own."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switchboard-store")
+
+    async def call(self, method: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, method, *args)
+
+    def close(self) -> None:
+        self._thread.submit(self.store.close).result()
+        self._thread.shutdown()
