@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 
 import router_core
-from service.admin_keys import KeyAdmin, check_new_key, key_message
+from service.admin_keys import DEFAULT_SPAN_S, KeyAdmin, SpendReader, check_new_key, key_message
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
 from service.config import Config
@@ -54,11 +54,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         reload: Callable[[str], Reloaded],
         tenants: Callable[[], Mapping[str, TenantSettings]],
         keys: KeyAdmin | None = None,
+        spend: SpendReader | None = None,
     ) -> None:
         self._router = router
         self._reload = reload
         self._tenants = tenants
         self._keys = keys
+        self._spend = spend
 
     async def GetStats(  # noqa: N802
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -120,6 +122,20 @@ class AdminServicer(pb_grpc.AdminServicer):
         keys = await self._key_admin(context)
         now = time.time()
         return pb.ListKeysResponse(keys=[key_message(r, now) for r in await keys.list(request.tenant or None)])
+
+    async def GetSpend(  # noqa: N802
+        self, request: pb.GetSpendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSpendResponse:
+        if self._spend is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
+            )
+        assert self._spend is not None
+        since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else time.time() - DEFAULT_SPAN_S
+        rows = await self._spend.read(since, request.tenant, request.key_id)
+        return pb.GetSpendResponse(
+            rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
+        )
 
     async def _key_admin(self, context: grpc.aio.ServicerContext) -> KeyAdmin:
         if self._keys is None:

@@ -1,5 +1,5 @@
-"""The commands that call a running gateway's Admin API: `stats` (GetStats as JSON) and `keys
-create | revoke | list`. The Admin API's credential is read from the environment variable
+"""The commands that call a running gateway's Admin API: `stats` (GetStats as JSON), `keys
+create | revoke | list` and `spend`. The Admin API's credential is read from the environment variable
 `--credential-env` names (SWITCHBOARD_ADMIN_KEY by default), and sent when set."""
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument("--tenant", default="", help="one tenant's (default: all)")
     for action in (create, revoke, listing):
         _admin_arguments(action)
+    spend = commands.add_parser("spend", help="the ledger's calls, tokens and cost per day (the Admin API)")
+    spend.add_argument("--tenant", default="", help="one tenant's (default: all)")
+    spend.add_argument("--key", default="", help="one key's, by id (default: all)")
+    spend.add_argument("--since", type=_duration, default=timedelta(days=30), help="e.g. 7d, 12h (default 30d)")
+    _admin_arguments(spend)
 
 
 def credential_metadata(env: str) -> tuple[tuple[str, str], ...]:
@@ -45,6 +50,10 @@ def credential_metadata(env: str) -> tuple[tuple[str, str], ...]:
 def run_admin_command(options: argparse.Namespace) -> int:
     if options.command == "stats":
         return _call(options, lambda stub, **kw: stub.GetStats(admin_pb2.GetStatsRequest(), **kw))
+    if options.command == "spend":
+        asked = admin_pb2.GetSpendRequest(tenant=options.tenant, key_id=options.key)
+        asked.since.FromDatetime(datetime.now(UTC) - options.since)
+        return _call(options, lambda stub, **kw: stub.GetSpend(asked, **kw))
     if options.action == "create":
         request = admin_pb2.CreateKeyRequest(tenant=options.tenant, name=options.name)
         if options.expires_in is not None:

@@ -1,5 +1,5 @@
-"""The Admin API's side of keys and of its own credential: making, revoking and listing API keys
-in the store, and the check every admin call passes first."""
+"""The Admin API's side of the store and of its own credential: making, revoking and listing API
+keys, reading the ledger's spend, and the check every admin call passes first."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.config.schema import TenantSettings
 from service.identity import KeyHasher, KeyRecord, KeyRing
 from service.identity.keys import bearer
+from service.ledger import Ledger
 from service.redaction import bounded
 from service.store import StoreThread
+from service.store.records import Spend
 
 MAX_NAME_CHARS = 128
+# GetSpend without `since`: this far back.
+DEFAULT_SPAN_S = 30 * 86400
 
 
 class AdminCredential(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -68,6 +72,18 @@ class KeyAdmin:
 
     async def list(self, tenant: str | None) -> list[KeyRecord]:
         return await self._store.call(self._store.store.keys, tenant)
+
+
+class SpendReader:
+    """The ledger's sums, this process's latest records written first."""
+
+    def __init__(self, store: StoreThread, ledger: Ledger) -> None:
+        self._store = store
+        self._ledger = ledger
+
+    async def read(self, since: float, tenant: str, key_id: str) -> list[Spend]:
+        await self._ledger.flush()
+        return await self._store.call(self._store.store.spend, since, tenant, key_id)
 
 
 def check_new_key(

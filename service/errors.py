@@ -10,7 +10,7 @@ import asyncio
 import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -23,6 +23,9 @@ from service.access import REQUEST_ID, Call, log_call, request_id
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import AttemptRecord
 from service.redaction import bounded, redact
+
+if TYPE_CHECKING:
+    from service.ledger import Ledger
 
 ERROR_DOMAIN = "switchboard.v1"
 
@@ -239,9 +242,11 @@ Response = TypeVar("Response")
 
 
 class Measured(Protocol):
-    """A servicer whose calls its router counts (see `Router.record_call`)."""
+    """A servicer whose calls its router counts (see `Router.record_call`) and, when there is
+    one, the ledger records."""
 
     router: router_core.Router
+    ledger: Ledger | None
 
 
 Servicer = TypeVar("Servicer", bound=Measured)
@@ -274,6 +279,8 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             raise
         finally:
             log_call(call, status.name)
+            if self.ledger is not None:
+                self.ledger.record(call, status.name)
             self.router.record_call(
                 call.model_group,
                 call.method,

@@ -23,6 +23,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
 from service.identity import Caller
+from service.ledger import Ledger
 from service.peers import peer_address
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
@@ -121,9 +122,10 @@ class PeerCalls:
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
-    def __init__(self, runtimes: Runtimes, router: router_core.Router) -> None:
+    def __init__(self, runtimes: Runtimes, router: router_core.Router, ledger: Ledger | None = None) -> None:
         self.runtimes = runtimes
         self.router = router
+        self.ledger = ledger
         self.peers = PeerCalls()
 
     @call_errors

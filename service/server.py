@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
-from service.admin_keys import AdminCredential, KeyAdmin
+from service.admin_keys import AdminCredential, KeyAdmin, SpendReader
 from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.cluster import ClusterLink
@@ -24,6 +24,7 @@ from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
 from service.identity import KeyHasher, KeyRing
+from service.ledger import Ledger
 from service.metrics import Metrics
 from service.redaction import SECRETS
 from service.runtime import Runtimes, build_runtime
@@ -107,9 +108,13 @@ class Gateway:
         # The store's keys, when callers present them (the store opens here, once).
         self.store: StoreThread | None = None
         self.keys: KeyRing | None = None
-        if "keys" in config.auth.mode:
+        self.ledger: Ledger | None = None
+        if "keys" in config.auth.mode or config.ledger.enabled:
             self.store = StoreThread(open_store(config.store, self.config_dir))
+        if self.store is not None and "keys" in config.auth.mode:
             self.keys = KeyRing(self.store, config.store.refresh_interval_s)
+        if self.store is not None and config.ledger.enabled:
+            self.ledger = Ledger(self.store, config.ledger)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys))
         self.tracing = Tracing(config.telemetry)
         telemetry = config.telemetry
@@ -126,7 +131,7 @@ class Gateway:
         self.cluster: ClusterLink | None = None
         if config.state.backend == "redis":
             self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
-        add_to_server(GatewayServicer(self.runtimes, self.router), self.server)
+        add_to_server(GatewayServicer(self.runtimes, self.router, self.ledger), self.server)
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
         if serves_host and config.server.admin_listen is not None:
@@ -145,7 +150,10 @@ class Gateway:
             keys = None
             if self.store is not None and self.keys is not None:
                 keys = KeyAdmin(self.store, self.keys, self._hasher)
-            servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys)
+            spend = None
+            if self.store is not None and self.ledger is not None:
+                spend = SpendReader(self.store, self.ledger)
+            servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys, spend)
             admin_pb2_grpc.add_AdminServicer_to_server(servicer, self.admin)
             _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -173,6 +181,8 @@ class Gateway:
         if self.keys is not None:
             await self.keys.refresh()  # a store that cannot be read stops the start
             self._keep(self.keys.keep_fresh())
+        if self.ledger is not None:
+            self._keep(self.ledger.run())
         # Budget first (or the fallback, within the link's timeout): the first calls need it.
         if self.cluster is not None:
             await self.cluster.start()
@@ -266,6 +276,8 @@ class Gateway:
         await self.runtimes.aclose()
         for task in self._background:
             task.cancel()
+        if self.ledger is not None and not await self.ledger.flush():  # the calls just drained
+            log.error("the ledger could not write its last %d records before stopping", self.ledger.buffered)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
 

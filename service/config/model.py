@@ -12,6 +12,7 @@ import router_core
 from service.config.schema import (
     AnyProvider,
     AuthSettings,
+    LedgerSettings,
     RetrySettings,
     ServerSettings,
     ServiceSections,
@@ -155,6 +156,10 @@ class Config:
     @property
     def store(self) -> StoreSettings:
         return self.sections.store
+
+    @property
+    def ledger(self) -> LedgerSettings:
+        return self.sections.ledger
 
     def deployments(self) -> list[Deployment]:
         """The deployments routing uses, in the order the file defines them."""

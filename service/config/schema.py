@@ -332,6 +332,17 @@ class StoreSettings(_Strict):
     refresh_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
 
 
+class LedgerSettings(_Strict):
+    """Every call's tenant, key, model group, deployment, outcome, tokens and cost, written to the
+    store in batches off the request path. A crash loses at most the last batch interval; a
+    store that cannot be written (a full disk, a database away) never fails or slows a call:
+    records wait in a bounded buffer, and those past it are counted and logged."""
+
+    enabled: bool = False
+    batch_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    max_buffered: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+
 class ServiceSections(_Strict):
     """The top level of the file: the service's own sections, typed; routing's, handed on."""
 
@@ -342,6 +353,7 @@ class ServiceSections(_Strict):
     auth: AuthSettings = AuthSettings()
     tenants: dict[Annotated[str, Field(min_length=1, max_length=128)], TenantSettings] = {}
     store: StoreSettings = StoreSettings()
+    ledger: LedgerSettings = LedgerSettings()
     # The Rust core's: checked there, with the key and line of each mistake mapped back here.
     default_group: object = None
     deployments: object = None

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from service.identity.keys import KeyRecord
+from service.store.records import CallRecord, Spend
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -21,6 +23,23 @@ CREATE TABLE IF NOT EXISTS keys (
     version INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys (tenant);
+CREATE TABLE IF NOT EXISTS calls (
+    time REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    model_group TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_time ON calls (time);
+CREATE INDEX IF NOT EXISTS calls_by_tenant ON calls (tenant, time);
 """
 _COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at"
 
@@ -64,6 +83,28 @@ class SqliteStore:
             ).fetchall()
         return [KeyRecord(*row) for row in rows]
 
+    def add_calls(self, records: Sequence[CallRecord]) -> None:
+        """One transaction: all of them or none."""
+        with self._db:
+            self._db.executemany(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_PLACES})", records)
+
+    def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
+        """Calls, tokens and cost since `since` (seconds since the epoch), per UTC day, tenant,
+        key and model group; of one tenant or key when given."""
+        where, arguments = ["time >= ?"], list[float | str]([since])
+        for column, value in (("tenant", tenant), ("key_id", key_id)):
+            if value:
+                where.append(f"{column} = ?")
+                arguments.append(value)
+        rows = self._db.execute(
+            "SELECT date(time, 'unixepoch'), tenant, key_id, model_group, count(*), sum(input_tokens),"
+            " sum(output_tokens), sum(cost_usd) FROM calls WHERE "
+            + " AND ".join(where)
+            + " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            arguments,
+        ).fetchall()
+        return [Spend(*row) for row in rows]
+
     def keys_version(self) -> int:
         """Rises with every change to the keys."""
         (version,) = self._db.execute("SELECT coalesce(max(version), 0) FROM keys").fetchone()
@@ -71,3 +112,5 @@ class SqliteStore:
 
 
 _NEXT_VERSION = "(SELECT coalesce(max(version), 0) + 1 FROM keys)"
+_CALL_COLUMNS = ", ".join(CallRecord._fields)
+_CALL_PLACES = ", ".join("?" for _ in CallRecord._fields)

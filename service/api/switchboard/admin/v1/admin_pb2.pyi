@@ -206,3 +206,41 @@ class ListKeysResponse(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[Key]
     def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ...) -> None: ...
+
+class GetSpendRequest(_message.Message):
+    __slots__ = ("tenant", "key_id", "since")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    key_id: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SpendRow(_message.Message):
+    __slots__ = ("day", "tenant", "key_id", "model_group", "calls", "input_tokens", "output_tokens", "cost_usd")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    tenant: str
+    key_id: str
+    model_group: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., model_group: _Optional[str] = ..., calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+
+class GetSpendResponse(_message.Message):
+    __slots__ = ("rows", "total_cost_usd")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
+    total_cost_usd: float
+    def __init__(self, rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...

@@ -75,6 +75,11 @@ class AdminStub:
                 request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
                 response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
                 _registered_method=True)
+        self.GetSpend = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/GetSpend',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -143,6 +148,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpend(self, request, context):
+        """GetSpend sums the ledger's calls per UTC day, tenant, key and model
+        group. FAILED_PRECONDITION unless `ledger.enabled`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +193,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListKeys,
                     request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
                     response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'GetSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpend,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -377,6 +395,33 @@ class Admin:
             '/switchboard.admin.v1.Admin/ListKeys',
             switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
             switchboard_dot_admin_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/GetSpend',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,121 @@
+"""The ledger: one record per call (`ledger.enabled`), written to the store in batches by a
+background task, never on the request path. A call only appends its record to a bounded buffer;
+every `batch_interval_s` the buffer goes to the store in one transaction.
+
+When the store cannot be written (a full disk, a locked or vanished database), the batch stays
+in the buffer and is tried again, with the interval doubling up to ten times, while calls go on:
+nothing blocks and nothing fails. A buffer full to `max_buffered` drops its oldest records,
+counted and logged once per outage; when the store takes records again the log says how many
+waited and how many were lost. A crash loses what was buffered: with the store writable, the
+calls since the last write began (about an interval's, and the write's own time)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from service.access import Call
+from service.config.schema import LedgerSettings
+from service.store import StoreThread
+from service.store.records import CallRecord
+
+log = logging.getLogger(__name__)
+
+_LONGEST_BACKOFF = 10
+# The methods whose calls are recorded: those that reach a provider.
+LEDGERED = ("Chat", "ChatStream")
+
+
+class Ledger:
+    def __init__(self, store: StoreThread, settings: LedgerSettings) -> None:
+        self._store = store
+        self._interval_s = settings.batch_interval_s
+        self._buffer: deque[CallRecord] = deque()
+        self._max = settings.max_buffered
+        self.written = 0
+        self.dropped = 0
+        self._failing_since: float | None = None
+        self._dropped_in_outage = 0
+
+    def record(self, call: Call, status: str) -> None:
+        """Appends the record of a chat (the calls that can spend); never waits."""
+        if call.method not in LEDGERED:
+            return
+        if len(self._buffer) >= self._max:
+            self._buffer.popleft()
+            self._dropped(1)
+        caller = call.caller
+        self._buffer.append(
+            CallRecord(
+                time.time(),
+                call.request_id,
+                "" if caller is None else caller.tenant,
+                "" if caller is None else caller.key_id,
+                call.method,
+                call.model_group,
+                call.deployment,
+                status,
+                call.outcome,
+                call.input_tokens,
+                call.output_tokens,
+                call.cost_usd,
+                round(call.elapsed_s() * 1000, 3),
+            )
+        )
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def run(self) -> None:
+        """Starts a write every interval, counted from the start of the last one (so that the
+        writes' own time does not stretch the interval), longer while the store fails; until
+        cancelled."""
+        backoff, began = 1, time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.0, began + self._interval_s * backoff - time.monotonic()))
+            began = time.monotonic()
+            backoff = 1 if await self.flush() else min(backoff * 2, _LONGEST_BACKOFF)
+
+    async def flush(self) -> bool:
+        """Writes what is buffered; False when the store would not take it (it stays buffered)."""
+        if not self._buffer:
+            return True
+        batch = list(self._buffer)
+        self._buffer.clear()
+        try:
+            await self._store.call(self._store.store.add_calls, batch)
+        except Exception as error:  # sqlite3.Error, OSError: the store is away; calls go on
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.error("the ledger cannot write to the store (%s); buffering up to %d records", error, self._max)
+            self._put_back(batch)
+            return False
+        self.written += len(batch)
+        if self._failing_since is not None:
+            away = time.monotonic() - self._failing_since
+            log.warning(
+                "the ledger writes again after %.1fs: %d records waited, %d were dropped",
+                away,
+                len(batch),
+                self._dropped_in_outage,
+            )
+            self._failing_since, self._dropped_in_outage = None, 0
+        return True
+
+    def _put_back(self, batch: list[CallRecord]) -> None:
+        """The unwritten batch goes back before what came meanwhile, the oldest dropped past the bound."""
+        self._buffer.extendleft(reversed(batch))
+        while len(self._buffer) > self._max:
+            self._buffer.popleft()
+            self._dropped(1)
+
+    def _dropped(self, count: int) -> None:
+        if self._dropped_in_outage == 0:
+            log.error(
+                "the ledger's buffer is full (%d records): dropping the oldest until the store takes them", self._max
+            )
+        self.dropped += count
+        self._dropped_in_outage += count

@@ -1,0 +1,33 @@
+"""What the ledger keeps of a call, and what it answers of spending: plain tuples, the rows the
+store writes and reads."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class CallRecord(NamedTuple):
+    time: float  # seconds since the epoch, when the call ended
+    request_id: str
+    tenant: str
+    key_id: str
+    method: str
+    model_group: str
+    deployment: str
+    status: str  # the gRPC status name
+    outcome: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+
+
+class Spend(NamedTuple):
+    day: str  # YYYY-MM-DD, UTC
+    tenant: str
+    key_id: str
+    model_group: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
