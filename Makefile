@@ -51,9 +51,10 @@ $(BIN)/loadgen: benches/loadgen/main.go benches/loadgen/go.mod
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: system-deps
-system-deps: ## redis-server and tmux (Debian's packages), when they are missing
-	@command -v redis-server >/dev/null && command -v tmux >/dev/null || { $(SUDO) apt-get update -q && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server tmux; }
+system-deps: ## redis-server, PostgreSQL and tmux (Debian's packages), when they are missing
+	@command -v redis-server >/dev/null && command -v tmux >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends redis-server tmux postgresql; }
 
 .PHONY: protos
 protos: $(PY) ## regenerate the Python stubs in service/api from protos/
@@ -96,6 +97,7 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.cluster --quick
 	$(PY) -m benches.workers --quick
 	$(PY) -m benches.telemetry --quick
+	$(PY) -m benches.tenancy --quick
 
 .PHONY: bench
 bench: install tools system-deps ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -109,6 +111,7 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.cluster
 	$(PY) -m benches.workers
 	$(PY) -m benches.telemetry
+	$(PY) -m benches.tenancy
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

@@ -110,7 +110,7 @@ class Gateway:
         self.keys: KeyRing | None = None
         self.ledger: Ledger | None = None
         if "keys" in config.auth.mode or config.ledger.enabled:
-            self.store = StoreThread(open_store(config.store, self.config_dir))
+            self.store = StoreThread(open_store(config.store, self.config_dir, environ))
         if self.store is not None and "keys" in config.auth.mode:
             self.keys = KeyRing(self.store, config.store.refresh_interval_s)
         if self.store is not None and config.ledger.enabled:

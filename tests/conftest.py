@@ -18,6 +18,7 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config import load_config, parse_config
 from service.server import Gateway
 from tests.mock_openai import MockOpenAI
+from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer
 from tests.virtual_time import new_virtual_time_loop
 
@@ -39,6 +40,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server of the test's own, on a free loopback port."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

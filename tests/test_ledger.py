@@ -24,7 +24,9 @@ from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config.schema import LedgerSettings
 from service.ledger import Ledger
 from service.store import StoreThread
-from service.store.sqlite import SqliteStore
+from service.store.records import CallRecord
+from service.store.sql import SqlStore
+from service.store.sqlite import open_sqlite
 from tests.conftest import StartServer
 from tests.mock_openai import MockOpenAI
 from tests.serving import Serve
@@ -91,23 +93,23 @@ async def test_spend_is_summed_through_the_admin_api_and_the_command(
 class _Away:
     """A store that refuses writes while `away`, as a full disk or a database outage would."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.away = True
 
     def close(self) -> None:
         self.store.close()
 
-    def add_calls(self, records: object) -> None:
+    def add_calls(self, records: list[CallRecord]) -> None:
         if self.away:
             raise sqlite3.OperationalError("database or disk is full")
-        self.store.add_calls(records)  # type: ignore[arg-type]
+        self.store.add_calls(records)
 
 
 async def test_a_store_that_will_not_take_records_fails_no_call_and_gets_the_backlog(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SqliteStore(tmp_path / "l.db")
+    store = open_sqlite(tmp_path / "l.db")
     away = _Away(store)
     thread = StoreThread(away)  # type: ignore[arg-type]
     ledger = Ledger(thread, LedgerSettings(enabled=True, batch_interval_s=0.01, max_buffered=50))

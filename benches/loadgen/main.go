@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -70,6 +71,15 @@ func main() {
 	warmup := flag.Int("warmup", -1, "requests sent first and discarded (default n/20, at least 20)")
 	bodyFile := flag.String("body", "", "request body: JSON (http) or serialized ChatRequest (grpc)")
 	conns := flag.Int("conns", 1, "grpc modes: connections, used in turn (several workers on one port each take whole connections)")
+	var headers []string
+	flag.Func("H", `a header (HTTP) or metadata (gRPC) sent with every request, "name: value"; may repeat`, func(h string) error {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return fmt.Errorf("%q is not name: value", h)
+		}
+		headers = append(headers, strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(value))
+		return nil
+	})
 	flag.Parse()
 	if *target == "" || *bodyFile == "" || *concurrency < 1 || *total < 1 {
 		flag.Usage()
@@ -89,7 +99,7 @@ func main() {
 		client := &http.Client{Transport: &http.Transport{
 			MaxIdleConns: *concurrency, MaxIdleConnsPerHost: *concurrency, DisableCompression: true,
 		}}
-		send = httpCall(client, "http://"+*target+"/v1/chat/completions", body, *mode == "http-stream")
+		send = httpCall(client, "http://"+*target+"/v1/chat/completions", body, *mode == "http-stream", headers)
 	case "grpc-unary", "grpc-stream":
 		sends := make([]call, max(1, *conns))
 		for i := range sends {
@@ -100,7 +110,7 @@ func main() {
 				log.Fatal(err)
 			}
 			defer conn.Close()
-			sends[i] = grpcCall(conn, body, *mode == "grpc-stream")
+			sends[i] = grpcCall(conn, body, *mode == "grpc-stream", headers)
 		}
 		var turn atomic.Uint64
 		send = func() (sample, error) { return sends[turn.Add(1)%uint64(len(sends))]() }
@@ -184,10 +194,18 @@ func percentile(values []time.Duration, q float64) float64 {
 	return ms(values[low]) + frac*(ms(values[high])-ms(values[low]))
 }
 
-func httpCall(client *http.Client, url string, body []byte, stream bool) call {
+func httpCall(client *http.Client, url string, body []byte, stream bool, headers []string) call {
 	return func() (sample, error) {
 		started := time.Now()
-		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return sample{}, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return sample{}, err
 		}
@@ -225,8 +243,8 @@ func httpCall(client *http.Client, url string, body []byte, stream bool) call {
 	}
 }
 
-func grpcCall(conn *grpc.ClientConn, body []byte, stream bool) call {
-	ctx := context.Background()
+func grpcCall(conn *grpc.ClientConn, body []byte, stream bool, headers []string) call {
+	ctx := metadata.AppendToOutgoingContext(context.Background(), headers...)
 	desc := &grpc.StreamDesc{ServerStreams: true}
 	return func() (sample, error) {
 		started := time.Now()

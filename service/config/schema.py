@@ -326,7 +326,7 @@ class StoreSettings(_Strict):
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("switchboard.db")
-    # PostgreSQL: the environment variable holding its connection URL.
+    # PostgreSQL: the environment variable holding its URL (postgresql://user:password@host/db).
     url_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     # How often keys are read again: a revoked key stops working within this.
     refresh_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5

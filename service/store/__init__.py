@@ -5,25 +5,37 @@ the event loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from service.config import ConfigError
 from service.config.schema import StoreSettings
-from service.store.sqlite import SqliteStore
+from service.redaction import SECRETS, redact
+from service.store.sql import SqlStore
+from service.store.sqlite import open_sqlite
 
-Store = SqliteStore
+Store = SqlStore
 T = TypeVar("T")
 
 
-def open_store(settings: StoreSettings, config_dir: Path | None) -> Store:
-    if settings.backend != "sqlite":
-        raise ConfigError(f"store.backend {settings.backend} is not available yet")
+def open_store(settings: StoreSettings, config_dir: Path | None, environ: Mapping[str, str]) -> Store:
+    """The store the settings name, its tables made if missing; ConfigError naming the key."""
+    if settings.backend == "postgres":
+        from service.store.postgres import open_postgres  # psycopg only when it is used
+
+        url = environ.get(settings.url_env or "", "")
+        if not url:
+            raise ConfigError(f"store.url_env: {settings.url_env or '(unset)'} must hold the PostgreSQL URL")
+        SECRETS.add([url])  # it may carry a password
+        try:
+            return open_postgres(url)
+        except Exception as error:  # psycopg.Error: the server is away or refuses
+            raise ConfigError(f"store: cannot open the PostgreSQL store: {redact(str(error))}") from error
     path = settings.path if settings.path.is_absolute() or config_dir is None else config_dir / settings.path
     try:
-        return SqliteStore(path)
+        return open_sqlite(path)
     except Exception as error:  # sqlite3.Error, OSError: a path that cannot hold a database
         raise ConfigError(f"store.path: cannot open {path}: {error}") from error
 

@@ -1,0 +1,140 @@
+"""The store's tables and queries, one set for SQLite and PostgreSQL: keys (never their secrets)
+and the ledger's calls. A `Dialect` says how each database spells what differs (placeholders,
+a day of the epoch, real numbers); `SqlStore` runs the queries on one DB-API connection, used
+from one thread at a time (see `service.store.StoreThread`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from service.identity.keys import KeyRecord
+from service.store.records import CallRecord, Spend
+
+_KEY_COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at"
+_CALL_COLUMNS = ", ".join(CallRecord._fields)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    placeholder: str  # "?" or "%s"
+    real: str  # the type of seconds and dollars
+    day_of: str  # a UTC YYYY-MM-DD of the `time` column
+
+
+SQLITE = Dialect("?", "REAL", "date(time, 'unixepoch')")
+POSTGRES = Dialect("%s", "DOUBLE PRECISION", "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+
+
+def schema(dialect: Dialect) -> list[str]:
+    real = dialect.real
+    return [
+        f"""CREATE TABLE IF NOT EXISTS keys (
+            id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, key_hash TEXT NOT NULL,
+            created_at {real} NOT NULL, expires_at {real}, revoked_at {real})""",
+        "CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys (tenant)",
+        f"""CREATE TABLE IF NOT EXISTS calls (
+            time {real} NOT NULL, request_id TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+            method TEXT NOT NULL, model_group TEXT NOT NULL, deployment TEXT NOT NULL, status TEXT NOT NULL,
+            outcome TEXT NOT NULL, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+            cost_usd {real} NOT NULL, latency_ms {real} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS calls_by_time ON calls (time)",
+        "CREATE INDEX IF NOT EXISTS calls_by_tenant ON calls (tenant, time)",
+    ]
+
+
+class Connection(Protocol):
+    def cursor(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class SqlStore:
+    def __init__(self, connection: Connection, dialect: Dialect, transaction: Any) -> None:
+        """`transaction`: a context manager factory that commits (or rolls back) what runs in it."""
+        self._db = connection
+        self._dialect = dialect
+        self._transaction = transaction
+        with self._cursor() as cursor:
+            for statement in schema(dialect):
+                cursor.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        with self._transaction():
+            cursor = self._db.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+
+    def _places(self, count: int) -> str:
+        return ", ".join([self._dialect.placeholder] * count)
+
+    def add_key(self, record: KeyRecord) -> None:
+        with self._cursor() as cursor:
+            cursor.execute(f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({self._places(7)})", tuple(_key_row(record)))
+
+    def revoke_key(self, key_id: str) -> KeyRecord | None:
+        """Revokes the key (once: its first revocation time stays); None if there is none."""
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"UPDATE keys SET revoked_at = {p} WHERE id = {p} AND revoked_at IS NULL", (time.time(), key_id)
+            )
+            cursor.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE id = {p}", (key_id,))
+            row = cursor.fetchone()
+        return None if row is None else KeyRecord(*row)
+
+    def keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            if tenant is None:
+                cursor.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created_at")
+            else:
+                cursor.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE tenant = {p} ORDER BY created_at", (tenant,))
+            return [KeyRecord(*row) for row in cursor.fetchall()]
+
+    def keys_version(self) -> int:
+        """Changes with every key made or revoked: keys are never deleted and revoked once, so
+        the count of each only grows (whatever order concurrent writers commit in)."""
+        with self._cursor() as cursor:
+            cursor.execute("SELECT count(*), count(revoked_at) FROM keys")
+            made, revoked = cursor.fetchone()
+        return int(made) * 2**32 + int(revoked)
+
+    def add_calls(self, records: Sequence[CallRecord]) -> None:
+        """One transaction: all of them or none."""
+        with self._cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({self._places(len(CallRecord._fields))})", records
+            )
+
+    def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
+        """Calls, tokens and cost since `since` (seconds since the epoch), per UTC day, tenant,
+        key and model group; of one tenant or key when given."""
+        p = self._dialect.placeholder
+        where, arguments = [f"time >= {p}"], list[float | str]([since])
+        for column, value in (("tenant", tenant), ("key_id", key_id)):
+            if value:
+                where.append(f"{column} = {p}")
+                arguments.append(value)
+        day = self._dialect.day_of
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {day}, tenant, key_id, model_group, count(*), sum(input_tokens), sum(output_tokens),"
+                f" sum(cost_usd) FROM calls WHERE {' AND '.join(where)}"
+                f" GROUP BY {day}, tenant, key_id, model_group ORDER BY 1, 2, 3, 4",
+                arguments,
+            )
+            rows = cursor.fetchall()
+        return [Spend(str(d), t, k, g, int(n), int(i), int(o), float(c)) for d, t, k, g, n, i, o, c in rows]
+
+
+def _key_row(record: KeyRecord) -> list[object]:
+    return [getattr(record, column.strip()) for column in _KEY_COLUMNS.split(",")]
