@@ -12,6 +12,8 @@ __all__ = [
     "DEPLOYMENT_KEYS",
     "DURATION_BOUNDS_S",
     "TOKEN_BOUNDS",
+    "BudgetHold",
+    "BudgetRefusal",
     "CallMeasures",
     "Candidate",
     "ConfigError",
@@ -158,6 +160,34 @@ class Router:
         process sharing the router's region. Raises UnknownDeploymentError."""
     def stats(self) -> list[DeploymentStats]:
         """One snapshot per deployment of the current config, in config order."""
+    def reserve_budget(
+        self,
+        owners: Sequence[tuple[str, float | None, float | None, float | None]],
+        amount_usd: float,
+        *,
+        now_s: float | None = None,
+    ) -> BudgetHold | BudgetRefusal:
+        """Reserve ``amount_usd`` on the budget of every one of ``owners``, each (key, daily_usd,
+        monthly_usd, total_usd) with None for no bound, or on none: a BudgetHold, or the
+        BudgetRefusal naming the first budget with too little left. Days and months are UTC's;
+        ``now_s`` is seconds since the epoch (default now). In a shared region the budgets are
+        the host's."""
+    def cost_usd(self, deployment: str, input_tokens: int, output_tokens: int) -> float:
+        """What the tokens cost on ``deployment`` at its current prices, in USD (the formula leases
+        settle with). Raises UnknownDeploymentError."""
+    def seed_budget(
+        self,
+        owner: tuple[str, float | None, float | None, float | None],
+        spent_usd: tuple[float, float, float],
+        *,
+        now_s: float | None = None,
+    ) -> None:
+        """Count at least ``spent_usd`` (the day's, the month's, in all) as the owner's spending:
+        what a ledger recorded before this router began. The larger is kept, not the sum, so
+        every worker of a host may seed the same budget."""
+    def budget_spent(self, owner: str, *, now_s: float | None = None) -> tuple[float, float, float] | None:
+        """What ``owner`` spent (reservations included) in the day, the month and in all, in USD;
+        None before its first reservation in this router."""
     def measures(self) -> list[DeploymentMeasures]:
         """Every deployment's attempts as distributions, in config order. In a shared region,
         the host's: every process sharing it reports the same."""
@@ -351,6 +381,36 @@ class DeploymentStats:
         """Moving average of reported / estimated input tokens over successful
         attempts, in [0.25, 4]; it scales the estimate for this deployment. 1.0
         until calibrated."""
+
+@final
+class BudgetHold:
+    """Dollars reserved for one call. ``settle`` with what it cost; ``release`` (or dropping
+    it) gives the reservation back."""
+
+    @property
+    def reserved_usd(self) -> float:
+        """What was reserved (0 once settled or released)."""
+    def settle(self, actual_usd: float, *, now_s: float | None = None) -> None: ...
+    def release(self) -> None: ...
+
+@final
+class BudgetRefusal:
+    """Why a reservation was refused."""
+
+    @property
+    def owner_index(self) -> int: ...
+    @property
+    def period(self) -> str:
+        """daily, monthly or total."""
+    @property
+    def limit_usd(self) -> float: ...
+    @property
+    def left_usd(self) -> float: ...
+    @property
+    def asked_usd(self) -> float: ...
+    @property
+    def resets_at_s(self) -> float | None:
+        """When the period starts again (seconds since the epoch); None for the total."""
 
 @final
 class Distribution:

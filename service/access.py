@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+import router_core
 from service.logs import ACCESS_LOGGER
 from service.redaction import bounded
 
@@ -50,6 +51,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     # Who called (a tenant of the config and the id of its key), once authenticated.
     caller: Caller | None = None
+    # Dollars reserved on the caller's budgets for this call, until its cost settles them.
+    budget_hold: router_core.BudgetHold | None = None
     model: str = ""
     model_group: str = ""
     deployment: str = ""

@@ -5,18 +5,21 @@ server of its own apart from the data plane (service/server.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 import router_core
-from service.admin_keys import DEFAULT_SPAN_S, KeyAdmin, SpendReader, check_new_key, key_message
+from service.admin_keys import DEFAULT_SPAN_S, KeyAdmin, SpendReader, check_new_key, key_budget, key_message
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
 from service.config import Config
 from service.config.schema import TenantSettings
+from service.identity.keys import key_id as identity_key_id
 from service.measured import STATUS_NAMES
 from service.redaction import bounded
 
@@ -100,8 +103,10 @@ class AdminServicer(pb_grpc.AdminServicer):
         refused = check_new_key(request, self._tenants())
         if refused is not None:
             await context.abort(*refused)
-        expires_at = request.expires_at.ToNanoseconds() / 1e9 if request.HasField("expires_at") else None
-        secret, record = await keys.create(request.tenant, request.name, expires_at)
+        expires_at = _seconds(request.expires_at) if request.HasField("expires_at") else None
+        if expires_at is None and request.HasField("expires_at"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expires_at: out of range")
+        secret, record = await keys.create(request.tenant, request.name, expires_at, key_budget(request))
         log.info("API key %s made for tenant %s through the admin API", record.id, record.tenant)
         return pb.CreateKeyResponse(key=key_message(record, time.time()), secret=secret)
 
@@ -109,9 +114,11 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.RevokeKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeKeyResponse:
         keys = await self._key_admin(context)
-        record = await keys.revoke(request.id)
+        # The id, or a whole key pasted by mistake: never echoed, so a key cannot come back in an error.
+        key_id = request.id if re.fullmatch(r"[0-9a-f]{12}", request.id) else identity_key_id(request.id)
+        record = None if key_id is None else await keys.revoke(key_id)
         if record is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no key {bounded(request.id, 64)!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no key with that id")
         assert record is not None
         log.info("API key %s (tenant %s) revoked through the admin API", record.id, record.tenant)
         return pb.RevokeKeyResponse(key=key_message(record, time.time()))
@@ -131,7 +138,10 @@ class AdminServicer(pb_grpc.AdminServicer):
                 grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
             )
         assert self._spend is not None
-        since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else time.time() - DEFAULT_SPAN_S
+        since = _seconds(request.since) if request.HasField("since") else time.time() - DEFAULT_SPAN_S
+        if since is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
+        assert since is not None
         rows = await self._spend.read(since, request.tenant, request.key_id)
         return pb.GetSpendResponse(
             rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
@@ -194,3 +204,11 @@ def _calls(measures: router_core.CallMeasures) -> pb.CallStats:
 def _percentiles_ms(distribution: router_core.Distribution) -> pb.Percentiles:
     p50, p95, p99 = (distribution.quantile(q) or 0.0 for q in (0.5, 0.95, 0.99))
     return pb.Percentiles(p50=p50 * 1000, p95=p95 * 1000, p99=p99 * 1000)
+
+
+def _seconds(stamp: Timestamp) -> float | None:
+    """Seconds since the epoch; None for a timestamp outside what protobuf allows."""
+    try:
+        return stamp.ToNanoseconds() / 1e9
+    except ValueError:
+        return None

@@ -29,6 +29,8 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="", help="a label for people")
     create.add_argument("--expires-in", type=_duration, help="e.g. 90d, 12h; default: never")
+    for period in ("daily", "monthly", "total"):
+        create.add_argument(f"--{period}-usd", type=float, help=f"the key's own {period} budget in USD")
     revoke = actions.add_parser("revoke", help="stop a key from working, on every worker within a second")
     revoke.add_argument("id", help="the key's id (sb-<id>-…)")
     listing = actions.add_parser("list", help="the keys, never their secrets")
@@ -56,6 +58,9 @@ def run_admin_command(options: argparse.Namespace) -> int:
         return _call(options, lambda stub, **kw: stub.GetSpend(asked, **kw))
     if options.action == "create":
         request = admin_pb2.CreateKeyRequest(tenant=options.tenant, name=options.name)
+        for period in ("daily", "monthly", "total"):
+            if getattr(options, f"{period}_usd") is not None:
+                setattr(request, f"{period}_usd", getattr(options, f"{period}_usd"))
         if options.expires_in is not None:
             request.expires_at.FromDatetime(datetime.now(UTC) + options.expires_in)
         print("switchboard: the key's secret is shown only now; keep it safe", file=sys.stderr)

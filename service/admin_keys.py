@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
@@ -19,7 +21,13 @@ from service.redaction import bounded
 from service.store import StoreThread
 from service.store.records import Spend
 
+log = logging.getLogger(__name__)
+
 MAX_NAME_CHARS = 128
+# The Admin API's credential: long enough not to be guessed, short enough for one header.
+MIN_CREDENTIAL_CHARS = 32
+MAX_CREDENTIAL_CHARS = 200
+BUDGET_FIELDS = ("daily_usd", "monthly_usd", "total_usd")
 # GetSpend without `since`: this far back.
 DEFAULT_SPAN_S = 30 * 86400
 
@@ -59,16 +67,25 @@ class KeyAdmin:
         self._keys = keys
         self._hasher = hasher
 
-    async def create(self, tenant: str, name: str, expires_at: float | None) -> tuple[str, KeyRecord]:
-        secret, record = self._hasher().new_key(tenant, name, expires_at)
+    async def create(
+        self, tenant: str, name: str, expires_at: float | None, budget: tuple[float | None, float | None, float | None]
+    ) -> tuple[str, KeyRecord]:
+        secret, record = self._hasher().new_key(tenant, name, expires_at, budget)
         await self._store.call(self._store.store.add_key, record)
-        await self._keys.refresh()  # works here at once; on the other workers within the refresh interval
+        await self._refresh()  # works here at once; on the other workers within the refresh interval
         return secret, record
 
     async def revoke(self, key_id: str) -> KeyRecord | None:
         record = await self._store.call(self._store.store.revoke_key, key_id)
-        await self._keys.refresh()
+        await self._refresh()
         return record
+
+    async def _refresh(self) -> None:
+        """Best effort: the write is done; the key ring reads it again on its own otherwise."""
+        try:
+            await self._keys.refresh()
+        except Exception as error:  # the store answered the write; a read failing now changes nothing
+            log.warning("cannot read the keys again after a change (%s); they are read again shortly", error)
 
     async def list(self, tenant: str | None) -> list[KeyRecord]:
         return await self._store.call(self._store.store.keys, tenant)
@@ -95,7 +112,15 @@ def check_new_key(
         return grpc.StatusCode.NOT_FOUND, f"no tenant {bounded(request.tenant, 128)!r} (known: {known})"
     if len(request.name) > MAX_NAME_CHARS:
         return grpc.StatusCode.INVALID_ARGUMENT, f"name: at most {MAX_NAME_CHARS} characters"
+    for field in BUDGET_FIELDS:
+        if request.HasField(field) and not 0 < getattr(request, field) < math.inf:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"{field}: must be more than 0"
     return None
+
+
+def key_budget(request: pb.CreateKeyRequest) -> tuple[float | None, float | None, float | None]:
+    daily, monthly, total = (getattr(request, f) if request.HasField(f) else None for f in BUDGET_FIELDS)
+    return daily, monthly, total
 
 
 def key_message(record: KeyRecord, now: float) -> pb.Key:
@@ -105,6 +130,9 @@ def key_message(record: KeyRecord, now: float) -> pb.Key:
         key.expires_at.CopyFrom(_timestamp(record.expires_at))
     if record.revoked_at is not None:
         key.revoked_at.CopyFrom(_timestamp(record.revoked_at))
+    for field in BUDGET_FIELDS:
+        if getattr(record, field) is not None:
+            setattr(key, field, getattr(record, field))
     return key
 
 

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.server.tls is not None:  # refused here once, not by each worker
             TlsFiles.read(config.server.tls, None if options.config is None else options.config.parent)
         warn_if_exposed(listen, config.server.tls)
+        if config.server.admin_listen is not None:
+            warn_if_exposed(config.server.admin_listen, None, what="the Admin API")
         if options.workers > 1:
             return run_workers(config, listen, options.workers, log_settings, config_path=options.config)
         run_gateway(config, listen, config_path=options.config)

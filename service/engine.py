@@ -41,7 +41,7 @@ from service.errors import (
     StreamInterrupted,
     UpstreamFailed,
 )
-from service.identity import ANONYMOUS, Caller, PermissionDenied
+from service.identity import ANONYMOUS, BudgetExceeded, Caller, PermissionDenied
 from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
@@ -117,6 +117,7 @@ class Engine:
             _count_usage(call, won.answer.usage, cost_usd)
         finally:
             _count_attempts(call, log)
+            _settle_budget(call)
         return responses.chat_response(
             call.request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
         )
@@ -133,6 +134,7 @@ class Engine:
                     yield event
         finally:
             _count_attempts(call, log)
+            _settle_budget(call)
 
     async def _stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call, log: AttemptLog
@@ -187,6 +189,8 @@ class Engine:
                 caller = call.caller or ANONYMOUS
                 decision, tokens = self._decide_chat(caller, request, input_tokens, streaming=opening.streaming)
                 _note_decision(call, decision)
+                if call.budget_hold is None:  # once a call, on its first round
+                    call.budget_hold = self._hold_budget(caller, decision, tokens)
                 schedule = Schedule(
                     self.router,
                     self.deployments,
@@ -210,6 +214,24 @@ class Engine:
             if wait is None:
                 raise failure
             await asyncio.sleep(wait)
+
+    def _hold_budget(
+        self, caller: Caller, decision: router_core.Decision, tokens: Estimate
+    ) -> router_core.BudgetHold | None:
+        """Reserves the call's estimated cost (its tokens at the first candidate's prices it may use) on the
+        caller's budgets; BudgetExceeded, with the decision's lease given back, when one has too
+        little left."""
+        owners = caller.budget_owners()
+        if not owners:
+            return None
+        first = next(c.deployment for c in decision.candidates if caller.allows(c.deployment))
+        estimate = self.router.cost_usd(first, tokens.input, tokens.max_output)
+        held = self.router.reserve_budget(owners, estimate)
+        if isinstance(held, router_core.BudgetRefusal):
+            if decision.lease is not None:
+                self.router.release(decision.lease)
+            raise BudgetExceeded(owners[held.owner_index][0], held)
+        return held
 
     def _capacity_wait(
         self, failure: RoundFailure, round_records: Sequence[AttemptRecord], waited: float, deadline: Deadline
@@ -296,6 +318,10 @@ class Engine:
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
         try:
             caller.allow_group(decision.model_group)
+            if decision.candidates and not any(caller.allows(c.deployment) for c in decision.candidates):
+                raise PermissionDenied(
+                    f"tenant {caller.tenant!r} may use none of the deployments this request routes to"
+                )
         except PermissionDenied:
             if decision.lease is not None:
                 self.router.release(decision.lease)
@@ -332,6 +358,12 @@ def _needed_capabilities(request: pb.ChatRequest | pb.RouteRequest, *, streaming
 
 def _count_usage(call: Call, usage: Usage, cost_usd: float) -> None:
     call.input_tokens, call.output_tokens, call.cost_usd = usage.input_tokens, usage.output_tokens, cost_usd
+
+
+def _settle_budget(call: Call) -> None:
+    """The call's cost (nothing, if it failed) replaces what it reserved."""
+    if call.budget_hold is not None:
+        call.budget_hold.settle(call.cost_usd)
 
 
 def _count_attempts(call: Call, log: AttemptLog) -> None:

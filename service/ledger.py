@@ -24,6 +24,9 @@ from service.store.records import CallRecord
 log = logging.getLogger(__name__)
 
 _LONGEST_BACKOFF = 10
+# Records written in one transaction at most: a backlog goes in parts, so that no one write
+# holds the store's thread (and the key refreshes behind it) for long.
+MAX_BATCH = 10_000
 # The methods whose calls are recorded: those that reach a provider.
 LEDGERED = ("Chat", "ChatStream")
 
@@ -38,10 +41,12 @@ class Ledger:
         self.dropped = 0
         self._failing_since: float | None = None
         self._dropped_in_outage = 0
+        self._flushing = asyncio.Lock()
 
     def record(self, call: Call, status: str) -> None:
-        """Appends the record of a chat (the calls that can spend); never waits."""
-        if call.method not in LEDGERED:
+        """Appends the record of a chat (the calls that can spend) whose caller was known (with
+        auth on, a stranger refused writes nothing); never waits."""
+        if call.method not in LEDGERED or call.caller is None:
             return
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
@@ -80,14 +85,20 @@ class Ledger:
             backoff = 1 if await self.flush() else min(backoff * 2, _LONGEST_BACKOFF)
 
     async def flush(self) -> bool:
-        """Writes what is buffered; False when the store would not take it (it stays buffered)."""
-        if not self._buffer:
+        """Writes what is buffered, at most MAX_BATCH records a transaction; False when the store
+        would not take them (they stay buffered). One flush at a time; one whose caller is
+        cancelled still finishes its write and puts back what the store refused."""
+        async with self._flushing:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(MAX_BATCH, len(self._buffer)))]
+                if not await asyncio.shield(asyncio.ensure_future(self._write(batch))):
+                    return False
             return True
-        batch = list(self._buffer)
-        self._buffer.clear()
+
+    async def _write(self, batch: list[CallRecord]) -> bool:
         try:
             await self._store.call(self._store.store.add_calls, batch)
-        except Exception as error:  # sqlite3.Error, OSError: the store is away; calls go on
+        except Exception as error:  # sqlite3.Error, psycopg.Error, OSError: the store is away; calls go on
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
                 log.error("the ledger cannot write to the store (%s); buffering up to %d records", error, self._max)
@@ -99,7 +110,7 @@ class Ledger:
             log.warning(
                 "the ledger writes again after %.1fs: %d records waited, %d were dropped",
                 away,
-                len(batch),
+                len(batch) + len(self._buffer),
                 self._dropped_in_outage,
             )
             self._failing_since, self._dropped_in_outage = None, 0

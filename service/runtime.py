@@ -68,8 +68,9 @@ def build_runtime(
 
 def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | None) -> Authenticator:
     settings = config.auth
+    groups = {group.name: [d.id for d in group.deployments] for group in config.model_groups}
     if "keys" not in settings.mode:
-        return Authenticator(settings, config.tenants)
+        return Authenticator(settings, config.tenants, groups=groups)
     if keys is None:
         raise ConfigError(
             f"auth.mode {settings.mode}: keys are read from the store opened at start; restart to use them"
@@ -80,7 +81,7 @@ def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | N
         hasher = KeyHasher(secret.encode())
     except ValueError as error:
         raise ConfigError(f"auth.secret_env: {settings.secret_env} must hold the server secret: {error}") from error
-    return Authenticator(settings, config.tenants, hasher, keys)
+    return Authenticator(settings, config.tenants, hasher, keys, groups)
 
 
 class Runtimes:

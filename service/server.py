@@ -16,9 +16,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
-from service.admin_keys import AdminCredential, KeyAdmin, SpendReader
+from service.admin_keys import MAX_CREDENTIAL_CHARS, MIN_CREDENTIAL_CHARS, AdminCredential, KeyAdmin, SpendReader
 from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.budgets import seed_budgets
 from service.cluster import ClusterLink
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
@@ -137,9 +138,12 @@ class Gateway:
         if serves_host and config.server.admin_listen is not None:
             credential = None
             if config.auth.admin_key_env is not None:
-                credential = environ.get(config.auth.admin_key_env) or None
-                if credential is None:
-                    raise ConfigError(f"auth.admin_key_env: {config.auth.admin_key_env} is not set")
+                credential = environ.get(config.auth.admin_key_env) or ""
+                if not MIN_CREDENTIAL_CHARS <= len(credential) <= MAX_CREDENTIAL_CHARS:
+                    raise ConfigError(
+                        f"auth.admin_key_env: {config.auth.admin_key_env} must hold {MIN_CREDENTIAL_CHARS} to "
+                        f"{MAX_CREDENTIAL_CHARS} characters"
+                    )
                 SECRETS.add([credential])
             self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[AdminCredential(credential)])
             try:
@@ -182,6 +186,10 @@ class Gateway:
             await self.keys.refresh()  # a store that cannot be read stops the start
             self._keep(self.keys.keep_fresh())
         if self.ledger is not None:
+            assert self.store is not None
+            seeded = await seed_budgets(self.router, self.store, self.config, self.keys)
+            if seeded:
+                log.info("budgets: what the ledger recorded before this start counted into %d of them", seeded)
             self._keep(self.ledger.run())
         # Budget first (or the fallback, within the link's timeout): the first calls need it.
         if self.cluster is not None:
@@ -219,6 +227,8 @@ class Gateway:
         try:
             config = load_config(self.config_path, self.environ)
             tls = None if config.server.tls is None else TlsFiles.read(config.server.tls, self.config_dir)
+            if tls is not None and self.tls is not None and (tls.client_ca is None) == self.tls.mutual:
+                raise ConfigError("server.tls.client_ca_file: turning mutual TLS on or off takes a restart")
             runtime = build_runtime(config, self.router, self.environ, self.runtimes.current, self.keys)
         except ConfigError as error:
             log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)

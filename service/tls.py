@@ -71,8 +71,6 @@ class ServerTls:
         """Serves `files` from the next handshake on, if they differ."""
         if files == self.files:
             return
-        if (files.client_ca is not None) != self.mutual:
-            log.warning("config reload: turning mutual TLS on or off takes effect at restart")
         with self._lock:
             self.files = self._pending = files
         log.info("TLS certificate reloaded: new connections get the new one")
@@ -84,13 +82,14 @@ class ServerTls:
         return None if pending is None else pending.configuration()
 
 
-def warn_if_exposed(listen: str, tls: TlsSettings | None) -> None:
+def warn_if_exposed(listen: str, tls: TlsSettings | None, what: str = "the gateway") -> None:
     """A clear warning when a plaintext port is reachable beyond this machine."""
     host = listen.rpartition(":")[0].strip("[]")
     if tls is None and not _loopback(host):
         log.warning(
-            "listening on %s without TLS: anyone who reaches the port can read the calls and spend the "
-            "provider keys; set server.tls, or listen on a loopback address",
+            "%s listens on %s without TLS: whoever reaches the port or the network between can read "
+            "the calls and what they carry; use TLS, or a loopback address",
+            what,
             listen,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import pytest
@@ -21,6 +21,9 @@ from tests.mock_openai import MockOpenAI
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer
 from tests.virtual_time import new_virtual_time_loop
+
+if TYPE_CHECKING:
+    from tests.keyed import Keyed, StartKeyed
 
 StartGateway = Callable[[str], Awaitable[pb_grpc.GatewayStub]]
 
@@ -102,6 +105,25 @@ async def start_gateway(start_server: StartServer) -> AsyncIterator[StartGateway
         gateway = await start_server(config_yaml)
         channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}"))
         return pb_grpc.GatewayStub(channels[-1])
+
+    yield start
+    for channel in channels:
+        await channel.close()
+
+
+@pytest.fixture
+async def start_keyed(start_server: StartServer) -> AsyncIterator[StartKeyed]:
+    """Starts a gateway from YAML text (with ENVIRON), with channels to its data plane and admin."""
+    from tests.keyed import ENVIRON, Keyed  # it imports the end-to-end tests, which import this
+
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(yaml: str) -> Keyed:
+        gateway = await start_server(yaml, ENVIRON)
+        data = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+        admin = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}")
+        channels.extend((data, admin))
+        return Keyed(gateway, data, admin)
 
     yield start
     for channel in channels:

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -27,11 +25,9 @@ from service.config import ConfigError, parse_config
 from service.identity.keys import KeyHasher
 from service.server import Gateway
 from tests.conftest import StartServer, status_details
+from tests.keyed import ADMIN_KEY, ENVIRON, SECRET, Keyed, StartKeyed, bearer, refused
 from tests.test_e2e import chat_request
 
-SECRET = "s" * 40
-ADMIN_KEY = "admin-credential-0123456789abcdef"
-ENVIRON = {"SWITCHBOARD_AUTH_SECRET": SECRET, "SWITCHBOARD_ADMIN_KEY": ADMIN_KEY}
 DEPLOYMENTS = """
 model_groups:
   - name: chat
@@ -60,64 +56,9 @@ tenants:{tenants}
 {DEPLOYMENTS}"""
 
 
-@dataclass
-class Keyed:
-    gateway: Gateway
-    data: grpc.aio.Channel
-    admin_channel: grpc.aio.Channel
-
-    @property
-    def stub(self) -> pb_grpc.GatewayStub:
-        return pb_grpc.GatewayStub(self.data)
-
-    @property
-    def admin(self) -> admin_pb2_grpc.AdminStub:
-        return admin_pb2_grpc.AdminStub(self.admin_channel)
-
-    async def create_key(self, tenant: str, **fields: object) -> admin_pb2.CreateKeyResponse:
-        request = admin_pb2.CreateKeyRequest(tenant=tenant, **fields)  # type: ignore[arg-type]
-        response: admin_pb2.CreateKeyResponse = await self.admin.CreateKey(request, metadata=bearer(ADMIN_KEY))
-        return response
-
-    async def chat(self, key: str | None, **request: object) -> pb.ChatResponse:
-        metadata = bearer(key) if key else ()
-        response: pb.ChatResponse = await self.stub.Chat(chat_request(**request), metadata=metadata)  # type: ignore[arg-type]
-        return response
-
-
-def bearer(key: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {key}"),)
-
-
-StartKeyed = Callable[[str], Awaitable[Keyed]]
-
-
-@pytest.fixture
-async def start_keyed(start_server: StartServer) -> AsyncIterator[StartKeyed]:
-    """Starts a gateway from YAML text (with ENVIRON), with channels to its data plane and admin."""
-    channels: list[grpc.aio.Channel] = []
-
-    async def start(yaml: str) -> Keyed:
-        gateway = await start_server(yaml, ENVIRON)
-        data = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-        admin = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}")
-        channels.extend((data, admin))
-        return Keyed(gateway, data, admin)
-
-    yield start
-    for channel in channels:
-        await channel.close()
-
-
 @pytest.fixture
 async def keyed_gateway(tmp_path: Path, start_keyed: StartKeyed) -> Keyed:
     return await start_keyed(keyed(tmp_path))
-
-
-async def refused(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
-    return raised.value
 
 
 async def test_a_key_made_through_the_admin_api_names_its_tenant(
@@ -221,12 +162,14 @@ async def test_the_admin_api_wants_its_own_credential_never_a_data_plane_key(key
 
 
 async def test_an_address_that_keeps_failing_is_refused_for_the_minute(tmp_path: Path, start_keyed: StartKeyed) -> None:
+    """Its failures are; a good key from the same address (a proxy's, a NAT's) still passes."""
     gateway = await start_keyed(keyed(tmp_path).replace("mode: keys,", "mode: keys, max_failures_per_minute: 3,"))
     made = await gateway.create_key("beta")
     for _ in range(3):
         assert (await refused(gateway.chat("bad"))).code() == grpc.StatusCode.UNAUTHENTICATED
-    error = await refused(gateway.chat(made.secret))
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "even a good key, from that address, for now"
+    error = await refused(gateway.chat("bad"))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await gateway.chat(made.secret)
     info, retry = status_details(error)
     assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "TOO_MANY_AUTH_FAILURES"
     assert isinstance(retry, error_details_pb2.RetryInfo) and 0 < retry.retry_delay.seconds <= 60
@@ -342,3 +285,30 @@ async def test_the_keys_command_makes_lists_and_revokes_keys(keyed_gateway: Keye
     assert json.loads(revoked.stdout)["key"]["state"] == "revoked"
     unauthorised = await keys("list", credential=None)
     assert unauthorised.returncode == 1 and "UNAUTHENTICATED" in unauthorised.stderr
+
+
+async def test_a_policy_cannot_carry_a_tenant_beyond_its_groups(tmp_path: Path, start_keyed: StartKeyed) -> None:
+    """A policy that routes to the tenant's group and, first, to a deployment of another: that
+    one is never tried for the tenant (before, the group check passed and it served the call)."""
+    policy = """
+policies:
+  - id: mixed
+    when: {field: metadata.mix, eq: "yes"}
+    strategy: priority
+    route_to: {groups: [chat], deployments: [other-echo]}
+"""
+    yaml = keyed(tmp_path).replace(
+        "{id: other-echo, type: echo, model: other, region: eu,",
+        "{id: other-echo, type: echo, model: other, region: eu, priority: 0,",
+    )
+    for chat in ("model: echo-eu, region: eu,", "model: echo-us, region: us,"):
+        yaml = yaml.replace(chat, chat + " priority: 5,")
+    gateway = await start_keyed(yaml + policy)
+    acme, beta = (await gateway.create_key("acme")).secret, (await gateway.create_key("beta")).secret
+    request = chat_request(model="chat")
+    request.metadata["mix"] = "yes"
+    served_beta = await gateway.stub.Chat(request, metadata=bearer(beta))
+    assert served_beta.served.deployment == "other-echo", "the policy's first choice, for a tenant that may"
+    served_acme = await gateway.stub.Chat(request, metadata=bearer(acme))
+    assert served_acme.served.deployment == "eu-echo"
+    assert [a.deployment for a in served_acme.attempts] == ["eu-echo"], "the other group's is not even listed"

@@ -22,6 +22,7 @@ from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config.schema import LedgerSettings
+from service.identity import ANONYMOUS
 from service.ledger import Ledger
 from service.store import StoreThread
 from service.store.records import CallRecord
@@ -115,7 +116,7 @@ async def test_a_store_that_will_not_take_records_fails_no_call_and_gets_the_bac
     ledger = Ledger(thread, LedgerSettings(enabled=True, batch_interval_s=0.01, max_buffered=50))
 
     def call(i: int) -> Call:
-        made = Call("Chat", f"r{i}")
+        made = Call("Chat", f"r{i}", caller=ANONYMOUS)
         made.cost_usd = 0.5
         return made
 

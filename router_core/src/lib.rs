@@ -5,6 +5,7 @@
 //! with the `python` feature (maturin turns it on).
 
 mod attempts;
+mod budget;
 mod calibration;
 mod clock;
 mod config;
@@ -28,6 +29,7 @@ mod tokens;
 mod python;
 
 pub use attempts::{ContentFallback, Hedge, HedgeConfig};
+pub use budget::{reserve as reserve_dollars, BudgetSpec, DollarBudget, Hold, Overspent, Period};
 pub use calibration::{
     CALIBRATION_ALPHA, FULL_WEIGHT_TOKENS, MAX_INPUT_TOKEN_RATIO, MIN_INPUT_TOKEN_RATIO,
 };
@@ -73,9 +75,10 @@ mod router_core {
     use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
-        PyCallMeasures, PyCandidate, PyDecision, PyDeploymentMeasures, PyDeploymentStats,
-        PyDeploymentUnavailableError, PyDistribution, PyHedge, PyLease, PyRejection, PyRouter,
-        PyRouterError, PyUnknownDeploymentError, PyUnknownModelGroupError,
+        PyBudgetHold, PyBudgetRefusal, PyCallMeasures, PyCandidate, PyDecision,
+        PyDeploymentMeasures, PyDeploymentStats, PyDeploymentUnavailableError, PyDistribution,
+        PyHedge, PyLease, PyRejection, PyRouter, PyRouterError, PyUnknownDeploymentError,
+        PyUnknownModelGroupError,
     };
 
     /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).

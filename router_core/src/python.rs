@@ -3,12 +3,14 @@
 //! `Router` without runtime borrow errors. Rust errors become Python
 //! exceptions in exactly one place, [`to_py_err`].
 
+mod budget;
 mod cluster;
 pub(crate) mod config;
 mod decision;
 mod errors;
 mod stats;
 
+pub use budget::{PyBudgetHold, PyBudgetRefusal};
 pub(crate) use decision::repr_option;
 pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection};
 pub use errors::*;
@@ -292,6 +294,63 @@ impl PyRouter {
             .into_iter()
             .map(PyDeploymentStats::from)
             .collect()
+    }
+
+    /// Reserves `amount_usd` on the budget of every one of `owners`, each
+    /// (key, daily_usd, monthly_usd, total_usd) with None for no bound, or on
+    /// none: a BudgetHold, or the BudgetRefusal naming the first budget with
+    /// too little left. `now_s`: seconds since the epoch (default now).
+    #[pyo3(signature = (owners, amount_usd, *, now_s = None))]
+    fn reserve_budget(
+        &self,
+        py: Python<'_>,
+        owners: Vec<budget::Owner>,
+        amount_usd: f64,
+        now_s: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let named: Vec<(&str, crate::BudgetSpec)> = owners
+            .iter()
+            .map(|owner| (owner.0.as_str(), budget::spec(owner)))
+            .collect();
+        let now_s = now_s.unwrap_or_else(budget::unix_now);
+        Ok(match self.0.reserve_budgets(&named, amount_usd, now_s) {
+            Ok(hold) => Py::new(py, PyBudgetHold::new(hold))?.into_any(),
+            Err(refused) => Py::new(py, PyBudgetRefusal::from(refused))?.into_any(),
+        })
+    }
+
+    /// What `input_tokens` and `output_tokens` cost on `deployment` at its
+    /// current prices, in USD (the formula leases settle with).
+    /// UnknownDeploymentError if unknown.
+    #[pyo3(signature = (deployment, input_tokens, output_tokens))]
+    fn cost_usd(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) -> PyResult<f64> {
+        self.0
+            .cost_usd(deployment, input_tokens, output_tokens)
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Counts at least `spent_usd` (the day's, the month's, in all, in USD)
+    /// as `owner`'s spending (owner as for `reserve_budget`): what a ledger
+    /// recorded before this router began.
+    #[pyo3(signature = (owner, spent_usd, *, now_s = None))]
+    fn seed_budget(&self, owner: budget::Owner, spent_usd: (f64, f64, f64), now_s: Option<f64>) {
+        let now_s = now_s.unwrap_or_else(budget::unix_now);
+        self.0
+            .seed_budget(&owner.0, budget::spec(&owner), spent_usd, now_s);
+    }
+
+    /// What `owner` spent (reservations included) in the day, the month and in
+    /// all, in USD; None before its first reservation in this router.
+    #[pyo3(signature = (owner, *, now_s = None))]
+    fn budget_spent(&self, owner: &str, now_s: Option<f64>) -> Option<(f64, f64, f64)> {
+        self.0
+            .budget_spent(owner, now_s.unwrap_or_else(budget::unix_now))
     }
 
     /// Every deployment's attempts as distributions, in config order.

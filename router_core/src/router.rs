@@ -7,6 +7,7 @@
 //! it leases the first candidate (`leasing`) live in the submodules.
 
 mod affinity;
+mod budgets;
 mod cluster;
 mod decision;
 mod leasing;
@@ -23,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::attempts::ContentFallback;
+use crate::budget::Budgets;
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::error::RouterError;
@@ -55,6 +57,8 @@ pub struct Router {
     refill: Arc<Refill>,
     /// What the cluster link was last told of each deployment's health.
     told: Mutex<HashMap<Arc<str>, Told>>,
+    /// Owners' budgets in dollars, made on first use.
+    budgets: Budgets,
 }
 
 impl Router {
@@ -92,6 +96,7 @@ impl Router {
             region,
             refill,
             told: Mutex::default(),
+            budgets: Budgets::default(),
         }
     }
 

@@ -112,6 +112,8 @@ class Schedule:
         while self._next < len(candidates) and not self.out_of_time:
             candidate = candidates[self._next]
             self._next += 1
+            if not self.caller.allows(candidate.deployment):
+                continue  # not the caller's to use (a policy's target beyond its groups); not listed either
             deployment = self._deployments.get(candidate.deployment)
             if deployment is None:
                 # A reload added it after this call began, on a config the call does not run on.

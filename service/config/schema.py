@@ -306,18 +306,33 @@ class AuthSettings(_Strict):
     max_failures_per_minute: PositiveInt = 10
 
 
+class BudgetSettings(_Strict):
+    """What an owner may spend in US dollars: per UTC day, per calendar month (UTC) and in all.
+    A call is refused when its estimated cost (its input estimate and `max_tokens` at the first
+    candidate's prices) is more than what is left; its actual cost then settles it."""
+
+    daily_usd: PositiveFloat | None = None
+    monthly_usd: PositiveFloat | None = None
+    total_usd: PositiveFloat | None = None
+
+    def bounds(self) -> tuple[float | None, float | None, float | None]:
+        return self.daily_usd, self.monthly_usd, self.total_usd
+
+
 class TenantSettings(_Strict):
     """What one tenant may use. Unset lists allow everything; regions are a hard constraint,
     intersected with the request's and the policy's, never relaxed by a fallback."""
 
-    model_groups: list[str] | None = None
-    regions: list[str] | None = None
+    # Unset: every group, every region; given, at least one.
+    model_groups: Annotated[list[str], Field(min_length=1)] | None = None
+    regions: Annotated[list[str], Field(min_length=1)] | None = None
     # Requests and tokens per minute, as `rate_limits.tenants` gives them (across workers and hosts).
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
     # Matched by policies as request metadata (`when: {metadata: {...}}`); a client's own
     # metadata cannot override these.
     metadata: dict[str, str] = {}
+    budget: BudgetSettings | None = None
 
 
 class StoreSettings(_Strict):

@@ -1,8 +1,9 @@
 """Who is calling (`auth.mode`), and what they may use. Every Gateway call is authenticated before
 its request is read: by its `authorization: Bearer <key>`, its client certificate's common name,
-or both, each naming a tenant of the config. A peer address that keeps failing is refused for
-the rest of the minute. Keys never appear in an error or a log line: only a key's id does, and
-only once the key was shown to be its holder's."""
+or both, each naming a tenant of the config. A peer address whose credentials keep failing has
+its failures refused as RESOURCE_EXHAUSTED for the rest of the minute; a good one still passes.
+Keys never appear in an error or a log line: only a key's id does, and only once the key was
+shown to be its holder's."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ class Caller:
     tenant: str = ""
     key_id: str = ""
     settings: TenantSettings | None = None
+    # The key's own budget, beside its tenant's (daily, monthly, total USD; None: unbounded).
+    key_budget: tuple[float | None, float | None, float | None] = (None, None, None)
+    # The deployments of the groups it may use (None: every one): a policy's targets and
+    # fallbacks outside them are never tried for it.
+    deployments: frozenset[str] | None = None
+
+    def allows(self, deployment: str) -> bool:
+        return self.deployments is None or deployment in self.deployments
+
+    def budget_owners(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        """The budgets a call of this caller spends from, as the router names them."""
+        owners = []
+        if self.settings is not None and self.settings.budget is not None:
+            owners.append((f"tenant/{self.tenant}", *self.settings.budget.bounds()))
+        if self.key_id and any(bound is not None for bound in self.key_budget):
+            owners.append((f"key/{self.key_id}", *self.key_budget))
+        return owners
 
     def allow_group(self, group: str) -> None:
         allowed = None if self.settings is None else self.settings.model_groups
@@ -137,7 +155,9 @@ class Authenticator:
         tenants: Mapping[str, TenantSettings],
         hasher: KeyHasher | None = None,
         keys: KeyRing | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`groups`: each model group's deployment ids, for tenants limited to some groups."""
         if "keys" in settings.mode and (hasher is None or keys is None):
             raise ValueError(f"auth.mode {settings.mode} needs the server secret and the store's keys")
         self._mode = settings.mode
@@ -145,6 +165,11 @@ class Authenticator:
         self._hasher = hasher
         self._keys = keys
         self._failures = _Failures(settings.max_failures_per_minute)
+        self._deployments = {
+            name: frozenset(d for group in tenant.model_groups for d in (groups or {}).get(group, ()))
+            for name, tenant in tenants.items()
+            if tenant.model_groups is not None
+        }
 
     @property
     def hasher(self) -> KeyHasher | None:
@@ -155,12 +180,14 @@ class Authenticator:
         if self._mode == "none":
             return ANONYMOUS
         peer, now = peer_address(context.peer()), time.monotonic()
-        wait = self._failures.refused_for(peer, now)
-        if wait is not None:
-            raise TooManyFailures(wait)
         try:
             return self._identify(context)
         except (Unauthenticated, PermissionDenied):
+            # A good credential always passes (many clients may share one address behind a
+            # proxy); one that fails again and again from an address is refused unread.
+            wait = self._failures.refused_for(peer, now)
+            if wait is not None:
+                raise TooManyFailures(wait) from None
             self._failures.add(peer, now)
             raise
 
@@ -177,7 +204,11 @@ class Authenticator:
         settings = self._tenants.get(tenant)
         if settings is None:
             raise PermissionDenied(f"{bounded(tenant, 128)!r} is no tenant of this gateway")
-        return Caller(tenant, "" if by_key is None else by_key.id, settings)
+        deployments = self._deployments.get(tenant)
+        if by_key is None:
+            return Caller(tenant, "", settings, deployments=deployments)
+        budget = (by_key.daily_usd, by_key.monthly_usd, by_key.total_usd)
+        return Caller(tenant, by_key.id, settings, budget, deployments)
 
     def _by_key(self, context: grpc.aio.ServicerContext) -> KeyRecord:
         assert self._hasher is not None and self._keys is not None

@@ -1,15 +1,18 @@
 """How a caller is refused: no valid credential (UNAUTHENTICATED), a tenant asking for what it
-may not use (PERMISSION_DENIED, naming what was refused), or an address that failed too often
-(RESOURCE_EXHAUSTED, with when to try again)."""
+may not use (PERMISSION_DENIED, naming what was refused), an address that failed too often, or a
+budget with too little left (RESOURCE_EXHAUSTED, with when to try again)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
+import router_core
 from service.errors import ERROR_DOMAIN, GatewayError, retry_info
 
 
@@ -37,3 +40,40 @@ class TooManyFailures(GatewayError):
     def details(self) -> Sequence[Message]:
         info = error_details_pb2.ErrorInfo(reason="TOO_MANY_AUTH_FAILURES", domain=ERROR_DOMAIN)
         return [info, retry_info(self.wait_s)]
+
+
+class BudgetExceeded(GatewayError):
+    """A call whose estimated cost is more than a budget has left."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, owner: str, refusal: router_core.BudgetRefusal) -> None:
+        self.owner = owner
+        self.refusal = refusal
+        resets = refusal.resets_at_s
+        when = "it does not start again" if resets is None else f"it starts again at {_utc(resets)}"
+        super().__init__(
+            f"{owner.replace('/', ' ')}'s {refusal.period} budget of {refusal.limit_usd:.2f} USD has "
+            f"{refusal.left_usd:.6f} USD left; this request may cost up to {refusal.asked_usd:.6f} USD; {when}"
+        )
+
+    def details(self) -> Sequence[Message]:
+        refusal = self.refusal
+        metadata = {
+            "owner": self.owner,
+            "period": refusal.period,
+            "limit_usd": f"{refusal.limit_usd}",
+            "left_usd": f"{refusal.left_usd}",
+        }
+        if refusal.resets_at_s is not None:
+            metadata["resets_at"] = _utc(refusal.resets_at_s)
+        details: list[Message] = [
+            error_details_pb2.ErrorInfo(reason="BUDGET_EXCEEDED", domain=ERROR_DOMAIN, metadata=metadata)
+        ]
+        if refusal.resets_at_s is not None:
+            details.append(retry_info(max(0.0, refusal.resets_at_s - time.time())))
+        return details
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -32,6 +32,10 @@ class KeyRecord:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    # Its own budget in USD, beside its tenant's: per day, per month, in all (None: unbounded).
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    total_usd: float | None = None
 
     def state(self, now: float) -> str:
         """active, revoked or expired."""
@@ -54,11 +58,17 @@ class KeyHasher:
     def hash(self, key: str) -> str:
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
 
-    def new_key(self, tenant: str, name: str, expires_at: float | None = None) -> tuple[str, KeyRecord]:
+    def new_key(
+        self,
+        tenant: str,
+        name: str,
+        expires_at: float | None = None,
+        budget: tuple[float | None, float | None, float | None] = (None, None, None),
+    ) -> tuple[str, KeyRecord]:
         """A fresh key (shown once) and its record."""
         key_id = secrets.token_hex(6)
         key = f"{PREFIX}-{key_id}-{secrets.token_urlsafe(32)}"
-        return key, KeyRecord(key_id, tenant, name, self.hash(key), time.time(), expires_at)
+        return key, KeyRecord(key_id, tenant, name, self.hash(key), time.time(), expires_at, None, *budget)
 
     def matches(self, key: str, record: KeyRecord | None) -> bool:
         """Whether `key` is `record`'s, in time independent of where they differ (or of whether

@@ -24,7 +24,20 @@ class _Reconnecting:
 
     def current(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+            # A connection the network left half-open is noticed within seconds (keepalives,
+            # TCP's own timeout), and no statement runs forever: the store's one thread is never
+            # held indefinitely.
+            self._connection = psycopg.connect(
+                self._url,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                autocommit=True,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=15_000,
+                options="-c statement_timeout=15000",
+            )
         return self._connection
 
     def cursor(self) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from service.identity.keys import KeyRecord
 from service.store.records import CallRecord, Spend
 
-_KEY_COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at"
+_KEY_COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at, daily_usd, monthly_usd, total_usd"
 _CALL_COLUMNS = ", ".join(CallRecord._fields)
 
 
@@ -34,7 +34,8 @@ def schema(dialect: Dialect) -> list[str]:
     return [
         f"""CREATE TABLE IF NOT EXISTS keys (
             id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, key_hash TEXT NOT NULL,
-            created_at {real} NOT NULL, expires_at {real}, revoked_at {real})""",
+            created_at {real} NOT NULL, expires_at {real}, revoked_at {real},
+            daily_usd {real}, monthly_usd {real}, total_usd {real})""",
         "CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys (tenant)",
         f"""CREATE TABLE IF NOT EXISTS calls (
             time {real} NOT NULL, request_id TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
@@ -78,7 +79,10 @@ class SqlStore:
 
     def add_key(self, record: KeyRecord) -> None:
         with self._cursor() as cursor:
-            cursor.execute(f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({self._places(7)})", tuple(_key_row(record)))
+            columns = _KEY_COLUMNS.count(",") + 1
+            cursor.execute(
+                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({self._places(columns)})", tuple(_key_row(record))
+            )
 
     def revoke_key(self, key_id: str) -> KeyRecord | None:
         """Revokes the key (once: its first revocation time stays); None if there is none."""
@@ -99,6 +103,18 @@ class SqlStore:
             else:
                 cursor.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE tenant = {p} ORDER BY created_at", (tenant,))
             return [KeyRecord(*row) for row in cursor.fetchall()]
+
+    def spent_by_owner(self, day_start: float, month_start: float) -> list[tuple[str, str, float, float, float]]:
+        """Per tenant and key: the cost since `day_start`, since `month_start` and in all."""
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT tenant, key_id, sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END),"
+                f" sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END), sum(cost_usd)"
+                " FROM calls WHERE cost_usd > 0 GROUP BY tenant, key_id",
+                (day_start, month_start),
+            )
+            return [(t, k, float(d), float(m), float(a)) for t, k, d, m, a in cursor.fetchall()]
 
     def keys_version(self) -> int:
         """Changes with every key made or revoked: keys are never deleted and revoked once, so

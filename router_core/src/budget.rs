@@ -1,0 +1,379 @@
+//! Budgets in US dollars: what an owner (a tenant, an API key) may spend in a
+//! UTC day, a calendar month (UTC) and in all. A call reserves its estimated
+//! cost on every budget it falls under, all or none, before it starts; its
+//! actual cost settles the reservation when it ends (a call that spent
+//! nothing gives it back). What is reserved counts as spent meanwhile, so
+//! concurrent calls cannot overdraw together.
+//!
+//! A budget lives in this process or in a slot of the host's region, like a
+//! rate limit, so the workers of a host spend one budget. Amounts are kept in
+//! nano-dollars; a period's spending starts again at zero when a reservation
+//! or a settlement finds the period over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::state::{Held, Payload, Region};
+
+const NANOS_PER_USD: f64 = 1e9;
+const SECONDS_PER_DAY: f64 = 86_400.0;
+
+/// What an owner may spend; `None`: no bound in that period.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetSpec {
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    pub total_usd: Option<f64>,
+}
+
+/// The periods a budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+    Total,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "daily",
+            Period::Month => "monthly",
+            Period::Total => "total",
+        }
+    }
+}
+
+/// Why a reservation was refused: the first budget (in the order given) whose
+/// period has too little left.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} budget of {limit_usd} USD has {left_usd} USD left, not the {asked_usd} USD asked", period.as_str())]
+pub struct Overspent {
+    pub owner_index: usize,
+    pub period: Period,
+    pub limit_usd: f64,
+    pub left_usd: f64,
+    pub asked_usd: f64,
+    /// When the period starts again (seconds since the epoch); None for the total.
+    pub resets_at_s: Option<f64>,
+}
+
+/// A day and a month of the UTC calendar, numbered from the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct When {
+    day: u32,
+    month: u32,
+}
+
+impl When {
+    fn at(unix_s: f64) -> When {
+        let day = (unix_s.max(0.0) / SECONDS_PER_DAY) as u32;
+        let (year, month, _) = civil(i64::from(day));
+        When {
+            day,
+            month: ((year - 1970) * 12 + i64::from(month) - 1) as u32,
+        }
+    }
+
+    /// When `period` next starts, in seconds since the epoch.
+    fn next_start_s(self, period: Period) -> Option<f64> {
+        match period {
+            Period::Day => Some(f64::from(self.day + 1) * SECONDS_PER_DAY),
+            Period::Month => {
+                let next = i64::from(self.month) + 1;
+                let days = days_from_civil(1970 + next / 12, (next % 12 + 1) as u32, 1);
+                Some(days as f64 * SECONDS_PER_DAY)
+            }
+            Period::Total => None,
+        }
+    }
+}
+
+/// One owner's spending, reservations included.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Spent {
+    day: u32,
+    month: u32,
+    daily: i64,
+    monthly: i64,
+    total: i64,
+}
+
+// Safety: plain integers; all zero is nothing spent.
+unsafe impl Payload for Spent {}
+
+impl Spent {
+    /// Spending of periods that are over starts again at zero.
+    fn roll(&mut self, when: When) {
+        if self.day != when.day {
+            self.day = when.day;
+            self.daily = 0;
+        }
+        if self.month != when.month {
+            self.month = when.month;
+            self.monthly = 0;
+        }
+    }
+
+    fn add(&mut self, nanos: i64) {
+        self.daily = self.daily.saturating_add(nanos).max(0);
+        self.monthly = self.monthly.saturating_add(nanos).max(0);
+        self.total = self.total.saturating_add(nanos).max(0);
+    }
+
+    fn of(&self, period: Period) -> i64 {
+        match period {
+            Period::Day => self.daily,
+            Period::Month => self.monthly,
+            Period::Total => self.total,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Cell {
+    Local(Mutex<Spent>),
+    Shared { region: Arc<Region>, slot: usize },
+}
+
+/// One owner's budget.
+#[derive(Debug)]
+pub struct DollarBudget {
+    spec: Mutex<BudgetSpec>,
+    cell: Cell,
+}
+
+type Locked<'a> = Held<'a, Spent, Spent>;
+
+impl DollarBudget {
+    /// `key`'s budget in `region` when there is one with a slot left, else this process's own.
+    pub(crate) fn at(region: Option<&Arc<Region>>, key: &str, spec: BudgetSpec) -> DollarBudget {
+        let cell = match region
+            .and_then(|region| Some((region, region.slot(&format!("budget/{key}"))?)))
+        {
+            Some((region, slot)) => Cell::Shared {
+                region: Arc::clone(region),
+                slot,
+            },
+            None => Cell::Local(Mutex::default()),
+        };
+        DollarBudget {
+            spec: Mutex::new(spec),
+            cell,
+        }
+    }
+
+    fn spec(&self) -> BudgetSpec {
+        *self.spec.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_spec(&self, spec: BudgetSpec) {
+        *self.spec.lock().unwrap_or_else(PoisonError::into_inner) = spec;
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        match &self.cell {
+            Cell::Local(spent) => Held::Local(spent.lock().unwrap_or_else(PoisonError::into_inner)),
+            Cell::Shared { region, slot } => {
+                let guard = region.locked::<Spent>(*slot);
+                let value = guard.get();
+                Held::Shared {
+                    guard,
+                    value,
+                    store: |spent| *spent,
+                }
+            }
+        }
+    }
+
+    fn order(&self) -> (u8, usize) {
+        match &self.cell {
+            Cell::Shared { slot, .. } => (0, *slot),
+            Cell::Local(_) => (1, std::ptr::from_ref(self) as usize),
+        }
+    }
+
+    /// Counts at least `spent_usd` (the day's, the month's, in all) as spent:
+    /// what the ledger says was spent before this process began. Taking the
+    /// larger, not the sum, lets every worker of a host seed the same budget.
+    pub(crate) fn seed(&self, spent_usd: (f64, f64, f64), now_s: f64) {
+        let mut spent = self.lock();
+        spent.roll(When::at(now_s));
+        spent.daily = spent.daily.max(to_nanos(spent_usd.0));
+        spent.monthly = spent.monthly.max(to_nanos(spent_usd.1));
+        spent.total = spent.total.max(to_nanos(spent_usd.2));
+    }
+
+    /// What was spent (reservations included) in the day, the month and in all, in USD.
+    pub fn spent_usd(&self, now_s: f64) -> (f64, f64, f64) {
+        let mut spent = *self.lock();
+        spent.roll(When::at(now_s));
+        let usd = |nanos: i64| nanos as f64 / NANOS_PER_USD;
+        (usd(spent.daily), usd(spent.monthly), usd(spent.total))
+    }
+}
+
+/// Dollars reserved on some budgets, until settled with what was spent.
+/// Dropped unsettled, it gives the reservation back (the call spent nothing).
+#[derive(Debug)]
+pub struct Hold {
+    budgets: Vec<Arc<DollarBudget>>,
+    nanos: i64,
+    settled: bool,
+}
+
+impl Hold {
+    /// What was reserved, in USD.
+    pub fn reserved_usd(&self) -> f64 {
+        self.nanos as f64 / NANOS_PER_USD
+    }
+
+    /// Replaces the reservation with `actual_usd`, what the call cost.
+    pub fn settle(mut self, actual_usd: f64, now_s: f64) {
+        self.apply(to_nanos(actual_usd), now_s);
+    }
+
+    fn apply(&mut self, actual: i64, now_s: f64) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let when = When::at(now_s);
+        for budget in &self.budgets {
+            let mut spent = budget.lock();
+            // A period that ended meanwhile dropped the reservation with the rest.
+            let same_day = spent.day == when.day;
+            let same_month = spent.month == when.month;
+            spent.roll(when);
+            spent.daily = spent
+                .daily
+                .saturating_add(actual - if same_day { self.nanos } else { 0 })
+                .max(0);
+            spent.monthly = spent
+                .monthly
+                .saturating_add(actual - if same_month { self.nanos } else { 0 })
+                .max(0);
+            spent.total = spent.total.saturating_add(actual - self.nanos).max(0);
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.apply(0, now_s);
+    }
+}
+
+/// Reserves `amount_usd` on every one of `budgets`, or on none: the first
+/// whose period has less left than that is named.
+pub fn reserve(
+    budgets: &[Arc<DollarBudget>],
+    amount_usd: f64,
+    now_s: f64,
+) -> Result<Hold, Overspent> {
+    let nanos = to_nanos(amount_usd);
+    let when = When::at(now_s);
+    let mut order: Vec<usize> = (0..budgets.len()).collect();
+    order.sort_by_key(|&i| budgets[i].order());
+    let mut locked: Vec<(usize, Locked<'_>)> =
+        order.into_iter().map(|i| (i, budgets[i].lock())).collect();
+    locked.sort_by_key(|(i, _)| *i);
+    for (index, spent) in &mut locked {
+        spent.roll(when);
+        let spec = budgets[*index].spec();
+        for (period, limit) in [
+            (Period::Day, spec.daily_usd),
+            (Period::Month, spec.monthly_usd),
+            (Period::Total, spec.total_usd),
+        ] {
+            let Some(limit_usd) = limit else { continue };
+            let left = to_nanos(limit_usd) - spent.of(period);
+            if nanos > left {
+                return Err(Overspent {
+                    owner_index: *index,
+                    period,
+                    limit_usd,
+                    left_usd: left.max(0) as f64 / NANOS_PER_USD,
+                    asked_usd: amount_usd,
+                    resets_at_s: when.next_start_s(period),
+                });
+            }
+        }
+    }
+    for (_, spent) in &mut locked {
+        spent.add(nanos);
+    }
+    Ok(Hold {
+        budgets: budgets.to_vec(),
+        nanos,
+        settled: false,
+    })
+}
+
+/// The budgets of a router's owners, made on first use and kept (with their
+/// spending) while the spec changes.
+#[derive(Debug, Default)]
+pub(crate) struct Budgets {
+    owners: Mutex<HashMap<String, Arc<DollarBudget>>>,
+}
+
+impl Budgets {
+    pub(crate) fn spent(&self, key: &str, now_s: f64) -> Option<(f64, f64, f64)> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners.get(key).map(|budget| budget.spent_usd(now_s))
+    }
+
+    pub(crate) fn get(
+        &self,
+        region: Option<&Arc<Region>>,
+        key: &str,
+        spec: BudgetSpec,
+    ) -> Arc<DollarBudget> {
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(budget) = owners.get(key) {
+            if budget.spec() != spec {
+                budget.set_spec(spec);
+            }
+            return Arc::clone(budget);
+        }
+        let budget = Arc::new(DollarBudget::at(region, key, spec));
+        owners.insert(key.to_owned(), Arc::clone(&budget));
+        budget
+    }
+}
+
+fn to_nanos(usd: f64) -> i64 {
+    // Saturating float-to-int: NaN is 0, and absurd amounts stop at the bounds.
+    (usd.max(0.0) * NANOS_PER_USD).round() as i64
+}
+
+/// (year, month 1-12, day 1-31) of a day numbered from the epoch (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The day, numbered from the epoch, of a date of the civil calendar.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+
+const DEC_31_2026_NOON: f64 = 1_798_718_400.0; // 2026-12-31T12:00:00Z
+
+fn budget(daily: Option<f64>, monthly: Option<f64>, total: Option<f64>) -> Arc<DollarBudget> {
+    let spec = BudgetSpec {
+        daily_usd: daily,
+        monthly_usd: monthly,
+        total_usd: total,
+    };
+    Arc::new(DollarBudget::at(None, "t", spec))
+}
+
+#[test]
+fn the_calendar_is_the_utc_one() {
+    for days in [-1000, 0, 59, 365, 10_957, 20_818, 100_000] {
+        let (y, m, d) = civil(days);
+        assert_eq!(days_from_civil(y, m, d), days);
+    }
+    assert_eq!(civil(20_818), (2026, 12, 31));
+    let when = When::at(DEC_31_2026_NOON);
+    assert_eq!(when.next_start_s(Period::Day), Some(1_798_761_600.0)); // 2027-01-01T00:00Z
+    assert_eq!(when.next_start_s(Period::Month), Some(1_798_761_600.0));
+    assert_eq!(
+        When::at(1_796_083_200.0).next_start_s(Period::Month),
+        Some(1_798_761_600.0)
+    ); // Dec 1
+    assert_eq!(when.next_start_s(Period::Total), None);
+}
+
+#[test]
+fn a_budget_admits_to_the_cent_and_names_the_period_and_its_reset() {
+    let daily = budget(Some(1.0), None, None);
+    let held: Vec<Hold> = (0..100)
+        .map(|_| reserve(&[Arc::clone(&daily)], 0.01, DEC_31_2026_NOON).unwrap())
+        .collect();
+    let refused = reserve(&[Arc::clone(&daily)], 0.01, DEC_31_2026_NOON).unwrap_err();
+    assert_eq!((refused.period, refused.left_usd), (Period::Day, 0.0));
+    assert_eq!(refused.resets_at_s, Some(1_798_761_600.0));
+    drop(held);
+    assert_eq!(
+        daily.spent_usd(DEC_31_2026_NOON).0,
+        0.0,
+        "dropped holds give their dollars back"
+    );
+}
+
+#[test]
+fn the_actual_cost_settles_the_reservation() {
+    let total = budget(None, None, Some(1.0));
+    reserve(&[Arc::clone(&total)], 0.5, DEC_31_2026_NOON)
+        .unwrap()
+        .settle(0.2, DEC_31_2026_NOON);
+    assert!((total.spent_usd(DEC_31_2026_NOON).2 - 0.2).abs() < 1e-9);
+    let err = reserve(&[Arc::clone(&total)], 0.81, DEC_31_2026_NOON).unwrap_err();
+    assert!((err.left_usd - 0.8).abs() < 1e-9 && err.resets_at_s.is_none());
+}
+
+#[test]
+fn a_new_day_and_a_new_month_start_again_but_the_total_does_not() {
+    let all = budget(Some(1.0), Some(2.0), Some(2.5));
+    reserve(&[Arc::clone(&all)], 1.0, DEC_31_2026_NOON)
+        .unwrap()
+        .settle(1.0, DEC_31_2026_NOON);
+    assert_eq!(
+        reserve(&[Arc::clone(&all)], 0.5, DEC_31_2026_NOON)
+            .unwrap_err()
+            .period,
+        Period::Day
+    );
+    let next_day = DEC_31_2026_NOON + 86_400.0; // 2027-01-01: a new day and a new month
+    reserve(&[Arc::clone(&all)], 1.0, next_day)
+        .unwrap()
+        .settle(1.0, next_day);
+    assert_eq!(all.spent_usd(next_day), (1.0, 1.0, 2.0));
+    let err = reserve(&[Arc::clone(&all)], 0.6, next_day + 86_400.0).unwrap_err();
+    assert_eq!(err.period, Period::Total);
+}
+
+#[test]
+fn several_budgets_are_all_reserved_or_none() {
+    let (tenant, key) = (
+        budget(Some(10.0), None, None),
+        budget(Some(1.0), None, None),
+    );
+    let both = [Arc::clone(&tenant), Arc::clone(&key)];
+    let err = reserve(&both, 2.0, DEC_31_2026_NOON).unwrap_err();
+    assert_eq!(err.owner_index, 1, "the key's binds");
+    assert_eq!(
+        tenant.spent_usd(DEC_31_2026_NOON).0,
+        0.0,
+        "nothing taken from the tenant"
+    );
+}
+
+#[test]
+fn concurrent_reservations_never_overdraw() {
+    let daily = budget(Some(1.0), None, None);
+    let admitted = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    if let Ok(hold) = reserve(&[Arc::clone(&daily)], 0.01, DEC_31_2026_NOON) {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hold.settle(0.01, DEC_31_2026_NOON);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.into_inner(), 100);
+}
+
+#[test]
+fn budgets_on_one_region_are_one_budget() {
+    let path = std::env::temp_dir().join(format!("router-budget-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let region = || Arc::new(Region::open(&path).unwrap());
+    let spec = BudgetSpec {
+        daily_usd: Some(1.0),
+        ..BudgetSpec::default()
+    };
+    let (first, second) = (region(), region());
+    let a = Arc::new(DollarBudget::at(Some(&first), "tenant/acme", spec));
+    let b = Arc::new(DollarBudget::at(Some(&second), "tenant/acme", spec));
+    reserve(&[a], 0.7, DEC_31_2026_NOON)
+        .unwrap()
+        .settle(0.7, DEC_31_2026_NOON);
+    assert_eq!(
+        reserve(&[b], 0.4, DEC_31_2026_NOON).unwrap_err().period,
+        Period::Day
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_seed_counts_what_was_spent_before_once_however_often_it_is_given() {
+    let daily = budget(Some(10.0), None, None);
+    daily.seed((8.0, 8.0, 20.0), DEC_31_2026_NOON);
+    daily.seed((8.0, 8.0, 20.0), DEC_31_2026_NOON);
+    assert_eq!(daily.spent_usd(DEC_31_2026_NOON), (8.0, 8.0, 20.0));
+    let err = reserve(&[Arc::clone(&daily)], 2.5, DEC_31_2026_NOON).unwrap_err();
+    assert!((err.left_usd - 2.0).abs() < 1e-9);
+}

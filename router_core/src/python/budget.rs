@@ -1,0 +1,100 @@
+//! Budgets in dollars through Python: a hold to settle, or the refusal that
+//! says which budget and period had too little left.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+
+use crate::{BudgetSpec, Hold, Overspent};
+
+/// Dollars reserved for one call on its owners' budgets. `settle` with what
+/// the call cost; `release` (or letting it go) gives the reservation back.
+#[pyclass(frozen, name = "BudgetHold", module = "router_core")]
+pub struct PyBudgetHold(Mutex<Option<Hold>>);
+
+impl PyBudgetHold {
+    pub(crate) fn new(hold: Hold) -> Self {
+        PyBudgetHold(Mutex::new(Some(hold)))
+    }
+
+    fn take(&self) -> Option<Hold> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+#[pymethods]
+impl PyBudgetHold {
+    /// What was reserved, in USD (0 once settled or released).
+    #[getter]
+    fn reserved_usd(&self) -> f64 {
+        let hold = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        hold.as_ref().map_or(0.0, Hold::reserved_usd)
+    }
+
+    /// Replaces the reservation with `actual_usd`; a no-op once settled or released.
+    #[pyo3(signature = (actual_usd, *, now_s = None))]
+    fn settle(&self, actual_usd: f64, now_s: Option<f64>) {
+        if let Some(hold) = self.take() {
+            hold.settle(actual_usd, now_s.unwrap_or_else(unix_now));
+        }
+    }
+
+    /// Gives the reservation back (the call spent nothing); a no-op once settled.
+    fn release(&self) {
+        drop(self.take());
+    }
+}
+
+/// Why a reservation was refused: `owners[owner_index]`'s `period` budget
+/// ("daily", "monthly" or "total") of `limit_usd` had only `left_usd` left;
+/// it starts again at `resets_at_s` (seconds since the epoch; None for the total).
+#[pyclass(frozen, get_all, name = "BudgetRefusal", module = "router_core")]
+pub struct PyBudgetRefusal {
+    owner_index: usize,
+    period: &'static str,
+    limit_usd: f64,
+    left_usd: f64,
+    asked_usd: f64,
+    resets_at_s: Option<f64>,
+}
+
+impl From<Overspent> for PyBudgetRefusal {
+    fn from(o: Overspent) -> Self {
+        PyBudgetRefusal {
+            owner_index: o.owner_index,
+            period: o.period.as_str(),
+            limit_usd: o.limit_usd,
+            left_usd: o.left_usd,
+            asked_usd: o.asked_usd,
+            resets_at_s: o.resets_at_s,
+        }
+    }
+}
+
+#[pymethods]
+impl PyBudgetRefusal {
+    fn __repr__(&self) -> String {
+        format!(
+            "BudgetRefusal(owner_index={}, period={:?}, limit_usd={:?}, left_usd={:?}, asked_usd={:?})",
+            self.owner_index, self.period, self.limit_usd, self.left_usd, self.asked_usd
+        )
+    }
+}
+
+/// An owner as Python names it: (key, daily_usd, monthly_usd, total_usd).
+pub(crate) type Owner = (String, Option<f64>, Option<f64>, Option<f64>);
+
+pub(crate) fn spec((_, daily_usd, monthly_usd, total_usd): &Owner) -> BudgetSpec {
+    BudgetSpec {
+        daily_usd: *daily_usd,
+        monthly_usd: *monthly_usd,
+        total_usd: *total_usd,
+    }
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

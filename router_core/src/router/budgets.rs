@@ -1,0 +1,61 @@
+//! Owners' budgets in dollars (see `budget`): reserved for a call's estimated
+//! cost before it starts, settled with its actual cost. The caller names the
+//! owners and their specs (a tenant's from the config, a key's from the
+//! store); the router keeps their spending, in the host's region when it has one.
+
+use crate::budget::{reserve, BudgetSpec, Hold, Overspent};
+use crate::error::RouterError;
+
+use super::Router;
+
+impl Router {
+    /// Reserves `amount_usd` on the budget of every one of `owners` (keys such
+    /// as `tenant/acme`, each with its spec), or on none.
+    pub fn reserve_budgets(
+        &self,
+        owners: &[(&str, BudgetSpec)],
+        amount_usd: f64,
+        now_s: f64,
+    ) -> Result<Hold, Overspent> {
+        let budgets: Vec<_> = owners
+            .iter()
+            .map(|(key, spec)| self.budgets.get(self.region.as_ref(), key, *spec))
+            .collect();
+        reserve(&budgets, amount_usd, now_s)
+    }
+
+    /// Counts at least `spent_usd` (the day's, the month's, in all) as
+    /// `owner`'s spending: what a ledger recorded before this router began.
+    pub fn seed_budget(
+        &self,
+        owner: &str,
+        spec: BudgetSpec,
+        spent_usd: (f64, f64, f64),
+        now_s: f64,
+    ) {
+        self.budgets
+            .get(self.region.as_ref(), owner, spec)
+            .seed(spent_usd, now_s);
+    }
+
+    /// What `input_tokens` and `output_tokens` cost on `deployment` at its
+    /// current prices, in USD: a call's estimate, by the formula its lease settles with.
+    pub fn cost_usd(
+        &self,
+        deployment: &str,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) -> Result<f64, RouterError> {
+        let table = self.table.load();
+        let found = table
+            .deployment(deployment)
+            .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
+        Ok(found.cost_usd(input_tokens, output_tokens))
+    }
+
+    /// What `owner` spent (reservations included) in the day, the month and
+    /// in all, in USD; None before its first reservation here.
+    pub fn budget_spent(&self, owner: &str, now_s: f64) -> Option<(f64, f64, f64)> {
+        self.budgets.spent(owner, now_s)
+    }
+}
