@@ -275,21 +275,24 @@ class Gateway:
         if drain_s > 0:
             await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
-        if self.admin is not None:
-            await self.admin.stop(0)
-        if self.cluster is not None:
-            await self.cluster.aclose()
-        # Exports what is left; off the loop, since the exporter blocks.
-        await asyncio.to_thread(self.tracing.shutdown)
-        if self.metrics is not None:
-            await self.metrics.stop()
-        await self.runtimes.aclose()
-        for task in self._background:
-            task.cancel()
-        if self.ledger is not None and not await self.ledger.flush():  # the calls just drained
-            log.error("the ledger could not write its last %d records before stopping", self.ledger.buffered)
-        if self.store is not None:
-            await asyncio.to_thread(self.store.close)
+        try:
+            if self.admin is not None:
+                await self.admin.stop(0)
+            if self.cluster is not None:
+                await self.cluster.aclose()
+            # Exports what is left; off the loop, since the exporter blocks.
+            await asyncio.to_thread(self.tracing.shutdown)
+            if self.metrics is not None:
+                await self.metrics.stop()
+            await self.runtimes.aclose()
+        finally:
+            # Whatever failed above, the calls that drained are written and the store closed.
+            for task in self._background:
+                task.cancel()
+            if self.ledger is not None and not await self.ledger.flush():
+                log.error("the ledger could not write its last %d records before stopping", self.ledger.buffered)
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)
 
 
 async def serve(

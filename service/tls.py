@@ -36,7 +36,8 @@ class TlsFiles:
         """Reads and checks the files; ConfigError naming the key and the file otherwise."""
         cert, key = _path(settings.cert_file, config_dir), _path(settings.key_file, config_dir)
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+            # No password: an encrypted key is refused, never prompted for on a terminal.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=_no_password)
         except (OSError, ssl.SSLError) as error:
             raise ConfigError(f"server.tls: cannot use cert_file {cert} with key_file {key}: {_why(error)}") from error
         client_ca = None
@@ -103,11 +104,15 @@ def _loopback(host: str) -> bool:
         return False  # a name, or 0.0.0.0 / [::]: reachable from elsewhere
 
 
+def _no_password() -> bytes:
+    raise ssl.SSLError("the key is encrypted; give an unencrypted key file")
+
+
 def _path(path: Path, config_dir: Path | None) -> Path:
     return path if path.is_absolute() or config_dir is None else config_dir / path
 
 
 def _why(error: OSError | ssl.SSLError) -> str:
     if isinstance(error, ssl.SSLError):
-        return error.reason or str(error)
+        return getattr(error, "reason", None) or str(error)
     return error.strerror or str(error)

@@ -133,3 +133,19 @@ async def test_with_auth_mtls_the_certificates_common_name_names_the_tenant(
     assert line["tenant"] == "team-a"
     stranger = clients.issue_cert("stranger", common_name="stranger")
     assert await chat(gateway.port, credentials(ca, stranger)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_encrypted_key_is_refused_not_prompted_for(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    write_server_cert(ca, tmp_path)
+    key = serialization.load_pem_private_key((tmp_path / "server.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (tmp_path / "server.key").write_bytes(encrypted)
+    with pytest.raises(ConfigError, match="encrypted"):
+        TlsFiles.read(TlsSettings(cert_file=Path("server.pem"), key_file=Path("server.key")), tmp_path)

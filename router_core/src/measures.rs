@@ -90,9 +90,11 @@ impl<const BUCKETS: usize> Histogram<BUCKETS> {
         debug_assert_eq!(bounds.len() + 1, BUCKETS);
         let bucket = bounds.partition_point(|&bound| bound < value);
         self.counts[bucket].fetch_add(1, Relaxed);
-        // Saturating float-to-int: a negative or absurd value cannot wrap the sum.
-        self.sum
-            .fetch_add((value * unit.scale()).round() as u64, Relaxed);
+        // Saturating float-to-int and a saturating add: a negative or absurd value cannot wrap the sum.
+        let add = (value * unit.scale()).round() as u64;
+        let _ = self
+            .sum
+            .fetch_update(Relaxed, Relaxed, |sum| Some(sum.saturating_add(add)));
     }
 
     pub(crate) fn snapshot(&self, bounds: &'static [f64], unit: Unit) -> Distribution {

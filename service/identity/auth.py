@@ -115,8 +115,9 @@ class KeyRing:
         while True:
             await asyncio.sleep(self._interval_s)
             try:
-                await self.refresh()
-            except Exception as error:  # a locked or vanished database: keep the keys last read
+                # Bounded: a store that hangs is a store that fails, and says so.
+                await asyncio.wait_for(self.refresh(), timeout=max(5.0, 10 * self._interval_s))
+            except Exception as error:  # a locked, vanished or hung database: keep the keys last read
                 if not failing:
                     log.warning("cannot read the keys from the store (%s); using those last read", error)
                 failing = True
