@@ -1,13 +1,17 @@
 """What knowing the caller costs a gateway worker: CPU per unary Chat with API keys checked,
-the ledger written, or both, against neither, in turns.
+the ledger written, a budget kept, or several, against none, in turns.
 
     .venv/bin/python -m benches.tenancy            # 10 000 chats per run, 3 runs each
     .venv/bin/python -m benches.tenancy --quick    # 300 chats, 1 run each (CI)
 
 One worker pinned to CPU 0 serves benches/loadgen's unary Chats (concurrency 16, each with the
-`authorization` header when keys are on) to benches/mockupstream on CPU 1. "keys": auth.mode keys
-with one tenant, the key made through the Admin API; "ledger": every call recorded in the SQLite
-store (batches of 1 s). The worker's CPU time (user + system, from /proc) is read around each run.
+`authorization` header when keys are on) to benches/mockupstream on CPU 1.
+
+- keys: auth.mode keys with one tenant, the key made through the Admin API;
+- ledger: every call recorded in the SQLite store (batches of 1 s);
+- budget: the tenant has a daily budget, reserved and settled per call.
+
+The worker's CPU time (user + system, from /proc) is read around each run.
 Results: benches/results/tenancy.json (tenancy-quick.json with --quick).
 """
 
@@ -38,7 +42,14 @@ def modes(folder: Path, admin_port: int) -> dict[str, str]:
         "auth: {mode: keys, admin_key_env: SWITCHBOARD_ADMIN_KEY}\ntenants: {bench: {}}\n"
     )
     ledger = "ledger: {enabled: true}\n"
-    return {"off": "", "keys": keys + store, "ledger": ledger + store, "keys+ledger": keys + ledger + store}
+    budgeted = keys.replace("tenants: {bench: {}}", "tenants: {bench: {budget: {daily_usd: 1000000}}}")
+    return {
+        "off": "",
+        "keys": keys + store,
+        "ledger": ledger + store,
+        "keys+ledger": keys + ledger + store,
+        "keys+ledger+budget": budgeted + ledger + store,
+    }
 
 
 def new_key(admin_port: int) -> str:
