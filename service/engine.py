@@ -314,7 +314,7 @@ class Engine:
                 dry_run=dry_run,
             )
         except router_core.UnknownModelGroupError as error:
-            known = ", ".join(error.known) or "none"
+            known = ", ".join(caller.known_groups(error.known)) or "none"
             raise InvalidRequest([("model", f"unknown model group {model!r}; known groups: {known}")]) from error
         try:
             caller.allow_group(decision.model_group)

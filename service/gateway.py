@@ -173,4 +173,4 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         runtime = self.runtimes.current
         call.caller = runtime.auth.caller(context)
         decoded(request)
-        return runtime.models
+        return call.caller.visible_models(runtime.models)

@@ -312,3 +312,14 @@ policies:
     served_acme = await gateway.stub.Chat(request, metadata=bearer(acme))
     assert served_acme.served.deployment == "eu-echo"
     assert [a.deployment for a in served_acme.attempts] == ["eu-echo"], "the other group's is not even listed"
+
+
+async def test_a_tenant_sees_only_the_groups_it_may_use(keyed_gateway: Keyed) -> None:
+    acme, beta = (await keyed_gateway.create_key("acme")).secret, (await keyed_gateway.create_key("beta")).secret
+    listed = await keyed_gateway.stub.ListModels(pb.ListModelsRequest(), metadata=bearer(acme))
+    assert [group.name for group in listed.model_groups] == ["chat"]
+    everything = await keyed_gateway.stub.ListModels(pb.ListModelsRequest(), metadata=bearer(beta))
+    assert [group.name for group in everything.model_groups] == ["chat", "other"]
+    error = await refused(keyed_gateway.chat(acme, model="nope"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "known groups: chat" in (error.details() or "") and "other" not in (error.details() or "")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.config.schema import AuthSettings, TenantSettings
 from service.identity.errors import PermissionDenied, TooManyFailures, Unauthenticated
 from service.identity.keys import KeyHasher, KeyRecord, bearer, key_id
@@ -63,6 +64,21 @@ class Caller:
             raise PermissionDenied(
                 f"tenant {self.tenant!r} may not use model group {group!r} (allowed: {', '.join(allowed)})"
             )
+
+    def visible_models(self, models: pb.ListModelsResponse) -> pb.ListModelsResponse:
+        """The groups it may use, of all of them: others' are not its to see."""
+        allowed = None if self.settings is None else self.settings.model_groups
+        if allowed is None:
+            return models
+        visible = pb.ListModelsResponse(model_groups=[g for g in models.model_groups if g.name in allowed])
+        if models.default_group in allowed:
+            visible.default_group = models.default_group
+        return visible
+
+    def known_groups(self, known: Sequence[str]) -> list[str]:
+        """Of the groups an error may list, those it may use."""
+        allowed = None if self.settings is None else self.settings.model_groups
+        return list(known) if allowed is None else [name for name in known if name in allowed]
 
     def regions(self, requested: Sequence[str]) -> list[str]:
         """The regions a call may use: the request's, within the tenant's."""
