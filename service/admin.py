@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -21,10 +22,11 @@ from service.config import Config
 from service.config.schema import TenantSettings
 from service.identity.keys import key_id as identity_key_id
 from service.measured import STATUS_NAMES
-from service.redaction import bounded
+from service.redaction import bounded, redact
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
@@ -106,7 +108,9 @@ class AdminServicer(pb_grpc.AdminServicer):
         expires_at = _seconds(request.expires_at) if request.HasField("expires_at") else None
         if expires_at is None and request.HasField("expires_at"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expires_at: out of range")
-        secret, record = await keys.create(request.tenant, request.name, expires_at, key_budget(request))
+        secret, record = await _from_store(
+            context, keys.create(request.tenant, request.name, expires_at, key_budget(request))
+        )
         log.info("API key %s made for tenant %s through the admin API", record.id, record.tenant)
         return pb.CreateKeyResponse(key=key_message(record, time.time()), secret=secret)
 
@@ -116,7 +120,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         keys = await self._key_admin(context)
         # The id, or a whole key pasted by mistake: never echoed, so a key cannot come back in an error.
         key_id = request.id if re.fullmatch(r"[0-9a-f]{12}", request.id) else identity_key_id(request.id)
-        record = None if key_id is None else await keys.revoke(key_id)
+        record = None if key_id is None else await _from_store(context, keys.revoke(key_id))
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no key with that id")
         assert record is not None
@@ -128,7 +132,8 @@ class AdminServicer(pb_grpc.AdminServicer):
     ) -> pb.ListKeysResponse:
         keys = await self._key_admin(context)
         now = time.time()
-        return pb.ListKeysResponse(keys=[key_message(r, now) for r in await keys.list(request.tenant or None)])
+        records = await _from_store(context, keys.list(request.tenant or None))
+        return pb.ListKeysResponse(keys=[key_message(r, now) for r in records])
 
     async def GetSpend(  # noqa: N802
         self, request: pb.GetSpendRequest, context: grpc.aio.ServicerContext
@@ -142,7 +147,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         if since is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
         assert since is not None
-        rows = await self._spend.read(since, request.tenant, request.key_id)
+        rows = await _from_store(context, self._spend.read(since, request.tenant, request.key_id))
         return pb.GetSpendResponse(
             rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
         )
@@ -212,3 +217,16 @@ def _seconds(stamp: Timestamp) -> float | None:
         return stamp.ToNanoseconds() / 1e9
     except ValueError:
         return None
+
+
+async def _from_store(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+    """The store's answer; UNAVAILABLE, with its error redacted and bounded, when it has none
+    (not gRPC's UNKNOWN with the raw text)."""
+    try:
+        return await work
+    except Exception as error:  # sqlite3.Error, psycopg.Error, OSError: the store is away
+        log.warning("the store did not answer an Admin API call: %s", error)
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE, f"the store is unavailable: {bounded(redact(str(error)), 300)}"
+        )
+        raise AssertionError("context.abort returned") from error

@@ -85,6 +85,12 @@ async def test_a_database_stopped_mid_run_fails_no_call_and_gets_the_backlog(
         assert time.monotonic() - started < 5
         await asyncio.sleep(0.3)  # a write or two fail meanwhile
         assert gateway.ledger is not None and gateway.ledger.buffered >= 30
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as admin:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await admin_pb2_grpc.AdminStub(admin).GetSpend(admin_pb2.GetSpendRequest(), timeout=20)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, "not UNKNOWN with the driver's raw text"
+        assert "the store is unavailable" in (raised.value.details() or "")
+        assert postgres_server.url not in (raised.value.details() or "")
         await asyncio.to_thread(postgres_server.start)
         deadline = time.monotonic() + 10
         while count_calls(postgres_server.url)[0] < 40:

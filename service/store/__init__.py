@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 from service.config import ConfigError
 from service.config.schema import StoreSettings
@@ -28,7 +29,9 @@ def open_store(settings: StoreSettings, config_dir: Path | None, environ: Mappin
         url = environ.get(settings.url_env or "", "")
         if not url:
             raise ConfigError(f"store.url_env: {settings.url_env or '(unset)'} must hold the PostgreSQL URL")
-        SECRETS.add([url])  # it may carry a password
+        password = urlsplit(url).password
+        # The URL may carry a password: it, and the password alone (quoted or not), are never shown.
+        SECRETS.add([url, password, None if password is None else unquote(password)])
         try:
             return open_postgres(url)
         except Exception as error:  # psycopg.Error: the server is away or refuses
