@@ -3,10 +3,12 @@ the machine's description and process memory."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,3 +126,20 @@ def admit(router: router_core.Router, deployment: str) -> bool:
         return False
     router.record(lease, outcome="ok", latency_ms=1.0)
     return True
+
+
+def report_cpu_per_chat(costs: dict[str, list[float]], chats: int, name: str) -> None:
+    """Prints each mode's median CPU per chat against "off" and writes the runs and medians to
+    benches/results/`name`."""
+    medians = {mode: statistics.median(values) for mode, values in costs.items()}
+    for mode, median in medians.items():
+        print(f"worker CPU per chat, {mode}: {median:.3f} ms ({median / medians['off'] - 1:+.1%})")
+    report: dict[str, Any] = {
+        "date": timestamp(),
+        "machine": machine(),
+        "chats_per_run": chats,
+        "cpu_per_chat_ms": costs,
+        "median_ms": medians,
+        "over_off": {mode: round(median / medians["off"], 4) for mode, median in medians.items()},
+    }
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")

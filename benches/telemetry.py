@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from benches.chat import gateway_config, request_bodies
-from benches.harness import BIN, RESULTS, ROOT, cpu_seconds, free_port, gateway, machine, pinned, running, timestamp
+from benches.harness import BIN, ROOT, cpu_seconds, free_port, gateway, pinned, report_cpu_per_chat, running
 
 RECEIVER = """
 import asyncio, sys
@@ -103,19 +101,7 @@ def main() -> None:
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)
-    medians = {mode: statistics.median(values) for mode, values in costs.items()}
-    for mode, median in medians.items():
-        print(f"worker CPU per chat, {mode}: {median:.3f} ms ({median / medians['off'] - 1:+.1%})")
-    report: dict[str, Any] = {
-        "date": timestamp(),
-        "machine": machine(),
-        "chats_per_run": total,
-        "cpu_per_chat_ms": costs,
-        "median_ms": medians,
-        "over_off": {mode: round(median / medians["off"], 4) for mode, median in medians.items()},
-    }
-    name = "telemetry-quick.json" if options.quick else "telemetry.json"
-    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
+    report_cpu_per_chat(costs, total, "telemetry-quick.json" if options.quick else "telemetry.json")
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from benches.chat import gateway_config, request_bodies
-from benches.harness import BIN, RESULTS, free_port, gateway, machine, pinned, running, timestamp
+from benches.harness import BIN, free_port, gateway, pinned, report_cpu_per_chat, running
 from benches.telemetry import cpu_per_chat_ms
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 
@@ -83,19 +81,7 @@ def main() -> None:
                     cpu_per_chat_ms(worker, port, bodies["grpc"], min(total, 500), headers)  # warm up
                     costs[mode].append(cpu_per_chat_ms(worker, port, bodies["grpc"], total, headers))
             print(json.dumps({k: round(v[-1], 4) for k, v in costs.items()}), flush=True)
-    medians = {mode: statistics.median(values) for mode, values in costs.items()}
-    for mode, median in medians.items():
-        print(f"worker CPU per chat, {mode}: {median:.3f} ms ({median / medians['off'] - 1:+.1%})")
-    report: dict[str, Any] = {
-        "date": timestamp(),
-        "machine": machine(),
-        "chats_per_run": total,
-        "cpu_per_chat_ms": costs,
-        "median_ms": medians,
-        "over_off": {mode: round(median / medians["off"], 4) for mode, median in medians.items()},
-    }
-    name = "tenancy-quick.json" if options.quick else "tenancy.json"
-    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
+    report_cpu_per_chat(costs, total, "tenancy-quick.json" if options.quick else "tenancy.json")
 
 
 if __name__ == "__main__":

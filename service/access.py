@@ -81,6 +81,15 @@ class Call:
         """The requested model as logs and traces carry it: the client's text, bounded."""
         return bounded(self.model, MAX_MODEL_CHARS)
 
+    @property
+    def tenant(self) -> str:
+        """The caller's tenant; empty before authentication, or with auth off."""
+        return "" if self.caller is None else self.caller.tenant
+
+    @property
+    def key_id(self) -> str:
+        return "" if self.caller is None else self.caller.key_id
+
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
 
@@ -92,8 +101,8 @@ class Call:
             "latency_ms": round(self.elapsed_s() * 1000, 3),
         }
         optional = {
-            "tenant": "" if self.caller is None else self.caller.tenant,
-            "key_id": "" if self.caller is None else self.caller.key_id,
+            "tenant": self.tenant,
+            "key_id": self.key_id,
             "model": self.shown_model,
             "model_group": self.model_group,
             "deployment": self.deployment,

@@ -13,11 +13,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
+from service.config import ConfigError
 from service.config.schema import TenantSettings
 from service.identity import KeyHasher, KeyRecord, KeyRing
 from service.identity.keys import bearer
 from service.ledger import Ledger
-from service.redaction import bounded
+from service.redaction import SECRETS, bounded
 from service.store import StoreThread
 from service.store.records import Spend
 
@@ -39,6 +40,21 @@ class AdminCredential(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
     def __init__(self, credential: str | None) -> None:
         self._digest = None if not credential else hashlib.sha256(credential.encode()).digest()
         self._refusal = grpc.unary_unary_rpc_method_handler(_refuse)
+
+    @classmethod
+    def from_environ(cls, env: str | None, environ: Mapping[str, str]) -> AdminCredential:
+        """The credential the variable `env` holds (none asked for when `env` is None); ConfigError
+        unless it holds MIN_CREDENTIAL_CHARS to MAX_CREDENTIAL_CHARS characters. It is redacted
+        from every log line from now on."""
+        if env is None:
+            return cls(None)
+        credential = environ.get(env) or ""
+        if not MIN_CREDENTIAL_CHARS <= len(credential) <= MAX_CREDENTIAL_CHARS:
+            raise ConfigError(
+                f"auth.admin_key_env: {env} must hold {MIN_CREDENTIAL_CHARS} to {MAX_CREDENTIAL_CHARS} characters"
+            )
+        SECRETS.add([credential])
+        return cls(credential)
 
     async def intercept_service(
         self,

@@ -51,13 +51,12 @@ class Ledger:
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             self._dropped(1)
-        caller = call.caller
         self._buffer.append(
             CallRecord(
                 time.time(),
                 call.request_id,
-                "" if caller is None else caller.tenant,
-                "" if caller is None else caller.key_id,
+                call.tenant,
+                call.key_id,
                 call.method,
                 call.model_group,
                 call.deployment,

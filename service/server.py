@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
-from service.admin_keys import MAX_CREDENTIAL_CHARS, MIN_CREDENTIAL_CHARS, AdminCredential, KeyAdmin, SpendReader
+from service.admin_keys import AdminCredential, KeyAdmin, SpendReader
 from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.budgets import seed_budgets
@@ -27,7 +27,6 @@ from service.gateway import GatewayServicer, add_to_server
 from service.identity import KeyHasher, KeyRing
 from service.ledger import Ledger
 from service.metrics import Metrics
-from service.redaction import SECRETS
 from service.runtime import Runtimes, build_runtime
 from service.store import StoreThread, open_store
 from service.telemetry import Tracing
@@ -136,16 +135,8 @@ class Gateway:
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
         if serves_host and config.server.admin_listen is not None:
-            credential = None
-            if config.auth.admin_key_env is not None:
-                credential = environ.get(config.auth.admin_key_env) or ""
-                if not MIN_CREDENTIAL_CHARS <= len(credential) <= MAX_CREDENTIAL_CHARS:
-                    raise ConfigError(
-                        f"auth.admin_key_env: {config.auth.admin_key_env} must hold {MIN_CREDENTIAL_CHARS} to "
-                        f"{MAX_CREDENTIAL_CHARS} characters"
-                    )
-                SECRETS.add([credential])
-            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[AdminCredential(credential)])
+            credential = AdminCredential.from_environ(config.auth.admin_key_env, environ)
+            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[credential])
             try:
                 self.admin_port = self.admin.add_insecure_port(config.server.admin_listen)
             except RuntimeError as error:
