@@ -24,6 +24,7 @@ __all__ = [
     "Distribution",
     "Hedge",
     "Lease",
+    "PooledBudget",
     "Rejection",
     "Router",
     "RouterError",
@@ -185,6 +186,21 @@ class Router:
         """Count at least ``spent_usd`` (the day's, the month's, in all) as the owner's spending:
         what a ledger recorded before this router began. The larger is kept, not the sum, so
         every worker of a host may seed the same budget."""
+    def set_budgets_pooled(self, pooled: bool) -> None:
+        """Whether reservations also need this host's allowance of each budget, drawn from a pool
+        the hosts of a cluster share (``grant_dollars``)."""
+    def pooled_budgets(self, *, now_s: float | None = None) -> list[PooledBudget]:
+        """Every owner's budget as this host sees it, in no order."""
+    def grant_dollars(self, owner: str, nanos: int, day: int, month: int, pool_left_nanos: int, period: str) -> bool:
+        """Adds ``nanos`` drawn from the pool for ``day`` of ``month`` to this host's allowance of
+        ``owner``'s budget; the pool had ``pool_left_nanos`` left beside it, bound by ``period``.
+        False for an unknown owner."""
+    def take_back_dollars(
+        self, owner: str, keep_nanos: int, *, now_s: float | None = None
+    ) -> tuple[int, int, int] | None:
+        """What goes back to the pool from this host's allowance of ``owner``'s budget: all of it
+        once its day is over, else what is above ``keep_nanos``, and any debt (negative); with the
+        day and month it was drawn for. None when nothing goes back."""
     def budget_spent(self, owner: str, *, now_s: float | None = None) -> tuple[float, float, float] | None:
         """What ``owner`` spent (reservations included) in the day, the month and in all, in USD;
         None before its first reservation in this router."""
@@ -411,6 +427,39 @@ class BudgetRefusal:
     @property
     def resets_at_s(self) -> float | None:
         """When the period starts again (seconds since the epoch); None for the total."""
+    @property
+    def pooled(self) -> bool:
+        """For want of this host's allowance of a pooled budget: a fresh draw from the pool may
+        admit it."""
+
+@final
+class PooledBudget:
+    """One owner's budget as this host sees it, for the link that pools it with other hosts'."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def daily_usd(self) -> float | None: ...
+    @property
+    def monthly_usd(self) -> float | None: ...
+    @property
+    def total_usd(self) -> float | None: ...
+    @property
+    def day(self) -> int:
+        """Today, in days since the epoch (UTC)."""
+    @property
+    def month(self) -> int:
+        """This month, in months since January 1970."""
+    @property
+    def spent_nanos(self) -> tuple[int, int, int]:
+        """What this host counts as spent in the day, the month and in all, in nano-USD."""
+    @property
+    def allowance_nanos(self) -> int:
+        """What this host holds of the pool, in nano-USD (negative: what it owes)."""
+    @property
+    def allowance_day(self) -> int: ...
+    @property
+    def allowance_month(self) -> int: ...
 
 @final
 class Distribution:

@@ -32,6 +32,7 @@ from service.attempts import (
     Won,
     first_answer,
 )
+from service.cluster.dollars import DollarPool, reserve_budget
 from service.config import Config, Deployment
 from service.errors import (
     BudgetExhausted,
@@ -69,11 +70,14 @@ class Engine:
         providers: dict[str, Provider],
         *,
         clock: Clock = SYSTEM_CLOCK,
+        pool: DollarPool | None = None,
     ) -> None:
         self.config = config
         self.router = router
         self.providers = providers
         self.clock = clock
+        # Where budgets shared with other hosts are drawn from (service/cluster/dollars.py).
+        self.pool = pool
         self.deployments: dict[str, Deployment] = {dep.id: dep for dep in config.deployments()}
         self._route_candidates = responses.route_candidates(config)
 
@@ -190,7 +194,7 @@ class Engine:
                 decision, tokens = self._decide_chat(caller, request, input_tokens, streaming=opening.streaming)
                 _note_decision(call, decision)
                 if call.budget_hold is None:  # once a call, on its first round
-                    call.budget_hold = self._hold_budget(caller, decision, tokens)
+                    call.budget_hold = await self._hold_budget(caller, decision, tokens)
                 schedule = Schedule(
                     self.router,
                     self.deployments,
@@ -215,18 +219,19 @@ class Engine:
                 raise failure
             await asyncio.sleep(wait)
 
-    def _hold_budget(
+    async def _hold_budget(
         self, caller: Caller, decision: router_core.Decision, tokens: Estimate
     ) -> router_core.BudgetHold | None:
         """Reserves the call's estimated cost (its tokens at the first candidate's prices it may use) on the
         caller's budgets; BudgetExceeded, with the decision's lease given back, when one has too
-        little left."""
+        little left. A budget pooled with other hosts whose allowance here is short is drawn
+        from first, once per owner."""
         owners = caller.budget_owners()
         if not owners:
             return None
         first = next(c.deployment for c in decision.candidates if caller.allows(c.deployment))
         estimate = self.router.cost_usd(first, tokens.input, tokens.max_output)
-        held = self.router.reserve_budget(owners, estimate)
+        held = await reserve_budget(self.router, self.pool, owners, estimate)
         if isinstance(held, router_core.BudgetRefusal):
             if decision.lease is not None:
                 self.router.release(decision.lease)

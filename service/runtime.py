@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import router_core
 from service import responses
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.cluster.dollars import DollarPool
 from service.config import AnyProvider, Config, ConfigError, secret_for
 from service.engine import Engine
 from service.identity import Authenticator, KeyHasher, KeyRing
@@ -49,9 +50,11 @@ def build_runtime(
     environ: Mapping[str, str],
     previous: Runtime | None = None,
     keys: KeyRing | None = None,
+    pool: DollarPool | None = None,
 ) -> Runtime:
     """The runtime for `config`, reusing the providers of `previous` that did not change;
-    `keys`: the store's, when the gateway keeps them."""
+    `keys`: the store's, when the gateway keeps them; `pool`: the cluster's dollar budgets, when
+    it shares them."""
     providers: dict[str, Provider] = {}
     recipes: dict[str, tuple[AnyProvider, tuple[str | None, ...]]] = {}
     for deployment in config.deployments():
@@ -63,7 +66,7 @@ def build_runtime(
         else:
             providers[deployment.id] = build_provider(deployment.provider, environ)
     auth = _authenticator(config, environ, keys)
-    return Runtime(config, Engine(config, router, providers), responses.model_list(config), recipes, auth)
+    return Runtime(config, Engine(config, router, providers, pool=pool), responses.model_list(config), recipes, auth)
 
 
 def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | None) -> Authenticator:

@@ -21,6 +21,7 @@ from service.api.switchboard.admin.v1 import admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.budgets import seed_budgets
 from service.cluster import ClusterLink
+from service.cluster.dollars import DollarPool
 from service.config import Config, ConfigError, load_config
 from service.engine import Engine
 from service.gateway import GatewayServicer, add_to_server
@@ -115,7 +116,10 @@ class Gateway:
             self.keys = KeyRing(self.store, config.store.refresh_interval_s)
         if self.store is not None and config.ledger.enabled:
             self.ledger = Ledger(self.store, config.ledger)
-        self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys))
+        self.cluster: ClusterLink | None = None
+        if config.state.backend == "redis":
+            self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
+        self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys, pool=self._pool))
         self.tracing = Tracing(config.telemetry)
         telemetry = config.telemetry
         pushed = telemetry.otlp_endpoint is not None and telemetry.metrics_push_interval_s > 0
@@ -128,9 +132,6 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self._stopped = False
-        self.cluster: ClusterLink | None = None
-        if config.state.backend == "redis":
-            self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
         add_to_server(GatewayServicer(self.runtimes, self.router, self.ledger), self.server)
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
@@ -153,6 +154,10 @@ class Gateway:
             _enable_reflection(self.admin, (ADMIN_SERVICE,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
+
+    @property
+    def _pool(self) -> DollarPool | None:
+        return None if self.cluster is None else self.cluster.dollars
 
     def _hasher(self) -> KeyHasher:
         hasher = self.runtimes.current.auth.hasher
@@ -220,7 +225,7 @@ class Gateway:
             tls = None if config.server.tls is None else TlsFiles.read(config.server.tls, self.config_dir)
             if tls is not None and self.tls is not None and (tls.client_ca is None) == self.tls.mutual:
                 raise ConfigError("server.tls.client_ca_file: turning mutual TLS on or off takes a restart")
-            runtime = build_runtime(config, self.router, self.environ, self.runtimes.current, self.keys)
+            runtime = build_runtime(config, self.router, self.environ, self.runtimes.current, self.keys, self._pool)
         except ConfigError as error:
             log.error("config reload (%s) from %s failed, still serving the previous config: %s", why, source, error)
             return Reloaded(applied=False, error=str(error))

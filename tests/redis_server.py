@@ -5,6 +5,7 @@ same port to play a Redis that goes away and comes back."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,8 +49,18 @@ class RedisServer:
         self.stop()
         pytest.fail(f"redis-server did not answer on port {self.port}")
 
+    def pause(self) -> None:
+        """Stops the server answering, its data kept (SIGSTOP): a Redis that hangs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server dies too
             self.process.kill()
             self.process.wait()
             self.process = None

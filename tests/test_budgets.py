@@ -13,7 +13,8 @@ from google.rpc import error_details_pb2
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from tests.conftest import status_details
-from tests.keyed import StartKeyed, refused
+from tests.keyed import StartKeyed, bearer, refused
+from tests.redis_server import RedisServer
 from tests.test_e2e import chat_request
 
 # A dollar per token each way, so that costs are whole numbers of dollars.
@@ -119,3 +120,28 @@ async def test_a_restart_counts_what_the_ledger_recorded_into_the_budgets(
     for owner in ("tenant/acme", f"key/{key.key.id}"):
         spent = router.budget_spent(owner)
         assert spent is not None and spent[0] == pytest.approx(sum(costs)), owner
+
+
+async def test_two_hosts_on_one_redis_spend_one_tenant_budget_to_the_cent(
+    redis_server: RedisServer, tmp_path: Path, start_keyed: StartKeyed
+) -> None:
+    """Two gateways (as two hosts run them) share the store and Redis; calls alternate between
+    them until one is refused. Together they admit what the budget holds and not a cent more."""
+    yaml = with_budget(tmp_path, "{daily_usd: 40}") + f"\nstate: {{backend: redis, url: '{redis_server.url}'}}\n"
+    hosts = [await start_keyed(yaml), await start_keyed(yaml)]
+    key = (await hosts[0].create_key("acme")).secret
+    await hosts[1].gateway.keys.refresh()  # type: ignore[union-attr]  # else within a second
+    spent, calls = 0.0, 0
+    while True:
+        try:
+            answer = await hosts[calls % 2].stub.Chat(limited(max_tokens=5), metadata=bearer(key))
+        except grpc.aio.AioRpcError as error:
+            refusal = error
+            break
+        spent += answer.cost_usd
+        calls += 1
+    assert calls > 2 and spent <= 40, refusal.details()
+    info, _ = status_details(refusal)
+    assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "BUDGET_EXCEEDED"
+    assert float(info.metadata["left_usd"]) < float(info.metadata["asked_usd"])
+    assert float(info.metadata["left_usd"]) == pytest.approx(40 - spent, abs=1e-9), "to the cent"

@@ -9,11 +9,18 @@
 //! rate limit, so the workers of a host spend one budget. Amounts are kept in
 //! nano-dollars; a period's spending starts again at zero when a reservation
 //! or a settlement finds the period over.
+//!
+//! Hosts that share budgets pool them (`Budgets::set_pooled`): each host then
+//! also needs an allowance drawn from the cluster's pool (`allowance`).
+
+mod allowance;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::state::{Held, Payload, Region};
+use allowance::Allowance;
 
 const NANOS_PER_USD: f64 = 1e9;
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -29,9 +36,9 @@ pub struct BudgetSpec {
 /// The periods a budget bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
-    Day,
-    Month,
-    Total,
+    Day = 0,
+    Month = 1,
+    Total = 2,
 }
 
 impl Period {
@@ -40,6 +47,26 @@ impl Period {
             Period::Day => "daily",
             Period::Month => "monthly",
             Period::Total => "total",
+        }
+    }
+
+    /// The period of its name (`as_str`).
+    pub fn named(name: &str) -> Option<Period> {
+        match name {
+            "daily" => Some(Period::Day),
+            "monthly" => Some(Period::Month),
+            "total" => Some(Period::Total),
+            _ => None,
+        }
+    }
+}
+
+impl BudgetSpec {
+    fn limit(&self, period: Period) -> Option<f64> {
+        match period {
+            Period::Day => self.daily_usd,
+            Period::Month => self.monthly_usd,
+            Period::Total => self.total_usd,
         }
     }
 }
@@ -56,17 +83,20 @@ pub struct Overspent {
     pub asked_usd: f64,
     /// When the period starts again (seconds since the epoch); None for the total.
     pub resets_at_s: Option<f64>,
+    /// Refused for want of this host's allowance from a pooled budget: a
+    /// fresh draw from the pool may yet admit it.
+    pub pooled: bool,
 }
 
 /// A day and a month of the UTC calendar, numbered from the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct When {
-    day: u32,
-    month: u32,
+pub struct When {
+    pub day: u32,
+    pub month: u32,
 }
 
 impl When {
-    fn at(unix_s: f64) -> When {
+    pub fn at(unix_s: f64) -> When {
         let day = (unix_s.max(0.0) / SECONDS_PER_DAY) as u32;
         let (year, month, _) = civil(i64::from(day));
         When {
@@ -98,6 +128,7 @@ pub(crate) struct Spent {
     daily: i64,
     monthly: i64,
     total: i64,
+    allowance: Allowance,
 }
 
 // Safety: plain integers; all zero is nothing spent.
@@ -207,11 +238,57 @@ impl DollarBudget {
 
     /// What was spent (reservations included) in the day, the month and in all, in USD.
     pub fn spent_usd(&self, now_s: f64) -> (f64, f64, f64) {
-        let mut spent = *self.lock();
-        spent.roll(When::at(now_s));
+        let (daily, monthly, total) = self.spent_nanos(When::at(now_s));
         let usd = |nanos: i64| nanos as f64 / NANOS_PER_USD;
-        (usd(spent.daily), usd(spent.monthly), usd(spent.total))
+        (usd(daily), usd(monthly), usd(total))
     }
+
+    fn spent_nanos(&self, when: When) -> (i64, i64, i64) {
+        let mut spent = *self.lock();
+        spent.roll(when);
+        (spent.daily, spent.monthly, spent.total)
+    }
+
+    /// Adds `nanos` drawn from the pool for `when`'s day to this host's
+    /// allowance; the pool had `pool_left` left beside it, bound by `period`.
+    pub fn grant(&self, nanos: i64, when: When, pool_left: i64, period: Period) {
+        self.lock().allowance.grant(nanos, when, pool_left, period);
+    }
+
+    /// What this host's allowance gives back to the pool (see
+    /// `Allowance::take_back`): the amount, with the day and month drawn for.
+    pub fn take_back(&self, keep_nanos: i64, now_s: f64) -> Option<(i64, u32, u32)> {
+        self.lock().allowance.take_back(keep_nanos, When::at(now_s))
+    }
+
+    /// This host's view of a pooled budget at `now_s`.
+    pub fn pooled_view(&self, now_s: f64) -> PooledView {
+        let when = When::at(now_s);
+        let (allowance, allowance_day, allowance_month) = self.lock().allowance.held();
+        PooledView {
+            spec: self.spec(),
+            when,
+            spent_nanos: self.spent_nanos(when),
+            allowance_nanos: allowance,
+            allowance_when: When {
+                day: allowance_day,
+                month: allowance_month,
+            },
+        }
+    }
+}
+
+/// What a host knows of one pooled budget, for the link that feeds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PooledView {
+    pub spec: BudgetSpec,
+    /// The day and month it is now.
+    pub when: When,
+    /// What this host counts as spent (the day's, the month's, in all).
+    pub spent_nanos: (i64, i64, i64),
+    /// What this host holds of the pool (negative: owes it), and for which day.
+    pub allowance_nanos: i64,
+    pub allowance_when: When,
 }
 
 /// Dollars reserved on some budgets, until settled with what was spent.
@@ -221,6 +298,8 @@ pub struct Hold {
     budgets: Vec<Arc<DollarBudget>>,
     nanos: i64,
     settled: bool,
+    /// Taken out of the budgets' allowances, which get back what was not spent.
+    pooled: bool,
 }
 
 impl Hold {
@@ -254,6 +333,9 @@ impl Hold {
                 .saturating_add(actual - if same_month { self.nanos } else { 0 })
                 .max(0);
             spent.total = spent.total.saturating_add(actual - self.nanos).max(0);
+            if self.pooled {
+                spent.allowance.spend(actual - self.nanos);
+            }
         }
     }
 }
@@ -268,11 +350,13 @@ impl Drop for Hold {
 }
 
 /// Reserves `amount_usd` on every one of `budgets`, or on none: the first
-/// whose period has less left than that is named.
+/// whose period has less left than that is named. `pooled`: out of this
+/// host's allowances as well (see `allowance`).
 pub fn reserve(
     budgets: &[Arc<DollarBudget>],
     amount_usd: f64,
     now_s: f64,
+    pooled: bool,
 ) -> Result<Hold, Overspent> {
     let nanos = to_nanos(amount_usd);
     let when = When::at(now_s);
@@ -299,17 +383,35 @@ pub fn reserve(
                     left_usd: left.max(0) as f64 / NANOS_PER_USD,
                     asked_usd: amount_usd,
                     resets_at_s: when.next_start_s(period),
+                    pooled: false,
                 });
             }
+        }
+        let usable = spent.allowance.usable(when);
+        if pooled && nanos > usable {
+            let (pool_left, period) = spent.allowance.pool();
+            return Err(Overspent {
+                owner_index: *index,
+                period,
+                limit_usd: spec.limit(period).unwrap_or(0.0),
+                left_usd: (usable + pool_left) as f64 / NANOS_PER_USD,
+                asked_usd: amount_usd,
+                resets_at_s: when.next_start_s(period),
+                pooled: true,
+            });
         }
     }
     for (_, spent) in &mut locked {
         spent.add(nanos);
+        if pooled {
+            spent.allowance.spend(nanos);
+        }
     }
     Ok(Hold {
         budgets: budgets.to_vec(),
         nanos,
         settled: false,
+        pooled,
     })
 }
 
@@ -318,9 +420,33 @@ pub fn reserve(
 #[derive(Debug, Default)]
 pub(crate) struct Budgets {
     owners: Mutex<HashMap<String, Arc<DollarBudget>>>,
+    pooled: AtomicBool,
 }
 
 impl Budgets {
+    /// Whether reservations need an allowance from the cluster's pool.
+    pub(crate) fn set_pooled(&self, pooled: bool) {
+        self.pooled.store(pooled, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pooled(&self) -> bool {
+        self.pooled.load(Ordering::Relaxed)
+    }
+
+    /// Every owner's budget, by key.
+    pub(crate) fn all(&self) -> Vec<(String, Arc<DollarBudget>)> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners
+            .iter()
+            .map(|(key, budget)| (key.clone(), Arc::clone(budget)))
+            .collect()
+    }
+
+    pub(crate) fn find(&self, key: &str) -> Option<Arc<DollarBudget>> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners.get(key).cloned()
+    }
+
     pub(crate) fn spent(&self, key: &str, now_s: f64) -> Option<(f64, f64, f64)> {
         let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
         owners.get(key).map(|budget| budget.spent_usd(now_s))

@@ -29,7 +29,9 @@ mod tokens;
 mod python;
 
 pub use attempts::{ContentFallback, Hedge, HedgeConfig};
-pub use budget::{reserve as reserve_dollars, BudgetSpec, DollarBudget, Hold, Overspent, Period};
+pub use budget::{
+    reserve as reserve_dollars, BudgetSpec, DollarBudget, Hold, Overspent, Period, PooledView, When,
+};
 pub use calibration::{
     CALIBRATION_ALPHA, FULL_WEIGHT_TOKENS, MAX_INPUT_TOKEN_RATIO, MIN_INPUT_TOKEN_RATIO,
 };
@@ -77,8 +79,8 @@ mod router_core {
     use crate::python::{
         PyBudgetHold, PyBudgetRefusal, PyCallMeasures, PyCandidate, PyDecision,
         PyDeploymentMeasures, PyDeploymentStats, PyDeploymentUnavailableError, PyDistribution,
-        PyHedge, PyLease, PyRejection, PyRouter, PyRouterError, PyUnknownDeploymentError,
-        PyUnknownModelGroupError,
+        PyHedge, PyLease, PyPooledBudget, PyRejection, PyRouter, PyRouterError,
+        PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 
     /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).

@@ -10,7 +10,7 @@ mod decision;
 mod errors;
 mod stats;
 
-pub use budget::{PyBudgetHold, PyBudgetRefusal};
+pub use budget::{PyBudgetHold, PyBudgetRefusal, PyPooledBudget};
 pub(crate) use decision::repr_option;
 pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection};
 pub use errors::*;
@@ -343,6 +343,61 @@ impl PyRouter {
         let now_s = now_s.unwrap_or_else(budget::unix_now);
         self.0
             .seed_budget(&owner.0, budget::spec(&owner), spent_usd, now_s);
+    }
+
+    /// Whether reservations also need this host's allowance of each budget,
+    /// drawn from a pool the hosts of a cluster share (`grant_dollars`).
+    fn set_budgets_pooled(&self, pooled: bool) {
+        self.0.set_budgets_pooled(pooled);
+    }
+
+    /// Every owner's budget as this host sees it (PooledBudget), in no order.
+    #[pyo3(signature = (*, now_s = None))]
+    fn pooled_budgets(&self, now_s: Option<f64>) -> Vec<PyPooledBudget> {
+        let now_s = now_s.unwrap_or_else(budget::unix_now);
+        self.0
+            .pooled_budgets(now_s)
+            .into_iter()
+            .map(|(owner, view)| PyPooledBudget::new(owner, view))
+            .collect()
+    }
+
+    /// Adds `nanos` (nano-USD), drawn from the pool for `day` of `month`
+    /// (numbered as PooledBudget's), to this host's allowance of `owner`'s
+    /// budget; the pool had `pool_left_nanos` left beside it, bound by
+    /// `period` ("daily", "monthly" or "total"). False for an unknown owner.
+    #[pyo3(signature = (owner, nanos, day, month, pool_left_nanos, period))]
+    fn grant_dollars(
+        &self,
+        owner: &str,
+        nanos: i64,
+        day: u32,
+        month: u32,
+        pool_left_nanos: i64,
+        period: &str,
+    ) -> PyResult<bool> {
+        let period = crate::Period::named(period).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown period {period:?}"))
+        })?;
+        let when = crate::When { day, month };
+        Ok(self
+            .0
+            .grant_dollars(owner, nanos, when, pool_left_nanos, period))
+    }
+
+    /// Takes out of this host's allowance of `owner`'s budget what goes back
+    /// to the pool: all of it once its day is over, else what is above
+    /// `keep_nanos`, and any debt (negative). (nanos, day, month drawn for),
+    /// or None when nothing goes back.
+    #[pyo3(signature = (owner, keep_nanos, *, now_s = None))]
+    fn take_back_dollars(
+        &self,
+        owner: &str,
+        keep_nanos: i64,
+        now_s: Option<f64>,
+    ) -> Option<(i64, u32, u32)> {
+        let now_s = now_s.unwrap_or_else(budget::unix_now);
+        self.0.take_back_dollars(owner, keep_nanos, now_s)
     }
 
     /// What `owner` spent (reservations included) in the day, the month and in

@@ -1,6 +1,7 @@
 """One host's link to the cluster's state in Redis: a background task that draws rate-limit
-budget (`budgets`) and passes on this host's health news, and one that hears the others'
-(`news`). Nothing here is on the request path: the router decides on what it holds.
+budget (`budgets`) and allowances of dollar budgets (`dollars`) and passes on this host's health
+news, and one that hears the others' (`news`). The router decides on what it holds: the request
+path waits on Redis only for a call whose dollar allowance ran short (`dollars.DollarPool.top_up`).
 
 When Redis cannot be reached or answers slowly, every call still goes on: each limit refills
 on this host by itself at a share of its rate (`state.fallback_share`), the link says so in the
@@ -23,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import router_core
-from service.cluster import budgets, news
+from service.cluster import budgets, dollars, news, pools
 from service.cluster.news import BACKOFF_FIRST_S, BACKOFF_MAX_S, UNREACHABLE
 from service.config import StateSettings
 from service.redaction import SECRETS, bounded
@@ -64,6 +65,7 @@ class ClusterLink:
         self._draw = self._redis.register_script(budgets.DRAW_SCRIPT)
         self._owed = budgets.Owed()
         self._planner = budgets.Planner(settings.slice)
+        self.dollars = dollars.DollarPool(router, self._redis, settings, self.host, self._call)
         self.reachable = False
         self._hosts_seen = 1
         self._since_heartbeat = HEARTBEAT_S
@@ -78,10 +80,22 @@ class ClusterLink:
         self._tasks = [
             asyncio.create_task(self._run(), name="cluster link"),
             asyncio.create_task(
-                news.listen(self._redis, self._settings.namespace, self.host, self._router, self._stop),
+                news.listen(
+                    self._redis,
+                    self._settings.namespace,
+                    self.host,
+                    self._router,
+                    self._stop,
+                    {pools.recall_channel(self._settings.namespace): self._recalled},
+                ),
                 name="cluster news",
             ),
         ]
+
+    def _recalled(self, data: object) -> None:
+        owner = pools.recalled_owner(data, self.host)
+        if owner is not None:
+            self.dollars.recall(owner)
 
     async def aclose(self) -> None:
         """Stops, and gives back what this host holds of the cluster's budget."""
@@ -97,6 +111,7 @@ class ClusterLink:
             draws = self._owed.drain({}) + budgets.take_back_all(self._router)
             try:
                 await self._call(self._run_script(draws))
+                await self.dollars.give_back_all()
             except UNREACHABLE as error:
                 log.warning("could not give back this host's budget to %s: %s", self.where, error)
         await self._redis.aclose()
@@ -122,6 +137,7 @@ class ClusterLink:
             self._router.set_refill_share(0.0)
             self._router.retell_health()
             self.reachable = True
+            self.dollars.back()
             self._on_reachable(True)
             if self._lost_at is not None:
                 away = asyncio.get_running_loop().time() - self._lost_at
@@ -140,6 +156,8 @@ class ClusterLink:
                     self._planner.granted(draw, taken)
                     if taken < amount:
                         self._owed.add(draw, amount - taken)
+        self.dollars.hosts_seen = self._hosts_seen
+        await self.dollars.step()
         told = self._router.health_news()
         if told:
             await self._call(news.publish(self._redis, self._settings.namespace, self.host, told))
@@ -159,6 +177,7 @@ class ClusterLink:
             share = 1.0 / self._hosts_seen
         if self.reachable or self._lost_at is None:
             self._router.set_refill_share(share)
+            self.dollars.lost(share)
             self.reachable = False
             self._on_reachable(False)
             self._lost_at = loop_time

@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -43,21 +45,34 @@ async def publish(client: redis.Redis, namespace: str, host: str, told: Sequence
 
 
 async def listen(
-    client: redis.Redis, namespace: str, host: str, router: router_core.Router, stop: asyncio.Event
+    client: redis.Redis,
+    namespace: str,
+    host: str,
+    router: router_core.Router,
+    stop: asyncio.Event,
+    others: Mapping[str, Callable[[object], object]] = MappingProxyType({}),
 ) -> None:
     """Hears the other hosts' news until `stop` is set, subscribing again (with backoff) whenever
-    the connection is lost. It stops by looking at `stop` between short reads, not by being
-    cancelled: redis-py can lose a cancellation that arrives in the middle of a read."""
+    the connection is lost; `others`: what to do with a message on each other channel. It stops
+    by looking at `stop` between short reads, not by being cancelled: redis-py can lose a
+    cancellation that arrives in the middle of a read."""
     delay = BACKOFF_FIRST_S
+    health = channel(namespace)
     while not stop.is_set():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(channel(namespace))
+            await pubsub.subscribe(health, *others)
             delay = BACKOFF_FIRST_S
             while not stop.is_set():
                 message = await pubsub.get_message(timeout=READ_S)
-                if message is not None:
+                if message is None:
+                    continue
+                name = message.get("channel")
+                name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+                if name == health:
                     hear(message.get("data"), host, router)
+                elif name in others:
+                    others[name](message.get("data"))
         except UNREACHABLE as error:
             log.debug("health news: subscription lost (%s); subscribing again", type(error).__name__)
         finally:
@@ -67,15 +82,24 @@ async def listen(
         delay = min(BACKOFF_MAX_S, delay * 2)
 
 
-def hear(data: object, host: str, router: router_core.Router) -> bool:
-    """Applies one message; False when it is not news for this host (its own, or malformed)."""
+def from_another_host(data: object, host: str) -> dict[str, Any] | None:
+    """One message on a cluster channel as an object, unless it is this host's own or malformed
+    (not a bounded JSON object): whoever can publish on the channel is not trusted with more."""
     if not isinstance(data, bytes | str) or len(data) > MAX_MESSAGE_BYTES:
-        return False
+        return None
     try:
         message = json.loads(data)
     except ValueError:
-        return False
+        return None
     if not isinstance(message, dict) or message.get("host") == host:
+        return None
+    return message
+
+
+def hear(data: object, host: str, router: router_core.Router) -> bool:
+    """Applies one message; False when it is not news for this host (its own, or malformed)."""
+    message = from_another_host(data, host)
+    if message is None:
         return False
     deployment, kind, seconds = message.get("deployment"), message.get("kind"), message.get("seconds")
     if not isinstance(deployment, str) or kind not in KINDS:

@@ -242,8 +242,9 @@ class RetrySettings(_Strict):
 class StateSettings(_Strict):
     """Where the router's state is shared beyond one host. `local`: each host keeps its own (the
     workers of one `serve --workers N` always share theirs). `redis`: the hosts draw their rate
-    limits from buckets in Redis (or Valkey) and tell each other of opened circuits and
-    cool-downs there, off the request path (service/cluster)."""
+    limits from buckets in Redis (or Valkey), and their budgets in dollars from pools there, and
+    tell each other of opened circuits and cool-downs, off the request path but for a call whose
+    dollar allowance ran short (service/cluster)."""
 
     backend: Literal["local", "redis"] = "local"
     # redis://[:password@]host:port[/db], rediss:// for TLS, unix:// for a socket.
@@ -251,8 +252,9 @@ class StateSettings(_Strict):
     # Prefixes every key and channel, so that several clusters can share one Redis.
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "switchboard"
     # How much of each limit a host draws at once, as a part of one minute's limit (at least 1
-    # request or token): larger costs fewer Redis calls and may leave more budget idle in hosts
-    # that do not use it (at most this much per host and limit).
+    # request or token), or of a budget in dollars, as a part of its smallest bound: larger costs
+    # fewer Redis calls and may leave more budget idle in hosts that do not use it (at most this
+    # much per host and limit, two of it per budget).
     slice: Annotated[float, Field(gt=0, le=0.5)] = 0.01
     # How often each host looks at its buckets, draws, and passes on its health news.
     interval_s: Annotated[float, Field(ge=0.001, le=1.0)] = 0.02

@@ -64,6 +64,7 @@ class BudgetExceeded(GatewayError):
             "period": refusal.period,
             "limit_usd": f"{refusal.limit_usd}",
             "left_usd": f"{refusal.left_usd}",
+            "asked_usd": f"{refusal.asked_usd}",
         }
         if refusal.resets_at_s is not None:
             metadata["resets_at"] = _utc(refusal.resets_at_s)

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 
-use crate::{BudgetSpec, Hold, Overspent};
+use crate::{BudgetSpec, Hold, Overspent, PooledView};
 
 /// Dollars reserved for one call on its owners' budgets. `settle` with what
 /// the call cost; `release` (or letting it go) gives the reservation back.
@@ -57,6 +57,9 @@ pub struct PyBudgetRefusal {
     left_usd: f64,
     asked_usd: f64,
     resets_at_s: Option<f64>,
+    /// For want of this host's allowance from a pooled budget: a fresh draw
+    /// from the pool may admit it.
+    pooled: bool,
 }
 
 impl From<Overspent> for PyBudgetRefusal {
@@ -68,6 +71,7 @@ impl From<Overspent> for PyBudgetRefusal {
             left_usd: o.left_usd,
             asked_usd: o.asked_usd,
             resets_at_s: o.resets_at_s,
+            pooled: o.pooled,
         }
     }
 }
@@ -97,4 +101,50 @@ pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One owner's budget as this host sees it, for the link that pools it with
+/// other hosts': its bounds in USD (None: unbounded), the day and month it
+/// is now (numbered from the epoch), what this host counts as spent in them
+/// and in all (nano-USD), and the allowance it holds of the pool (nano-USD,
+/// negative when it owes) with the day and month it was drawn for.
+#[pyclass(frozen, get_all, name = "PooledBudget", module = "router_core")]
+pub struct PyPooledBudget {
+    owner: String,
+    daily_usd: Option<f64>,
+    monthly_usd: Option<f64>,
+    total_usd: Option<f64>,
+    day: u32,
+    month: u32,
+    spent_nanos: (i64, i64, i64),
+    allowance_nanos: i64,
+    allowance_day: u32,
+    allowance_month: u32,
+}
+
+impl PyPooledBudget {
+    pub(crate) fn new(owner: String, view: PooledView) -> Self {
+        PyPooledBudget {
+            owner,
+            daily_usd: view.spec.daily_usd,
+            monthly_usd: view.spec.monthly_usd,
+            total_usd: view.spec.total_usd,
+            day: view.when.day,
+            month: view.when.month,
+            spent_nanos: view.spent_nanos,
+            allowance_nanos: view.allowance_nanos,
+            allowance_day: view.allowance_when.day,
+            allowance_month: view.allowance_when.month,
+        }
+    }
+}
+
+#[pymethods]
+impl PyPooledBudget {
+    fn __repr__(&self) -> String {
+        format!(
+            "PooledBudget(owner={:?}, allowance_nanos={})",
+            self.owner, self.allowance_nanos
+        )
+    }
 }

@@ -3,7 +3,7 @@
 //! owners and their specs (a tenant's from the config, a key's from the
 //! store); the router keeps their spending, in the host's region when it has one.
 
-use crate::budget::{reserve, BudgetSpec, Hold, Overspent};
+use crate::budget::{reserve, BudgetSpec, Hold, Overspent, Period, PooledView, When};
 use crate::error::RouterError;
 
 use super::Router;
@@ -21,7 +21,51 @@ impl Router {
             .iter()
             .map(|(key, spec)| self.budgets.get(self.region.as_ref(), key, *spec))
             .collect();
-        reserve(&budgets, amount_usd, now_s)
+        reserve(&budgets, amount_usd, now_s, self.budgets.pooled())
+    }
+
+    /// Whether reservations also need this host's allowance from a pool the
+    /// hosts of a cluster share (fed by `grant_dollars`); off by default.
+    pub fn set_budgets_pooled(&self, pooled: bool) {
+        self.budgets.set_pooled(pooled);
+    }
+
+    /// Every owner's budget as this host sees it, for the link that pools them.
+    pub fn pooled_budgets(&self, now_s: f64) -> Vec<(String, PooledView)> {
+        self.budgets
+            .all()
+            .into_iter()
+            .map(|(key, budget)| (key, budget.pooled_view(now_s)))
+            .collect()
+    }
+
+    /// Adds `nanos`, drawn from the pool for `when`'s day, to this host's
+    /// allowance of `owner`'s budget (see `DollarBudget::grant`); false when
+    /// the router has no such budget.
+    pub fn grant_dollars(
+        &self,
+        owner: &str,
+        nanos: i64,
+        when: When,
+        pool_left: i64,
+        period: Period,
+    ) -> bool {
+        let Some(budget) = self.budgets.find(owner) else {
+            return false;
+        };
+        budget.grant(nanos, when, pool_left, period);
+        true
+    }
+
+    /// What this host's allowance of `owner`'s budget gives back to the pool
+    /// (see `DollarBudget::take_back`).
+    pub fn take_back_dollars(
+        &self,
+        owner: &str,
+        keep_nanos: i64,
+        now_s: f64,
+    ) -> Option<(i64, u32, u32)> {
+        self.budgets.find(owner)?.take_back(keep_nanos, now_s)
     }
 
     /// Counts at least `spent_usd` (the day's, the month's, in all) as
