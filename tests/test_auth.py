@@ -215,6 +215,28 @@ async def test_a_tenants_rpm_holds(tmp_path: Path, start_keyed: StartKeyed) -> N
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+async def test_a_low_priority_tenant_leaves_a_deployments_last_requests_to_a_high_one(
+    tmp_path: Path, start_keyed: StartKeyed
+) -> None:
+    yaml = keyed(tmp_path, "\n  vip: {priority: high}\n  batch: {priority: low}\n").replace(
+        "region: eu, context_window: 1000}", "region: eu, context_window: 1000, rpm: 10}"
+    )
+    gateway = await start_keyed(yaml)
+    vip, batch = (await gateway.create_key("vip")).secret, (await gateway.create_key("batch")).secret
+    served = 0
+    while served < 20:
+        try:
+            await gateway.chat(batch, model="other")
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            break
+        served += 1
+    assert served == 6, "two reserves of a fifth of the 10 left to normal and high callers"
+    for _ in range(4):
+        await gateway.chat(vip, model="other")
+    assert (await refused(gateway.chat(vip, model="other"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_keys_are_compared_in_constant_time_even_when_the_id_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     compared: list[tuple[str, str]] = []
     real = hmac.compare_digest
@@ -246,8 +268,13 @@ def test_keys_are_compared_in_constant_time_even_when_the_id_is_unknown(monkeypa
         ("auth: {mode: keys}\n", "tenants: auth.mode keys needs at least one tenant"),
         (
             "tenants: {a: {rpm: 5}}\nrate_limits: {tenants: {a: {rpm: 6}}}\n",
-            "tenants.a: its rpm/tpm are also given in rate_limits.tenants.a",
+            "tenants.a: its rpm/tpm is also given in rate_limits.tenants.a",
         ),
+        (
+            "tenants: {a: {priority: low}}\nrate_limits: {tenant_priorities: {a: high}}\n",
+            "tenants.a: its priority is also given in rate_limits.tenant_priorities.a",
+        ),
+        ("tenants: {a: {priority: urgent}}\n", "tenants.a.priority"),
     ],
 )
 def test_tenants_and_auth_modes_are_checked_with_the_config(yaml: str, expected: str) -> None:

@@ -188,14 +188,63 @@ impl DeploymentConfig {
     }
 }
 
-/// Budgets per tenant and per API key id, on top of each deployment's own.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+/// Budgets per tenant and per API key id, on top of each deployment's own,
+/// and the tenants' priorities on the deployments' budgets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     #[serde(default)]
     pub tenants: BTreeMap<String, LimitSpec>,
     #[serde(default)]
     pub api_keys: BTreeMap<String, LimitSpec>,
+    /// Tenants not named here (and callers with none) are `normal`.
+    #[serde(default)]
+    pub tenant_priorities: BTreeMap<String, Priority>,
+    /// The part of each deployment's rpm and tpm a caller leaves for every
+    /// priority above its own that some tenant has (`normal` always counts).
+    #[serde(default = "default_priority_reserve")]
+    pub priority_reserve: f64,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            tenants: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
+            tenant_priorities: BTreeMap::new(),
+            priority_reserve: default_priority_reserve(),
+        }
+    }
+}
+
+fn default_priority_reserve() -> f64 {
+    0.2
+}
+
+/// The most `priority_reserve` may be: a `low` caller below `high` tenants
+/// still has a tenth of each deployment's budget.
+pub const MAX_PRIORITY_RESERVE: f64 = 0.45;
+
+/// Whose calls a deployment's rate-limit budget is kept for when it runs low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl RateLimitsConfig {
+    /// What a caller of `priority` leaves of each deployment's buckets: one
+    /// reserve for every priority above its own that is in use.
+    pub fn keep_share(&self, priority: Priority) -> f64 {
+        let mut used: Vec<Priority> = self.tenant_priorities.values().copied().collect();
+        used.push(Priority::Normal);
+        used.sort_unstable();
+        used.dedup();
+        let above = used.iter().filter(|p| **p < priority).count();
+        self.priority_reserve * above as f64
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -284,6 +333,14 @@ impl Config {
             for (owner, spec) in limits {
                 spec.validate(&format!("rate_limits.{owners}.{owner}"))?;
             }
+        }
+        let reserve = self.rate_limits.priority_reserve;
+        if !(0.0..=MAX_PRIORITY_RESERVE).contains(&reserve) {
+            return Err(ConfigError::OutOfRange {
+                key: "rate_limits.priority_reserve".to_owned(),
+                bound: "between 0 and 0.45",
+                value: reserve,
+            });
         }
         match &self.default_group {
             Some(name) if !self.model_groups.iter().any(|g| &g.name == name) => {

@@ -37,7 +37,7 @@ pub use calibration::{
 };
 pub use clock::{Clock, Nanos};
 pub use config::{
-    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, Pruned,
+    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, Priority, Pruned,
     ScoringConfig, TargetConfig, AUTO_GROUP, CAPABILITIES, DEPLOYMENT_KEYS,
 };
 pub use error::{ConfigError, RouterError};
@@ -53,7 +53,8 @@ pub use measures::{
     FINE_DURATION_BOUNDS_S, GRPC_STATUSES, TOKEN_BOUNDS,
 };
 pub use ratelimit::{
-    release, reserve, settle, Budget, Denied, Limit, LimitKind, LimitSpec, Refill, Reservation,
+    release, reserve, reserve_keeping, settle, Budget, Denied, Keep, Limit, LimitKind, LimitSpec,
+    Refill, Reservation,
 };
 pub use router::{Candidate, Decision, Preference, Rejection, RouteRequest, Router};
 pub use state::Region;

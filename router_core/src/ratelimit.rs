@@ -53,6 +53,24 @@ impl LimitSpec {
     }
 }
 
+/// The part of a bucket's capacity a reservation must leave in it, in
+/// millionths: room kept for callers of higher priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep(pub u32);
+
+impl Keep {
+    pub const NONE: Keep = Keep(0);
+
+    /// `share` (0 to 1) of a bucket's capacity.
+    pub fn share(share: f64) -> Keep {
+        Keep((share.clamp(0.0, 1.0) * 1e6).round() as u32)
+    }
+
+    fn of(self, capacity: i128) -> i128 {
+        capacity * i128::from(self.0) / 1_000_000
+    }
+}
+
 /// Which of an owner's two buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -234,11 +252,16 @@ impl Limit {
     /// nothing (the route filter's check; `reserve` decides for real). A
     /// denial's `owner_index` is 0.
     pub fn check(&self, tokens: u32, now: Nanos) -> Result<(), Denied> {
+        self.check_keeping(tokens, now, Keep::NONE)
+    }
+
+    /// `check`, leaving `keep` of each bucket in it.
+    pub fn check_keeping(&self, tokens: u32, now: Nanos, keep: Keep) -> Result<(), Denied> {
         let mut state = self.snapshot();
         // Refilling up to `now` changes no budget, only when it was counted.
         state.refill(now, self.refill.share());
         state
-            .check(tokens, 0, self.refill.share())
+            .check(tokens, 0, self.refill.share(), keep)
             .map_or(Ok(()), Err)
     }
 
@@ -346,8 +369,9 @@ impl State {
         }
     }
 
-    /// Why 1 request and `tokens` tokens cannot be taken now, if they cannot.
-    fn check(&self, tokens: u32, owner_index: usize, share: Share) -> Option<Denied> {
+    /// Why 1 request and `tokens` tokens cannot be taken now, leaving `keep`
+    /// of each bucket, if they cannot.
+    fn check(&self, tokens: u32, owner_index: usize, share: Share, keep: Keep) -> Option<Denied> {
         let needs = [
             (LimitKind::Requests, self.requests, 1),
             (LimitKind::Tokens, self.tokens, tokens),
@@ -356,7 +380,7 @@ impl State {
             .into_iter()
             .filter_map(|(kind, bucket, amount)| {
                 let bucket = bucket?;
-                match bucket.wait(amount, share) {
+                match bucket.wait(amount, share, keep) {
                     Some(0) => None,
                     Some(wait) => Some(Denied::Exhausted {
                         owner_index,
@@ -403,12 +427,13 @@ impl Bucket {
         }
     }
 
-    /// Nanoseconds until `amount` is available, or `None` if it exceeds the
-    /// capacity. Rounded up, so at the returned instant it is available and
-    /// one nanosecond earlier it is not. A bucket fed only by grants is
-    /// expected back at its whole rate, which is what its grants add up to.
-    fn wait(&self, amount: u32, share: Share) -> Option<Nanos> {
-        let amount = units(amount);
+    /// Nanoseconds until `amount` is available with `keep` left beside it,
+    /// or `None` if the two exceed the capacity. Rounded up, so at the
+    /// returned instant it is available and one nanosecond earlier it is
+    /// not. A bucket fed only by grants is expected back at its whole rate,
+    /// which is what its grants add up to.
+    fn wait(&self, amount: u32, share: Share, keep: Keep) -> Option<Nanos> {
+        let amount = units(amount) + keep.of(self.capacity());
         if amount > self.capacity() {
             return None;
         }
@@ -472,7 +497,18 @@ fn binding(a: Denied, b: Denied) -> Denied {
 /// nothing at all. A limit listed twice is charged once. Allocates nothing;
 /// meant for a handful of limits (the work grows with the square of their number).
 pub fn reserve(limits: &[&Limit], tokens: u32, now: Nanos) -> Result<Reservation, Denied> {
-    lock_check_take(limits, None, tokens, now, None)?;
+    reserve_keeping(limits, tokens, now, Keep::NONE)
+}
+
+/// `reserve`, leaving `keep` of the first limit's buckets in them (a
+/// deployment's, for callers of higher priority than this one).
+pub fn reserve_keeping(
+    limits: &[&Limit],
+    tokens: u32,
+    now: Nanos,
+    keep: Keep,
+) -> Result<Reservation, Denied> {
+    lock_check_take(limits, None, (tokens, keep), now, None)?;
     Ok(Reservation { tokens })
 }
 
@@ -485,7 +521,7 @@ pub fn reserve(limits: &[&Limit], tokens: u32, now: Nanos) -> Result<Reservation
 fn lock_check_take(
     limits: &[&Limit],
     above: Option<(u8, usize)>,
-    tokens: u32,
+    (tokens, keep): (u32, Keep),
     now: Nanos,
     denied: Option<Denied>,
 ) -> Result<(), Denied> {
@@ -500,14 +536,15 @@ fn lock_check_take(
     };
     let mut state = limit.lock();
     state.refill(now, limit.refill.share());
+    let keep_here = if owner_index == 0 { keep } else { Keep::NONE };
     let denied = [
         denied,
-        state.check(tokens, owner_index, limit.refill.share()),
+        state.check(tokens, owner_index, limit.refill.share(), keep_here),
     ]
     .into_iter()
     .flatten()
     .reduce(binding);
-    lock_check_take(limits, Some(limit.order()), tokens, now, denied)?;
+    lock_check_take(limits, Some(limit.order()), (tokens, keep), now, denied)?;
     if let Some(bucket) = state.requests.as_mut() {
         bucket.take(1);
     }

@@ -172,11 +172,12 @@ impl Router {
             .preference
             .map_or(plan.strategy, Preference::strategy);
         let needs = strategy.needs();
+        let keep = table.keep_for(request.tenant);
         for (tier_number, tier) in (0u32..).zip(&plan.tiers) {
             survivors.clear();
             for deployment in tier.iter().map(|&i| &table.deployments[i]) {
                 let rejection = query.reject(deployment).or_else(|| {
-                    let (rejection, until) = unavailable(deployment, request, now)?;
+                    let (rejection, until) = unavailable(deployment, request, keep, now)?;
                     earliest(&mut retry_at, until);
                     Some(rejection)
                 });

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use crate::attempts::{ContentFallback, Hedge};
 use crate::calibration::Calibration;
 use crate::clock::Nanos;
-use crate::config::{Config, ScoringConfig, TargetConfig, AUTO_GROUP};
+use crate::config::{Config, Priority, ScoringConfig, TargetConfig, AUTO_GROUP};
 use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
 use crate::measures::CallCounters;
-use crate::ratelimit::{Limit, LimitSpec, Refill};
+use crate::ratelimit::{Keep, Limit, LimitSpec, Refill};
 use crate::router::RouteRequest;
 use crate::state::{Payload, Place, Region};
 use crate::stats::Counters;
@@ -221,6 +221,10 @@ pub(crate) struct Table {
     pub(crate) scoring: ScoringConfig,
     pub(crate) tenant_limits: HashMap<Arc<str>, Arc<Limit>>,
     pub(crate) api_key_limits: HashMap<Arc<str>, Arc<Limit>>,
+    /// What each tenant leaves of a deployment's budget for higher priorities
+    /// (`RateLimitsConfig::keep_share`); `normal_keep` for any other caller.
+    keeps: HashMap<Arc<str>, Keep>,
+    normal_keep: Keep,
     pub(crate) capabilities: NameBits,
     pub(crate) regions: NameBits,
     /// Calls that reached no model group (an unknown model, a bad request).
@@ -406,6 +410,16 @@ impl Table {
             default_group,
             policies,
             scoring: config.scoring.clone(),
+            keeps: config
+                .rate_limits
+                .tenant_priorities
+                .iter()
+                .map(|(tenant, p)| {
+                    let keep = Keep::share(config.rate_limits.keep_share(*p));
+                    (tenant.as_str().into(), keep)
+                })
+                .collect(),
+            normal_keep: Keep::share(config.rate_limits.keep_share(Priority::Normal)),
             tenant_limits: owner_limits(
                 "tenant",
                 &config.rate_limits.tenants,
@@ -436,6 +450,12 @@ impl Table {
     }
 
     /// Resolves a requested model: a group name, or `"auto"` for the default group.
+    /// What `tenant`'s calls leave of a deployment's budget for callers of
+    /// higher priority.
+    pub(crate) fn keep_for(&self, tenant: &str) -> Keep {
+        self.keeps.get(tenant).copied().unwrap_or(self.normal_keep)
+    }
+
     pub(crate) fn group(&self, model: &str) -> Option<&Group> {
         let index = if model == AUTO_GROUP {
             self.default_group

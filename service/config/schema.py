@@ -331,6 +331,10 @@ class TenantSettings(_Strict):
     # Requests and tokens per minute, as `rate_limits.tenants` gives them (across workers and hosts).
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
+    # When a deployment's rpm/tpm runs low, lower priorities stop first: each leaves
+    # `rate_limits.priority_reserve` (default 0.2) of it for every priority above its own that
+    # some tenant has (`normal` always counts). Tenants' own rpm/tpm and budgets are their own.
+    priority: Literal["high", "normal", "low"] = "normal"
     # Matched by policies as request metadata (`when: {metadata: {...}}`); a client's own
     # metadata cannot override these.
     metadata: dict[str, str] = {}

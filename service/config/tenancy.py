@@ -13,24 +13,31 @@ Problem = tuple[tuple[str | int, ...], str]
 
 
 def add_tenant_limits(sections: ServiceSections, routing: dict[str, Any]) -> list[Problem]:
-    """Puts each tenant's rpm and tpm into the core's `rate_limits.tenants`."""
+    """Puts each tenant's rpm and tpm into the core's `rate_limits.tenants`, and its priority
+    (other than `normal`) into `rate_limits.tenant_priorities`."""
     problems: list[Problem] = []
-    limited = {name: t for name, t in sections.tenants.items() if t.rpm is not None or t.tpm is not None}
-    if not limited:
-        return problems
-    rate_limits = routing.setdefault("rate_limits", {})
-    if not isinstance(rate_limits, dict):
-        return problems  # the core names that mistake
-    given = rate_limits.setdefault("tenants", {})
-    if not isinstance(given, dict):
-        return problems
-    for name, tenant in limited.items():
-        if name in given:
-            problems.append(
-                (("tenants", name), f"its rpm/tpm are also given in rate_limits.tenants.{name}: give them once")
-            )
+    limited: dict[str, object] = {
+        name: {key: value for key, value in (("rpm", t.rpm), ("tpm", t.tpm)) if value is not None}
+        for name, t in sections.tenants.items()
+        if t.rpm is not None or t.tpm is not None
+    }
+    prioritised: dict[str, object] = {
+        name: t.priority for name, t in sections.tenants.items() if t.priority != "normal"
+    }
+    for section, wanted, what in (("tenants", limited, "rpm/tpm"), ("tenant_priorities", prioritised, "priority")):
+        if not wanted:
             continue
-        given[name] = {key: value for key, value in (("rpm", tenant.rpm), ("tpm", tenant.tpm)) if value is not None}
+        rate_limits = routing.setdefault("rate_limits", {})
+        given = rate_limits.setdefault(section, {}) if isinstance(rate_limits, dict) else None
+        if not isinstance(given, dict):
+            continue  # the core names that mistake
+        for name, value in wanted.items():
+            if name in given:
+                problems.append(
+                    (("tenants", name), f"its {what} is also given in rate_limits.{section}.{name}: give it once")
+                )
+            else:
+                given[name] = value
     return problems
 
 

@@ -364,3 +364,25 @@ fn reload_carries_levels_over_clamped_to_the_new_capacity() {
         (Some(100), Some(-500))
     );
 }
+
+#[test]
+fn a_reservation_keeping_part_of_the_first_limit_leaves_it_there() {
+    let deployment = limit(Some(10), None);
+    let tenant = limit(Some(100), None);
+    let keep = Keep::share(0.2);
+    let taken = (0..20)
+        .filter_map(|_| reserve_keeping(&[&deployment, &tenant], 0, 0, keep).ok())
+        .count();
+    assert_eq!(taken, 8, "two of ten kept");
+    let denied = reserve_keeping(&[&deployment, &tenant], 0, 0, keep).unwrap_err();
+    assert_eq!(denied.owner_index(), 0);
+    assert_eq!(deployment.check_keeping(0, 0, keep), Err(denied));
+    let rest = reserve(&[&deployment], 0, 0).expect("without keeping, the rest is there");
+    release(&[&deployment], rest, 0);
+    let fresh = limit(Some(100), None);
+    assert_eq!(
+        reserve_keeping(&[&fresh, &deployment], 0, 0, Keep::share(0.95)).map(|r| r.tokens()),
+        Ok(0),
+        "only the first limit keeps"
+    );
+}

@@ -8,7 +8,7 @@ use crate::clock::{Clock, Nanos};
 use crate::filter::Filter;
 use crate::health::Admission;
 use crate::lease::{Lease, Limits, Owner};
-use crate::ratelimit::{reserve, Denied};
+use crate::ratelimit::{reserve_keeping, Denied};
 use crate::table::{Deployment, Table};
 
 use super::{Candidate, Decision, Rejection, RouteRequest};
@@ -109,8 +109,9 @@ pub(super) fn lease_on(
         tenant: table.tenant_limits.get(tenant).cloned(),
         api_key: table.api_key_limits.get(api_key).cloned(),
     };
+    let keep = table.keep_for(tenant);
     let reservation = limits
-        .with(|all| reserve(all, tokens, now))
+        .with(|all| reserve_keeping(all, tokens, now, keep))
         .map_err(|denied| {
             let owner = limits.owner(denied.owner_index());
             budget_denied(owner, denied, tenant, api_key, tokens)

@@ -6,6 +6,7 @@ use crate::clock::Nanos;
 use crate::filter::{Filter, Query};
 use crate::health::Admission;
 use crate::lease::Owner;
+use crate::ratelimit::Keep;
 use crate::strategy::{Needs, Signals};
 use crate::table::Deployment;
 
@@ -44,12 +45,14 @@ pub(super) fn signals<S: AsRef<str>>(
 /// claims it). Otherwise the rejection, and when waiting would let it serve:
 /// for a spent budget or a provider's Retry-After, not for an open circuit.
 ///
-/// Budgets are checked here only when explaining (`dry_run`): a real decision
+/// Budgets are checked here (leaving `keep` of the deployment's for callers of
+/// higher priority) only when explaining (`dry_run`): a real decision
 /// reserves on its first candidates in turn, which checks exactly, and skips
 /// a lock per deployment it will never try.
 pub(super) fn unavailable<S>(
     deployment: &Deployment,
     request: &RouteRequest<'_, S>,
+    keep: Keep,
     now: Nanos,
 ) -> Option<(Rejection, Option<Nanos>)> {
     let (filter, detail, until) = match deployment.health.admit(now) {
@@ -62,7 +65,7 @@ pub(super) fn unavailable<S>(
         _ => {
             let tokens =
                 deployment.reserved_tokens(request.input_tokens, request.max_output_tokens);
-            match deployment.limit.check(tokens, now) {
+            match deployment.limit.check_keeping(tokens, now, keep) {
                 Ok(()) => return None,
                 Err(denied) => {
                     let denied = budget_denied(Owner::Deployment, denied, "", "", tokens);

@@ -288,6 +288,7 @@ fn a_callers_preference_orders_the_candidates_instead_of_the_plan() {
 }
 
 mod measures;
+mod priorities;
 mod sharing;
 
 #[test]
