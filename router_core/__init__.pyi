@@ -197,10 +197,12 @@ class Router:
         False for an unknown owner."""
     def take_back_dollars(
         self, owner: str, keep_nanos: int, *, now_s: float | None = None
-    ) -> tuple[int, int, int] | None:
-        """What goes back to the pool from this host's allowance of ``owner``'s budget: all of it
-        once its day is over, else what is above ``keep_nanos``, and any debt (negative); with the
-        day and month it was drawn for. None when nothing goes back."""
+    ) -> list[tuple[int, int, int]]:
+        """What goes back to the pool from this host's allowance of ``owner``'s budget: what
+        belongs to a day that is over, what is above ``keep_nanos``, and any debt (negative); each
+        with the day and month it was drawn for. Empty when nothing goes back."""
+    def pooled_budget(self, owner: str, *, now_s: float | None = None) -> PooledBudget | None:
+        """``owner``'s budget as this host sees it, or None when it has none."""
     def budget_spent(self, owner: str, *, now_s: float | None = None) -> tuple[float, float, float] | None:
         """What ``owner`` spent (reservations included) in the day, the month and in all, in USD;
         None before its first reservation in this router."""

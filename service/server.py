@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,9 @@ class Gateway:
             self.ledger = Ledger(self.store, config.ledger)
         self.cluster: ClusterLink | None = None
         if config.state.backend == "redis":
-            self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable)
+            # The workers of a host share their dollar allowances, so they name them alike.
+            holder = None if sibling is None else f"{socket.gethostname()}:{sibling.shared_state}"
+            self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable, holder=holder)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys, pool=self._pool))
         self.tracing = Tracing(config.telemetry)
         telemetry = config.telemetry

@@ -5,11 +5,13 @@ they never reserve more than the owner may spend, and every dollar is counted on
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
+import pytest
 import redis.asyncio as redis
 
 import router_core
-from service.cluster import ClusterLink
+from service.cluster import ClusterLink, dollars
 from service.cluster.dollars import Owner, reserve_budget
 from service.cluster.pools import (
     DOLLARS_SCRIPT,
@@ -91,28 +93,29 @@ async def test_an_idle_host_gives_back_all_but_a_slice(redis_server: RedisServer
         assert spent >= 1.0 - 0.02 - 1e-9, spent
 
 
-async def test_a_pool_moves_only_forward_in_time_and_answers_a_call_sent_again_once(
-    redis_server: RedisServer,
-) -> None:
+async def test_a_pool_keeps_redis_days_and_answers_a_call_sent_again_once(redis_server: RedisServer) -> None:
+    """A host whose clock is a day ahead (or behind) draws nothing and moves no pool on."""
     client = redis.Redis.from_url(redis_server.url)
     script = client.register_script(DOLLARS_SCRIPT)
-    day, month = 20_000, 657
+    now = datetime.now(UTC)
+    day, month = int(now.timestamp() // 86_400), (now.year - 1970) * 12 + now.month - 1
 
     async def call(number: int, *entries: Entry) -> list[int]:
-        keys, arguments = script_arguments("switchboard", "host-1", number, entries)
+        keys, arguments = script_arguments("switchboard", "host-1", "host-1", number, entries)
         return [int(x) for x in await script(keys=keys, args=arguments)]
 
     def draw(nanos: int, on_day: int = day, fraction: float = 1.0) -> Entry:
         return Entry("tenant/acme", (1.0, None, None), on_day, month, nanos, fraction)
 
     try:
-        assert await call(1, draw(600_000_000)) == [0, 600_000_000, 400_000_000, 0, 0]
-        assert await call(1, draw(600_000_000)) == [0, 600_000_000, 400_000_000, 0, 0], "answered, not applied again"
+        assert await call(1, draw(600_000_000)) == [1, 600_000_000, 400_000_000, 0, 0]
+        assert await call(1, draw(600_000_000)) == [1, 600_000_000, 400_000_000, 0, 0], "answered, not applied again"
         assert (await call(2, draw(600_000_000)))[1] == 400_000_000, "no more than is left"
-        assert (await call(3, draw(1, on_day=day - 1)))[1] == 0, "nothing for a day the pool left behind"
-        assert (await call(4, draw(300_000_000, on_day=day + 1, fraction=0.5)))[1:3] == [300_000_000, 700_000_000]
-        given_back = Entry("tenant/acme", (1.0, None, None), day, month, -100_000_000, 0.0)
-        assert (await call(5, given_back))[1:3] == [-100_000_000, 700_000_000], "yesterday's is not today's"
+        assert (await call(3, draw(1, on_day=day + 1)))[1:3] == [0, 0], "nothing for tomorrow, and today stays"
+        assert (await call(4, draw(1, on_day=day - 1)))[1] == 0, "nor for yesterday"
+        given_back = Entry("tenant/acme", (1.0, None, None), day - 1, month, -100_000_000, 0.0)
+        assert (await call(5, given_back))[1:3] == [-100_000_000, 0], "yesterday's is not today's"
+        assert (await pool(redis_server))["day"] == day
     finally:
         await client.aclose()
 
@@ -184,3 +187,46 @@ def test_a_recall_from_the_channel_is_checked_before_it_is_heeded() -> None:
     assert recalled_owner(b'{"host": "me", "owner": "tenant/acme"}', "me") is None, "its own"
     for bad in (b"not json", b"[]", b'{"host": "other", "owner": 7}', b"x" * 5000, None):
         assert recalled_owner(bad, "me") is None, bad
+
+
+async def test_calls_short_together_draw_together_and_are_all_served(redis_server: RedisServer) -> None:
+    owner: Owner = ("tenant/acme", 100.0, None, None)
+    async with Hosts(settings(redis_server), 1) as hosts:
+        router, link = hosts.routers[0], hosts.links[0]
+        served = await asyncio.gather(*(spend(router, link, 0.5, owner) for _ in range(40)))
+    assert all(served), f"{served.count(False)} of 40 refused with 80 USD left"
+
+
+async def test_a_budget_without_bounds_is_never_refused_for_want_of_an_allowance(redis_server: RedisServer) -> None:
+    async with Hosts(settings(redis_server), 1) as hosts:
+        assert await spend(hosts.routers[0], hosts.links[0], 5.0, ("tenant/free", None, None, None))
+
+
+async def test_an_idle_owner_gives_back_everything(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dollars, "IDLE_S", 0.2)
+    async with Hosts(settings(redis_server), 1) as hosts:
+        router, link = hosts.routers[0], hosts.links[0]
+        assert await spend(router, link, CENT)
+        assert _held(router) > 0
+        await eventually(lambda: _held(router) == 0)
+        assert (await pool(redis_server))["daily"] == round(CENT * NANOS_PER_USD), "all but what was spent is back"
+
+
+async def test_a_redis_that_comes_and_goes_grants_the_fallback_once_until_it_is_counted(
+    redis_server: RedisServer,
+) -> None:
+    async with Hosts(settings(redis_server, fallback_share=0.5, timeout_s=0.1), 1) as hosts:
+        router, link = hosts.routers[0], hosts.links[0]
+        assert await spend(router, link, CENT)
+        redis_server.pause()
+        try:
+            await eventually(lambda: not link.reachable)
+            while await spend(router, link, CENT):
+                pass
+            link.dollars.back()  # Redis answered a ping, and is gone again before the step pays
+            link.dollars.lost(0.5)
+            assert not await spend(router, link, CENT), "no second share of the same remainder"
+        finally:
+            redis_server.resume()
+        await eventually(lambda: link.reachable, within_s=10)
+        assert await spend(router, link, CENT), "counted: the pool has the rest"

@@ -62,6 +62,17 @@ impl Period {
 }
 
 impl BudgetSpec {
+    /// Whether any period is bounded: an unbounded budget needs no allowance.
+    fn bounded(&self) -> bool {
+        self.first_bounded().is_some()
+    }
+
+    fn first_bounded(&self) -> Option<Period> {
+        [Period::Day, Period::Month, Period::Total]
+            .into_iter()
+            .find(|p| self.limit(*p).is_some())
+    }
+
     fn limit(&self, period: Period) -> Option<f64> {
         match period {
             Period::Day => self.daily_usd,
@@ -256,8 +267,8 @@ impl DollarBudget {
     }
 
     /// What this host's allowance gives back to the pool (see
-    /// `Allowance::take_back`): the amount, with the day and month drawn for.
-    pub fn take_back(&self, keep_nanos: i64, now_s: f64) -> Option<(i64, u32, u32)> {
+    /// `Allowance::take_back`): amounts, with the day and month drawn for.
+    pub fn take_back(&self, keep_nanos: i64, now_s: f64) -> Vec<(i64, u32, u32)> {
         self.lock().allowance.take_back(keep_nanos, When::at(now_s))
     }
 
@@ -295,11 +306,13 @@ pub struct PooledView {
 /// Dropped unsettled, it gives the reservation back (the call spent nothing).
 #[derive(Debug)]
 pub struct Hold {
-    budgets: Vec<Arc<DollarBudget>>,
+    /// Each budget, and whether the hold took from its allowance (which gets
+    /// back what was not spent).
+    budgets: Vec<(Arc<DollarBudget>, bool)>,
     nanos: i64,
     settled: bool,
-    /// Taken out of the budgets' allowances, which get back what was not spent.
-    pooled: bool,
+    /// The day and month it was reserved on.
+    reserved: When,
 }
 
 impl Hold {
@@ -318,7 +331,7 @@ impl Hold {
             return;
         }
         let when = When::at(now_s);
-        for budget in &self.budgets {
+        for (budget, pooled) in &self.budgets {
             let mut spent = budget.lock();
             // A period that ended meanwhile dropped the reservation with the rest.
             let same_day = spent.day == when.day;
@@ -333,8 +346,8 @@ impl Hold {
                 .saturating_add(actual - if same_month { self.nanos } else { 0 })
                 .max(0);
             spent.total = spent.total.saturating_add(actual - self.nanos).max(0);
-            if self.pooled {
-                spent.allowance.spend(actual - self.nanos);
+            if *pooled {
+                spent.allowance.spend(actual - self.nanos, self.reserved);
             }
         }
     }
@@ -388,8 +401,9 @@ pub fn reserve(
             }
         }
         let usable = spent.allowance.usable(when);
-        if pooled && nanos > usable {
-            let (pool_left, period) = spent.allowance.pool();
+        if pooled && spec.bounded() && nanos > usable {
+            let (pool_left, heard) = spent.allowance.pool();
+            let period = heard.or(spec.first_bounded()).unwrap_or(Period::Total);
             return Err(Overspent {
                 owner_index: *index,
                 period,
@@ -401,17 +415,21 @@ pub fn reserve(
             });
         }
     }
-    for (_, spent) in &mut locked {
+    let mut held = Vec::with_capacity(budgets.len());
+    for (index, spent) in &mut locked {
+        let budget = &budgets[*index];
+        let from_allowance = pooled && budget.spec().bounded();
         spent.add(nanos);
-        if pooled {
-            spent.allowance.spend(nanos);
+        if from_allowance {
+            spent.allowance.spend(nanos, when);
         }
+        held.push((Arc::clone(budget), from_allowance));
     }
     Ok(Hold {
-        budgets: budgets.to_vec(),
+        budgets: held,
         nanos,
         settled: false,
-        pooled,
+        reserved: when,
     })
 }
 

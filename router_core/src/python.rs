@@ -386,18 +386,27 @@ impl PyRouter {
     }
 
     /// Takes out of this host's allowance of `owner`'s budget what goes back
-    /// to the pool: all of it once its day is over, else what is above
-    /// `keep_nanos`, and any debt (negative). (nanos, day, month drawn for),
-    /// or None when nothing goes back.
+    /// to the pool: what belongs to a day that is over, what is above
+    /// `keep_nanos`, and any debt (negative). Each as (nanos, day, month it
+    /// was drawn for); empty when nothing goes back.
     #[pyo3(signature = (owner, keep_nanos, *, now_s = None))]
     fn take_back_dollars(
         &self,
         owner: &str,
         keep_nanos: i64,
         now_s: Option<f64>,
-    ) -> Option<(i64, u32, u32)> {
+    ) -> Vec<(i64, u32, u32)> {
         let now_s = now_s.unwrap_or_else(budget::unix_now);
         self.0.take_back_dollars(owner, keep_nanos, now_s)
+    }
+
+    /// `owner`'s budget as this host sees it (PooledBudget), or None.
+    #[pyo3(signature = (owner, *, now_s = None))]
+    fn pooled_budget(&self, owner: &str, now_s: Option<f64>) -> Option<PyPooledBudget> {
+        let now_s = now_s.unwrap_or_else(budget::unix_now);
+        self.0
+            .pooled_budget(owner, now_s)
+            .map(|view| PyPooledBudget::new(owner.to_owned(), view))
     }
 
     /// What `owner` spent (reservations included) in the day, the month and in

@@ -46,7 +46,10 @@ class ClusterLink:
         settings: StateSettings,
         *,
         on_reachable: Callable[[bool], object] = lambda reachable: None,
+        holder: str | None = None,
     ) -> None:
+        """`holder`: what names this host's dollar allowances in Redis, the same for the workers
+        of one host, which share them (default: this process)."""
         if settings.url is None:
             raise ValueError("a cluster link needs state.url")
         self._router = router
@@ -65,7 +68,7 @@ class ClusterLink:
         self._draw = self._redis.register_script(budgets.DRAW_SCRIPT)
         self._owed = budgets.Owed()
         self._planner = budgets.Planner(settings.slice)
-        self.dollars = dollars.DollarPool(router, self._redis, settings, self.host, self._call)
+        self.dollars = dollars.DollarPool(router, self._redis, settings, self.host, holder or self.host, self._call)
         self.reachable = False
         self._hosts_seen = 1
         self._since_heartbeat = HEARTBEAT_S
@@ -111,7 +114,7 @@ class ClusterLink:
             draws = self._owed.drain({}) + budgets.take_back_all(self._router)
             try:
                 await self._call(self._run_script(draws))
-                await self.dollars.give_back_all()
+                await self.dollars.close()
             except UNREACHABLE as error:
                 log.warning("could not give back this host's budget to %s: %s", self.where, error)
         await self._redis.aclose()
@@ -156,7 +159,6 @@ class ClusterLink:
                     self._planner.granted(draw, taken)
                     if taken < amount:
                         self._owed.add(draw, amount - taken)
-        self.dollars.hosts_seen = self._hosts_seen
         await self.dollars.step()
         told = self._router.health_news()
         if told:

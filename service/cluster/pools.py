@@ -15,24 +15,28 @@ PERIODS = ("daily", "monthly", "total")
 # Pools live this long after their last draw; a total cap outlives it in the ledger and in the
 # hosts' own counts, which restore it (below).
 POOL_TTL_MS = 40 * 86_400_000
+# A holder counts as live (what it holds as the others') while it called this recently.
+HOLDER_SEEN_MS = 10_000
 
 # One hash per owner holds the day and month its counts are for, and what was drawn (spent or
-# held by a host) in the day, the month and in all, in nano-USD; and what each live host said it
-# holds of the day's (`h:<host>`), so that a host short of budget knows whether the others could
-# give some back (`DollarPool.top_up`). The hosts number days and months from the epoch; a pool
-# only moves forward in time, and a draw for a day the pool has left behind gets nothing. A
-# host's own count of what it spent is a floor for the pool's, so that a pool Redis lost comes
-# back from what the hosts (and their ledgers) know.
+# held by a host) in the day, the month and in all, in nano-USD; and what each live holder (a
+# host: the workers of one share an allowance) said it holds of the day's (`h:<holder>`), so
+# that a host short of budget knows whether the others could give some back
+# (`DollarPool.top_up`). Days and months are Redis's own (UTC, numbered from the epoch), so a
+# host whose clock is off cannot move a pool on: a draw dated for another day than Redis's gets
+# nothing. A host's own count of what it spent is a floor for the pool's, so that a pool Redis
+# lost comes back from what the hosts (and their ledgers) know.
 # Each host numbers its calls and sends one again, with its number, until it has the answer:
 # the answer is kept (KEYS[2]), so a call that ran but whose answer was lost to a timeout is not
 # applied twice, and no draw or give-back is ever lost or doubled.
-# KEYS[1] is the set of hosts seen lately (`budgets.DRAW_SCRIPT` keeps it), KEYS[2] the host's
-# last call, KEYS[3..] the pools. ARGV[1] is the call's number, ARGV[2] the host; then per pool:
-# its bounds (-1: none), the day and month, the amount (negative: given back, for that day and
-# month), the most of what is left it may give (0: give all asked, for what a host already
-# spent), the host's own counts, and what it holds now (-1: unchanged); last, how long pools
-# live. Returns the hosts seen, then per pool what it gave, what it has left, the period that
-# bounds that (0, 1, 2; -1 left: unbounded), and what the other live hosts hold.
+# KEYS[1] is the set of holders seen lately, KEYS[2] the host's last call, KEYS[3..] the pools.
+# ARGV[1] is the call's number, ARGV[2] the holder, ARGV[3] how long a holder counts as seen
+# (ms); then per pool: its bounds (-1: none), the day and month, the amount (negative: given
+# back, for that day and month), the most of what is left it may give (0: give all asked, for
+# what a host already spent), the host's own counts, and what it holds now besides what this
+# draws (-1: unchanged); last, how long pools live. Returns the holders seen, then per pool what
+# it gave, what it has left, the period that bounds that (0, 1, 2; -1 left: unbounded), and what
+# the other live holders hold.
 DOLLARS_SCRIPT = """
 local last = redis.call('HMGET', KEYS[2], 'call', 'answer')
 if last[1] == ARGV[1] then
@@ -40,10 +44,26 @@ if last[1] == ARGV[1] then
   for number in string.gmatch(last[2], '[^,]+') do table.insert(answer, tonumber(number)) end
   return answer
 end
-local mine_field = 'h:' .. ARGV[2]
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local today = math.floor(now_s / 86400)
+-- The month of a day (Howard Hinnant's civil_from_days), numbered from January 1970.
+local z = today + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local m = mp < 10 and mp + 3 or mp - 9
+local this_month = (yoe + era * 400 + (m <= 2 and 1 or 0) - 1970) * 12 + m - 1
+local holder = ARGV[2]
+local mine_field = 'h:' .. holder
+redis.call('ZADD', KEYS[1], now_s * 1000, holder)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s * 1000 - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local result = {redis.call('ZCARD', KEYS[1])}
 for i = 3, #KEYS do
-  local a = (i - 3) * 11 + 2
+  local a = (i - 3) * 11 + 3
   local bounds = {tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])}
   local day, month = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local amount, fraction = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
@@ -55,18 +75,14 @@ for i = 3, #KEYS do
     if string.sub(fields[j], 1, 2) == 'h:' then held[fields[j]] = tonumber(fields[j + 1])
     else f[fields[j]] = tonumber(fields[j + 1]) end
   end
-  local at_day, at_month = f.day or day, f.month or month
   local drawn = {f.daily or 0, f.monthly or 0, f.total or 0}
-  if day > at_day then
-    at_day, drawn[1] = day, 0
+  if (f.day or today) ~= today then
+    drawn[1] = 0
     for name in pairs(held) do redis.call('HDEL', KEYS[i], name) end
     held = {}
   end
-  if month > at_month then at_month, drawn[2] = month, 0 end
-  local same = {day == at_day, month == at_month, true}
-  for p = 1, 3 do
-    if same[p] then drawn[p] = math.max(drawn[p], floors[p]) end
-  end
+  if (f.month or this_month) ~= this_month then drawn[2] = 0 end
+  local same = {day == today and month == this_month, month == this_month, true}
   local function left()
     local least, period = -1, 2
     for p = 1, 3 do
@@ -76,10 +92,16 @@ for i = 3, #KEYS do
     end
     return least, period
   end
+  local function floor_counts()
+    if same[1] then
+      for p = 1, 3 do drawn[p] = math.max(drawn[p], floors[p]) end
+    end
+  end
+  floor_counts()
   local given = amount
   if amount > 0 and fraction > 0 then
     local room = left()
-    if not (same[1] and same[2]) then
+    if not same[1] then
       given = 0
     elseif room >= 0 then
       given = math.max(0, math.min(amount, math.floor(room * fraction)))
@@ -88,11 +110,12 @@ for i = 3, #KEYS do
   for p = 1, 3 do
     if same[p] then drawn[p] = math.max(0, drawn[p] + given) end
   end
-  redis.call('HSET', KEYS[i], 'day', at_day, 'month', at_month,
+  floor_counts()
+  redis.call('HSET', KEYS[i], 'day', today, 'month', this_month,
     'daily', string.format('%d', drawn[1]), 'monthly', string.format('%d', drawn[2]),
     'total', string.format('%d', drawn[3]))
-  if holds >= 0 and same[1] and same[2] then
-    held[mine_field] = holds + math.max(0, given)
+  if holds >= 0 and same[1] then
+    held[mine_field] = holds + ((fraction > 0 and given > 0) and given or 0)
     redis.call('HSET', KEYS[i], mine_field, string.format('%d', held[mine_field]))
   end
   local others = 0
@@ -120,12 +143,15 @@ return result
 """
 
 
+Bounds = tuple[float | None, float | None, float | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One pool's part of a script call."""
 
     owner: str
-    bounds: tuple[float | None, float | None, float | None]
+    bounds: Bounds
     day: int
     month: int
     # To draw; negative: to give back.
@@ -135,6 +161,8 @@ class Entry:
     floors: tuple[int, int, int] = (0, 0, 0)
     # What the host holds of the day's pool besides what this draws; -1: not said.
     holds: int = -1
+    # Pays in what the host spent on its own while Redis was away (the host's note, not sent).
+    pays_fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +194,15 @@ def recalled_owner(data: object, host: str) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def script_arguments(namespace: str, host: str, call: int, entries: Sequence[Entry]) -> tuple[list[str], list[str]]:
-    """Keys and arguments of `DOLLARS_SCRIPT` for `host`'s call number `call`; the namespace is
-    every key's hash tag (see `budgets.script_arguments`)."""
-    keys = [f"{{{namespace}}}:hosts", f"{{{namespace}}}:usd-call:{host}"]
+def script_arguments(
+    namespace: str, host: str, holder: str, call: int, entries: Sequence[Entry]
+) -> tuple[list[str], list[str]]:
+    """Keys and arguments of `DOLLARS_SCRIPT` for `host`'s call number `call`, made for `holder`
+    (what the host's workers hold together); the namespace is every key's hash tag (see
+    `budgets.script_arguments`)."""
+    keys = [f"{{{namespace}}}:usd-holders", f"{{{namespace}}}:usd-call:{host}"]
     keys += [pool_key(namespace, e.owner) for e in entries]
-    arguments = [str(call), host]
+    arguments = [str(call), holder, str(HOLDER_SEEN_MS)]
     for e in entries:
         arguments += [str(-1 if b is None else round(b * NANOS_PER_USD)) for b in e.bounds]
         arguments += [str(e.day), str(e.month), str(e.nanos), repr(e.fraction)]

@@ -254,7 +254,7 @@ class StateSettings(_Strict):
     # How much of each limit a host draws at once, as a part of one minute's limit (at least 1
     # request or token), or of a budget in dollars, as a part of its smallest bound: larger costs
     # fewer Redis calls and may leave more budget idle in hosts that do not use it (at most this
-    # much per host and limit, two of it per budget).
+    # much per host and limit; two slices per budget, until an owner goes idle).
     slice: Annotated[float, Field(gt=0, le=0.5)] = 0.01
     # How often each host looks at its buckets, draws, and passes on its health news.
     interval_s: Annotated[float, Field(ge=0.001, le=1.0)] = 0.02

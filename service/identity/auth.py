@@ -51,8 +51,9 @@ class Caller:
     def budget_owners(self) -> list[tuple[str, float | None, float | None, float | None]]:
         """The budgets a call of this caller spends from, as the router names them."""
         owners = []
-        if self.settings is not None and self.settings.budget is not None:
-            owners.append((f"tenant/{self.tenant}", *self.settings.budget.bounds()))
+        budget = None if self.settings is None or self.settings.budget is None else self.settings.budget.bounds()
+        if budget is not None and any(bound is not None for bound in budget):
+            owners.append((f"tenant/{self.tenant}", *budget))
         if self.key_id and any(bound is not None for bound in self.key_budget):
             owners.append((f"key/{self.key_id}", *self.key_budget))
         return owners

@@ -185,16 +185,16 @@ fn a_pooled_budget_owes_what_the_estimate_understated_and_gives_back_the_rest() 
         .settle(1.5, DEC_31_2026_NOON);
     assert_eq!(
         daily.take_back(0, DEC_31_2026_NOON),
-        Some((-nanos(0.5), now.day, now.month)),
+        vec![(-nanos(0.5), now.day, now.month)],
         "a debt to cover"
     );
     daily.grant(nanos(2.0), now, 0, Period::Day);
     assert_eq!(
         daily.take_back(nanos(0.5), DEC_31_2026_NOON),
-        Some((nanos(1.5), now.day, now.month)),
+        vec![(nanos(1.5), now.day, now.month)],
         "what is above the part kept"
     );
-    assert_eq!(daily.take_back(nanos(0.5), DEC_31_2026_NOON), None);
+    assert_eq!(daily.take_back(nanos(0.5), DEC_31_2026_NOON), vec![]);
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn an_allowance_is_good_for_its_day_only() {
     assert!(refused.pooled);
     assert_eq!(
         daily.take_back(nanos(5.0), tomorrow_s),
-        Some((nanos(1.0), today.day, today.month)),
+        vec![(nanos(1.0), today.day, today.month)],
         "all of yesterday's allowance goes back, however much is kept"
     );
     daily.grant(nanos(1.0), When::at(tomorrow_s), 0, Period::Day);
@@ -225,5 +225,61 @@ fn an_unpooled_reservation_leaves_the_allowance_alone() {
     assert_eq!(
         daily.pooled_view(DEC_31_2026_NOON).allowance_nanos,
         nanos(1.0)
+    );
+}
+
+#[test]
+fn a_grant_for_a_new_day_keeps_yesterdays_allowance_to_give_back() {
+    let daily = budget(Some(10.0), None, None);
+    let today = When::at(DEC_31_2026_NOON);
+    let tomorrow_s = DEC_31_2026_NOON + 86_400.0;
+    daily.grant(nanos(0.5), today, 0, Period::Day);
+    daily.grant(nanos(1.0), When::at(tomorrow_s), 0, Period::Day);
+    assert_eq!(
+        daily.take_back(nanos(1.0), tomorrow_s),
+        vec![(nanos(0.5), today.day, today.month)],
+        "yesterday's half goes back for yesterday; today's dollar stays"
+    );
+}
+
+#[test]
+fn a_call_settled_after_midnight_settles_with_the_day_it_was_reserved_on() {
+    let daily = budget(Some(10.0), None, None);
+    let today = When::at(DEC_31_2026_NOON);
+    let tomorrow_s = DEC_31_2026_NOON + 86_400.0;
+    let tomorrow = When::at(tomorrow_s);
+    daily.grant(nanos(1.0), today, 0, Period::Day);
+    let hold = reserve(&[Arc::clone(&daily)], 0.8, DEC_31_2026_NOON, true).unwrap();
+    daily.grant(nanos(0.1), tomorrow, 0, Period::Day);
+    hold.settle(0.3, tomorrow_s);
+    assert_eq!(
+        daily.pooled_view(tomorrow_s).allowance_nanos,
+        nanos(0.1),
+        "today's untouched"
+    );
+    assert_eq!(
+        daily.take_back(nanos(1.0), tomorrow_s),
+        vec![(nanos(0.7), today.day, today.month)],
+        "yesterday's 0.2 left and the 0.5 the call did not spend go back for yesterday"
+    );
+}
+
+#[test]
+fn a_budget_without_bounds_needs_no_allowance() {
+    let unbounded = budget(None, None, None);
+    reserve(&[Arc::clone(&unbounded)], 5.0, DEC_31_2026_NOON, true)
+        .unwrap()
+        .settle(5.0, DEC_31_2026_NOON);
+    let refused = reserve(
+        &[budget(None, Some(3.0), None)],
+        1.0,
+        DEC_31_2026_NOON,
+        true,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (refused.period, refused.limit_usd),
+        (Period::Month, 3.0),
+        "unheard: its first bound"
     );
 }

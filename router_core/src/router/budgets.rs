@@ -64,8 +64,15 @@ impl Router {
         owner: &str,
         keep_nanos: i64,
         now_s: f64,
-    ) -> Option<(i64, u32, u32)> {
-        self.budgets.find(owner)?.take_back(keep_nanos, now_s)
+    ) -> Vec<(i64, u32, u32)> {
+        self.budgets
+            .find(owner)
+            .map_or_else(Vec::new, |budget| budget.take_back(keep_nanos, now_s))
+    }
+
+    /// `owner`'s budget as this host sees it, if it has one.
+    pub fn pooled_budget(&self, owner: &str, now_s: f64) -> Option<PooledView> {
+        Some(self.budgets.find(owner)?.pooled_view(now_s))
     }
 
     /// Counts at least `spent_usd` (the day's, the month's, in all) as
