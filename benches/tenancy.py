@@ -1,7 +1,7 @@
 """What knowing the caller costs a gateway worker: CPU per unary Chat with API keys checked,
 the ledger written, a budget kept, or several, against none, in turns.
 
-    .venv/bin/python -m benches.tenancy            # 10 000 chats per run, 3 runs each
+    .venv/bin/python -m benches.tenancy            # 10 000 chats per run, 5 runs each
     .venv/bin/python -m benches.tenancy --quick    # 300 chats, 1 run each (CI)
 
 One worker pinned to CPU 0 serves benches/loadgen's unary Chats (concurrency 16, each with the
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 chats, one run each (smoke test)")
     options = parser.parse_args()
-    total, runs = (300, 1) if options.quick else (10_000, 3)
+    total, runs = (300, 1) if options.quick else (10_000, 5)
     os.environ.update({"SWITCHBOARD_AUTH_SECRET": "b" * 40, "SWITCHBOARD_ADMIN_KEY": ADMIN_KEY})
     upstream_port, admin_port = free_port(), free_port()
     with (

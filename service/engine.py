@@ -222,19 +222,25 @@ class Engine:
     async def _hold_budget(
         self, caller: Caller, decision: router_core.Decision, tokens: Estimate
     ) -> router_core.BudgetHold | None:
-        """Reserves the call's estimated cost (its tokens at the first candidate's prices it may use) on the
-        caller's budgets; BudgetExceeded, with the decision's lease given back, when one has too
-        little left. A budget pooled with other hosts whose allowance here is short is drawn
-        from first, once per owner."""
-        owners = caller.budget_owners()
+        """Reserves the call's estimated cost (its tokens at the prices of the first candidate it
+        may use: the leased one, usually) on the caller's budgets; BudgetExceeded, with the
+        decision's lease given back, when one has too little left. A budget pooled with other
+        hosts whose allowance here is short is drawn from first."""
+        owners = caller.budget_owners
         if not owners:
             return None
-        first = next(c.deployment for c in decision.candidates if caller.allows(c.deployment))
+        lease = decision.lease
+        if lease is not None and caller.allows(lease.deployment):
+            first = lease.deployment
+        else:
+            first = next(c.deployment for c in decision.candidates if caller.allows(c.deployment))
         estimate = self.router.cost_usd(first, tokens.input, tokens.max_output)
-        held = await reserve_budget(self.router, self.pool, owners, estimate)
+        held = self.router.reserve_budget(owners, estimate)
+        if isinstance(held, router_core.BudgetRefusal) and held.pooled and self.pool is not None:
+            held = await reserve_budget(self.router, self.pool, owners, estimate)
         if isinstance(held, router_core.BudgetRefusal):
-            if decision.lease is not None:
-                self.router.release(decision.lease)
+            if lease is not None:
+                self.router.release(lease)
             raise BudgetExceeded(owners[held.owner_index][0], held)
         return held
 

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 import router_core
 from service.cluster import ClusterLink, dollars
-from service.cluster.dollars import Owner, reserve_budget
+from service.cluster.dollars import reserve_budget
 from service.cluster.pools import (
     DOLLARS_SCRIPT,
     NANOS_PER_USD,
@@ -21,6 +21,7 @@ from service.cluster.pools import (
     recalled_owner,
     script_arguments,
 )
+from service.identity.auth import Owner
 from tests.redis_server import RedisServer
 from tests.test_cluster import CONFIG, Hosts, eventually, settings
 

@@ -39,6 +39,7 @@ from service.cluster.pools import (
     script_arguments,
 )
 from service.config import StateSettings
+from service.identity.auth import Owner
 
 log = logging.getLogger(__name__)
 
@@ -360,14 +361,13 @@ class DollarPool:
         await self._run(everything)
 
 
-Owner = tuple[str, float | None, float | None, float | None]
 # A call short of an owner's allowance tries this many draws at most (others may take what one
 # brought before it tries again).
 MAX_TOP_UPS_PER_OWNER = 3
 
 
 async def reserve_budget(
-    router: router_core.Router, pool: DollarPool | None, owners: list[Owner], amount_usd: float
+    router: router_core.Router, pool: DollarPool | None, owners: Sequence[Owner], amount_usd: float
 ) -> router_core.BudgetHold | router_core.BudgetRefusal:
     """`router.reserve_budget`; when a budget pooled with other hosts refuses for want of this
     host's allowance, after drawing from its pool (once per owner)."""

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 # Peer addresses whose failures are remembered; the oldest is forgotten past this.
 MAX_TRACKED_PEERS = 10_000
+# Keys checked lately are known again without their HMAC while their record is unchanged; past
+# this many, the memory starts afresh.
+MAX_VERIFIED_KEYS = 4096
+# A budget's owner as the router names it: (key, daily, monthly, total USD; None: unbounded).
+Owner = tuple[str, float | None, float | None, float | None]
 _WINDOW_S = 60.0
 
 
@@ -48,15 +53,17 @@ class Caller:
     def allows(self, deployment: str) -> bool:
         return self.deployments is None or deployment in self.deployments
 
-    def budget_owners(self) -> list[tuple[str, float | None, float | None, float | None]]:
-        """The budgets a call of this caller spends from, as the router names them."""
-        owners = []
+    # The budgets a call of this caller spends from, as the router names them (made once).
+    budget_owners: tuple[Owner, ...] = field(init=False, default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        owners: list[Owner] = []
         budget = None if self.settings is None or self.settings.budget is None else self.settings.budget.bounds()
         if budget is not None and any(bound is not None for bound in budget):
             owners.append((f"tenant/{self.tenant}", *budget))
         if self.key_id and any(bound is not None for bound in self.key_budget):
             owners.append((f"key/{self.key_id}", *self.key_budget))
-        return owners
+        object.__setattr__(self, "budget_owners", tuple(owners))
 
     def allow_group(self, group: str) -> None:
         allowed = None if self.settings is None else self.settings.model_groups
@@ -183,6 +190,8 @@ class Authenticator:
         self._hasher = hasher
         self._keys = keys
         self._failures = _Failures(settings.max_failures_per_minute)
+        # Per presented key that checked out: its record as it was then, and the caller it made.
+        self._verified: dict[str, tuple[KeyRecord, Caller]] = {}
         self._deployments = {
             name: frozenset(d for group in tenant.model_groups for d in (groups or {}).get(group, ()))
             for name, tenant in tenants.items()
@@ -210,6 +219,8 @@ class Authenticator:
             raise
 
     def _identify(self, context: grpc.aio.ServicerContext) -> Caller:
+        if self._mode == "keys":
+            return self._by_key_alone(context)
         by_key = self._by_key(context) if "keys" in self._mode else None
         by_certificate = _certificate_name(context) if "mtls" in self._mode else None
         if by_key is not None and by_certificate is not None and by_key.tenant != by_certificate:
@@ -219,28 +230,59 @@ class Authenticator:
             )
         tenant = by_key.tenant if by_key is not None else by_certificate
         assert tenant is not None
+        return self._caller(tenant, by_key)
+
+    def _by_key_alone(self, context: grpc.aio.ServicerContext) -> Caller:
+        """`_identify` in `keys` mode: a key checked lately, whose record has not changed since
+        (the key ring replaces a record that changes), is known again without its HMAC."""
+        assert self._keys is not None
+        presented = _presented(context)
+        known = self._verified.get(presented)
+        if known is not None:
+            record, caller = known
+            found_id = key_id(presented)
+            if found_id is not None and self._keys.get(found_id) is record:
+                _check_state(record)
+                return caller
+        record = self._by_key(context, presented)
+        caller = self._caller(record.tenant, record)
+        if len(self._verified) >= MAX_VERIFIED_KEYS:
+            self._verified.clear()
+        self._verified[presented] = (record, caller)
+        return caller
+
+    def _caller(self, tenant: str, record: KeyRecord | None) -> Caller:
         settings = self._tenants.get(tenant)
         if settings is None:
             raise PermissionDenied(f"{bounded(tenant, 128)!r} is no tenant of this gateway")
         deployments = self._deployments.get(tenant)
-        if by_key is None:
+        if record is None:
             return Caller(tenant, "", settings, deployments=deployments)
-        budget = (by_key.daily_usd, by_key.monthly_usd, by_key.total_usd)
-        return Caller(tenant, by_key.id, settings, budget, deployments)
+        budget = (record.daily_usd, record.monthly_usd, record.total_usd)
+        return Caller(tenant, record.id, settings, budget, deployments)
 
-    def _by_key(self, context: grpc.aio.ServicerContext) -> KeyRecord:
+    def _by_key(self, context: grpc.aio.ServicerContext, presented: str | None = None) -> KeyRecord:
         assert self._hasher is not None and self._keys is not None
-        presented = bearer(context.invocation_metadata())
-        if presented is None:
-            raise Unauthenticated("no API key: send `authorization: Bearer <key>`")
+        presented = presented or _presented(context)
         found_id = key_id(presented)
         record = None if found_id is None else self._keys.get(found_id)
         if not self._hasher.matches(presented, record) or record is None:
             raise Unauthenticated("invalid API key")
-        state = record.state(time.time())
-        if state != "active":
-            raise Unauthenticated(f"API key {record.id} is {state}")
+        _check_state(record)
         return record
+
+
+def _presented(context: grpc.aio.ServicerContext) -> str:
+    presented = bearer(context.invocation_metadata())
+    if presented is None:
+        raise Unauthenticated("no API key: send `authorization: Bearer <key>`")
+    return presented
+
+
+def _check_state(record: KeyRecord) -> None:
+    state = record.state(time.time())
+    if state != "active":
+        raise Unauthenticated(f"API key {record.id} is {state}")
 
 
 def _certificate_name(context: grpc.aio.ServicerContext) -> str:
