@@ -96,7 +96,7 @@ class Engine:
             needs=_needed_capabilities(request, streaming=False),
             dry_run=True,
         )
-        return responses.route_response(decision, input_tokens, self._route_candidates)
+        return responses.route_response(decision, input_tokens, self._route_candidates, caller.allows)
 
     def model_problem(self, request: pb.ChatRequest, caller: Caller = ANONYMOUS) -> tuple[str, str] | None:
         """Why the request's model cannot be routed, if it cannot: a dry run of the decision, so
@@ -284,7 +284,8 @@ class Engine:
             dry_run=False,
         )
         if not decision.candidates:
-            rejections = [(r.deployment, r.filter, r.detail) for r in decision.rejected]
+            # Deployments beyond the caller's groups (a policy's) are not its to hear of.
+            rejections = [(r.deployment, r.filter, r.detail) for r in decision.rejected if caller.allows(r.deployment)]
             if decision.retry_after_s is not None:
                 raise BudgetExhausted(decision.model_group, rejections, decision.retry_after_s)
             if any(r.filter in _TRANSIENT_FILTERS for r in decision.rejected):

@@ -3,7 +3,7 @@ the only module that builds protobuf responses (errors.py packs them into status
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.protobuf import duration_pb2
 
@@ -37,7 +37,13 @@ def route_candidates(config: Config) -> RouteCandidates:
     }
 
 
-def route_response(decision: router_core.Decision, input_tokens: int, candidates: RouteCandidates) -> pb.RouteResponse:
+def route_response(
+    decision: router_core.Decision,
+    input_tokens: int,
+    candidates: RouteCandidates,
+    visible: Callable[[str], bool] = lambda deployment: True,
+) -> pb.RouteResponse:
+    """The decision explained; of its deployments, only those `visible` (the caller's to use)."""
     response = pb.RouteResponse(
         model_group=decision.model_group,
         policy=decision.policy or "",
@@ -45,11 +51,15 @@ def route_response(decision: router_core.Decision, input_tokens: int, candidates
         input_tokens=input_tokens,
     )
     for candidate in decision.candidates:
+        if not visible(candidate.deployment):
+            continue
         entry = response.candidates.add()
         entry.CopyFrom(candidates[candidate.deployment])
         entry.score = candidate.score
         entry.tier = candidate.tier
     for rejection in decision.rejected:
+        if not visible(rejection.deployment):
+            continue
         response.rejected.add(deployment=rejection.deployment, filter=rejection.filter, detail=rejection.detail)
     return response
 

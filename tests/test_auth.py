@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,6 +132,17 @@ async def test_a_revoked_or_expired_key_stops_working(keyed_gateway: Keyed) -> N
         keyed_gateway.admin.RevokeKey(admin_pb2.RevokeKeyRequest(id="nope"), metadata=bearer(ADMIN_KEY))
     )
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_key_expired_by_hand_in_the_store_stops_working(tmp_path: Path, keyed_gateway: Keyed) -> None:
+    """An operator's own UPDATE, which neither adds nor revokes a key, is noticed too."""
+    made = await keyed_gateway.create_key("acme")
+    await keyed_gateway.chat(made.secret)
+    with sqlite3.connect(tmp_path / "keys.db") as db:
+        db.execute("UPDATE keys SET expires_at = ? WHERE id = ?", (time.time() - 1, made.key.id))
+    await asyncio.sleep(0.3)  # refresh_interval_s is 0.1
+    error = await refused(keyed_gateway.chat(made.secret))
+    assert f"API key {made.key.id} is expired" in (error.details() or "")
 
 
 async def test_a_tenant_asking_for_what_it_may_not_use_is_denied_by_name(keyed_gateway: Keyed) -> None:
@@ -339,6 +351,15 @@ policies:
     served_acme = await gateway.stub.Chat(request, metadata=bearer(acme))
     assert served_acme.served.deployment == "eu-echo"
     assert [a.deployment for a in served_acme.attempts] == ["eu-echo"], "the other group's is not even listed"
+    route = pb.RouteRequest(model="chat", metadata={"mix": "yes"})
+    explained = await gateway.stub.Route(route, metadata=bearer(acme))
+    named = [c.deployment for c in explained.candidates] + [r.deployment for r in explained.rejected]
+    assert "other-echo" not in named and "eu-echo" in named, "Route explains only what it may use"
+    request.routing.required_capabilities.append("vision")  # that none of them has
+    error = await refused(gateway.stub.Chat(request, metadata=bearer(acme)))
+    told = str(status_details(error)) + (error.details() or "")
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "eu-echo" in told
+    assert "other-echo" not in told, "nor does an error"
 
 
 async def test_a_tenant_sees_only_the_groups_it_may_use(keyed_gateway: Keyed) -> None:

@@ -121,7 +121,7 @@ class KeyRing:
         self._store = store
         self._interval_s = interval_s
         self._records: dict[str, KeyRecord] = {}
-        self._version = -1
+        self._version: tuple[object, ...] | None = None
 
     def get(self, key_id: str) -> KeyRecord | None:
         return self._records.get(key_id)

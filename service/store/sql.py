@@ -116,13 +116,18 @@ class SqlStore:
             )
             return [(t, k, float(d), float(m), float(a)) for t, k, d, m, a in cursor.fetchall()]
 
-    def keys_version(self) -> int:
-        """Changes with every key made or revoked: keys are never deleted and revoked once, so
-        the count of each only grows (whatever order concurrent writers commit in)."""
+    def keys_version(self) -> tuple[object, ...]:
+        """Changes with every key made or revoked (keys are never deleted and revoked once, so
+        the count of each only grows, whatever order concurrent writers commit in), and with
+        what an operator changes by hand: a key deleted and another made, an expiry or a budget
+        moved."""
         with self._cursor() as cursor:
-            cursor.execute("SELECT count(*), count(revoked_at) FROM keys")
-            made, revoked = cursor.fetchone()
-        return int(made) * 2**32 + int(revoked)
+            cursor.execute(
+                "SELECT count(*), count(revoked_at), sum(created_at), sum(coalesce(revoked_at, 0)),"
+                " sum(coalesce(expires_at, 0)), sum(coalesce(daily_usd, 0)), sum(coalesce(monthly_usd, 0)),"
+                " sum(coalesce(total_usd, 0)), sum(length(key_hash)), max(id), min(id) FROM keys"
+            )
+            return tuple(cursor.fetchone())
 
     def add_calls(self, records: Sequence[CallRecord]) -> None:
         """One transaction: all of them or none."""
