@@ -65,15 +65,17 @@ def build_runtime(
             providers[deployment.id] = previous.providers[deployment.id]
         else:
             providers[deployment.id] = build_provider(deployment.provider, environ)
-    auth = _authenticator(config, environ, keys)
+    auth = _authenticator(config, environ, keys, None if previous is None else previous.auth)
     return Runtime(config, Engine(config, router, providers, pool=pool), responses.model_list(config), recipes, auth)
 
 
-def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | None) -> Authenticator:
+def _authenticator(
+    config: Config, environ: Mapping[str, str], keys: KeyRing | None, previous: Authenticator | None
+) -> Authenticator:
     settings = config.auth
     groups = {group.name: [d.id for d in group.deployments] for group in config.model_groups}
     if "keys" not in settings.mode:
-        return Authenticator(settings, config.tenants, groups=groups)
+        return Authenticator(settings, config.tenants, groups=groups, previous=previous)
     if keys is None:
         raise ConfigError(
             f"auth.mode {settings.mode}: keys are read from the store opened at start; restart to use them"
@@ -84,7 +86,7 @@ def _authenticator(config: Config, environ: Mapping[str, str], keys: KeyRing | N
         hasher = KeyHasher(secret.encode())
     except ValueError as error:
         raise ConfigError(f"auth.secret_env: {settings.secret_env} must hold the server secret: {error}") from error
-    return Authenticator(settings, config.tenants, hasher, keys, groups)
+    return Authenticator(settings, config.tenants, hasher, keys, groups, previous)
 
 
 class Runtimes:

@@ -187,6 +187,22 @@ async def test_an_address_that_keeps_failing_is_refused_for_the_minute(tmp_path:
     assert isinstance(retry, error_details_pb2.RetryInfo) and 0 < retry.retry_delay.seconds <= 60
 
 
+async def test_a_reload_does_not_forgive_an_address_that_kept_failing(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(keyed(tmp_path).replace("mode: keys,", "mode: keys, max_failures_per_minute: 2,"))
+    gateway = await start_server(path, ENVIRON)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data:
+        stub = pb_grpc.GatewayStub(data)
+        for _ in range(2):
+            error = await refused(stub.Chat(chat_request(), metadata=bearer("bad")))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert gateway.reload("test")
+        error = await refused(stub.Chat(chat_request(), metadata=bearer("bad")))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_a_revocation_reaches_another_gateway_on_the_store_within_a_second(
     tmp_path: Path, start_server: StartServer
 ) -> None:

@@ -153,7 +153,7 @@ class _Failures:
     """Failed attempts per peer address in the current minute, for so many peers at most."""
 
     def __init__(self, per_minute: int) -> None:
-        self._per_minute = per_minute
+        self.per_minute = per_minute
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     def refused_for(self, peer: str, now: float) -> float | None:
@@ -162,7 +162,7 @@ class _Failures:
         if now - started >= _WINDOW_S:
             self._seen.pop(peer, None)
             return None
-        return started + _WINDOW_S - now if count >= self._per_minute else None
+        return started + _WINDOW_S - now if count >= self.per_minute else None
 
     def add(self, peer: str, now: float) -> None:
         started, count = self._seen.pop(peer, (now, 0))
@@ -181,8 +181,11 @@ class Authenticator:
         hasher: KeyHasher | None = None,
         keys: KeyRing | None = None,
         groups: Mapping[str, Sequence[str]] | None = None,
+        previous: Authenticator | None = None,
     ) -> None:
-        """`groups`: each model group's deployment ids, for tenants limited to some groups."""
+        """`groups`: each model group's deployment ids, for tenants limited to some groups;
+        `previous`: the one this replaces on a reload, whose count of failures goes on (a reload
+        does not give an address that kept failing a fresh minute)."""
         if "keys" in settings.mode and (hasher is None or keys is None):
             raise ValueError(f"auth.mode {settings.mode} needs the server secret and the store's keys")
         self._mode = settings.mode
@@ -190,6 +193,8 @@ class Authenticator:
         self._hasher = hasher
         self._keys = keys
         self._failures = _Failures(settings.max_failures_per_minute)
+        if previous is not None and previous._failures.per_minute == settings.max_failures_per_minute:
+            self._failures = previous._failures
         # Per presented key that checked out: its record as it was then, and the caller it made.
         self._verified: dict[str, tuple[KeyRecord, Caller]] = {}
         self._deployments = {
