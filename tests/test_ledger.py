@@ -182,3 +182,25 @@ def test_a_gateway_killed_mid_load_loses_at_most_one_batch(tmp_path: Path) -> No
     recent = sum(1 for at in answered if at > killed_at - 2 * interval_s)
     assert len(answered) > 100, "the load ran"
     assert len(answered) - recent <= written <= len(answered) + 4, (len(answered), recent, written)
+
+
+def test_what_each_owner_spent_in_all_is_kept_beside_the_calls_and_summed_once_for_an_older_ledger(
+    tmp_path: Path,
+) -> None:
+    def record(at: float, tenant: str, cost: float) -> CallRecord:
+        return CallRecord(at, "r", tenant, "k1", "Chat", "chat", "d", "OK", "ok", 1, 1, cost, 1.0)
+
+    now = time.time()
+    long_ago = now - 90 * 86_400
+    store = open_sqlite(tmp_path / "s.db")
+    store.add_calls([record(long_ago, "acme", 1.5), record(now, "acme", 0.25), record(now, "beta", 0.0)])
+    store.add_calls([record(now, "acme", 0.25)])
+    assert store.spent_by_owner(now - 60, now - 60) == [("acme", "k1", 0.5, 0.5, 2.0)]
+    store.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as a ledger from before the totals
+        db.execute("DROP TABLE spend_totals")
+        db.execute("DELETE FROM store_meta")
+    for _ in range(2):
+        store = open_sqlite(tmp_path / "s.db")
+        assert store.spent_by_owner(now - 60, now - 60) == [("acme", "k1", 0.5, 0.5, 2.0)], "summed once"
+        store.close()

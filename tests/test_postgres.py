@@ -67,6 +67,9 @@ async def test_keys_and_the_ledger_live_in_postgresql(
     rows, cost = count_calls(postgres_server.url)
     assert rows == 40, "the answered ones; not the refused one (a caller never known)"
     assert cost == pytest.approx(sum(a.cost_usd for a in answers))
+    with psycopg.connect(postgres_server.url) as db:
+        totals = db.execute("SELECT tenant, key_id, cost_usd FROM spend_totals").fetchall()
+    assert totals == [("acme", made.key.id, pytest.approx(cost))], "the total kept beside the calls"
 
 
 async def test_a_database_stopped_mid_run_fails_no_call_and_gets_the_backlog(

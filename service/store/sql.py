@@ -6,6 +6,7 @@ from one thread at a time (see `service.store.StoreThread`)."""
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ def schema(dialect: Dialect) -> list[str]:
             cost_usd {real} NOT NULL, latency_ms {real} NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS calls_by_time ON calls (time)",
         "CREATE INDEX IF NOT EXISTS calls_by_tenant ON calls (tenant, time)",
+        # What each tenant and key spent in all, kept with every batch of calls, so that a start
+        # reads it rather than summing the whole ledger.
+        f"""CREATE TABLE IF NOT EXISTS spend_totals (
+            tenant TEXT NOT NULL, key_id TEXT NOT NULL, cost_usd {real} NOT NULL, PRIMARY KEY (tenant, key_id))""",
+        "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ]
 
 
@@ -61,6 +67,16 @@ class SqlStore:
         with self._cursor() as cursor:
             for statement in schema(dialect):
                 cursor.execute(statement)
+            # A ledger older than the totals is summed into them once, by whichever process
+            # marks it first (the others wait for its transaction, then find it marked).
+            cursor.execute(
+                "INSERT INTO store_meta (name, value) VALUES ('spend_totals', 'summed') ON CONFLICT (name) DO NOTHING"
+            )
+            if cursor.rowcount == 1:
+                cursor.execute(
+                    "INSERT INTO spend_totals (tenant, key_id, cost_usd) SELECT tenant, key_id, sum(cost_usd)"
+                    " FROM calls WHERE cost_usd > 0 GROUP BY tenant, key_id"
+                )
 
     def close(self) -> None:
         self._db.close()
@@ -105,16 +121,22 @@ class SqlStore:
             return [KeyRecord(*row) for row in cursor.fetchall()]
 
     def spent_by_owner(self, day_start: float, month_start: float) -> list[tuple[str, str, float, float, float]]:
-        """Per tenant and key: the cost since `day_start`, since `month_start` and in all."""
+        """Per tenant and key: the cost since `day_start`, since `month_start` (from the calls
+        of the month, found by time) and in all (from the totals)."""
         p = self._dialect.placeholder
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT tenant, key_id, sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END),"
-                f" sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END), sum(cost_usd)"
-                " FROM calls WHERE cost_usd > 0 GROUP BY tenant, key_id",
+                f"SELECT tenant, key_id, sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END), sum(cost_usd)"
+                f" FROM calls WHERE time >= {p} AND cost_usd > 0 GROUP BY tenant, key_id",
                 (day_start, month_start),
             )
-            return [(t, k, float(d), float(m), float(a)) for t, k, d, m, a in cursor.fetchall()]
+            recent = {(t, k): (float(d), float(m)) for t, k, d, m in cursor.fetchall()}
+            cursor.execute("SELECT tenant, key_id, cost_usd FROM spend_totals")
+            totals = {(t, k): float(a) for t, k, a in cursor.fetchall()}
+        return [
+            (tenant, key_id, *recent.get((tenant, key_id), (0.0, 0.0)), total)
+            for (tenant, key_id), total in totals.items()
+        ]
 
     def keys_version(self) -> tuple[object, ...]:
         """Changes with every key made or revoked (keys are never deleted and revoked once, so
@@ -130,10 +152,19 @@ class SqlStore:
             return tuple(cursor.fetchone())
 
     def add_calls(self, records: Sequence[CallRecord]) -> None:
-        """One transaction: all of them or none."""
+        """One transaction, with the totals they add to: all of them or none."""
+        spent: defaultdict[tuple[str, str], float] = defaultdict(float)
+        for record in records:
+            if record.cost_usd > 0:
+                spent[record.tenant, record.key_id] += record.cost_usd
         with self._cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({self._places(len(CallRecord._fields))})", records
+            )
+            cursor.executemany(
+                f"INSERT INTO spend_totals (tenant, key_id, cost_usd) VALUES ({self._places(3)})"
+                " ON CONFLICT (tenant, key_id) DO UPDATE SET cost_usd = spend_totals.cost_usd + excluded.cost_usd",
+                [(tenant, key_id, cost) for (tenant, key_id), cost in spent.items()],
             )
 
     def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
