@@ -1,12 +1,20 @@
 """Logging set-up shared by the command and its worker processes: text for a person at a
 terminal, one JSON object per line otherwise (for a log pipeline), every line redacted of the
-credentials the process holds and bounded in size."""
+credentials the process holds and bounded in size.
+
+Lines are formatted where they are logged and written to stderr by a thread of their own, from
+a bounded queue: a stderr that blocks (a log shipper that stalls, a pipe nobody reads) never
+holds up the event loop. While it blocks, lines past the queue are dropped, counted, and said
+so once stderr takes lines again."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,6 +28,10 @@ ACCESS_LOGGER = "switchboard.access"
 # within the line bound.
 _MAX_MESSAGE_CHARS = MAX_LOG_LINE_CHARS // 2
 _MAX_EXCEPTION_CHARS = MAX_LOG_LINE_CHARS // 4
+# The most lines waiting for stderr (a few MB at most): beyond them, lines are dropped.
+MAX_QUEUED_LINES = 10_000
+MAX_LINES_PER_WRITE = 512
+STOP_WAIT_S = 5.0
 
 
 def resolved(log_format: LogFormat) -> Literal["json", "text"]:
@@ -60,12 +72,101 @@ class LogSettings:
     access: bool = True
 
 
+class _Queued(logging.Handler):
+    """Formats a record where it is logged and queues the line for the writer, or counts it
+    dropped when the queue is full."""
+
+    def __init__(self, lines: queue.Queue[str | None]) -> None:
+        super().__init__()
+        self._lines = lines
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            with self._lock:
+                self._dropped += 1
+
+    def take_dropped(self) -> int:
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        return dropped
+
+
+class _Writer(threading.Thread):
+    """Writes the queued lines to stderr, as many as are waiting in one write, after a line
+    saying how many were dropped since the last write, if any. None in the queue ends it."""
+
+    def __init__(self, lines: queue.Queue[str | None], queued: _Queued) -> None:
+        super().__init__(name="log writer", daemon=True)
+        self._lines = lines
+        self._queued = queued
+
+    def run(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            while len(batch) < MAX_LINES_PER_WRITE:
+                try:
+                    batch.append(self._lines.get_nowait())
+                except queue.Empty:
+                    break
+            text = "".join(f"{line}\n" for line in batch if line is not None)
+            dropped = self._queued.take_dropped()
+            if dropped:
+                text = self._notice(dropped) + text
+            try:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or gone: nowhere left to say so
+            if None in batch:
+                return
+
+    def _notice(self, dropped: int) -> str:
+        notice = logging.makeLogRecord({"name": __name__, "levelno": logging.WARNING, "levelname": "WARNING"})
+        notice.msg = f"{dropped} log lines were dropped: stderr did not take them in time"
+        return f"{self._queued.format(notice)}\n"
+
+    def stop(self) -> None:
+        """Waits for what is queued to be written, a few seconds at most (a stderr that stays
+        blocked must not hold up the end of the process)."""
+        try:
+            self._lines.put(None, timeout=STOP_WAIT_S)
+        except queue.Full:
+            return  # a daemon: it goes with the process
+        self.join(STOP_WAIT_S)
+
+
+_writer: _Writer | None = None
+
+
 def configure_logging(settings: LogSettings) -> None:
-    """Logs to stderr, every line redacted of the provider credentials the process holds."""
-    handler = logging.StreamHandler()
+    """Logs to stderr (through the writer thread), every line redacted of the provider
+    credentials the process holds."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+    lines: queue.Queue[str | None] = queue.Queue(MAX_QUEUED_LINES)
+    queued = _Queued(lines)
     if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
+        queued.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(RedactingFormatter(FORMAT))
-    logging.basicConfig(level=settings.level, handlers=[handler], force=True)
+        queued.setFormatter(RedactingFormatter(FORMAT))
+    _writer = _Writer(lines, queued)
+    _writer.start()
+    logging.basicConfig(level=settings.level, handlers=[queued], force=True)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if settings.access else logging.CRITICAL + 1)
+
+
+@atexit.register
+def _flush() -> None:
+    """Writes what is queued before the process ends."""
+    if _writer is not None:
+        _writer.stop()

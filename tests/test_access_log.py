@@ -3,6 +3,7 @@ the id the client gets back; never the prompt, the answer or a secret."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from service.access import REQUEST_ID
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.logs import JsonFormatter, resolved
 from service.redaction import SECRETS
 from tests.conftest import StartGateway
@@ -153,3 +155,27 @@ def test_the_access_log_has_a_switch_of_its_own(tmp_path: Path, arguments: tuple
         output = gateway.stop()
     access = [json.loads(line) for line in output.splitlines() if '"logger": "switchboard.access"' in line]
     assert [line["method"] for line in access] == (["Chat"] if logged else [])
+
+
+async def test_a_stderr_nobody_reads_holds_up_no_call_and_loses_no_line_within_the_bound(tmp_path: Path) -> None:
+    """The pipe fills after a few hundred lines; the calls go on, and every line arrives once
+    the pipe is read again."""
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(ECHO_ONLY)
+    gateway = Serve(config_path, "--log-format", "json")
+    await asyncio.to_thread(gateway.listening)  # then nobody reads its stderr until it stops
+    calls = 2000
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            request = chat_request(model="echo", text="x" * 200)
+
+            async def chats(count: int) -> None:
+                for _ in range(count):
+                    await stub.Chat(request, timeout=10)
+
+            await asyncio.gather(*(chats(calls // 8) for _ in range(8)))
+    finally:
+        output = await asyncio.to_thread(gateway.stop)
+    access = [line for line in output.splitlines() if '"logger": "switchboard.access"' in line]
+    assert len(access) == calls
