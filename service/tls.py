@@ -22,6 +22,9 @@ from service.config.schema import TlsSettings
 
 log = logging.getLogger(__name__)
 
+# How often the files are read again when they change while they are checked.
+READ_TRIES = 3
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -33,22 +36,19 @@ class TlsFiles:
 
     @classmethod
     def read(cls, settings: TlsSettings, config_dir: Path | None) -> TlsFiles:
-        """Reads and checks the files; ConfigError naming the key and the file otherwise."""
+        """Reads and checks the files; ConfigError naming the key and the file otherwise. The
+        bytes kept are those checked: files read again after the check must not have changed
+        (a rotation that writes the certificate and the key one after the other), else it all
+        starts again, a few times at most."""
         cert, key = _path(settings.cert_file, config_dir), _path(settings.key_file, config_dir)
-        try:
-            # No password: an encrypted key is refused, never prompted for on a terminal.
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=_no_password)
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigError(f"server.tls: cannot use cert_file {cert} with key_file {key}: {_why(error)}") from error
-        client_ca = None
-        if settings.client_ca_file is not None:
-            ca = _path(settings.client_ca_file, config_dir)
-            try:
-                ssl.create_default_context().load_verify_locations(cafile=ca)
-            except (OSError, ssl.SSLError) as error:
-                raise ConfigError(f"server.tls: cannot use client_ca_file {ca}: {_why(error)}") from error
-            client_ca = ca.read_bytes()
-        return cls(cert.read_bytes(), key.read_bytes(), client_ca)
+        ca = None if settings.client_ca_file is None else _path(settings.client_ca_file, config_dir)
+        for _ in range(READ_TRIES):
+            before = _contents(cert, key, ca)
+            _check(cert, key, ca)
+            after = _contents(cert, key, ca)
+            if before == after:
+                return cls(*after)
+        raise ConfigError(f"server.tls: {cert} and {key} kept changing while they were read; try again")
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration([(self.key, self.cert_chain)], self.client_ca)
@@ -102,6 +102,29 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name, or 0.0.0.0 / [::]: reachable from elsewhere
+
+
+def _contents(cert: Path, key: Path, ca: Path | None) -> tuple[bytes, bytes, bytes | None]:
+    def read(name: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"server.tls: cannot use {name} {path}: {_why(error)}") from error
+
+    return read("cert_file", cert), read("key_file", key), None if ca is None else read("client_ca_file", ca)
+
+
+def _check(cert: Path, key: Path, ca: Path | None) -> None:
+    try:
+        # No password: an encrypted key is refused, never prompted for on a terminal.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=_no_password)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"server.tls: cannot use cert_file {cert} with key_file {key}: {_why(error)}") from error
+    if ca is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"server.tls: cannot use client_ca_file {ca}: {_why(error)}") from error
 
 
 def _no_password() -> bytes:

@@ -11,6 +11,7 @@ import grpc
 import pytest
 import trustme
 
+from service import tls
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.cli import main
 from service.config import ConfigError
@@ -149,3 +150,23 @@ def test_an_encrypted_key_is_refused_not_prompted_for(tmp_path: Path) -> None:
     (tmp_path / "server.key").write_bytes(encrypted)
     with pytest.raises(ConfigError, match="encrypted"):
         TlsFiles.read(TlsSettings(cert_file=Path("server.pem"), key_file=Path("server.key")), tmp_path)
+
+
+def test_files_rotated_while_they_are_checked_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotation writing the new certificate and key while the old ones are checked: what is
+    kept is a pair that was checked, the new one, never the old certificate with the new key."""
+    write_server_cert(trustme.CA(), tmp_path)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    write_server_cert(trustme.CA(), newer)
+    checked = tls._check
+
+    def rotating(cert: Path, key: Path, ca: Path | None) -> None:
+        checked(cert, key, ca)
+        if (tmp_path / "server.pem").read_bytes() != (newer / "server.pem").read_bytes():
+            (tmp_path / "server.pem").write_bytes((newer / "server.pem").read_bytes())
+            (tmp_path / "server.key").write_bytes((newer / "server.key").read_bytes())
+
+    monkeypatch.setattr(tls, "_check", rotating)
+    files = TlsFiles.read(TlsSettings(cert_file=Path("server.pem"), key_file=Path("server.key")), tmp_path)
+    assert (files.cert_chain, files.key) == ((newer / "server.pem").read_bytes(), (newer / "server.key").read_bytes())
