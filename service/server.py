@@ -71,6 +71,19 @@ def _reloading_all(reload: Callable[[str], Reloaded], reload_all: Callable[[], o
     return reloaded
 
 
+def _storage(
+    config: Config, config_dir: Path | None, environ: Mapping[str, str]
+) -> tuple[StoreThread | None, KeyRing | None, Ledger | None]:
+    """The store (opened here, once) when callers present keys or the ledger is on; the keys
+    read from it, and the ledger writing to it, when they are."""
+    if "keys" not in config.auth.mode and not config.ledger.enabled:
+        return None, None, None
+    store = StoreThread(open_store(config.store, config_dir, environ))
+    keys = KeyRing(store, config.store.refresh_interval_s) if "keys" in config.auth.mode else None
+    ledger = Ledger(store, config.ledger) if config.ledger.enabled else None
+    return store, keys, ledger
+
+
 class Gateway:
     """A built, not yet started, gateway server and the resources it owns. `config_path` is
     where `reload` reads the config again (None: the embedded default)."""
@@ -86,37 +99,9 @@ class Gateway:
     ) -> None:
         self.environ = environ
         self.config_path = config_path
-        # grpc turns SO_REUSEPORT on by default, which would let a second gateway
-        # silently share (and split) a port that is already taken; only the
-        # workers of one `serve --workers N` share theirs on purpose.
-        clients = config.server.clients
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", int(sibling is not None)),
-                ("grpc.max_concurrent_streams", clients.max_streams_per_connection),
-            ]
-        )
-        self.tls: ServerTls | None = None
-        if config.server.tls is not None:
-            self.tls = ServerTls(TlsFiles.read(config.server.tls, self.config_dir))
-        try:
-            if self.tls is None:
-                self.port = self.server.add_insecure_port(listen)
-            else:
-                self.port = self.server.add_secure_port(listen, self.tls.credentials())
-        except RuntimeError as error:
-            raise OSError(f"cannot listen on {listen}: {error}") from error
+        self.server, self.tls, self.port = self._listening(config, listen, sibling)
         self.router = config.new_router(shared_state=sibling.shared_state if sibling else None)
-        # The store's keys, when callers present them (the store opens here, once).
-        self.store: StoreThread | None = None
-        self.keys: KeyRing | None = None
-        self.ledger: Ledger | None = None
-        if "keys" in config.auth.mode or config.ledger.enabled:
-            self.store = StoreThread(open_store(config.store, self.config_dir, environ))
-        if self.store is not None and "keys" in config.auth.mode:
-            self.keys = KeyRing(self.store, config.store.refresh_interval_s)
-        if self.store is not None and config.ledger.enabled:
-            self.ledger = Ledger(self.store, config.ledger)
+        self.store, self.keys, self.ledger = _storage(config, self.config_dir, environ)
         self.cluster: ClusterLink | None = None
         if config.state.backend == "redis":
             # The workers of a host share their dollar allowances, so they name them alike.
@@ -124,9 +109,9 @@ class Gateway:
             self.cluster = ClusterLink(self.router, config.state, on_reachable=self._cluster_reachable, holder=holder)
         self.runtimes = Runtimes(build_runtime(config, self.router, environ, keys=self.keys, pool=self._pool))
         self.tracing = Tracing(config.telemetry)
+        serves_host = sibling is None or sibling.serves_host
         telemetry = config.telemetry
         pushed = telemetry.otlp_endpoint is not None and telemetry.metrics_push_interval_s > 0
-        serves_host = sibling is None or sibling.serves_host
         self.metrics = (
             Metrics(telemetry, self.router, lambda: self.config.deployments())
             if serves_host and (telemetry.metrics_listen or pushed)
@@ -139,24 +124,52 @@ class Gateway:
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
         if serves_host and config.server.admin_listen is not None:
-            credential = AdminCredential.from_environ(config.auth.admin_key_env, environ)
-            self.admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[credential])
-            try:
-                self.admin_port = self.admin.add_insecure_port(config.server.admin_listen)
-            except RuntimeError as error:
-                raise OSError(f"cannot listen on {config.server.admin_listen} (admin): {error}") from error
-            reload = self.reloaded if sibling is None else _reloading_all(self.reloaded, sibling.reload_all)
-            keys = None
-            if self.store is not None and self.keys is not None:
-                keys = KeyAdmin(self.store, self.keys, self._hasher)
-            spend = None
-            if self.store is not None and self.ledger is not None:
-                spend = SpendReader(self.store, self.ledger)
-            servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys, spend)
-            admin_pb2_grpc.add_AdminServicer_to_server(servicer, self.admin)
-            _enable_reflection(self.admin, (ADMIN_SERVICE,))
+            self.admin, self.admin_port = self._admin_server(config, config.server.admin_listen, sibling)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         _enable_reflection(self.server, (GATEWAY_SERVICE, health.SERVICE_NAME))
+
+    def _listening(
+        self, config: Config, listen: str, sibling: Sibling | None
+    ) -> tuple[grpc.aio.Server, ServerTls | None, int]:
+        """The gRPC server on `listen`, with TLS when the config has it, and its port."""
+        # grpc turns SO_REUSEPORT on by default, which would let a second gateway
+        # silently share (and split) a port that is already taken; only the
+        # workers of one `serve --workers N` share theirs on purpose.
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", int(sibling is not None)),
+                ("grpc.max_concurrent_streams", config.server.clients.max_streams_per_connection),
+            ]
+        )
+        tls = None if config.server.tls is None else ServerTls(TlsFiles.read(config.server.tls, self.config_dir))
+        try:
+            if tls is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, tls.credentials())
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {listen}: {error}") from error
+        return server, tls, port
+
+    def _admin_server(self, config: Config, listen: str, sibling: Sibling | None) -> tuple[grpc.aio.Server, int]:
+        """The Admin API's server on `listen`, behind its credential, and its port."""
+        credential = AdminCredential.from_environ(config.auth.admin_key_env, self.environ)
+        admin = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[credential])
+        try:
+            port = admin.add_insecure_port(listen)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {listen} (admin): {error}") from error
+        reload = self.reloaded if sibling is None else _reloading_all(self.reloaded, sibling.reload_all)
+        keys = None
+        if self.store is not None and self.keys is not None:
+            keys = KeyAdmin(self.store, self.keys, self._hasher)
+        spend = None
+        if self.store is not None and self.ledger is not None:
+            spend = SpendReader(self.store, self.ledger)
+        servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys, spend)
+        admin_pb2_grpc.add_AdminServicer_to_server(servicer, admin)
+        _enable_reflection(admin, (ADMIN_SERVICE,))
+        return admin, port
 
     @property
     def _pool(self) -> DollarPool | None:
