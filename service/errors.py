@@ -73,6 +73,12 @@ class InvalidRequest(GatewayError):
         ]
 
 
+class NotEnabled(GatewayError):
+    """The call needs what this gateway's config leaves off."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class NoEligibleDeployment(GatewayError):
     """Routing filters removed every deployment of the model group."""
 
@@ -281,14 +287,15 @@ def call_errors(method: CallMethod[Servicer, Request, Response]) -> ServicerMeth
             log_call(call, status.name)
             if self.ledger is not None:
                 self.ledger.record(call, status.name)
-            self.router.record_call(
-                call.model_group,
-                call.method,
-                status.value[0],
-                call.elapsed_s(),
-                retries=call.retries,
-                fallbacks=call.fallbacks,
-                hedges=call.hedges,
-            )
+            if call.method in router_core.CALL_METHODS:  # the rest (Feedback) are not routed calls
+                self.router.record_call(
+                    call.model_group,
+                    call.method,
+                    status.value[0],
+                    call.elapsed_s(),
+                    retries=call.retries,
+                    fallbacks=call.fallbacks,
+                    hedges=call.hedges,
+                )
 
     return wrapper

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeAlias, TypeVar
@@ -21,14 +22,15 @@ import router_core
 from service.access import Call
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, TooManyCalls, call_errors
+from service.errors import MAX_REASON_CHARS, ClientNotReading, InvalidRequest, NotEnabled, TooManyCalls, call_errors
 from service.identity import Caller
 from service.ledger import Ledger
 from service.peers import peer_address
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
+from service.store.records import FeedbackRecord
 from service.telemetry import server_span
-from service.validation import OverLimits, validate_chat, validate_route
+from service.validation import OverLimits, validate_chat, validate_feedback, validate_route
 
 Context: TypeAlias = grpc.aio.ServicerContext
 T = TypeVar("T")
@@ -174,3 +176,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         call.caller = runtime.auth.caller(context)
         decoded(request)
         return call.caller.visible_models(runtime.models)
+
+    @call_errors
+    async def Feedback(self, request: pb.FeedbackRequest, context: Context, call: Call) -> pb.FeedbackResponse:  # noqa: N802
+        call.caller = self.runtimes.current.auth.caller(context)
+        request = decoded(request)
+        validate_feedback(request)
+        if self.ledger is None:
+            raise NotEnabled("feedback is kept in the ledger, which is off: set ledger: {enabled: true}")
+        score = request.score if request.HasField("score") else None
+        record = FeedbackRecord(
+            time.time(), request.request_id, call.tenant, call.key_id, score, request.label, request.comment
+        )
+        self.ledger.record_feedback(record)
+        return pb.FeedbackResponse()

@@ -7,7 +7,9 @@ in the buffer and is tried again, with the interval doubling up to ten times, wh
 nothing blocks and nothing fails. A buffer full to `max_buffered` drops its oldest records,
 counted and logged once per outage; when the store takes records again the log says how many
 waited and how many were lost. A crash loses what was buffered: with the store writable, the
-calls since the last write began (about an interval's, and the write's own time)."""
+calls since the last write began (about an interval's, and the write's own time).
+
+Feedback on calls (`Gateway.Feedback`) goes the same way, in a buffer of its own."""
 
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from service.access import Call
 from service.config.schema import LedgerSettings
 from service.store import StoreThread
-from service.store.records import CallRecord
+from service.store.records import CallRecord, FeedbackRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class Ledger:
         self._store = store
         self._interval_s = settings.batch_interval_s
         self._buffer: deque[CallRecord] = deque()
+        self._feedback: deque[FeedbackRecord] = deque()
         self._max = settings.max_buffered
         self.written = 0
         self.dropped = 0
@@ -69,6 +74,13 @@ class Ledger:
             )
         )
 
+    def record_feedback(self, record: FeedbackRecord) -> None:
+        """Appends a report on a call; never waits."""
+        if len(self._feedback) >= self._max:
+            self._feedback.popleft()
+            self._dropped(1)
+        self._feedback.append(record)
+
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -88,20 +100,26 @@ class Ledger:
         would not take them (they stay buffered). One flush at a time; one whose caller is
         cancelled still finishes its write and puts back what the store refused."""
         async with self._flushing:
-            while self._buffer:
-                batch = [self._buffer.popleft() for _ in range(min(MAX_BATCH, len(self._buffer)))]
-                if not await asyncio.shield(asyncio.ensure_future(self._write(batch))):
-                    return False
+            buffers: tuple[tuple[deque[Any], str], ...] = (
+                (self._buffer, "add_calls"),
+                (self._feedback, "add_feedback"),
+            )
+            for buffer, method in buffers:
+                while buffer:
+                    add = getattr(self._store.store, method)
+                    batch = [buffer.popleft() for _ in range(min(MAX_BATCH, len(buffer)))]
+                    if not await asyncio.shield(asyncio.ensure_future(self._write(batch, buffer, add))):
+                        return False
             return True
 
-    async def _write(self, batch: list[CallRecord]) -> bool:
+    async def _write(self, batch: list[Any], buffer: deque[Any], add: Callable[[list[Any]], None]) -> bool:
         try:
-            await self._store.call(self._store.store.add_calls, batch)
+            await self._store.call(add, batch)
         except Exception as error:  # sqlite3.Error, psycopg.Error, OSError: the store is away; calls go on
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
                 log.error("the ledger cannot write to the store (%s); buffering up to %d records", error, self._max)
-            self._put_back(batch)
+            self._put_back(batch, buffer)
             return False
         self.written += len(batch)
         if self._failing_since is not None:
@@ -115,11 +133,11 @@ class Ledger:
             self._failing_since, self._dropped_in_outage = None, 0
         return True
 
-    def _put_back(self, batch: list[CallRecord]) -> None:
+    def _put_back(self, batch: list[Any], buffer: deque[Any]) -> None:
         """The unwritten batch goes back before what came meanwhile, the oldest dropped past the bound."""
-        self._buffer.extendleft(reversed(batch))
-        while len(self._buffer) > self._max:
-            self._buffer.popleft()
+        buffer.extendleft(reversed(batch))
+        while len(buffer) > self._max:
+            buffer.popleft()
             self._dropped(1)
 
     def _dropped(self, count: int) -> None:

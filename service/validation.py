@@ -50,6 +50,31 @@ def validate_route(request: pb.RouteRequest, limits: RequestLimits) -> None:
         raise InvalidRequest(violations)
 
 
+# What a report on a call may hold (`validate_feedback`).
+_CALL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_LABEL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_FEEDBACK_COMMENT_CHARS = 2000
+MAX_FEEDBACK_SCORE = 1e9
+
+
+def validate_feedback(request: pb.FeedbackRequest) -> None:
+    """A report names a call as its ids are made and says something of it, each part bounded."""
+    violations: Violations = []
+    if not _CALL_ID.fullmatch(request.request_id):
+        violations.append(("request_id", "required: the call's id, 1 to 128 of A-Z a-z 0-9 . _ : -"))
+    has_score = request.HasField("score")
+    if has_score and not (math.isfinite(request.score) and abs(request.score) <= MAX_FEEDBACK_SCORE):
+        violations.append(("score", "a finite number, at most 1e9 in size"))
+    if request.label and not _LABEL.fullmatch(request.label):
+        violations.append(("label", "at most 64 of A-Z a-z 0-9 . _ : -"))
+    if len(request.comment) > MAX_FEEDBACK_COMMENT_CHARS:
+        violations.append(("comment", f"at most {MAX_FEEDBACK_COMMENT_CHARS} characters"))
+    if not (has_score or request.label or request.comment):
+        violations.append(("score", "give a score, a label or a comment"))
+    if violations:
+        raise InvalidRequest(violations)
+
+
 def _check_limits(request: pb.ChatRequest | pb.RouteRequest, limits: RequestLimits) -> None:
     """Raises InvalidRequest when the request holds more than the limits allow. Runs before
     anything else, in time bounded by the limits themselves, so that a request of a hundred

@@ -22,6 +22,16 @@ class CallRecord(NamedTuple):
     latency_ms: float
 
 
+class FeedbackRecord(NamedTuple):
+    time: float  # seconds since the epoch, when it was reported
+    request_id: str  # the call's
+    tenant: str  # the reporter's: it attaches only to that tenant's call
+    key_id: str
+    score: float | None
+    label: str
+    comment: str
+
+
 class Spend(NamedTuple):
     day: str  # YYYY-MM-DD, UTC
     tenant: str

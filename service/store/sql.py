@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.identity.keys import KeyRecord
-from service.store.records import CallRecord, Spend
+from service.store.records import CallRecord, FeedbackRecord, Spend
 
 _KEY_COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at, daily_usd, monthly_usd, total_usd"
 _CALL_COLUMNS = ", ".join(CallRecord._fields)
+_FEEDBACK_COLUMNS = ", ".join(FeedbackRecord._fields)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ def schema(dialect: Dialect) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS spend_totals (
             tenant TEXT NOT NULL, key_id TEXT NOT NULL, cost_usd {real} NOT NULL, PRIMARY KEY (tenant, key_id))""",
         "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS feedback (
+            time {real} NOT NULL, request_id TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+            score {real}, label TEXT NOT NULL, comment TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback (request_id, tenant)",
     ]
 
 
@@ -166,6 +171,23 @@ class SqlStore:
                 " ON CONFLICT (tenant, key_id) DO UPDATE SET cost_usd = spend_totals.cost_usd + excluded.cost_usd",
                 [(tenant, key_id, cost) for (tenant, key_id), cost in spent.items()],
             )
+
+    def add_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        with self._cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO feedback ({_FEEDBACK_COLUMNS}) VALUES ({self._places(len(FeedbackRecord._fields))})",
+                records,
+            )
+
+    def feedback(self, request_id: str, tenant: str) -> list[FeedbackRecord]:
+        """What `tenant` reported on its call `request_id`, oldest first."""
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE request_id = {p} AND tenant = {p} ORDER BY time",
+                (request_id, tenant),
+            )
+            return [FeedbackRecord(*row) for row in cursor.fetchall()]
 
     def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
         """Calls, tokens and cost since `since` (seconds since the epoch), per UTC day, tenant,

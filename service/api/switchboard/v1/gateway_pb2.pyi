@@ -427,6 +427,22 @@ class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "score", "label", "comment")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    score: float
+    label: str
+    comment: str
+    def __init__(self, request_id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Price(_message.Message):
     __slots__ = ("input_per_mtok", "output_per_mtok")
     INPUT_PER_MTOK_FIELD_NUMBER: _ClassVar[int]

@@ -55,6 +55,11 @@ class GatewayStub:
                 request_serializer=switchboard_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/switchboard.v1.Gateway/Feedback',
+                request_serializer=switchboard_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -92,6 +97,17 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Feedback reports, after the fact, how well a call served (a thumbs up, a
+        task's success, a judge's score). It is recorded beside the call's record
+        in the ledger, for comparing deployments; it needs the ledger on
+        (FAILED_PRECONDITION otherwise). Feedback on a call of another tenant is
+        recorded under the caller's tenant, so it never attaches to that call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +130,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=switchboard_dot_v1_dot_gateway__pb2.ListModelsRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_gateway__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=switchboard_dot_v1_dot_gateway__pb2.FeedbackRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_gateway__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +246,33 @@ class Gateway:
             '/switchboard.v1.Gateway/ListModels',
             switchboard_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
             switchboard_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.Gateway/Feedback',
+            switchboard_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+            switchboard_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
