@@ -189,6 +189,23 @@ class SqlStore:
             )
             return [FeedbackRecord(*row) for row in cursor.fetchall()]
 
+    def served(self, deployment: str, since: float, limit: int) -> list[tuple[str, float, float, int, float | None]]:
+        """The latest `limit` calls `deployment` served since `since`: status, latency, cost,
+        output tokens, and the mean score of the feedback its own tenant gave it (None: none)."""
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT c.status, c.latency_ms, c.cost_usd, c.output_tokens,"
+                " (SELECT avg(f.score) FROM feedback f"
+                "  WHERE f.request_id = c.request_id AND f.tenant = c.tenant AND f.score IS NOT NULL)"
+                f" FROM calls c WHERE c.deployment = {p} AND c.time >= {p} ORDER BY c.time DESC LIMIT {p}",
+                (deployment, since, limit),
+            )
+            return [
+                (status, float(latency), float(cost), int(tokens), None if score is None else float(score))
+                for status, latency, cost, tokens, score in cursor.fetchall()
+            ]
+
     def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
         """Calls, tokens and cost since `since` (seconds since the epoch), per UTC day, tenant,
         key and model group; of one tenant or key when given."""

@@ -1,0 +1,159 @@
+"""Comparing deployments on the calls they served: per side, the success rate, latency
+percentiles, cost per call and per thousand output tokens, and the mean feedback score, each with
+a 95% interval; and a plain verdict only where two sides' intervals do not overlap.
+
+Intervals: Wilson's score interval for the success rate; the normal approximation (mean ± 1.96
+standard errors) for means; a percentile bootstrap (1 000 resamples, seeded, so the same calls
+give the same answer) for latency percentiles. Non-overlapping 95% intervals are a conservative
+test of a difference: a verdict that is given is well supported, and a real but small difference
+may go unsaid."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Z_95 = 1.959963984540054
+BOOTSTRAP_RESAMPLES = 1000
+# The most calls a side's bootstrap resamples (a uniform sample of them beyond): it bounds the
+# time a comparison of a busy deployment takes.
+MAX_BOOTSTRAP_CALLS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One call as the comparison reads it."""
+
+    ok: bool
+    latency_ms: float
+    cost_usd: float
+    output_tokens: int
+    score: float | None = None  # the mean of its feedback scores, if it has any
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def below(self, other: Interval) -> bool:
+        """Whether this one lies wholly below `other`."""
+        return self.high < other.low
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    name: str
+    calls: int
+    success_rate: Interval
+    latency_p50_ms: Interval | None
+    latency_p95_ms: Interval | None
+    cost_per_call_usd: Interval | None
+    cost_per_1k_output_usd: Interval | None
+    feedback_score: Interval | None
+    scored_calls: int
+
+
+def wilson(successes: int, trials: int) -> Interval:
+    if trials == 0:
+        return Interval(math.nan, 0.0, 1.0)
+    p = successes / trials
+    denominator = 1 + Z_95**2 / trials
+    centre = (p + Z_95**2 / (2 * trials)) / denominator
+    spread = Z_95 * math.sqrt(p * (1 - p) / trials + Z_95**2 / (4 * trials**2)) / denominator
+    return Interval(p, max(0.0, centre - spread), min(1.0, centre + spread))
+
+
+def mean_interval(values: Sequence[float]) -> Interval | None:
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, -math.inf, math.inf)
+    error = statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - Z_95 * error, mean + Z_95 * error)
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], scale: float) -> Interval | None:
+    """sum(numerators) / sum(denominators), times `scale`, with the delta method's normal interval."""
+    n, total = len(numerators), sum(denominators)
+    if n < 2 or total <= 0:
+        return None
+    ratio = sum(numerators) / total
+    mean_denominator = total / n
+    residuals = [x - ratio * y for x, y in zip(numerators, denominators, strict=True)]
+    error = statistics.stdev(residuals) / (mean_denominator * math.sqrt(n))
+    return Interval(ratio * scale, (ratio - Z_95 * error) * scale, (ratio + Z_95 * error) * scale)
+
+
+def percentile_interval(values: Sequence[float], q: float, rng: random.Random) -> Interval | None:
+    if len(values) < 2:
+        return None
+    sample = list(values) if len(values) <= MAX_BOOTSTRAP_CALLS else rng.sample(list(values), MAX_BOOTSTRAP_CALLS)
+    estimate = _quantile(sorted(values), q)
+    estimates = sorted(_quantile(sorted(rng.choices(sample, k=len(sample))), q) for _ in range(BOOTSTRAP_RESAMPLES))
+    return Interval(estimate, _quantile(estimates, 0.025), _quantile(estimates, 0.975))
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between the closest ranks."""
+    position = q * (len(ordered) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def summarize(name: str, calls: Sequence[Served], seed: int = 0) -> Side:
+    rng = random.Random(seed)
+    ok = [c for c in calls if c.ok]
+    latencies = [c.latency_ms for c in ok]
+    scored = [c.score for c in calls if c.score is not None]
+    return Side(
+        name=name,
+        calls=len(calls),
+        success_rate=wilson(len(ok), len(calls)),
+        latency_p50_ms=percentile_interval(latencies, 0.5, rng),
+        latency_p95_ms=percentile_interval(latencies, 0.95, rng),
+        cost_per_call_usd=mean_interval([c.cost_usd for c in calls]),
+        cost_per_1k_output_usd=ratio_interval([c.cost_usd for c in ok], [float(c.output_tokens) for c in ok], 1000.0),
+        feedback_score=mean_interval(scored),
+        scored_calls=len(scored),
+    )
+
+
+def verdict(a: Side, b: Side) -> list[str]:
+    """What can be said of `b` against `a`: one clause per measure whose intervals separate."""
+    said: list[str] = []
+    if a.cost_per_call_usd and b.cost_per_call_usd and a.cost_per_call_usd.estimate > 0:
+        change = b.cost_per_call_usd.estimate / a.cost_per_call_usd.estimate - 1
+        if b.cost_per_call_usd.below(a.cost_per_call_usd):
+            said.append(f"{b.name} is {-change:.0%} cheaper per call")
+        elif a.cost_per_call_usd.below(b.cost_per_call_usd):
+            said.append(f"{b.name} is {change:.0%} dearer per call")
+    for label, left, right in (
+        ("p50 latency", a.latency_p50_ms, b.latency_p50_ms),
+        ("p95 latency", a.latency_p95_ms, b.latency_p95_ms),
+    ):
+        if left and right and (left.below(right) or right.below(left)):
+            said.append(f"{label} {right.estimate - left.estimate:+.0f} ms")
+    if a.success_rate.below(b.success_rate) or b.success_rate.below(a.success_rate):
+        said.append(f"success {b.success_rate.estimate:.1%} against {a.success_rate.estimate:.1%}")
+    if (
+        a.feedback_score
+        and b.feedback_score
+        and (a.feedback_score.below(b.feedback_score) or b.feedback_score.below(a.feedback_score))
+    ):
+        said.append(f"feedback {b.feedback_score.estimate:.2f} against {a.feedback_score.estimate:.2f}")
+    return said
+
+
+def served_calls(rows: Sequence[tuple[str, float, float, int, float | None]]) -> list[Served]:
+    """The store's rows (`SqlStore.served`) as the comparison reads them."""
+    return [
+        Served(ok=status == "OK", latency_ms=latency, cost_usd=cost, output_tokens=tokens, score=score)
+        for status, latency, cost, tokens, score in rows
+    ]
