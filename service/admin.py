@@ -4,6 +4,7 @@ server of its own apart from the data plane (service/server.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -18,6 +19,8 @@ import router_core
 from service.admin_keys import DEFAULT_SPAN_S, KeyAdmin, SpendReader, check_new_key, key_budget, key_message
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
+from service.comparison import METHOD as COMPARISON_METHOD
+from service.comparison import Interval, Side, compare
 from service.config import Config
 from service.config.schema import TenantSettings
 from service.identity.keys import key_id as identity_key_id
@@ -25,6 +28,10 @@ from service.measured import STATUS_NAMES
 from service.redaction import bounded, redact
 
 log = logging.getLogger(__name__)
+
+# CompareDeployments: how many deployments at most, and without `since`, this far back.
+MAX_COMPARED = 8
+DEFAULT_COMPARE_SPAN_S = 3600.0
 
 T = TypeVar("T")
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
@@ -152,6 +159,32 @@ class AdminServicer(pb_grpc.AdminServicer):
             rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
         )
 
+    async def CompareDeployments(  # noqa: N802
+        self, request: pb.CompareDeploymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareDeploymentsResponse:
+        if self._spend is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
+            )
+        assert self._spend is not None
+        names = list(request.deployments)
+        if not 2 <= len(names) <= MAX_COMPARED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"deployments: name 2 to {MAX_COMPARED}")
+        known = {stats.deployment for stats in self._router.stats()}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no deployment {bounded(unknown[0], 128)!r}")
+        since = _seconds(request.since) if request.HasField("since") else time.time() - DEFAULT_COMPARE_SPAN_S
+        if since is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
+        assert since is not None
+        calls = await _from_store(context, self._spend.served(names, since))
+        # The bootstrap takes a while for busy deployments: off the event loop.
+        compared = await asyncio.to_thread(compare, list(zip(names, calls, strict=True)))
+        return pb.CompareDeploymentsResponse(
+            deployments=[_compared(side, said) for side, said in compared], method=COMPARISON_METHOD
+        )
+
     async def _key_admin(self, context: grpc.aio.ServicerContext) -> KeyAdmin:
         if self._keys is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no keys: auth.mode uses none")
@@ -217,6 +250,24 @@ def _seconds(stamp: Timestamp) -> float | None:
         return stamp.ToNanoseconds() / 1e9
     except ValueError:
         return None
+
+
+def _compared(side: Side, said: list[str]) -> pb.ComparedDeployment:
+    def interval(value: Interval | None) -> pb.Interval | None:
+        return None if value is None else pb.Interval(estimate=value.estimate, low=value.low, high=value.high)
+
+    return pb.ComparedDeployment(
+        deployment=side.name,
+        calls=side.calls,
+        success_rate=interval(side.success_rate),
+        latency_p50_ms=interval(side.latency_p50_ms),
+        latency_p95_ms=interval(side.latency_p95_ms),
+        cost_per_call_usd=interval(side.cost_per_call_usd),
+        cost_per_1k_output_usd=interval(side.cost_per_1k_output_usd),
+        feedback_score=interval(side.feedback_score),
+        scored_calls=side.scored_calls,
+        verdict=said,
+    )
 
 
 async def _from_store(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
+from service.comparison import Served, served_calls
 from service.config import ConfigError
 from service.config.schema import TenantSettings
 from service.identity import KeyHasher, KeyRecord, KeyRing
@@ -31,6 +32,8 @@ MAX_CREDENTIAL_CHARS = 200
 BUDGET_FIELDS = ("daily_usd", "monthly_usd", "total_usd")
 # GetSpend without `since`: this far back.
 DEFAULT_SPAN_S = 30 * 86400
+# What CompareDeployments reads of each deployment at most: its latest calls.
+MAX_COMPARED_CALLS = 50_000
 
 
 class AdminCredential(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -117,6 +120,15 @@ class SpendReader:
     async def read(self, since: float, tenant: str, key_id: str) -> list[Spend]:
         await self._ledger.flush()
         return await self._store.call(self._store.store.spend, since, tenant, key_id)
+
+    async def served(self, deployments: list[str], since: float) -> list[list[Served]]:
+        """Each deployment's latest calls since `since` (`MAX_COMPARED_CALLS` at most)."""
+        await self._ledger.flush()
+        store = self._store.store
+        return [
+            served_calls(await self._store.call(store.served, deployment, since, MAX_COMPARED_CALLS))
+            for deployment in deployments
+        ]
 
 
 def check_new_key(

@@ -157,3 +157,17 @@ def served_calls(rows: Sequence[tuple[str, float, float, int, float | None]]) ->
         Served(ok=status == "OK", latency_ms=latency, cost_usd=cost, output_tokens=tokens, score=score)
         for status, latency, cost, tokens, score in rows
     ]
+
+
+METHOD = (
+    "95% intervals: Wilson's score interval for the success rate; mean ± 1.96 standard errors for the"
+    " cost per call and the feedback score (the delta method for cost per 1k output tokens); a"
+    f" percentile bootstrap of {BOOTSTRAP_RESAMPLES} resamples for latency percentiles. A verdict is"
+    " given only where two intervals do not overlap."
+)
+
+
+def compare(named: Sequence[tuple[str, Sequence[Served]]]) -> list[tuple[Side, list[str]]]:
+    """Each side summarized, with its verdict against the first (none for the first)."""
+    sides = [summarize(name, calls) for name, calls in named]
+    return [(side, [] if i == 0 else verdict(sides[0], side)) for i, side in enumerate(sides)]

@@ -7,9 +7,17 @@ import random
 import time
 from pathlib import Path
 
+import grpc
+
+from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
+from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.comparison import Served, served_calls, summarize, verdict, wilson
 from service.store.records import CallRecord, FeedbackRecord
 from service.store.sqlite import open_sqlite
+from tests.conftest import StartServer
+from tests.keyed import refused
+from tests.test_e2e import chat_request
 
 CALLS = 3000
 
@@ -79,3 +87,46 @@ def test_the_stores_calls_carry_their_own_tenants_feedback(tmp_path: Path) -> No
     assert sorted((c.ok, c.score) for c in served) == [(False, None), (True, 0.75)]
     side = summarize("a", served)
     assert (side.calls, side.scored_calls, side.success_rate.estimate) == (2, 1, 0.5)
+
+
+TWO_PRICES = """
+server: {admin_listen: '127.0.0.1:0'}
+ledger: {enabled: true}
+model_groups:
+  - name: a
+    deployments:
+      - {id: a-echo, type: echo, model: echo, region: eu, context_window: 1000,
+         input_price_per_mtok: 10, output_price_per_mtok: 10}
+  - name: b
+    deployments:
+      - {id: b-echo, type: echo, model: echo, region: eu, context_window: 1000,
+         input_price_per_mtok: 4, output_price_per_mtok: 4}
+"""
+
+
+async def test_compare_deployments_answers_from_the_ledger(tmp_path: Path, start_server: StartServer) -> None:
+    gateway = await start_server(f"store: {{path: '{tmp_path / 's.db'}'}}\n" + TWO_PRICES)
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as data,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as admin_channel,
+    ):
+        stub, admin = pb_grpc.GatewayStub(data), admin_pb2_grpc.AdminStub(admin_channel)
+        for group in ("a", "b"):
+            for i in range(30):
+                answer = await stub.Chat(chat_request(model=group, text="one two three"))
+                if i % 3 == 0:
+                    await stub.Feedback(pb.FeedbackRequest(request_id=answer.id, score=1.0 if group == "b" else 0.0))
+        compared = await admin.CompareDeployments(admin_pb2.CompareDeploymentsRequest(deployments=["a-echo", "b-echo"]))
+        for deployments, code in (
+            (["a-echo"], grpc.StatusCode.INVALID_ARGUMENT),
+            (["a-echo", "nope"], grpc.StatusCode.NOT_FOUND),
+        ):
+            error = await refused(
+                admin.CompareDeployments(admin_pb2.CompareDeploymentsRequest(deployments=deployments))
+            )
+            assert error.code() == code
+    a, b = compared.deployments
+    assert (a.deployment, a.calls, b.calls, b.scored_calls) == ("a-echo", 30, 30, 10)
+    assert a.success_rate.estimate == 1.0 and b.cost_per_call_usd.estimate < a.cost_per_call_usd.estimate
+    assert a.verdict == [] and "b-echo is 60% cheaper per call" in b.verdict
+    assert "feedback 1.00 against 0.00" in b.verdict and "Wilson" in compared.method

@@ -256,3 +256,53 @@ class GetSpendResponse(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
     total_cost_usd: float
     def __init__(self, rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...
+
+class CompareDeploymentsRequest(_message.Message):
+    __slots__ = ("deployments", "since")
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedScalarFieldContainer[str]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, deployments: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Interval(_message.Message):
+    __slots__ = ("estimate", "low", "high")
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    estimate: float
+    low: float
+    high: float
+    def __init__(self, estimate: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class ComparedDeployment(_message.Message):
+    __slots__ = ("deployment", "calls", "success_rate", "latency_p50_ms", "latency_p95_ms", "cost_per_call_usd", "cost_per_1k_output_usd", "feedback_score", "scored_calls", "verdict")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_CALL_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_OUTPUT_USD_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    calls: int
+    success_rate: Interval
+    latency_p50_ms: Interval
+    latency_p95_ms: Interval
+    cost_per_call_usd: Interval
+    cost_per_1k_output_usd: Interval
+    feedback_score: Interval
+    scored_calls: int
+    verdict: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deployment: _Optional[str] = ..., calls: _Optional[int] = ..., success_rate: _Optional[_Union[Interval, _Mapping]] = ..., latency_p50_ms: _Optional[_Union[Interval, _Mapping]] = ..., latency_p95_ms: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_call_usd: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_1k_output_usd: _Optional[_Union[Interval, _Mapping]] = ..., feedback_score: _Optional[_Union[Interval, _Mapping]] = ..., scored_calls: _Optional[int] = ..., verdict: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CompareDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments", "method")
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[ComparedDeployment]
+    method: str
+    def __init__(self, deployments: _Optional[_Iterable[_Union[ComparedDeployment, _Mapping]]] = ..., method: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,11 @@ class AdminStub:
                 request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.SerializeToString,
                 response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.FromString,
                 _registered_method=True)
+        self.CompareDeployments = channel.unary_unary(
+                '/switchboard.admin.v1.Admin/CompareDeployments',
+                request_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -156,6 +161,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareDeployments(self, request, context):
+        """CompareDeployments compares deployments on the calls they served (the
+        ledger's): per deployment, the success rate, latency p50 and p95, cost per
+        call and per 1k output tokens, and the mean feedback score, each with a 95%
+        interval; and a verdict of each against the first, only where intervals
+        separate. FAILED_PRECONDITION unless `ledger.enabled`; NOT_FOUND for a
+        deployment the config lacks; INVALID_ARGUMENT unless 2 to 8 are named.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +215,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetSpend,
                     request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.FromString,
                     response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.SerializeToString,
+            ),
+            'CompareDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareDeployments,
+                    request_deserializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsRequest.FromString,
+                    response_serializer=switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -422,6 +444,33 @@ class Admin:
             '/switchboard.admin.v1.Admin/GetSpend',
             switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendRequest.SerializeToString,
             switchboard_dot_admin_dot_v1_dot_admin__pb2.GetSpendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.admin.v1.Admin/CompareDeployments',
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsRequest.SerializeToString,
+            switchboard_dot_admin_dot_v1_dot_admin__pb2.CompareDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
