@@ -1,5 +1,5 @@
 """The commands that call a running gateway's Admin API: `stats` (GetStats as JSON), `keys
-create | revoke | list` and `spend`. The Admin API's credential is read from the environment variable
+create | revoke | list`, `spend` and `compare`. The Admin API's credential is read from the environment variable
 `--credential-env` names (SWITCHBOARD_ADMIN_KEY by default), and sent when set."""
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     spend.add_argument("--key", default="", help="one key's, by id (default: all)")
     spend.add_argument("--since", type=_duration, default=timedelta(days=30), help="e.g. 7d, 12h (default 30d)")
     _admin_arguments(spend)
+    compare = commands.add_parser(
+        "compare", help="compare deployments on the calls they served, with 95% intervals (the Admin API)"
+    )
+    compare.add_argument("deployments", nargs="+", help="2 to 8 deployment ids; the first is the baseline")
+    compare.add_argument("--since", type=_duration, default=timedelta(hours=1), help="e.g. 1h, 7d (default 1h)")
+    _admin_arguments(compare)
 
 
 def credential_metadata(env: str) -> tuple[tuple[str, str], ...]:
@@ -56,6 +62,10 @@ def run_admin_command(options: argparse.Namespace) -> int:
         asked = admin_pb2.GetSpendRequest(tenant=options.tenant, key_id=options.key)
         asked.since.FromDatetime(datetime.now(UTC) - options.since)
         return _call(options, lambda stub, **kw: stub.GetSpend(asked, **kw))
+    if options.command == "compare":
+        compared = admin_pb2.CompareDeploymentsRequest(deployments=options.deployments)
+        compared.since.FromDatetime(datetime.now(UTC) - options.since)
+        return _call(options, lambda stub, **kw: stub.CompareDeployments(compared, **kw))
     if options.action == "create":
         request = admin_pb2.CreateKeyRequest(tenant=options.tenant, name=options.name)
         for period in ("daily", "monthly", "total"):

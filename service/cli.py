@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("--sort", default="requests", help="the column to sort by first (default requests)")
     top.add_argument("--credential-env", default=DEFAULT_CREDENTIAL_ENV, help="as for stats")
     options = parser.parse_args(argv)
-    if options.command in ("stats", "keys", "spend"):
+    if options.command in ("stats", "keys", "spend", "compare"):
         return run_admin_command(options)
     if options.command == "top":
         try:

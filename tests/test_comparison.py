@@ -3,7 +3,11 @@ true values, its verdict names the differences that are there and none that are 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,6 +129,12 @@ async def test_compare_deployments_answers_from_the_ledger(tmp_path: Path, start
                 admin.CompareDeployments(admin_pb2.CompareDeploymentsRequest(deployments=deployments))
             )
             assert error.code() == code
+        command = [sys.executable, "-m", "service", "compare", "a-echo", "b-echo", "--since", "1h"]
+        command += ["--admin", f"127.0.0.1:{gateway.admin_port}"]
+        # In a thread: the gateway that answers runs on this loop.
+        printed = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert "b-echo is 60% cheaper per call" in json.loads(printed.stdout)["deployments"][1]["verdict"]
     a, b = compared.deployments
     assert (a.deployment, a.calls, b.calls, b.scored_calls) == ("a-echo", 30, 30, 10)
     assert a.success_rate.estimate == 1.0 and b.cost_per_call_usd.estimate < a.cost_per_call_usd.estimate
