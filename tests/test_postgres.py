@@ -13,6 +13,8 @@ import pytest
 
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.store.postgres import open_postgres
+from service.store.records import CallRecord, FeedbackRecord
 from tests.conftest import StartServer
 from tests.keyed import ADMIN_KEY, ENVIRON, bearer
 from tests.mock_openai import MockOpenAI
@@ -101,3 +103,18 @@ async def test_a_database_stopped_mid_run_fails_no_call_and_gets_the_backlog(
             await asyncio.sleep(0.1)
     assert count_calls(postgres_server.url)[0] == 40
     assert gateway.ledger.dropped == 0
+
+
+def test_feedback_and_the_calls_compared_live_in_postgresql(postgres_server: PostgresServer) -> None:
+    store = open_postgres(postgres_server.url)
+    now = time.time()
+    try:
+        store.add_calls([CallRecord(now, "r1", "acme", "", "Chat", "chat", "a", "OK", "ok", 1, 10, 0.5, 40.0)])
+        store.add_feedback(
+            [FeedbackRecord(now, "r1", "acme", "", 0.8, "", ""), FeedbackRecord(now, "r1", "x", "", 0.0, "", "")]
+        )
+        assert store.served("a", now - 60, 10) == [("OK", 40.0, 0.5, 10, 0.8)]
+        assert [f.score for f in store.feedback("r1", "acme")] == [0.8]
+        assert store.spent_by_owner(now - 60, now - 60) == [("acme", "", 0.5, 0.5, 0.5)]
+    finally:
+        store.close()
