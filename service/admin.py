@@ -145,16 +145,9 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def GetSpend(  # noqa: N802
         self, request: pb.GetSpendRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSpendResponse:
-        if self._spend is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
-            )
-        assert self._spend is not None
-        since = _seconds(request.since) if request.HasField("since") else time.time() - DEFAULT_SPAN_S
-        if since is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
-        assert since is not None
-        rows = await _from_store(context, self._spend.read(since, request.tenant, request.key_id))
+        spend = await self._spend_reader(context)
+        since = await _since(context, request, DEFAULT_SPAN_S)
+        rows = await _from_store(context, spend.read(since, request.tenant, request.key_id))
         return pb.GetSpendResponse(
             rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
         )
@@ -162,11 +155,7 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def CompareDeployments(  # noqa: N802
         self, request: pb.CompareDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareDeploymentsResponse:
-        if self._spend is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
-            )
-        assert self._spend is not None
+        spend = await self._spend_reader(context)
         names = list(request.deployments)
         if not 2 <= len(names) <= MAX_COMPARED:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"deployments: name 2 to {MAX_COMPARED}")
@@ -174,16 +163,21 @@ class AdminServicer(pb_grpc.AdminServicer):
         unknown = [name for name in names if name not in known]
         if unknown:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no deployment {bounded(unknown[0], 128)!r}")
-        since = _seconds(request.since) if request.HasField("since") else time.time() - DEFAULT_COMPARE_SPAN_S
-        if since is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
-        assert since is not None
-        calls = await _from_store(context, self._spend.served(names, since))
+        since = await _since(context, request, DEFAULT_COMPARE_SPAN_S)
+        calls = await _from_store(context, spend.served(names, since))
         # The bootstrap takes a while for busy deployments: off the event loop.
         compared = await asyncio.to_thread(compare, list(zip(names, calls, strict=True)))
         return pb.CompareDeploymentsResponse(
             deployments=[_compared(side, said) for side, said in compared], method=COMPARISON_METHOD
         )
+
+    async def _spend_reader(self, context: grpc.aio.ServicerContext) -> SpendReader:
+        if self._spend is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "this gateway keeps no ledger: ledger.enabled is off"
+            )
+        assert self._spend is not None
+        return self._spend
 
     async def _key_admin(self, context: grpc.aio.ServicerContext) -> KeyAdmin:
         if self._keys is None:
@@ -250,6 +244,17 @@ def _seconds(stamp: Timestamp) -> float | None:
         return stamp.ToNanoseconds() / 1e9
     except ValueError:
         return None
+
+
+async def _since(
+    context: grpc.aio.ServicerContext, request: pb.GetSpendRequest | pb.CompareDeploymentsRequest, span_s: float
+) -> float:
+    """The request's `since` in seconds since the epoch (unset: `span_s` ago)."""
+    since = _seconds(request.since) if request.HasField("since") else time.time() - span_s
+    if since is None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
+    assert since is not None
+    return since
 
 
 def _compared(side: Side, said: list[str]) -> pb.ComparedDeployment:
