@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_a_worker_that_dies_is_replaced_while_the_other_serves(tmp_path: Path) -
     workers = Workers(tmp_path)
     first, second = workers.listening(2)
     os.kill(first, signal.SIGKILL)
+    # Until the kernel has closed its socket, a connection may still be handed to it and reset.
+    _wait_until_exited(first)
     workers.chat()  # the other still serves
     (replacement,) = workers.listening(1)
     assert replacement not in (first, second)
@@ -90,6 +93,20 @@ def test_a_worker_that_dies_is_replaced_while_the_other_serves(tmp_path: Path) -
         workers.chat()
     rest = workers.stop()
     assert rest.count("stopped") == 2
+
+
+def _wait_until_exited(pid: int) -> None:
+    """Until `pid` is a zombie or gone: its sockets are closed."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not exit")
 
 
 def test_workers_that_cannot_listen_stop_the_service(tmp_path: Path) -> None:
