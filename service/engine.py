@@ -235,9 +235,7 @@ class Engine:
         else:
             first = next(c.deployment for c in decision.candidates if caller.allows(c.deployment))
         estimate = self.router.cost_usd(first, tokens.input, tokens.max_output)
-        held = self.router.reserve_budget(owners, estimate)
-        if isinstance(held, router_core.BudgetRefusal) and held.pooled and self.pool is not None:
-            held = await reserve_budget(self.router, self.pool, owners, estimate)
+        held = await reserve_budget(self.router, self.pool, owners, estimate)
         if isinstance(held, router_core.BudgetRefusal):
             if lease is not None:
                 self.router.release(lease)
