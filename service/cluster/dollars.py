@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as redis
@@ -175,22 +176,13 @@ class DollarPool:
 
     def _take_back(self, budget: router_core.PooledBudget, keep: int, holds: int) -> list[Entry]:
         """What goes back to the pool (or, a debt, is paid into it), saying what is held after."""
-        back = self._router.take_back_dollars(budget.owner, keep)
-        paying = [Entry(budget.owner, NO_BOUNDS, day, month, -nanos, 0.0) for nanos, day, month in back if nanos < 0]
-        floors = _floors(budget, [*paying, *self._owed])
-        return [
-            Entry(
-                budget.owner,
-                bounds_of(budget),
-                day,
-                month,
-                -nanos,
-                0.0,
-                floors if (day, month) == (budget.day, budget.month) else (0, 0, 0),
-                holds,
-            )
-            for nanos, day, month in back
+        back = [
+            Entry(budget.owner, bounds_of(budget), day, month, -nanos, 0.0, holds=holds)
+            for nanos, day, month in self._router.take_back_dollars(budget.owner, keep)
         ]
+        # Those for today say what this host spent, less the debts they pay in (see `_floors`).
+        floors = _floors(budget, [*back, *self._owed])
+        return [replace(e, floors=floors) if (e.day, e.month) == (budget.day, budget.month) else e for e in back]
 
     def _draw(
         self,
