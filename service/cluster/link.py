@@ -85,11 +85,11 @@ class ClusterLink:
             asyncio.create_task(
                 news.listen(
                     self._redis,
-                    self._settings.namespace,
-                    self.host,
-                    self._router,
+                    {
+                        news.channel(self._settings.namespace): lambda data: news.hear(data, self.host, self._router),
+                        pools.recall_channel(self._settings.namespace): self._recalled,
+                    },
                     self._stop,
-                    {pools.recall_channel(self._settings.namespace): self._recalled},
                 ),
                 name="cluster news",
             ),

@@ -1,7 +1,8 @@
 """Health news between the hosts of a cluster, over one Redis pub/sub channel: a circuit that
 opened or closed, a rate-limit cool-down (see `router_core.Router.health_news`). Each message
 names the host that sent it, so a host ignores its own. What arrives is checked and bounded
-before the router hears it: whoever can publish on the channel is not trusted with more."""
+before the router hears it: whoever can publish on the channel is not trusted with more.
+`listen` serves the cluster's other channels too (see `pools.recall_channel`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 import redis.asyncio as redis
@@ -44,24 +44,16 @@ async def publish(client: redis.Redis, namespace: str, host: str, told: Sequence
         await pipe.execute()
 
 
-async def listen(
-    client: redis.Redis,
-    namespace: str,
-    host: str,
-    router: router_core.Router,
-    stop: asyncio.Event,
-    others: Mapping[str, Callable[[object], object]] = MappingProxyType({}),
-) -> None:
-    """Hears the other hosts' news until `stop` is set, subscribing again (with backoff) whenever
-    the connection is lost; `others`: what to do with a message on each other channel. It stops
-    by looking at `stop` between short reads, not by being cancelled: redis-py can lose a
+async def listen(client: redis.Redis, handlers: Mapping[str, Callable[[object], object]], stop: asyncio.Event) -> None:
+    """Hands each message on the channels of `handlers` to that channel's handler until `stop`
+    is set, subscribing again (with backoff) whenever the connection is lost. It stops by
+    looking at `stop` between short reads, not by being cancelled: redis-py can lose a
     cancellation that arrives in the middle of a read."""
     delay = BACKOFF_FIRST_S
-    health = channel(namespace)
     while not stop.is_set():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(health, *others)
+            await pubsub.subscribe(*handlers)
             delay = BACKOFF_FIRST_S
             while not stop.is_set():
                 message = await pubsub.get_message(timeout=READ_S)
@@ -69,12 +61,10 @@ async def listen(
                     continue
                 name = message.get("channel")
                 name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-                if name == health:
-                    hear(message.get("data"), host, router)
-                elif name in others:
-                    others[name](message.get("data"))
+                if name in handlers:
+                    handlers[name](message.get("data"))
         except UNREACHABLE as error:
-            log.debug("health news: subscription lost (%s); subscribing again", type(error).__name__)
+            log.debug("cluster news: subscription lost (%s); subscribing again", type(error).__name__)
         finally:
             await _close(pubsub)
         with contextlib.suppress(TimeoutError):
