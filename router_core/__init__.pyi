@@ -189,8 +189,6 @@ class Router:
     def set_budgets_pooled(self, pooled: bool) -> None:
         """Whether reservations also need this host's allowance of each budget, drawn from a pool
         the hosts of a cluster share (``grant_dollars``)."""
-    def pooled_budgets(self, *, now_s: float | None = None) -> list[PooledBudget]:
-        """Every owner's budget as this host sees it, in no order."""
     def grant_dollars(self, owner: str, nanos: int, day: int, month: int, pool_left_nanos: int, period: str) -> bool:
         """Adds ``nanos`` drawn from the pool for ``day`` of ``month`` to this host's allowance of
         ``owner``'s budget; the pool had ``pool_left_nanos`` left beside it, bound by ``period``.

@@ -86,7 +86,7 @@ async def test_an_idle_host_gives_back_all_but_a_slice(redis_server: RedisServer
         for _ in range(20):
             await spend(*idle, 0.02)
         await asyncio.sleep(0.2)
-        held = next(b for b in idle[0].pooled_budgets() if b.owner == OWNER[0]).allowance_nanos
+        held = _held(idle[0])
         assert held <= 0.02 * NANOS_PER_USD, "at most two of an idle host's slices stay with it"
         spent = 0.4
         while await spend(*busy, CENT):
@@ -180,7 +180,9 @@ async def test_a_host_short_of_budget_gets_back_what_another_holds(redis_server:
 
 
 def _held(router: router_core.Router) -> int:
-    return next(x for x in router.pooled_budgets() if x.owner == OWNER[0]).allowance_nanos
+    budget = router.pooled_budget(OWNER[0])
+    assert budget is not None
+    return budget.allowance_nanos
 
 
 def test_a_recall_from_the_channel_is_checked_before_it_is_heeded() -> None:

@@ -451,15 +451,6 @@ impl Budgets {
         self.pooled.load(Ordering::Relaxed)
     }
 
-    /// Every owner's budget, by key.
-    pub(crate) fn all(&self) -> Vec<(String, Arc<DollarBudget>)> {
-        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
-        owners
-            .iter()
-            .map(|(key, budget)| (key.clone(), Arc::clone(budget)))
-            .collect()
-    }
-
     pub(crate) fn find(&self, key: &str) -> Option<Arc<DollarBudget>> {
         let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
         owners.get(key).cloned()

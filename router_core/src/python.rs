@@ -351,17 +351,6 @@ impl PyRouter {
         self.0.set_budgets_pooled(pooled);
     }
 
-    /// Every owner's budget as this host sees it (PooledBudget), in no order.
-    #[pyo3(signature = (*, now_s = None))]
-    fn pooled_budgets(&self, now_s: Option<f64>) -> Vec<PyPooledBudget> {
-        let now_s = now_s.unwrap_or_else(budget::unix_now);
-        self.0
-            .pooled_budgets(now_s)
-            .into_iter()
-            .map(|(owner, view)| PyPooledBudget::new(owner, view))
-            .collect()
-    }
-
     /// Adds `nanos` (nano-USD), drawn from the pool for `day` of `month`
     /// (numbered as PooledBudget's), to this host's allowance of `owner`'s
     /// budget; the pool had `pool_left_nanos` left beside it, bound by

@@ -30,15 +30,6 @@ impl Router {
         self.budgets.set_pooled(pooled);
     }
 
-    /// Every owner's budget as this host sees it, for the link that pools them.
-    pub fn pooled_budgets(&self, now_s: f64) -> Vec<(String, PooledView)> {
-        self.budgets
-            .all()
-            .into_iter()
-            .map(|(key, budget)| (key, budget.pooled_view(now_s)))
-            .collect()
-    }
-
     /// Adds `nanos`, drawn from the pool for `when`'s day, to this host's
     /// allowance of `owner`'s budget (see `DollarBudget::grant`); false when
     /// the router has no such budget.
