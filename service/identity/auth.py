@@ -65,8 +65,13 @@ class Caller:
             owners.append((f"key/{self.key_id}", *self.key_budget))
         object.__setattr__(self, "budget_owners", tuple(owners))
 
+    @property
+    def groups(self) -> list[str] | None:
+        """The model groups it may use (None: every one)."""
+        return None if self.settings is None else self.settings.model_groups
+
     def allow_group(self, group: str) -> None:
-        allowed = None if self.settings is None else self.settings.model_groups
+        allowed = self.groups
         if allowed is not None and group not in allowed:
             group = bounded(group, 128)
             raise PermissionDenied(
@@ -75,7 +80,7 @@ class Caller:
 
     def visible_models(self, models: pb.ListModelsResponse) -> pb.ListModelsResponse:
         """The groups it may use, of all of them: others' are not its to see."""
-        allowed = None if self.settings is None else self.settings.model_groups
+        allowed = self.groups
         if allowed is None:
             return models
         visible = pb.ListModelsResponse(model_groups=[g for g in models.model_groups if g.name in allowed])
@@ -85,7 +90,7 @@ class Caller:
 
     def known_groups(self, known: Sequence[str]) -> list[str]:
         """Of the groups an error may list, those it may use."""
-        allowed = None if self.settings is None else self.settings.model_groups
+        allowed = self.groups
         return list(known) if allowed is None else [name for name in known if name in allowed]
 
     def regions(self, requested: Sequence[str]) -> list[str]:
