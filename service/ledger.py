@@ -100,13 +100,13 @@ class Ledger:
         would not take them (they stay buffered). One flush at a time; one whose caller is
         cancelled still finishes its write and puts back what the store refused."""
         async with self._flushing:
-            buffers: tuple[tuple[deque[Any], str], ...] = (
-                (self._buffer, "add_calls"),
-                (self._feedback, "add_feedback"),
+            store = self._store.store
+            buffers: tuple[tuple[deque[Any], Callable[[list[Any]], None]], ...] = (
+                (self._buffer, store.add_calls),
+                (self._feedback, store.add_feedback),
             )
-            for buffer, method in buffers:
+            for buffer, add in buffers:
                 while buffer:
-                    add = getattr(self._store.store, method)
                     batch = [buffer.popleft() for _ in range(min(MAX_BATCH, len(buffer)))]
                     if not await asyncio.shield(asyncio.ensure_future(self._write(batch, buffer, add))):
                         return False

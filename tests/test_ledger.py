@@ -25,7 +25,7 @@ from service.config.schema import LedgerSettings
 from service.identity import ANONYMOUS
 from service.ledger import Ledger
 from service.store import StoreThread
-from service.store.records import CallRecord
+from service.store.records import CallRecord, FeedbackRecord
 from service.store.sql import SqlStore
 from service.store.sqlite import open_sqlite
 from tests.conftest import StartServer
@@ -105,6 +105,11 @@ class _Away:
         if self.away:
             raise sqlite3.OperationalError("database or disk is full")
         self.store.add_calls(records)
+
+    def add_feedback(self, records: list[FeedbackRecord]) -> None:
+        if self.away:
+            raise sqlite3.OperationalError("database or disk is full")
+        self.store.add_feedback(records)
 
 
 async def test_a_store_that_will_not_take_records_fails_no_call_and_gets_the_backlog(
