@@ -362,7 +362,7 @@ async def reserve_budget(
     router: router_core.Router, pool: DollarPool | None, owners: Sequence[Owner], amount_usd: float
 ) -> router_core.BudgetHold | router_core.BudgetRefusal:
     """`router.reserve_budget`; when a budget pooled with other hosts refuses for want of this
-    host's allowance, after drawing from its pool (once per owner)."""
+    host's allowance, after drawing from its pool (`MAX_TOP_UPS_PER_OWNER` draws per owner at most)."""
     held = router.reserve_budget(owners, amount_usd)
     for _ in range(MAX_TOP_UPS_PER_OWNER * len(owners)):
         if not isinstance(held, router_core.BudgetRefusal) or not held.pooled or pool is None:
