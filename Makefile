@@ -98,6 +98,7 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.workers --quick
 	$(PY) -m benches.telemetry --quick
 	$(PY) -m benches.tenancy --quick
+	$(PY) -m benches.shadow --quick
 
 .PHONY: bench
 bench: install tools system-deps ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -112,6 +113,7 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.workers
 	$(PY) -m benches.telemetry
 	$(PY) -m benches.tenancy
+	$(PY) -m benches.shadow
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

@@ -28,6 +28,7 @@ __all__ = [
     "Rejection",
     "Router",
     "RouterError",
+    "ShadowCopy",
     "UnknownDeploymentError",
     "UnknownModelGroupError",
     "describe_config",
@@ -126,6 +127,11 @@ class Router:
         input plus max output). ``input_tokens``, the input part if known, is reserved
         as the deployment counts it (calibrated), and the outcome's reported input
         then calibrates it. Raises DeploymentUnavailableError or UnknownDeploymentError."""
+    def reserve_shadow(self, deployment: str, *, tokens: int = 0, input_tokens: int = 0) -> Lease:
+        """A lease on ``deployment`` for a shadow call: only the deployment's budget is
+        reserved, and it is refused (DeploymentUnavailableError) while that budget is within
+        the share kept for callers (one ``priority_reserve`` more than the lowest priority
+        leaves), or while a half-open breaker waits for a caller's probe."""
     def record(
         self,
         lease: Lease,
@@ -292,6 +298,26 @@ class Decision:
         """What a content refusal does, per the matched policy: "none" fails the request
         (also without a policy), "next_tier" goes on to the first candidate of a later
         tier, "next" to the next candidate whatever its tier."""
+    @property
+    def experiment(self) -> tuple[str, str] | None:
+        """(experiment id, variant name) when the matched policy has an experiment: the
+        variant the request's sticky key hashes to (the same on every process), or a random
+        one when the request has no value for the key. None otherwise."""
+    @property
+    def shadow(self) -> ShadowCopy | None:
+        """Where to copy the request, when the matched policy has a shadow and this request
+        was sampled (never for a dry run)."""
+
+@final
+class ShadowCopy:
+    """A policy's shadow for one sampled request: the deployments to copy it to, each
+    leased with ``Router.reserve_shadow``, and the policy's bound on shadow calls in
+    flight (per process)."""
+
+    @property
+    def deployments(self) -> tuple[str, ...]: ...
+    @property
+    def max_in_flight(self) -> int: ...
 
 @final
 class Hedge:

@@ -21,6 +21,7 @@ from service.logs import ACCESS_LOGGER
 from service.redaction import bounded
 
 if TYPE_CHECKING:
+    from service.attempts import Estimate
     from service.identity import Caller
 
 REQUEST_ID = "x-request-id"
@@ -75,6 +76,13 @@ class Call:
     strategy: str = ""
     candidates: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    # The matched policy's experiment and the variant the call was assigned, if any.
+    experiment: str = ""
+    variant: str = ""
+    # Where the router would copy the request (the policy's shadow, when it sampled this one),
+    # and the tokens its leases reserved, for the copies' own.
+    shadow: router_core.ShadowCopy | None = None
+    estimate: Estimate | None = None
 
     @property
     def shown_model(self) -> str:
@@ -111,6 +119,8 @@ class Call:
             "fallbacks": self.fallbacks,
             "hedges": self.hedges,
             "outcome": self.outcome,
+            "experiment": self.experiment,
+            "variant": self.variant,
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

@@ -4,11 +4,10 @@ server of its own apart from the data plane (service/server.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -16,21 +15,18 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import router_core
+from service.admin_compare import Refused, by_deployments, by_policy, check_deployments, policy_to_compare
 from service.admin_keys import DEFAULT_SPAN_S, KeyAdmin, SpendReader, check_new_key, key_budget, key_message
 from service.api.switchboard.admin.v1 import admin_pb2 as pb
 from service.api.switchboard.admin.v1 import admin_pb2_grpc as pb_grpc
-from service.comparison import METHOD as COMPARISON_METHOD
-from service.comparison import Interval, Side, compare
 from service.config import Config
-from service.config.schema import TenantSettings
 from service.identity.keys import key_id as identity_key_id
 from service.measured import STATUS_NAMES
 from service.redaction import bounded, redact
 
 log = logging.getLogger(__name__)
 
-# CompareDeployments: how many deployments at most, and without `since`, this far back.
-MAX_COMPARED = 8
+# CompareDeployments without `since`: this far back.
 DEFAULT_COMPARE_SPAN_S = 3600.0
 
 T = TypeVar("T")
@@ -64,13 +60,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         self,
         router: router_core.Router,
         reload: Callable[[str], Reloaded],
-        tenants: Callable[[], Mapping[str, TenantSettings]],
+        config: Callable[[], Config],
         keys: KeyAdmin | None = None,
         spend: SpendReader | None = None,
     ) -> None:
         self._router = router
         self._reload = reload
-        self._tenants = tenants
+        self._config = config
         self._keys = keys
         self._spend = spend
 
@@ -109,7 +105,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateKeyResponse:
         keys = await self._key_admin(context)
-        refused = check_new_key(request, self._tenants())
+        refused = check_new_key(request, self._config().tenants)
         if refused is not None:
             await context.abort(*refused)
         expires_at = _seconds(request.expires_at) if request.HasField("expires_at") else None
@@ -156,20 +152,18 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.CompareDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareDeploymentsResponse:
         spend = await self._spend_reader(context)
-        names = list(request.deployments)
-        if not 2 <= len(names) <= MAX_COMPARED:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"deployments: name 2 to {MAX_COMPARED}")
-        known = {stats.deployment for stats in self._router.stats()}
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no deployment {bounded(unknown[0], 128)!r}")
+        if request.policy and request.deployments:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name deployments or a policy, not both")
         since = await _since(context, request, DEFAULT_COMPARE_SPAN_S)
-        calls = await _from_store(context, spend.served(names, since))
-        # The bootstrap takes a while for busy deployments: off the event loop.
-        compared = await asyncio.to_thread(compare, list(zip(names, calls, strict=True)))
-        return pb.CompareDeploymentsResponse(
-            deployments=[_compared(side, said) for side, said in compared], method=COMPARISON_METHOD
-        )
+        try:
+            if request.policy:
+                policy = policy_to_compare(self._config().policies, request.policy)
+                return await _from_store(context, by_policy(spend, policy, since))
+            check_deployments(request.deployments, {stats.deployment for stats in self._router.stats()})
+            return await _from_store(context, by_deployments(spend, request.deployments, since))
+        except Refused as refused:
+            await context.abort(grpc.StatusCode[refused.code], str(refused))
+            raise AssertionError("context.abort returned") from refused
 
     async def _spend_reader(self, context: grpc.aio.ServicerContext) -> SpendReader:
         if self._spend is None:
@@ -255,24 +249,6 @@ async def _since(
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: out of range")
     assert since is not None
     return since
-
-
-def _compared(side: Side, said: list[str]) -> pb.ComparedDeployment:
-    def interval(value: Interval | None) -> pb.Interval | None:
-        return None if value is None else pb.Interval(estimate=value.estimate, low=value.low, high=value.high)
-
-    return pb.ComparedDeployment(
-        deployment=side.name,
-        calls=side.calls,
-        success_rate=interval(side.success_rate),
-        latency_p50_ms=interval(side.latency_p50_ms),
-        latency_p95_ms=interval(side.latency_p95_ms),
-        cost_per_call_usd=interval(side.cost_per_call_usd),
-        cost_per_1k_output_usd=interval(side.cost_per_1k_output_usd),
-        feedback_score=interval(side.feedback_score),
-        scored_calls=side.scored_calls,
-        verdict=said,
-    )
 
 
 async def _from_store(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:

@@ -9,12 +9,16 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
+from service.comparison_report import SUFFIXES as REPORT_SUFFIXES
+from service.comparison_report import render
 
 DEFAULT_CREDENTIAL_ENV = "SWITCHBOARD_ADMIN_KEY"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -43,10 +47,14 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     spend.add_argument("--since", type=_duration, default=timedelta(days=30), help="e.g. 7d, 12h (default 30d)")
     _admin_arguments(spend)
     compare = commands.add_parser(
-        "compare", help="compare deployments on the calls they served, with 95% intervals (the Admin API)"
+        "compare",
+        help="compare deployments, or a policy's experiment variants and shadows, on the calls they served,"
+        " with 95%% intervals (the Admin API)",
     )
-    compare.add_argument("deployments", nargs="+", help="2 to 8 deployment ids; the first is the baseline")
+    compare.add_argument("deployments", nargs="*", help="2 to 8 deployment ids; the first is the baseline")
+    compare.add_argument("--policy", default="", help="a policy with an experiment or a shadow, instead")
     compare.add_argument("--since", type=_duration, default=timedelta(hours=1), help="e.g. 1h, 7d (default 1h)")
+    compare.add_argument("--out", type=Path, help="also write a report with the distributions: .html, .png or .svg")
     _admin_arguments(compare)
 
 
@@ -63,9 +71,7 @@ def run_admin_command(options: argparse.Namespace) -> int:
         asked.since.FromDatetime(datetime.now(UTC) - options.since)
         return _call(options, lambda stub, **kw: stub.GetSpend(asked, **kw))
     if options.command == "compare":
-        compared = admin_pb2.CompareDeploymentsRequest(deployments=options.deployments)
-        compared.since.FromDatetime(datetime.now(UTC) - options.since)
-        return _call(options, lambda stub, **kw: stub.CompareDeployments(compared, **kw))
+        return _compare(options)
     if options.action == "create":
         request = admin_pb2.CreateKeyRequest(tenant=options.tenant, name=options.name)
         for period in ("daily", "monthly", "total"):
@@ -90,19 +96,51 @@ def _admin_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _compare(options: argparse.Namespace) -> int:
+    if options.out is not None and options.out.suffix.lower() not in REPORT_SUFFIXES:
+        print(f"switchboard: --out: {options.out.name} is none of {', '.join(REPORT_SUFFIXES)}", file=sys.stderr)
+        return 2
+    asked = admin_pb2.CompareDeploymentsRequest(deployments=options.deployments, policy=options.policy)
+    asked.since.FromDatetime(datetime.now(UTC) - options.since)
+    answer = _answer(options, lambda stub, **kw: stub.CompareDeployments(asked, **kw))
+    if answer is None:
+        return 1
+    _print(answer)
+    if options.out is not None:
+        what = f"policy {options.policy}" if options.policy else ", ".join(options.deployments)
+        try:
+            render(answer, options.out, title=f"Switchboard: {what}", generated_at=datetime.now(UTC))
+        except (RuntimeError, OSError) as error:
+            print(f"switchboard: --out: {error}", file=sys.stderr)
+            return 1
+        print(f"switchboard: wrote {options.out}", file=sys.stderr)
+    return 0
+
+
 def _call(options: argparse.Namespace, method: Callable[..., Message]) -> int:
+    answer = _answer(options, method)
+    if answer is None:
+        return 1
+    _print(answer)
+    return 0
+
+
+def _answer(options: argparse.Namespace, method: Callable[..., Message]) -> Any:
+    """The Admin API's answer; None, said on stderr, when it fails."""
     with grpc.insecure_channel(options.admin) as channel:
         try:
-            answer = method(
+            return method(
                 admin_pb2_grpc.AdminStub(channel),
                 timeout=options.timeout,
                 metadata=credential_metadata(options.credential_env),
             )
         except grpc.RpcError as error:
             print(f"switchboard: {options.admin}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
+            return None
+
+
+def _print(answer: Message) -> None:
     print(MessageToJson(answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
-    return 0
 
 
 def _duration(text: str) -> timedelta:

@@ -130,6 +130,27 @@ class SpendReader:
             for deployment in deployments
         ]
 
+    async def variants_served(
+        self, policy: str, experiment: str, variants: list[str], since: float
+    ) -> list[list[Served]]:
+        """The latest calls `policy` routed to each variant of `experiment` since `since`."""
+        await self._ledger.flush()
+        store = self._store.store
+        return [
+            served_calls(
+                await self._store.call(store.variant_served, policy, experiment, variant, since, MAX_COMPARED_CALLS)
+            )
+            for variant in variants
+        ]
+
+    async def shadowed(self, policy: str, deployment: str, since: float) -> tuple[list[Served], list[Served]]:
+        """The latest shadow calls `policy` sent to `deployment` since `since`, and the calls
+        they copied, in the same order."""
+        await self._ledger.flush()
+        store = self._store.store
+        pairs = await self._store.call(store.shadow_pairs, policy, deployment, since, MAX_COMPARED_CALLS)
+        return served_calls([copied for copied, _ in pairs]), served_calls([shadow for _, shadow in pairs])
+
 
 def check_new_key(
     request: pb.CreateKeyRequest, tenants: Mapping[str, TenantSettings]

@@ -1,20 +1,23 @@
-"""Comparing deployments on the calls they served: per side, the success rate, latency
-percentiles, cost per call and per thousand output tokens, and the mean feedback score, each with
-a 95% interval; and a plain verdict only where two sides' intervals do not overlap.
+"""Comparing deployments on the calls they served: per side, the success rate, latency and
+time-to-first-token percentiles, cost per call and per thousand output tokens, the mean feedback
+score and, for a shadow, the rate at which its answers agreed with those it copied, each with a
+95% interval; and a plain verdict only where two sides' intervals do not overlap.
 
-Intervals: Wilson's score interval for the success rate; the normal approximation (mean ± 1.96
-standard errors) for means; a percentile bootstrap (1 000 resamples, seeded, so the same calls
-give the same answer) for latency percentiles. Non-overlapping 95% intervals are a conservative
+Intervals: Wilson's score interval for rates; the normal approximation (mean ± 1.96 standard
+errors) for means; a percentile bootstrap (1 000 resamples, seeded, so the same calls give the
+same answer) for percentiles. Non-overlapping 95% intervals are a conservative
 test of a difference: a verdict that is given is well supported, and a real but small difference
 may go unsaid."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Z_95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 1000
@@ -32,6 +35,8 @@ class Served:
     cost_usd: float
     output_tokens: int
     score: float | None = None  # the mean of its feedback scores, if it has any
+    ttft_ms: float | None = None  # a stream's time to its first token
+    agrees: bool | None = None  # a shadow call's answer against the one it copied, if compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,13 @@ class Side:
     cost_per_1k_output_usd: Interval | None
     feedback_score: Interval | None
     scored_calls: int
+    ttft_p50_ms: Interval | None = None
+    ttft_p95_ms: Interval | None = None
+    agreement_rate: Interval | None = None
+    compared_answers: int = 0
+    # Counts of the successful calls' latencies and times to first token in HISTOGRAM_BOUNDS_MS.
+    latency_counts: tuple[int, ...] = ()
+    ttft_counts: tuple[int, ...] = ()
 
 
 def wilson(successes: int, trials: int) -> Interval:
@@ -90,13 +102,36 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], s
     return Interval(ratio * scale, (ratio - Z_95 * error) * scale, (ratio + Z_95 * error) * scale)
 
 
-def percentile_interval(values: Sequence[float], q: float, rng: random.Random) -> Interval | None:
+def percentile_intervals(values: Sequence[float], qs: Sequence[float], rng: random.Random) -> list[Interval | None]:
+    """Each quantile in `qs` of `values` with its bootstrap interval; one sort of each resample
+    serves every quantile."""
     if len(values) < 2:
-        return None
+        return [None] * len(qs)
     sample = list(values) if len(values) <= MAX_BOOTSTRAP_CALLS else rng.sample(list(values), MAX_BOOTSTRAP_CALLS)
-    estimate = _quantile(sorted(values), q)
-    estimates = sorted(_quantile(sorted(rng.choices(sample, k=len(sample))), q) for _ in range(BOOTSTRAP_RESAMPLES))
-    return Interval(estimate, _quantile(estimates, 0.025), _quantile(estimates, 0.975))
+    ordered = sorted(values)
+    resampled: list[list[float]] = [[] for _ in qs]
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        resample = sorted(rng.choices(sample, k=len(sample)))
+        for estimates, q in zip(resampled, qs, strict=True):
+            estimates.append(_quantile(resample, q))
+    intervals: list[Interval | None] = []
+    for estimates, q in zip(resampled, qs, strict=True):
+        estimates.sort()
+        intervals.append(Interval(_quantile(ordered, q), _quantile(estimates, 0.025), _quantile(estimates, 0.975)))
+    return intervals
+
+
+# Where the plotted distributions are counted: eight buckets a decade from 1 ms to 100 s.
+HISTOGRAM_BOUNDS_MS = tuple(round(10 ** (i / 8), 3) for i in range(41))
+
+
+def histogram(values: Sequence[float]) -> tuple[int, ...]:
+    """Counts of `values` per bucket of HISTOGRAM_BOUNDS_MS (at or below each bound, above the
+    one before), with one more for those above every bound."""
+    counts = [0] * (len(HISTOGRAM_BOUNDS_MS) + 1)
+    for value in values:
+        counts[bisect.bisect_left(HISTOGRAM_BOUNDS_MS, value)] += 1
+    return tuple(counts)
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
@@ -111,17 +146,27 @@ def summarize(name: str, calls: Sequence[Served], seed: int = 0) -> Side:
     rng = random.Random(seed)
     ok = [c for c in calls if c.ok]
     latencies = [c.latency_ms for c in ok]
+    ttfts = [c.ttft_ms for c in ok if c.ttft_ms is not None]
     scored = [c.score for c in calls if c.score is not None]
+    compared = [c.agrees for c in calls if c.agrees is not None]
+    latency_p50, latency_p95 = percentile_intervals(latencies, (0.5, 0.95), rng)
+    ttft_p50, ttft_p95 = percentile_intervals(ttfts, (0.5, 0.95), rng)
     return Side(
         name=name,
         calls=len(calls),
         success_rate=wilson(len(ok), len(calls)),
-        latency_p50_ms=percentile_interval(latencies, 0.5, rng),
-        latency_p95_ms=percentile_interval(latencies, 0.95, rng),
+        latency_p50_ms=latency_p50,
+        latency_p95_ms=latency_p95,
         cost_per_call_usd=mean_interval([c.cost_usd for c in calls]),
         cost_per_1k_output_usd=ratio_interval([c.cost_usd for c in ok], [float(c.output_tokens) for c in ok], 1000.0),
         feedback_score=mean_interval(scored),
         scored_calls=len(scored),
+        ttft_p50_ms=ttft_p50,
+        ttft_p95_ms=ttft_p95,
+        agreement_rate=wilson(sum(compared), len(compared)) if compared else None,
+        compared_answers=len(compared),
+        latency_counts=histogram(latencies),
+        ttft_counts=histogram(ttfts),
     )
 
 
@@ -137,6 +182,8 @@ def verdict(a: Side, b: Side) -> list[str]:
     for label, left, right in (
         ("p50 latency", a.latency_p50_ms, b.latency_p50_ms),
         ("p95 latency", a.latency_p95_ms, b.latency_p95_ms),
+        ("p50 TTFT", a.ttft_p50_ms, b.ttft_p50_ms),
+        ("p95 TTFT", a.ttft_p95_ms, b.ttft_p95_ms),
     ):
         if left and right and (left.below(right) or right.below(left)):
             said.append(f"{label} {right.estimate - left.estimate:+.0f} ms")
@@ -148,22 +195,34 @@ def verdict(a: Side, b: Side) -> list[str]:
         and (a.feedback_score.below(b.feedback_score) or b.feedback_score.below(a.feedback_score))
     ):
         said.append(f"feedback {b.feedback_score.estimate:.2f} against {a.feedback_score.estimate:.2f}")
+    if b.agreement_rate is not None:
+        # Not a difference between the sides but how often they said the same: stated whenever measured.
+        rate = b.agreement_rate
+        said.append(f"agreement {rate.estimate:.0%} ({rate.low:.0%} to {rate.high:.0%})")
     return said
 
 
-def served_calls(rows: Sequence[tuple[str, float, float, int, float | None]]) -> list[Served]:
-    """The store's rows (`SqlStore.served`) as the comparison reads them."""
+def served_calls(rows: Sequence[Sequence[Any]]) -> list[Served]:
+    """The store's rows (`SqlStore.served` and its kin: SERVED_COLUMNS) as the comparison reads them."""
     return [
-        Served(ok=status == "OK", latency_ms=latency, cost_usd=cost, output_tokens=tokens, score=score)
-        for status, latency, cost, tokens, score in rows
+        Served(
+            ok=status == "OK",
+            latency_ms=float(latency),
+            cost_usd=float(cost),
+            output_tokens=int(tokens),
+            score=None if score is None else float(score),
+            ttft_ms=None if ttft is None else float(ttft),
+            agrees=None if agrees is None else bool(agrees),
+        )
+        for status, latency, cost, tokens, ttft, score, agrees in rows
     ]
 
 
 METHOD = (
-    "95% intervals: Wilson's score interval for the success rate; mean ± 1.96 standard errors for the"
-    " cost per call and the feedback score (the delta method for cost per 1k output tokens); a"
-    f" percentile bootstrap of {BOOTSTRAP_RESAMPLES} resamples for latency percentiles. A verdict is"
-    " given only where two intervals do not overlap."
+    "95% intervals: Wilson's score interval for the success and agreement rates; mean ± 1.96 standard"
+    " errors for the cost per call and the feedback score (the delta method for cost per 1k output"
+    f" tokens); a percentile bootstrap of {BOOTSTRAP_RESAMPLES} resamples for latency and TTFT"
+    " percentiles. A difference is stated only where two intervals do not overlap."
 )
 
 

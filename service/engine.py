@@ -122,9 +122,11 @@ class Engine:
         finally:
             _count_attempts(call, log)
             _settle_budget(call)
-        return responses.chat_response(
+        response = responses.chat_response(
             call.request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
         )
+        response.served.experiment, response.served.variant = call.experiment, call.variant
+        return response
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
@@ -148,7 +150,9 @@ class Engine:
         async with won:
             attempt, stream = won.attempt, won.answer
             deployment = attempt.deployment
-            yield responses.stream_start(call.request_id, model_group, deployment, log.records)
+            start = responses.stream_start(call.request_id, model_group, deployment, log.records)
+            start.start.served.experiment, start.start.served.variant = call.experiment, call.variant
+            yield start
             finished: StreamFinished | None = None
             deltas_sent = 0
             try:
@@ -192,7 +196,7 @@ class Engine:
             try:
                 caller = call.caller or ANONYMOUS
                 decision, tokens = self._decide_chat(caller, request, input_tokens, streaming=opening.streaming)
-                _note_decision(call, decision)
+                _note_decision(call, decision, tokens)
                 if call.budget_hold is None:  # once a call, on its first round
                     call.budget_hold = await self._hold_budget(caller, decision, tokens)
                 schedule = Schedule(
@@ -385,8 +389,11 @@ def _count_attempts(call: Call, log: AttemptLog) -> None:
         call.outcome = pb.Outcome.Name(log.records[-1].outcome).removeprefix("OUTCOME_").lower()
 
 
-def _note_decision(call: Call, decision: router_core.Decision) -> None:
+def _note_decision(call: Call, decision: router_core.Decision, tokens: Estimate) -> None:
     call.model_group, call.policy, call.strategy = decision.model_group, decision.policy or "", decision.strategy
+    call.experiment, call.variant = decision.experiment or ("", "")
+    if call.shadow is None:  # the first round's sample decides
+        call.shadow, call.estimate = decision.shadow, tokens
     call.candidates = [candidate.deployment for candidate in decision.candidates]
     call.rejected = [f"{rejection.deployment}: {rejection.filter}" for rejection in decision.rejected]
 

@@ -28,6 +28,7 @@ from service.ledger import Ledger
 from service.peers import peer_address
 from service.redaction import bounded
 from service.runtime import Runtime, Runtimes
+from service.shadows import Shadows
 from service.store.records import FeedbackRecord
 from service.telemetry import server_span
 from service.validation import OverLimits, validate_chat, validate_feedback, validate_route
@@ -124,10 +125,17 @@ class PeerCalls:
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
-    def __init__(self, runtimes: Runtimes, router: router_core.Router, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        runtimes: Runtimes,
+        router: router_core.Router,
+        ledger: Ledger | None = None,
+        shadows: Shadows | None = None,
+    ) -> None:
         self.runtimes = runtimes
         self.router = router
         self.ledger = ledger
+        self.shadows = shadows or Shadows(router, runtimes, ledger)
         self.peers = PeerCalls()
 
     @call_errors
@@ -138,8 +146,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime, call.caller)
-            with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
-                return await runtime.engine.chat(request, context.time_remaining, call)
+            with (
+                self.peers.hold(context.peer(), settings.clients.max_calls_per_peer),
+                self.shadows.mirroring(call, request, runtime, streaming=False) as primary,
+            ):
+                response = await runtime.engine.chat(request, context.time_remaining, call)
+                primary.answered(response)
+                return response
 
     @call_errors
     async def ChatStream(self, request: pb.ChatRequest, context: Context, call: Call) -> None:  # noqa: N802
@@ -151,11 +164,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         with server_span(call, context, "chat"), self.runtimes.hold() as runtime:
             settings = runtime.config.server
             _validate(request, runtime, call.caller)
-            with self.peers.hold(context.peer(), settings.clients.max_calls_per_peer):
+            with (
+                self.peers.hold(context.peer(), settings.clients.max_calls_per_peer),
+                self.shadows.mirroring(call, request, runtime, streaming=True) as primary,
+            ):
                 events = runtime.engine.chat_stream(request, context.time_remaining, call)
                 async with contextlib.aclosing(events):
                     async for event in events:
                         await _write(context, event, settings.clients.write_timeout_s)
+                        primary.streamed(event)
 
     @call_errors
     async def Route(self, request: pb.RouteRequest, context: Context, call: Call) -> pb.RouteResponse:  # noqa: N802

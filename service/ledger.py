@@ -53,10 +53,7 @@ class Ledger:
         auth on, a stranger refused writes nothing); never waits."""
         if call.method not in LEDGERED or call.caller is None:
             return
-        if len(self._buffer) >= self._max:
-            self._buffer.popleft()
-            self._dropped(1)
-        self._buffer.append(
+        self.add_record(
             CallRecord(
                 time.time(),
                 call.request_id,
@@ -71,8 +68,19 @@ class Ledger:
                 call.output_tokens,
                 call.cost_usd,
                 round(call.elapsed_s() * 1000, 3),
+                ttft_ms=None if call.ttft_ms is None else round(call.ttft_ms, 3),
+                policy=call.policy,
+                experiment=call.experiment,
+                variant=call.variant,
             )
         )
+
+    def add_record(self, record: CallRecord) -> None:
+        """Appends a call's record as it is (a shadow call's: service/shadows.py); never waits."""
+        if len(self._buffer) >= self._max:
+            self._buffer.popleft()
+            self._dropped(1)
+        self._buffer.append(record)
 
     def record_feedback(self, record: FeedbackRecord) -> None:
         """Appends a report on a call; never waits."""

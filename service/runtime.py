@@ -103,9 +103,10 @@ class Runtimes:
         return self._current
 
     @contextmanager
-    def hold(self) -> Iterator[Runtime]:
-        """The current runtime, kept for as long as the call inside this block runs."""
-        runtime = self._current
+    def hold(self, runtime: Runtime | None = None) -> Iterator[Runtime]:
+        """The current runtime (or `runtime`, one still held by another block), kept for as long
+        as the call inside this block runs."""
+        runtime = runtime or self._current
         self._calls[runtime] += 1
         try:
             yield runtime

@@ -30,6 +30,7 @@ from service.identity import KeyHasher, KeyRing
 from service.ledger import Ledger
 from service.metrics import Metrics
 from service.runtime import Runtimes, build_runtime
+from service.shadows import Shadows
 from service.store import StoreThread, open_store
 from service.telemetry import Tracing
 from service.tls import ServerTls, TlsFiles
@@ -120,7 +121,8 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         self._background: set[asyncio.Future[None]] = set()
         self._stopped = False
-        add_to_server(GatewayServicer(self.runtimes, self.router, self.ledger), self.server)
+        self.shadows = Shadows(self.router, self.runtimes, self.ledger)
+        add_to_server(GatewayServicer(self.runtimes, self.router, self.ledger, self.shadows), self.server)
         self.admin: grpc.aio.Server | None = None
         self.admin_port = 0
         if serves_host and config.server.admin_listen is not None:
@@ -166,7 +168,7 @@ class Gateway:
         spend = None
         if self.store is not None and self.ledger is not None:
             spend = SpendReader(self.store, self.ledger)
-        servicer = AdminServicer(self.router, reload, lambda: self.config.tenants, keys, spend)
+        servicer = AdminServicer(self.router, reload, lambda: self.config, keys, spend)
         admin_pb2_grpc.add_AdminServicer_to_server(servicer, admin)
         _enable_reflection(admin, (ADMIN_SERVICE,))
         return admin, port
@@ -288,6 +290,8 @@ class Gateway:
             await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
         try:
+            # Shadow calls are the gateway's own: they do not hold a stop up.
+            await self.shadows.aclose()
             if self.admin is not None:
                 await self.admin.stop(0)
             if self.cluster is not None:

@@ -168,6 +168,8 @@ def _call_attributes(call: Call, operation: str) -> dict[str, Any]:
         "gen_ai.usage.output_tokens": call.output_tokens,
         "switchboard.route.policy": call.policy,
         "switchboard.route.strategy": call.strategy,
+        "switchboard.experiment.id": call.experiment,
+        "switchboard.experiment.variant": call.variant,
         "switchboard.route.candidates": call.candidates[:MAX_LISTED],
         "switchboard.route.rejected": call.rejected[:MAX_LISTED],
     }

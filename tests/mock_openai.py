@@ -115,11 +115,24 @@ class Invalid(NamedTuple):
 
 
 class MockOpenAI(LoopbackServer):
-    def __init__(self, *, api_key: str | None = None, reply_prefix: str = "mock: ", chunk_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        reply_prefix: str = "mock: ",
+        chunk_delay_s: float = 0.0,
+        latency_s: float = 0.0,
+        fail_every: int = 0,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.reply_prefix = reply_prefix
         self.chunk_delay_s = chunk_delay_s
+        # A known profile: each answer waits `latency_s` first, and every `fail_every`-th valid
+        # request (counted from 1) fails with a 500.
+        self.latency_s = latency_s
+        self.fail_every = fail_every
+        self.answered = 0
         self.fault: Fault | None = None
         self.requests: list[dict[str, Any]] = []
         self.tool_calls_made = 0
@@ -176,6 +189,12 @@ class MockOpenAI(LoopbackServer):
         if problem:
             return _error(400, problem.message, "invalid_request_error", problem.code, param=problem.param)
         fault = self.fault
+        self.answered += 1
+        number = self.answered
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if self.fail_every and number % self.fail_every == 0:
+            return _error(500, "the known profile's failure", "server_error")
         if fault and fault.hang_s:
             await asyncio.sleep(fault.hang_s)
         if fault and fault.status:

@@ -14,7 +14,7 @@ import pytest
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.store.postgres import open_postgres
-from service.store.records import CallRecord, FeedbackRecord
+from service.store.records import SHADOW_METHOD, CallRecord, FeedbackRecord
 from tests.conftest import StartServer
 from tests.keyed import ADMIN_KEY, ENVIRON, bearer
 from tests.mock_openai import MockOpenAI
@@ -113,8 +113,14 @@ def test_feedback_and_the_calls_compared_live_in_postgresql(postgres_server: Pos
         store.add_feedback(
             [FeedbackRecord(now, "r1", "acme", "", 0.8, "", ""), FeedbackRecord(now, "r1", "x", "", 0.0, "", "")]
         )
-        assert store.served("a", now - 60, 10) == [("OK", 40.0, 0.5, 10, 0.8)]
+        shadow = CallRecord(now, "s1", "acme", "", SHADOW_METHOD, "chat", "b", "OK", "ok", 1, 10, 0.2, 90.0)
+        store.add_calls([shadow._replace(policy="p", shadow_of="r1", similarity=0.95, agrees=True)])
+        assert store.served("a", now - 60, 10) == [("OK", 40.0, 0.5, 10, None, 0.8, None)]
+        assert store.shadow_pairs("p", "b", now - 60, 10) == [
+            (("OK", 40.0, 0.5, 10, None, 0.8, None), ("OK", 90.0, 0.2, 10, None, None, 1))
+        ]
         assert [f.score for f in store.feedback("r1", "acme")] == [0.8]
-        assert store.spent_by_owner(now - 60, now - 60) == [("acme", "", 0.5, 0.5, 0.5)]
+        assert store.spent_by_owner(now - 60, now - 60) == [("acme", "", 0.5, 0.5, 0.5)], "a shadow is not theirs"
+        assert [(row.shadow, row.cost_usd) for row in store.spend(now - 60)] == [(False, 0.5), (True, 0.2)]
     finally:
         store.close()

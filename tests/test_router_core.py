@@ -365,7 +365,10 @@ def test_a_policy_passes_its_hedge_and_content_fallback_to_the_decision() -> Non
     assert (hedge.min_delay_ms, hedge.max_delay_ms, hedge.max_hedges) == (50.0, 2000.0, 2)
     assert repr(hedge) == "Hedge(min_delay_ms=50.0, max_delay_ms=2000.0, max_hedges=2)"
     assert decision.content_fallback == "next_tier"
-    shown = 'hedge=Hedge(min_delay_ms=50.0, max_delay_ms=2000.0, max_hedges=2), content_fallback="next_tier")'
+    shown = (
+        'hedge=Hedge(min_delay_ms=50.0, max_delay_ms=2000.0, max_hedges=2), content_fallback="next_tier", '
+        "experiment=None, shadow=None)"
+    )
     assert repr(decision).endswith(shown)
     with pytest.raises(AttributeError):
         hedge.max_hedges = 3  # type: ignore[misc]
@@ -420,3 +423,27 @@ def test_latency_tail_per_deployment(router: Router) -> None:
     assert caught.value.deployment == "zz"
     with pytest.raises(TypeError):
         router.latency_tail_ms("a", True)  # type: ignore[call-arg]
+
+
+def test_a_policy_passes_its_experiment_variant_and_shadow_copy_to_the_decision() -> None:
+    document = POLICY_CONFIG | {"policies": []}
+    document["policies"] = [
+        {
+            "id": "evaluated",
+            "experiment": {"id": "ab", "variants": [{"name": "only", "groups": ["general"]}]},
+            "shadow": {"deployments": ["g-us"], "sample": 1.0, "max_in_flight": 2},
+        }
+    ]
+    router = router_core.Router(json.dumps(document))
+    decision = router.route("general", tenant="acme")
+    assert decision.experiment == ("ab", "only")
+    shadow = decision.shadow
+    assert isinstance(shadow, router_core.ShadowCopy)
+    assert (shadow.deployments, shadow.max_in_flight) == (("g-us",), 2)
+    assert repr(decision).endswith(
+        """experiment=("ab", "only"), shadow=ShadowCopy(deployments=('g-us',), max_in_flight=2))"""
+    )
+    assert router.route("general", dry_run=True).shadow is None, "a dry run copies nothing"
+    lease = router.reserve_shadow("g-us", tokens=10, input_tokens=4)
+    assert lease.deployment == "g-us"
+    router.release(lease)

@@ -15,10 +15,15 @@ use crate::strategy::Strategy;
 use crate::table::MAX_NAMES;
 
 mod describe;
+mod evaluation;
 mod prune;
 #[cfg(test)]
 mod tests;
 
+pub use evaluation::{
+    ExperimentConfig, ShadowConfig, StickyKey, VariantConfig, MAX_SHADOWS, MAX_SHADOW_IN_FLIGHT,
+    MAX_VARIANTS,
+};
 pub use prune::Pruned;
 
 /// `route("auto")` selects `default_group`, so no group may take that name.
@@ -62,6 +67,9 @@ pub struct PolicyConfig {
     /// No condition matches every request (a catch-all rule).
     #[serde(default)]
     pub when: Option<MatcherConfig>,
+    /// Where matching requests go first; left out when an `experiment`'s
+    /// variants say instead.
+    #[serde(default)]
     pub route_to: TargetConfig,
     /// Defaults to the strategy of `route_to`'s single group, else weighted.
     #[serde(default)]
@@ -78,6 +86,12 @@ pub struct PolicyConfig {
     /// Whether a content refusal tries further candidates.
     #[serde(default)]
     pub content_fallback: ContentFallback,
+    /// Splits the policy's requests between variants, in place of `route_to`.
+    #[serde(default)]
+    pub experiment: Option<ExperimentConfig>,
+    /// Copies a sample of the policy's requests to other deployments.
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
 }
 
 /// A set of deployments, named directly or through their model groups.
@@ -245,6 +259,20 @@ impl RateLimitsConfig {
         let above = used.iter().filter(|p| **p < priority).count();
         self.priority_reserve * above as f64
     }
+
+    /// What a shadow call leaves of each deployment's buckets: one reserve
+    /// more than the lowest priority in use, so that shadows are refused
+    /// before any caller is (and never served when that is all of a bucket).
+    pub fn shadow_keep_share(&self) -> f64 {
+        let lowest = self
+            .tenant_priorities
+            .values()
+            .copied()
+            .chain([Priority::Normal])
+            .max()
+            .unwrap_or(Priority::Normal);
+        (self.keep_share(lowest) + self.priority_reserve).min(1.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -307,10 +335,13 @@ impl Config {
     /// The strategy a policy orders its candidates by: its own, else that of
     /// the one model group it routes to, else weighted.
     pub fn policy_strategy(&self, policy: &PolicyConfig) -> Strategy {
-        let single_group = match (
-            &policy.route_to.groups[..],
-            &policy.route_to.deployments[..],
-        ) {
+        self.target_strategy(policy, &policy.route_to)
+    }
+
+    /// The same for the requests a policy sends to `target` (its `route_to`,
+    /// or one experiment variant's).
+    pub fn target_strategy(&self, policy: &PolicyConfig, target: &TargetConfig) -> Strategy {
+        let single_group = match (&target.groups[..], &target.deployments[..]) {
             ([name], []) => self.model_groups.iter().find(|g| &g.name == name),
             _ => None,
         };
@@ -433,6 +464,7 @@ impl Config {
 impl Config {
     fn validate_policies(&self) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
+        let mut experiment_ids = HashSet::new();
         let regions: HashSet<&str> = self.deployments.iter().map(|d| d.region.as_str()).collect();
         for (i, policy) in self.policies.iter().enumerate() {
             let key = |field: &str| format!("policies[{i}].{field}");
@@ -445,7 +477,30 @@ impl Config {
             if let Some(when) = &policy.when {
                 Matcher::compile(when, &key("when"))?;
             }
-            self.validate_target(&policy.route_to, &key("route_to"))?;
+            match &policy.experiment {
+                Some(experiment) => {
+                    if policy.route_to != TargetConfig::default() {
+                        return Err(ConfigError::Schema {
+                            key: key("route_to"),
+                            message: "a policy with an experiment routes by its variants; \
+                                      leave route_to out"
+                                .to_owned(),
+                        });
+                    }
+                    self.validate_experiment(experiment, &key("experiment"))?;
+                    if !experiment_ids.insert(experiment.id.as_str()) {
+                        return Err(duplicate(
+                            key("experiment.id"),
+                            "experiment id",
+                            &experiment.id,
+                        ));
+                    }
+                }
+                None => self.validate_target(&policy.route_to, &key("route_to"))?,
+            }
+            if let Some(shadow) = &policy.shadow {
+                self.validate_shadow(shadow, &key("shadow"))?;
+            }
             for (j, fallback) in policy.fallback.iter().enumerate() {
                 self.validate_target(fallback, &key(&format!("fallback[{j}]")))?;
             }

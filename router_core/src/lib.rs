@@ -37,8 +37,9 @@ pub use calibration::{
 };
 pub use clock::{Clock, Nanos};
 pub use config::{
-    Config, ConstraintsConfig, DeploymentConfig, ModelGroupConfig, PolicyConfig, Priority, Pruned,
-    ScoringConfig, TargetConfig, AUTO_GROUP, CAPABILITIES, DEPLOYMENT_KEYS,
+    Config, ConstraintsConfig, DeploymentConfig, ExperimentConfig, ModelGroupConfig, PolicyConfig,
+    Priority, Pruned, ScoringConfig, ShadowConfig, StickyKey, TargetConfig, VariantConfig,
+    AUTO_GROUP, CAPABILITIES, DEPLOYMENT_KEYS, MAX_SHADOWS, MAX_SHADOW_IN_FLIGHT, MAX_VARIANTS,
 };
 pub use error::{ConfigError, RouterError};
 pub use filter::Filter;
@@ -56,7 +57,9 @@ pub use ratelimit::{
     release, reserve, reserve_keeping, settle, Budget, Denied, Keep, Limit, LimitKind, LimitSpec,
     Refill, Reservation,
 };
-pub use router::{Candidate, Decision, Preference, Rejection, RouteRequest, Router};
+pub use router::{
+    Assignment, Candidate, Decision, Preference, Rejection, RouteRequest, Router, ShadowCopy,
+};
 pub use state::Region;
 pub use stats::{DeploymentMeasures, DeploymentStats, Outcome, EWMA_ALPHA};
 pub use strategy::Strategy;
@@ -80,7 +83,7 @@ mod router_core {
     use crate::python::{
         PyBudgetHold, PyBudgetRefusal, PyCallMeasures, PyCandidate, PyDecision,
         PyDeploymentMeasures, PyDeploymentStats, PyDeploymentUnavailableError, PyDistribution,
-        PyHedge, PyLease, PyPooledBudget, PyRejection, PyRouter, PyRouterError,
+        PyHedge, PyLease, PyPooledBudget, PyRejection, PyRouter, PyRouterError, PyShadowCopy,
         PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 

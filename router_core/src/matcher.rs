@@ -113,11 +113,7 @@ impl Field {
             Field::ApiKey => request.api_key,
             Field::Task => request.task,
             Field::AffinityKey => request.affinity_key,
-            Field::Metadata(key) => request
-                .metadata
-                .iter()
-                .find(|(k, _)| k.as_ref() == &**key)
-                .map_or("", |(_, v)| v.as_ref()),
+            Field::Metadata(key) => request.metadata_value(key),
             _ => "",
         }
     }

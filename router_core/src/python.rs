@@ -12,7 +12,7 @@ mod stats;
 
 pub use budget::{PyBudgetHold, PyBudgetRefusal, PyPooledBudget};
 pub(crate) use decision::repr_option;
-pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection};
+pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection, PyShadowCopy};
 pub use errors::*;
 pub use stats::{PyCallMeasures, PyDeploymentMeasures, PyDeploymentStats, PyDistribution};
 
@@ -198,6 +198,27 @@ impl PyRouter {
                 input_tokens,
                 tokens - input_tokens,
             )
+            .map(PyLease::new)
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// A lease on `deployment` for a shadow call, the gateway's own copy of a
+    /// request (`Decision.shadow`): only the deployment's budget is reserved
+    /// (`tokens`, as `reserve`), and it is refused while that budget is within
+    /// the share kept for callers (one `priority_reserve` more than the lowest
+    /// priority leaves) or while a half-open breaker waits for a caller's probe.
+    /// Raises DeploymentUnavailableError or UnknownDeploymentError.
+    #[pyo3(signature = (deployment, *, tokens = 0, input_tokens = 0))]
+    fn reserve_shadow(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        tokens: u32,
+        input_tokens: u32,
+    ) -> PyResult<PyLease> {
+        let input_tokens = input_tokens.min(tokens);
+        self.0
+            .reserve_shadow(deployment, input_tokens, tokens - input_tokens)
             .map(PyLease::new)
             .map_err(|e| to_py_err(py, e))
     }

@@ -10,6 +10,7 @@ mod affinity;
 mod budgets;
 mod cluster;
 mod decision;
+mod evaluation;
 mod leasing;
 mod measures;
 mod signals;
@@ -37,10 +38,11 @@ use crate::stats::{DeploymentStats, Outcome};
 use crate::strategy::{next_shared_seed, OrderContext, SplitMix64, Survivor};
 use crate::table::Table;
 use affinity::stick;
-use leasing::{earliest, lease_first, lease_on};
+use leasing::{earliest, lease_first, lease_on, LeaseFor};
 use signals::{signals, unavailable};
 
 pub use decision::{Candidate, Decision, Preference, Rejection, RouteRequest};
+pub use evaluation::{Assignment, ShadowCopy};
 
 pub struct Router {
     table: ArcSwap<Table>,
@@ -137,13 +139,20 @@ impl Router {
     ) -> Result<Decision, RouterError> {
         let table = self.table.load();
         let requested = table.group(request.model);
-        let (policy, plan, model_group) = match table.policy_for(request) {
+        let mut rng = SplitMix64::new(
+            request
+                .seed
+                .unwrap_or_else(|| next_shared_seed(&self.seeds)),
+        );
+        let (policy, plan, model_group, assignment) = match table.policy_for(request) {
             Some(policy) => {
-                let group = requested.map(|g| &g.name).or(policy.model_group.as_ref());
+                let (arm, assignment) = evaluation::arm_for(policy, request, &mut rng);
+                let group = requested.map(|g| &g.name).or(arm.model_group.as_ref());
                 (
                     Some(policy),
-                    &policy.plan,
+                    &arm.plan,
                     group.cloned().unwrap_or_else(|| "".into()),
+                    assignment,
                 )
             }
             None => {
@@ -151,16 +160,11 @@ impl Router {
                     name: request.model.to_owned(),
                     known: table.group_names(),
                 })?;
-                (None, &group.plan, group.name.clone())
+                (None, &group.plan, group.name.clone(), None)
             }
         };
         let query = Query::new(request, &table, plan);
         let now = self.clock.now();
-        let mut rng = SplitMix64::new(
-            request
-                .seed
-                .unwrap_or_else(|| next_shared_seed(&self.seeds)),
-        );
         let mut candidates = Vec::with_capacity(plan.tiers.iter().map(Vec::len).sum());
         let mut rejected = Vec::new();
         let mut survivors = Vec::new();
@@ -216,6 +220,8 @@ impl Router {
             retry_after: None,
             hedge: policy.and_then(|p| p.hedge),
             content_fallback: policy.map_or_else(ContentFallback::default, |p| p.content_fallback),
+            experiment: assignment,
+            shadow: policy.and_then(|p| evaluation::shadow_copy(p, request, &mut rng)),
         };
         if !request.dry_run {
             lease_first(
@@ -245,13 +251,42 @@ impl Router {
         input_tokens: u32,
         max_output_tokens: u32,
     ) -> Result<Lease, RouterError> {
+        self.lease(
+            deployment,
+            LeaseFor::Caller { tenant, api_key },
+            (input_tokens, max_output_tokens),
+        )
+    }
+
+    /// A lease on `deployment` for a shadow call (a policy's copy of a
+    /// request): it reserves only the deployment's budget, and is refused
+    /// while that budget is within the share kept for callers, or while a
+    /// half-open breaker waits for a caller's probe.
+    pub fn reserve_shadow(
+        &self,
+        deployment: &str,
+        input_tokens: u32,
+        max_output_tokens: u32,
+    ) -> Result<Lease, RouterError> {
+        self.lease(
+            deployment,
+            LeaseFor::Shadow,
+            (input_tokens, max_output_tokens),
+        )
+    }
+
+    fn lease(
+        &self,
+        deployment: &str,
+        whose: LeaseFor<'_>,
+        tokens: (u32, u32),
+    ) -> Result<Lease, RouterError> {
         let table = self.table.load();
         let target = table
             .deployment(deployment)
             .ok_or_else(|| RouterError::UnknownDeployment(deployment.to_owned()))?;
         let now = self.clock.now();
-        let tokens = (input_tokens, max_output_tokens);
-        lease_on(&table, target, tenant, api_key, tokens, &self.clock, now).map_err(|denied| {
+        lease_on(&table, target, whose, tokens, &self.clock, now).map_err(|denied| {
             RouterError::Unavailable {
                 deployment: deployment.to_owned(),
                 rate_limited: denied.filter == Filter::RateLimit || denied.retry_at.is_some(),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crate::attempts::{ContentFallback, Hedge};
 use crate::calibration::Calibration;
 use crate::clock::Nanos;
-use crate::config::{Config, Priority, ScoringConfig, TargetConfig, AUTO_GROUP};
+use crate::config::{
+    Config, PolicyConfig, Priority, ScoringConfig, StickyKey, TargetConfig, AUTO_GROUP,
+};
 use crate::health::{Health, RateGate};
 use crate::matcher::Matcher;
 use crate::measures::CallCounters;
@@ -202,12 +204,40 @@ pub(crate) struct Policy {
     pub(crate) id: Arc<str>,
     /// `None` matches every request.
     pub(crate) when: Option<Matcher>,
-    pub(crate) plan: Plan,
-    /// The first group the policy routes to, reported as the decision's model group.
-    pub(crate) model_group: Option<Arc<str>>,
+    /// One for a plain policy; one per variant for an experiment.
+    pub(crate) arms: Vec<Arm>,
+    pub(crate) experiment: Option<Experiment>,
+    pub(crate) shadow: Option<Shadow>,
     /// Passed on to every decision the policy makes (see [`Hedge`]).
     pub(crate) hedge: Option<Hedge>,
     pub(crate) content_fallback: ContentFallback,
+}
+
+/// Where a policy sends a request: its `route_to` (or one variant's target)
+/// then its fallback tiers.
+#[derive(Debug)]
+pub(crate) struct Arm {
+    /// The experiment variant's name; `None` outside an experiment.
+    pub(crate) variant: Option<Arc<str>>,
+    pub(crate) weight: f64,
+    pub(crate) plan: Plan,
+    /// The first group the arm routes to, reported as the decision's model group.
+    pub(crate) model_group: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Experiment {
+    pub(crate) id: Arc<str>,
+    pub(crate) sticky_by: StickyKey,
+    /// The sum of the arms' weights.
+    pub(crate) total_weight: f64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shadow {
+    pub(crate) deployments: Vec<Arc<str>>,
+    pub(crate) sample: f64,
+    pub(crate) max_in_flight: u32,
 }
 
 #[derive(Debug)]
@@ -225,6 +255,8 @@ pub(crate) struct Table {
     /// (`RateLimitsConfig::keep_share`); `normal_keep` for any other caller.
     keeps: HashMap<Arc<str>, Keep>,
     normal_keep: Keep,
+    /// What a shadow call leaves: more than any caller does.
+    pub(crate) shadow_keep: Keep,
     pub(crate) capabilities: NameBits,
     pub(crate) regions: NameBits,
     /// Calls that reached no model group (an unknown model, a bad request).
@@ -355,40 +387,72 @@ impl Table {
                 }
             })
             .collect();
+        let plan_of = |p: &PolicyConfig, first: &TargetConfig, rotation_name: String| {
+            let strategy = config.target_strategy(p, first);
+            let tiers = std::iter::once(first)
+                .chain(&p.fallback)
+                .map(members_of)
+                .collect();
+            let turns = rotation(strategy, region, &rotation_name);
+            let mut plan = Plan::new(strategy, tiers, &deployments, turns);
+            let constraints = &p.constraints;
+            plan.max_cost_usd = constraints.max_cost_usd;
+            // Validation checked that every region exists, so none is lost here.
+            plan.regions = constraints.regions.as_ref().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| regions.bit(n))
+                    .fold(0, |m, b| m | b)
+            });
+            // A capability no deployment has leaves no candidate, which is what it asks for.
+            plan.capabilities = constraints
+                .capabilities
+                .iter()
+                .map(|c| capabilities.bit(c).unwrap_or(IMPOSSIBLE))
+                .fold(0, |m, b| m | b);
+            Arm {
+                variant: None,
+                weight: 1.0,
+                plan,
+                model_group: first.groups.first().map(|g| g.as_str().into()),
+            }
+        };
         let policies = config
             .policies
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let strategy = config.policy_strategy(p);
-                let tiers = std::iter::once(&p.route_to)
-                    .chain(&p.fallback)
-                    .map(members_of)
-                    .collect();
-                let turns = rotation(strategy, region, &format!("rotation/policy/{}", p.id));
-                let mut plan = Plan::new(strategy, tiers, &deployments, turns);
-                let constraints = &p.constraints;
-                plan.max_cost_usd = constraints.max_cost_usd;
-                // Validation checked that every region exists, so none is lost here.
-                plan.regions = constraints.regions.as_ref().map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|n| regions.bit(n))
-                        .fold(0, |m, b| m | b)
-                });
-                // A capability no deployment has leaves no candidate, which is what it asks for.
-                plan.capabilities = constraints
-                    .capabilities
-                    .iter()
-                    .map(|c| capabilities.bit(c).unwrap_or(IMPOSSIBLE))
-                    .fold(0, |m, b| m | b);
+                let rotation_name = format!("rotation/policy/{}", p.id);
+                let arms = match &p.experiment {
+                    None => vec![plan_of(p, &p.route_to, rotation_name)],
+                    Some(experiment) => (experiment.variants.iter().enumerate())
+                        .map(|(j, v)| {
+                            let name = v.display_name(j);
+                            let arm = plan_of(p, &v.target(), format!("{rotation_name}/{name}"));
+                            Arm {
+                                variant: Some(name.into()),
+                                weight: v.weight,
+                                ..arm
+                            }
+                        })
+                        .collect(),
+                };
                 Policy {
                     id: p.id.as_str().into(),
                     when: p.when.as_ref().map(|w| {
                         Matcher::compile(w, &format!("policies[{i}].when")).expect("validated")
                     }),
-                    plan,
-                    model_group: p.route_to.groups.first().map(|g| g.as_str().into()),
+                    experiment: p.experiment.as_ref().map(|e| Experiment {
+                        id: e.id.as_str().into(),
+                        sticky_by: e.sticky_by.clone(),
+                        total_weight: arms.iter().map(|a| a.weight).sum(),
+                    }),
+                    arms,
+                    shadow: p.shadow.as_ref().map(|s| Shadow {
+                        deployments: s.deployments.iter().map(|d| d.as_str().into()).collect(),
+                        sample: s.sample,
+                        max_in_flight: s.max_in_flight,
+                    }),
                     hedge: p.hedge,
                     content_fallback: p.content_fallback,
                 }
@@ -420,6 +484,7 @@ impl Table {
                 })
                 .collect(),
             normal_keep: Keep::share(config.rate_limits.keep_share(Priority::Normal)),
+            shadow_keep: Keep::share(config.rate_limits.shadow_keep_share()),
             tenant_limits: owner_limits(
                 "tenant",
                 &config.rate_limits.tenants,

@@ -37,18 +37,37 @@ def compiled_report(config: Config) -> str:
         if left_out.get("fallbacks"):
             tiers = ", ".join(f"{policy} fallback[{index}]" for policy, index in left_out["fallbacks"])
             lines.append(f"  and with them fallback tiers: {tiers}")
+        for what, named in (("experiment variants", "variants"), ("shadow deployments", "shadows")):
+            if left_out.get(named):
+                parts = ", ".join(f"{policy}: {name}" for policy, name in left_out[named])
+                lines.append(f"  and with them {what}: {parts}")
     return "\n".join(lines)
 
 
 def _policy(policy: dict[str, Any]) -> str:
     when = json.dumps(policy["when"], separators=(", ", ": ")) if policy["when"] else "always"
-    tiers = " then ".join(_target(target) for target in [policy["route_to"], *policy["fallback"]])
+    experiment = policy["experiment"]
+    if experiment:
+        variants = " or ".join(
+            f"{variant['name'] or index} {_target(variant)} weight {variant['weight']:g}"
+            for index, variant in enumerate(experiment["variants"])
+        )
+        first = f"experiment {experiment['id']} by {experiment['sticky_by']}: {variants}"
+    else:
+        first = _target(policy["route_to"])
+    tiers = " then ".join([first, *(_target(target) for target in policy["fallback"])])
     text = f"{policy['id']}: when {when} → {tiers}, ordered {policy['strategy']}"
     constraints = {k: v for k, v in policy["constraints"].items() if v}
     if constraints:
         text += f", constraints {json.dumps(constraints)}"
     if policy["hedge"]:
         text += f", hedge {json.dumps(policy['hedge'])}"
+    shadow = policy["shadow"]
+    if shadow:
+        text += (
+            f", copies {shadow['sample']:.0%} to shadow {', '.join(shadow['deployments'])}"
+            f" (at most {shadow['max_in_flight']} at once)"
+        )
     if policy["content_fallback"] != "none":
         text += f", content refusals go on to the {policy['content_fallback'].replace('_', ' ')}"
     return text

@@ -20,6 +20,22 @@ class CallRecord(NamedTuple):
     output_tokens: int
     cost_usd: float
     latency_ms: float
+    # Time to the first token of a stream that answered; None for a unary call or a failure.
+    ttft_ms: float | None = None
+    # The policy that routed it; the experiment and variant it was assigned, if any.
+    policy: str = ""
+    experiment: str = ""
+    variant: str = ""
+    # A shadow call (method SHADOW_METHOD): the request id of the call it copied, and how its
+    # answer compared with that call's (service/agreement.py); None when either had no answer.
+    shadow_of: str = ""
+    similarity: float | None = None
+    agrees: bool | None = None
+
+
+# The method of the calls the gateway makes on its own: copies of a policy's requests to its
+# shadow deployments. They are counted and priced apart, never charged to the tenant's budgets.
+SHADOW_METHOD = "Shadow"
 
 
 class FeedbackRecord(NamedTuple):
@@ -41,3 +57,4 @@ class Spend(NamedTuple):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    shadow: bool = False  # shadow calls, summed apart from the tenant's own

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.identity.keys import KeyRecord
-from service.store.records import CallRecord, FeedbackRecord, Spend
+from service.store.records import SHADOW_METHOD, CallRecord, FeedbackRecord, Spend
 
 _KEY_COLUMNS = "id, tenant, name, key_hash, created_at, expires_at, revoked_at, daily_usd, monthly_usd, total_usd"
 _CALL_COLUMNS = ", ".join(CallRecord._fields)
@@ -25,10 +25,31 @@ class Dialect:
     placeholder: str  # "?" or "%s"
     real: str  # the type of seconds and dollars
     day_of: str  # a UTC YYYY-MM-DD of the `time` column
+    columns_of: str  # the names of a table's columns, the table's name a parameter
 
 
-SQLITE = Dialect("?", "REAL", "date(time, 'unixepoch')")
-POSTGRES = Dialect("%s", "DOUBLE PRECISION", "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+SQLITE = Dialect("?", "REAL", "date(time, 'unixepoch')", "SELECT name FROM pragma_table_info(?)")
+POSTGRES = Dialect(
+    "%s",
+    "DOUBLE PRECISION",
+    "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s",
+)
+
+
+def added_call_columns(dialect: Dialect) -> list[tuple[str, str]]:
+    """The columns of `calls` added after its first version: a store made before them gets them
+    when it is opened, empty for the calls it holds."""
+    text = "TEXT NOT NULL DEFAULT ''"
+    return [
+        ("ttft_ms", dialect.real),
+        ("policy", text),
+        ("experiment", text),
+        ("variant", text),
+        ("shadow_of", text),
+        ("similarity", dialect.real),
+        ("agrees", "INTEGER"),
+    ]
 
 
 def schema(dialect: Dialect) -> list[str]:
@@ -72,6 +93,10 @@ class SqlStore:
         with self._cursor() as cursor:
             for statement in schema(dialect):
                 cursor.execute(statement)
+        self._add_columns("calls", added_call_columns(dialect))
+        with self._cursor() as cursor:
+            cursor.execute("CREATE INDEX IF NOT EXISTS calls_by_request ON calls (request_id)")
+            cursor.execute("CREATE INDEX IF NOT EXISTS calls_by_policy ON calls (policy, time)")
             # A ledger older than the totals is summed into them once, by whichever process
             # marks it first (the others wait for its transaction, then find it marked).
             cursor.execute(
@@ -85,6 +110,24 @@ class SqlStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _columns(self, table: str) -> set[str]:
+        with self._cursor() as cursor:
+            cursor.execute(self._dialect.columns_of, (table,))
+            return {str(row[0]) for row in cursor.fetchall()}
+
+    def _add_columns(self, table: str, columns: list[tuple[str, str]]) -> None:
+        """Adds those of `columns` the table lacks. Processes opening one store at once may race
+        to add the same column: the loser's error is let go once the column is seen to exist."""
+        for name, kind in columns:
+            if name in self._columns(table):
+                continue
+            try:
+                with self._cursor() as cursor:
+                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            except Exception:
+                if name not in self._columns(table):
+                    raise
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
@@ -132,8 +175,8 @@ class SqlStore:
         with self._cursor() as cursor:
             cursor.execute(
                 f"SELECT tenant, key_id, sum(CASE WHEN time >= {p} THEN cost_usd ELSE 0 END), sum(cost_usd)"
-                f" FROM calls WHERE time >= {p} AND cost_usd > 0 GROUP BY tenant, key_id",
-                (day_start, month_start),
+                f" FROM calls WHERE time >= {p} AND cost_usd > 0 AND method <> {p} GROUP BY tenant, key_id",
+                (day_start, month_start, SHADOW_METHOD),
             )
             recent = {(t, k): (float(d), float(m)) for t, k, d, m in cursor.fetchall()}
             cursor.execute("SELECT tenant, key_id, cost_usd FROM spend_totals")
@@ -160,11 +203,14 @@ class SqlStore:
         """One transaction, with the totals they add to: all of them or none."""
         spent: defaultdict[tuple[str, str], float] = defaultdict(float)
         for record in records:
-            if record.cost_usd > 0:
+            # Shadow calls are the gateway's own: no budget of the tenant's counts them.
+            if record.cost_usd > 0 and record.method != SHADOW_METHOD:
                 spent[record.tenant, record.key_id] += record.cost_usd
+        # A boolean goes in as 0 or 1: PostgreSQL would not take a boolean into the INTEGER column.
+        rows = [(*record[:-1], None if record.agrees is None else int(record.agrees)) for record in records]
         with self._cursor() as cursor:
             cursor.executemany(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({self._places(len(CallRecord._fields))})", records
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({self._places(len(CallRecord._fields))})", rows
             )
             cursor.executemany(
                 f"INSERT INTO spend_totals (tenant, key_id, cost_usd) VALUES ({self._places(3)})"
@@ -189,22 +235,41 @@ class SqlStore:
             )
             return [FeedbackRecord(*row) for row in cursor.fetchall()]
 
-    def served(self, deployment: str, since: float, limit: int) -> list[tuple[str, float, float, int, float | None]]:
-        """The latest `limit` calls `deployment` served since `since`: status, latency, cost,
-        output tokens, and the mean score of the feedback its own tenant gave it (None: none)."""
+    def served(self, deployment: str, since: float, limit: int) -> list[ServedRow]:
+        """The latest `limit` calls `deployment` served since `since` (shadow calls included)."""
         p = self._dialect.placeholder
+        return self._served(f"c.deployment = {p} AND c.time >= {p}", [deployment, since], limit)
+
+    def variant_served(self, policy: str, experiment: str, variant: str, since: float, limit: int) -> list[ServedRow]:
+        """The latest `limit` calls `policy` routed to `variant` of `experiment` since `since`."""
+        p = self._dialect.placeholder
+        where = f"c.policy = {p} AND c.time >= {p} AND c.experiment = {p} AND c.variant = {p} AND c.method <> {p}"
+        return self._served(where, [policy, since, experiment, variant, SHADOW_METHOD], limit)
+
+    def shadow_pairs(self, policy: str, deployment: str, since: float, limit: int) -> list[tuple[ServedRow, ServedRow]]:
+        """The latest `limit` shadow calls `policy` sent to `deployment` since `since`, each with
+        the call it copied: (that call, the shadow call)."""
+        p = self._dialect.placeholder
+        where = f"c.policy = {p} AND c.time >= {p} AND c.method = {p} AND c.deployment = {p}"
+        shadows = self._served(where, [policy, since, SHADOW_METHOD, deployment], limit, with_copied=True)
+        return [(row[len(SERVED_COLUMNS) :], row[: len(SERVED_COLUMNS)]) for row in shadows]
+
+    def _served(self, where: str, arguments: list[object], limit: int, *, with_copied: bool = False) -> list[Any]:
+        """Rows of SERVED_COLUMNS of the latest `limit` calls `where` selects (as `c`); with
+        `with_copied`, each followed by the same columns of the call it copied (as `o`)."""
+        p = self._dialect.placeholder
+        columns = ", ".join(_served_columns("c"))
+        joined = ""
+        if with_copied:
+            columns += ", " + ", ".join(_served_columns("o"))
+            joined = f" JOIN calls o ON o.request_id = c.shadow_of AND o.tenant = c.tenant AND o.method <> {p}"
+            arguments = [SHADOW_METHOD, *arguments]
         with self._cursor() as cursor:
             cursor.execute(
-                "SELECT c.status, c.latency_ms, c.cost_usd, c.output_tokens,"
-                " (SELECT avg(f.score) FROM feedback f"
-                "  WHERE f.request_id = c.request_id AND f.tenant = c.tenant AND f.score IS NOT NULL)"
-                f" FROM calls c WHERE c.deployment = {p} AND c.time >= {p} ORDER BY c.time DESC LIMIT {p}",
-                (deployment, since, limit),
+                f"SELECT {columns} FROM calls c{joined} WHERE {where} ORDER BY c.time DESC LIMIT {p}",
+                [*arguments, limit],
             )
-            return [
-                (status, float(latency), float(cost), int(tokens), None if score is None else float(score))
-                for status, latency, cost, tokens, score in cursor.fetchall()
-            ]
+            return [tuple(row) for row in cursor.fetchall()]
 
     def spend(self, since: float, tenant: str = "", key_id: str = "") -> list[Spend]:
         """Calls, tokens and cost since `since` (seconds since the epoch), per UTC day, tenant,
@@ -216,15 +281,31 @@ class SqlStore:
                 where.append(f"{column} = {p}")
                 arguments.append(value)
         day = self._dialect.day_of
+        shadow = f"CASE WHEN method = {p} THEN 1 ELSE 0 END"
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT {day}, tenant, key_id, model_group, count(*), sum(input_tokens), sum(output_tokens),"
-                f" sum(cost_usd) FROM calls WHERE {' AND '.join(where)}"
-                f" GROUP BY {day}, tenant, key_id, model_group ORDER BY 1, 2, 3, 4",
-                arguments,
+                f"SELECT {day}, tenant, key_id, model_group, {shadow}, count(*), sum(input_tokens),"
+                f" sum(output_tokens), sum(cost_usd) FROM calls WHERE {' AND '.join(where)}"
+                " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+                [SHADOW_METHOD, *arguments],
             )
             rows = cursor.fetchall()
-        return [Spend(str(d), t, k, g, int(n), int(i), int(o), float(c)) for d, t, k, g, n, i, o, c in rows]
+        return [Spend(str(d), t, k, g, int(n), int(i), int(o), float(c), bool(s)) for d, t, k, g, s, n, i, o, c in rows]
+
+
+# What a comparison reads of a call: status, latency, cost, output tokens, time to first token,
+# the mean score of the feedback its own tenant gave it (None: none), and for a shadow call
+# whether its answer agreed with the one it copied (1, 0; None: not compared).
+SERVED_COLUMNS = ("status", "latency_ms", "cost_usd", "output_tokens", "ttft_ms", "score", "agrees")
+ServedRow = tuple[Any, ...]
+
+
+def _served_columns(alias: str) -> list[str]:
+    score = (
+        f"(SELECT avg(f.score) FROM feedback f WHERE f.request_id = {alias}.request_id"
+        f" AND f.tenant = {alias}.tenant AND f.score IS NOT NULL)"
+    )
+    return [score if name == "score" else f"{alias}.{name}" for name in SERVED_COLUMNS]
 
 
 def _key_row(record: KeyRecord) -> list[object]:

@@ -46,6 +46,8 @@ impl Config {
                     "fallback": p.fallback,
                     "hedge": p.hedge,
                     "content_fallback": p.content_fallback.as_str(),
+                    "experiment": p.experiment,
+                    "shadow": p.shadow,
                 })
             })
             .collect();

@@ -1,7 +1,9 @@
 //! Leaving deployments out of a valid config (say, those whose credentials
 //! are missing), with everything that named them: a group keeps its other
 //! members or goes, a policy target keeps what is left of it, a policy whose
-//! own targets are all gone goes, and so does a fallback tier left empty.
+//! own targets are all gone goes, and so does a fallback tier left empty; an
+//! experiment variant left empty goes (the policy with it, when none is
+//! left), and so does a shadow deployment (the shadow with it, when none is).
 
 use std::collections::HashSet;
 
@@ -18,6 +20,10 @@ pub struct Pruned {
     pub policies: Vec<String>,
     /// `(policy id, index in its fallback list)` of each tier left empty.
     pub fallbacks: Vec<(String, usize)>,
+    /// `(policy id, variant name)` of each experiment variant left empty.
+    pub variants: Vec<(String, String)>,
+    /// `(policy id, deployment)` of each shadow deployment left out.
+    pub shadows: Vec<(String, String)>,
 }
 
 impl Config {
@@ -63,9 +69,42 @@ impl Config {
             !(target.groups.is_empty() && target.deployments.is_empty())
         };
         self.policies.retain_mut(|policy| {
-            if !keeps(&mut policy.route_to) {
+            let routes = match &mut policy.experiment {
+                Some(experiment) => {
+                    let mut index = 0;
+                    experiment.variants.retain_mut(|variant| {
+                        let name = variant.display_name(index);
+                        index += 1;
+                        let mut target = variant.target();
+                        let kept = keeps(&mut target);
+                        (variant.groups, variant.deployments) = (target.groups, target.deployments);
+                        if !kept {
+                            pruned.variants.push((policy.id.clone(), name.clone()));
+                        } else if variant.name.is_none() {
+                            // Named by its place in the config, not among those left.
+                            variant.name = Some(name);
+                        }
+                        kept
+                    });
+                    !experiment.variants.is_empty()
+                }
+                None => keeps(&mut policy.route_to),
+            };
+            if !routes {
                 pruned.policies.push(policy.id.clone());
                 return false;
+            }
+            if let Some(shadow) = &mut policy.shadow {
+                shadow.deployments.retain(|id| {
+                    let kept = !gone.contains(id.as_str());
+                    if !kept {
+                        pruned.shadows.push((policy.id.clone(), id.clone()));
+                    }
+                    kept
+                });
+                if shadow.deployments.is_empty() {
+                    policy.shadow = None;
+                }
             }
             let mut index = 0;
             policy.fallback.retain_mut(|tier| {

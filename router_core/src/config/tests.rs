@@ -284,6 +284,7 @@ fn leaving_deployments_out_takes_what_named_only_them() {
             model_groups: vec!["spare".into()],
             policies: vec!["to-spare".into()],
             fallbacks: vec![("mixed".into(), 0)],
+            ..Pruned::default()
         }
     );
     let ids: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
@@ -374,4 +375,47 @@ fn capabilities_are_known_or_declared() {
                                  "constraints": {"capabilities": ["vison"]}}]);
     assert!(error_for(config)
         .starts_with("policies[0].constraints.capabilities[0]: unknown capability"));
+}
+
+#[test]
+fn leaving_deployments_out_prunes_experiment_variants_and_shadows() {
+    let config = Config::from_json(
+        &json!({
+            "deployments": [
+                {"id": "a", "context_window": 1000},
+                {"id": "b", "context_window": 1000},
+                {"id": "c", "context_window": 1000}
+            ],
+            "model_groups": [{"name": "main", "deployments": ["a", "b", "c"]}],
+            "policies": [
+                {"id": "ab", "experiment": {"id": "x", "variants": [
+                    {"deployments": ["c"]}, {"deployments": ["b"]}]},
+                 "shadow": {"deployments": ["c"], "sample": 0.1}},
+                {"id": "only-c", "experiment": {"id": "y", "variants": [{"deployments": ["c"]}]}}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (config, pruned) = config.without(&["c"]).unwrap();
+    assert_eq!(
+        pruned.variants,
+        [
+            ("ab".to_owned(), "0".to_owned()),
+            ("only-c".to_owned(), "0".to_owned())
+        ]
+    );
+    assert_eq!(pruned.shadows, [("ab".to_owned(), "c".to_owned())]);
+    assert_eq!(pruned.policies, ["only-c"]);
+    let ab = &config.policies[0];
+    let variants = &ab.experiment.as_ref().unwrap().variants;
+    assert_eq!(
+        (
+            variants.len(),
+            variants[0].name.as_deref(),
+            ab.shadow.is_none()
+        ),
+        (1, Some("1"), true),
+        "the variant left keeps the name of its place in the config"
+    );
 }

@@ -21,8 +21,9 @@ pub(crate) fn parse(
 /// deployment with its defaults filled in, the model groups with their
 /// strategies, the default group, and the policies in the order they are
 /// tried with the strategy each uses; `left_out` what leaving the deployments
-/// `without` removed (deployments, model_groups, policies, and fallbacks as
-/// [policy id, index]). Raises ConfigError naming the key, as `Router` does.
+/// `without` removed (deployments, model_groups, policies, fallbacks as
+/// [policy id, index], experiment variants as [policy id, variant] and shadow
+/// deployments as [policy id, deployment]). Raises ConfigError naming the key, as `Router` does.
 #[pyfunction]
 #[pyo3(signature = (config_json, *, without = Vec::new()))]
 #[pyo3(text_signature = "(config_json, *, without=())")]
@@ -39,6 +40,8 @@ pub fn describe_config(
             "model_groups": pruned.model_groups,
             "policies": pruned.policies,
             "fallbacks": pruned.fallbacks,
+            "variants": pruned.variants,
+            "shadows": pruned.shadows,
         },
     });
     Ok(described.to_string())

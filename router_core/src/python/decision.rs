@@ -1,11 +1,12 @@
 //! What a routing decision looks like from Python: the decision, its
-//! candidates and rejections, and the policy's hedging.
+//! candidates and rejections, the policy's hedging, and what the policy
+//! evaluates (its experiment variant, its shadow copy).
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::PyLease;
-use crate::{Decision, Hedge};
+use crate::{Decision, Hedge, ShadowCopy};
 
 /// A routing decision: candidates best first, and why the others were rejected.
 #[pyclass(frozen, get_all, name = "Decision", module = "router_core")]
@@ -19,6 +20,8 @@ pub struct PyDecision {
     retry_after_s: Option<f64>,
     hedge: Option<Py<PyHedge>>,
     content_fallback: &'static str,
+    experiment: Option<(String, String)>,
+    shadow: Option<Py<PyShadowCopy>>,
 }
 
 impl PyDecision {
@@ -49,6 +52,13 @@ impl PyDecision {
                 .map(|hedge| Py::new(py, PyHedge::from(hedge)))
                 .transpose()?,
             content_fallback: decision.content_fallback.as_str(),
+            experiment: decision
+                .experiment
+                .map(|a| (a.experiment.to_string(), a.variant.to_string())),
+            shadow: decision
+                .shadow
+                .map(|copy| PyShadowCopy::new(py, copy).and_then(|c| Py::new(py, c)))
+                .transpose()?,
         })
     }
 }
@@ -58,7 +68,8 @@ impl PyDecision {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "Decision(model_group={:?}, policy={}, strategy={:?}, candidates={}, rejected={}, \
-             lease={}, retry_after_s={}, hedge={}, content_fallback={:?})",
+             lease={}, retry_after_s={}, hedge={}, content_fallback={:?}, experiment={}, \
+             shadow={})",
             self.model_group,
             repr_option(self.policy.as_deref()),
             self.strategy,
@@ -74,6 +85,43 @@ impl PyDecision {
                 None => "None".to_owned(),
             },
             self.content_fallback,
+            match &self.experiment {
+                Some((experiment, variant)) => format!("({experiment:?}, {variant:?})"),
+                None => "None".to_owned(),
+            },
+            match &self.shadow {
+                Some(shadow) => shadow.bind(py).repr()?.to_string(),
+                None => "None".to_owned(),
+            },
+        ))
+    }
+}
+
+/// The deployments a sampled request is to be copied to (the matched policy's
+/// shadow), and the policy's bound on shadow calls in flight.
+#[pyclass(frozen, get_all, name = "ShadowCopy", module = "router_core")]
+pub struct PyShadowCopy {
+    deployments: Py<PyTuple>,
+    max_in_flight: u32,
+}
+
+impl PyShadowCopy {
+    fn new(py: Python<'_>, copy: ShadowCopy) -> PyResult<Self> {
+        let deployments = copy.deployments.iter().map(|d| d.to_string());
+        Ok(PyShadowCopy {
+            deployments: PyTuple::new(py, deployments)?.unbind(),
+            max_in_flight: copy.max_in_flight,
+        })
+    }
+}
+
+#[pymethods]
+impl PyShadowCopy {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "ShadowCopy(deployments={}, max_in_flight={})",
+            self.deployments.bind(py).repr()?,
+            self.max_in_flight
         ))
     }
 }

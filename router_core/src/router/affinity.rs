@@ -28,7 +28,7 @@ pub(super) fn stick(candidates: &mut [Candidate], survivors: &[Survivor<'_>], ke
 
 /// FNV-1a over `key`, a separator and `id`, mixed, mapped into (0, 1): stable
 /// across processes and Rust versions, unlike `DefaultHasher`.
-fn unit_hash(key: &str, id: &str) -> f64 {
+pub(super) fn unit_hash(key: &str, id: &str) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in key.bytes().chain([0xff]).chain(id.bytes()) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);

@@ -10,6 +10,8 @@ use crate::filter::Filter;
 use crate::lease::Lease;
 use crate::strategy::Strategy;
 
+use super::{Assignment, ShadowCopy};
+
 /// What a caller wants routed: the request's routing features. `S` lets
 /// callers pass `&str` or `String` lists.
 #[derive(Debug, Clone)]
@@ -82,6 +84,16 @@ pub enum Preference {
     Latency,
 }
 
+impl<'a, S: AsRef<str>> RouteRequest<'a, S> {
+    /// The value of the metadata field `key`; empty when the request has none.
+    pub(crate) fn metadata_value(&self, key: &str) -> &'a str {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map_or("", |(_, v)| v.as_ref())
+    }
+}
+
 impl Preference {
     pub fn strategy(self) -> Strategy {
         match self {
@@ -114,6 +126,11 @@ pub struct Decision {
     pub hedge: Option<Hedge>,
     /// The matched policy's; `ContentFallback::None` without a policy.
     pub content_fallback: ContentFallback,
+    /// The matched policy's experiment and the variant this request was assigned.
+    pub experiment: Option<Assignment>,
+    /// Where to copy this request, when the matched policy shadows and this
+    /// request was sampled.
+    pub shadow: Option<ShadowCopy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

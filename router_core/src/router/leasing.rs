@@ -31,8 +31,10 @@ pub(super) fn lease_first<S>(
         match lease_on(
             table,
             deployment,
-            request.tenant,
-            request.api_key,
+            LeaseFor::Caller {
+                tenant: request.tenant,
+                api_key: request.api_key,
+            },
             (request.input_tokens, request.max_output_tokens),
             clock,
             now,
@@ -78,6 +80,18 @@ pub(super) struct LeaseDenied {
     everyone: bool,
 }
 
+/// Whose attempt a lease is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LeaseFor<'a> {
+    /// A caller's: its tenant's and key's budgets are reserved too, and it
+    /// leaves the deployment's budget kept for higher priorities.
+    Caller { tenant: &'a str, api_key: &'a str },
+    /// The gateway's own copy of a request (a policy's shadow): it reserves
+    /// only the deployment's budget, leaves more of it than any caller does,
+    /// and never takes a half-open breaker's probe from callers.
+    Shadow,
+}
+
 /// Reserves the (input estimate, max output) `tokens`, the input as the
 /// deployment counts it, on the deployment's, tenant's and key's budgets at
 /// once, claims the probe if the breaker is half-open, and counts the attempt
@@ -85,8 +99,7 @@ pub(super) struct LeaseDenied {
 pub(super) fn lease_on(
     table: &Table,
     deployment: &Deployment,
-    tenant: &str,
-    api_key: &str,
+    whose: LeaseFor<'_>,
     (estimated_input_tokens, max_output_tokens): (u32, u32),
     clock: &Clock,
     now: Nanos,
@@ -100,16 +113,27 @@ pub(super) fn lease_on(
                 everyone: false,
             });
         }
+        Admission::Probe if matches!(whose, LeaseFor::Shadow) => {
+            return Err(LeaseDenied {
+                filter: Filter::Health,
+                detail: "half-open: its probe is kept for callers".to_owned(),
+                retry_at: None,
+                everyone: false,
+            });
+        }
         Admission::Probe => true,
         Admission::Available => false,
     };
     let tokens = deployment.reserved_tokens(estimated_input_tokens, max_output_tokens);
+    let (tenant, api_key, keep) = match whose {
+        LeaseFor::Caller { tenant, api_key } => (tenant, api_key, table.keep_for(tenant)),
+        LeaseFor::Shadow => ("", "", table.shadow_keep),
+    };
     let limits = Limits {
         deployment: Arc::clone(&deployment.limit),
         tenant: table.tenant_limits.get(tenant).cloned(),
         api_key: table.api_key_limits.get(api_key).cloned(),
     };
-    let keep = table.keep_for(tenant);
     let reservation = limits
         .with(|all| reserve_keeping(all, tokens, now, keep))
         .map_err(|denied| {

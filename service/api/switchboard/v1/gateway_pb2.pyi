@@ -281,16 +281,20 @@ class Attempt(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_status: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class Served(_message.Message):
-    __slots__ = ("model_group", "deployment", "provider", "provider_model")
+    __slots__ = ("model_group", "deployment", "provider", "provider_model", "experiment", "variant")
     MODEL_GROUP_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     model_group: str
     deployment: str
     provider: str
     provider_model: str
-    def __init__(self, model_group: _Optional[str] = ..., deployment: _Optional[str] = ..., provider: _Optional[str] = ..., provider_model: _Optional[str] = ...) -> None: ...
+    experiment: str
+    variant: str
+    def __init__(self, model_group: _Optional[str] = ..., deployment: _Optional[str] = ..., provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("id", "served", "message", "finish_reason", "usage", "cost_usd", "attempts", "provider_request_id")

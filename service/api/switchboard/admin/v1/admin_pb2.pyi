@@ -230,7 +230,7 @@ class GetSpendRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SpendRow(_message.Message):
-    __slots__ = ("day", "tenant", "key_id", "model_group", "calls", "input_tokens", "output_tokens", "cost_usd")
+    __slots__ = ("day", "tenant", "key_id", "model_group", "calls", "input_tokens", "output_tokens", "cost_usd", "shadow")
     DAY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,7 @@ class SpendRow(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     day: str
     tenant: str
     key_id: str
@@ -247,7 +248,8 @@ class SpendRow(_message.Message):
     input_tokens: int
     output_tokens: int
     cost_usd: float
-    def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., model_group: _Optional[str] = ..., calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., model_group: _Optional[str] = ..., calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class GetSpendResponse(_message.Message):
     __slots__ = ("rows", "total_cost_usd")
@@ -258,12 +260,14 @@ class GetSpendResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...
 
 class CompareDeploymentsRequest(_message.Message):
-    __slots__ = ("deployments", "since")
+    __slots__ = ("deployments", "since", "policy")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedScalarFieldContainer[str]
     since: _timestamp_pb2.Timestamp
-    def __init__(self, deployments: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy: str
+    def __init__(self, deployments: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("estimate", "low", "high")
@@ -276,7 +280,7 @@ class Interval(_message.Message):
     def __init__(self, estimate: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class ComparedDeployment(_message.Message):
-    __slots__ = ("deployment", "calls", "success_rate", "latency_p50_ms", "latency_p95_ms", "cost_per_call_usd", "cost_per_1k_output_usd", "feedback_score", "scored_calls", "verdict")
+    __slots__ = ("deployment", "calls", "success_rate", "latency_p50_ms", "latency_p95_ms", "cost_per_call_usd", "cost_per_1k_output_usd", "feedback_score", "scored_calls", "verdict", "ttft_p50_ms", "ttft_p95_ms", "agreement_rate", "compared_answers", "latency_ms", "ttft_ms", "side")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +291,13 @@ class ComparedDeployment(_message.Message):
     FEEDBACK_SCORE_FIELD_NUMBER: _ClassVar[int]
     SCORED_CALLS_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     calls: int
     success_rate: Interval
@@ -297,12 +308,39 @@ class ComparedDeployment(_message.Message):
     feedback_score: Interval
     scored_calls: int
     verdict: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, deployment: _Optional[str] = ..., calls: _Optional[int] = ..., success_rate: _Optional[_Union[Interval, _Mapping]] = ..., latency_p50_ms: _Optional[_Union[Interval, _Mapping]] = ..., latency_p95_ms: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_call_usd: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_1k_output_usd: _Optional[_Union[Interval, _Mapping]] = ..., feedback_score: _Optional[_Union[Interval, _Mapping]] = ..., scored_calls: _Optional[int] = ..., verdict: _Optional[_Iterable[str]] = ...) -> None: ...
+    ttft_p50_ms: Interval
+    ttft_p95_ms: Interval
+    agreement_rate: Interval
+    compared_answers: int
+    latency_ms: Histogram
+    ttft_ms: Histogram
+    side: str
+    def __init__(self, deployment: _Optional[str] = ..., calls: _Optional[int] = ..., success_rate: _Optional[_Union[Interval, _Mapping]] = ..., latency_p50_ms: _Optional[_Union[Interval, _Mapping]] = ..., latency_p95_ms: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_call_usd: _Optional[_Union[Interval, _Mapping]] = ..., cost_per_1k_output_usd: _Optional[_Union[Interval, _Mapping]] = ..., feedback_score: _Optional[_Union[Interval, _Mapping]] = ..., scored_calls: _Optional[int] = ..., verdict: _Optional[_Iterable[str]] = ..., ttft_p50_ms: _Optional[_Union[Interval, _Mapping]] = ..., ttft_p95_ms: _Optional[_Union[Interval, _Mapping]] = ..., agreement_rate: _Optional[_Union[Interval, _Mapping]] = ..., compared_answers: _Optional[int] = ..., latency_ms: _Optional[_Union[Histogram, _Mapping]] = ..., ttft_ms: _Optional[_Union[Histogram, _Mapping]] = ..., side: _Optional[str] = ...) -> None: ...
+
+class Histogram(_message.Message):
+    __slots__ = ("bounds", "counts")
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Comparison(_message.Message):
+    __slots__ = ("kind", "title", "sides")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SIDES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    title: str
+    sides: _containers.RepeatedCompositeFieldContainer[ComparedDeployment]
+    def __init__(self, kind: _Optional[str] = ..., title: _Optional[str] = ..., sides: _Optional[_Iterable[_Union[ComparedDeployment, _Mapping]]] = ...) -> None: ...
 
 class CompareDeploymentsResponse(_message.Message):
-    __slots__ = ("deployments", "method")
+    __slots__ = ("deployments", "method", "comparisons")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[ComparedDeployment]
     method: str
-    def __init__(self, deployments: _Optional[_Iterable[_Union[ComparedDeployment, _Mapping]]] = ..., method: _Optional[str] = ...) -> None: ...
+    comparisons: _containers.RepeatedCompositeFieldContainer[Comparison]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[ComparedDeployment, _Mapping]]] = ..., method: _Optional[str] = ..., comparisons: _Optional[_Iterable[_Union[Comparison, _Mapping]]] = ...) -> None: ...

@@ -163,11 +163,15 @@ class AdminServicer:
 
     def CompareDeployments(self, request, context):
         """CompareDeployments compares deployments on the calls they served (the
-        ledger's): per deployment, the success rate, latency p50 and p95, cost per
-        call and per 1k output tokens, and the mean feedback score, each with a 95%
-        interval; and a verdict of each against the first, only where intervals
-        separate. FAILED_PRECONDITION unless `ledger.enabled`; NOT_FOUND for a
-        deployment the config lacks; INVALID_ARGUMENT unless 2 to 8 are named.
+        ledger's): per deployment, the success rate, latency and time-to-first-token
+        p50 and p95, cost per call and per 1k output tokens, and the mean feedback
+        score, each with a 95% interval; and a verdict of each against the first,
+        only where intervals separate. Given a `policy` instead, it compares that
+        policy's experiment variants, and each of its shadow deployments against
+        the answers they mirrored (with the rate at which the answers agree).
+        FAILED_PRECONDITION unless `ledger.enabled`; NOT_FOUND for a deployment or
+        policy the config lacks; INVALID_ARGUMENT unless 2 to 8 deployments, or a
+        policy with an experiment or shadow, are named.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
