@@ -64,6 +64,8 @@ class Call:
     hedges: int = 0
     outcome: str = ""
     ttft_ms: float | None = None
+    # The answering attempt's own latency (without retries, fallbacks, waits, or a slow reader).
+    attempt_ms: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

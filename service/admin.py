@@ -145,7 +145,9 @@ class AdminServicer(pb_grpc.AdminServicer):
         since = await _since(context, request, DEFAULT_SPAN_S)
         rows = await _from_store(context, spend.read(since, request.tenant, request.key_id))
         return pb.GetSpendResponse(
-            rows=[pb.SpendRow(**row._asdict()) for row in rows], total_cost_usd=sum(row.cost_usd for row in rows)
+            rows=[pb.SpendRow(**row._asdict()) for row in rows],
+            total_cost_usd=sum(row.cost_usd for row in rows if not row.shadow),
+            shadow_cost_usd=sum(row.cost_usd for row in rows if row.shadow),
         )
 
     async def CompareDeployments(  # noqa: N802

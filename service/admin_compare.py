@@ -80,7 +80,8 @@ async def by_policy(spend: SpendReader, policy: Mapping[str, Any], since: float)
 async def _shadow_comparison(
     policy_id: str, deployment: str, copied: list[Served], shadowed: list[Served]
 ) -> pb.Comparison:
-    named: list[tuple[str, Sequence[Served]]] = [("primary", copied), ("shadow", shadowed)]
+    # The shadow side is named by its deployment, as its verdict speaks of it ("b is 38% cheaper").
+    named: list[tuple[str, Sequence[Served]]] = [("primary", copied), (deployment, shadowed)]
     (primary, _), (shadow, said) = await asyncio.to_thread(compare, named)
     return pb.Comparison(
         kind="shadow",

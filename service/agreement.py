@@ -41,8 +41,9 @@ from service.outcomes import Completion
 SIMILAR_ENOUGH = 0.9
 
 # The most characters of a text that are measured or parsed: comparing two texts takes time
-# that grows with the product of their lengths, and the answers' lengths are an upstream's to choose.
-MAX_COMPARED_CHARS = 50_000
+# that grows with the product of their lengths, and the answers' lengths are an upstream's to
+# choose. Ten thousand characters (a few pages) compare in a few milliseconds.
+MAX_COMPARED_CHARS = 10_000
 
 _FENCE = "```"
 

@@ -112,6 +112,9 @@ def _label(text: str) -> str:
 
 
 def _name(side: Side) -> str:
+    """A side as the report names it: its role and, for a shadow, its deployment."""
+    if side.side == "shadow" and side.deployment:
+        return f"shadow: {side.deployment}"
     return side.side or side.deployment or "(unnamed)"
 
 
@@ -292,10 +295,15 @@ def _distribution(ax: Axes, names: Sequence[str], histograms: Sequence[admin_pb2
     if not curves:
         _empty(ax)
         return
-    positive = [x for _, (xs, _) in curves for x in xs if x > 0]
+    # Only the span the calls fill is drawn: from the bucket before the first call to the bound
+    # that holds them all (the histogram's bounds reach far beyond most deployments).
+    spans = [_filled(xs, ys) for _, (xs, ys) in curves]
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    positive = [x for _, (xs, _) in curves for x in xs[first : last + 1] if x > 0]
     log = bool(positive) and max(positive) > LOG_SPAN * min(positive)
     for i, (xs, ys) in curves:
-        points = [(x, y) for x, y in zip(xs, ys, strict=True) if x > 0 or not log]
+        window = zip(xs[first : last + 1], ys[first : last + 1], strict=True)
+        points = [(x, y) for x, y in window if x > 0 or not log]
         ax.plot([x for x, _ in points], [y for _, y in points], color=f"C{i % 10}", lw=2, label=_label(names[i]))
     if log:
         ax.set_xscale("log")
@@ -310,8 +318,15 @@ def _distribution(ax: Axes, names: Sequence[str], histograms: Sequence[admin_pb2
     ax.legend(loc="best", fontsize="small")
 
 
+def _filled(xs: Sequence[float], ys: Sequence[float]) -> tuple[int, int]:
+    """The indices of the bound before a curve's first call and of the first that holds them all."""
+    start = next((i for i, y in enumerate(ys) if y > 0), 0)
+    end = next((i for i, y in enumerate(ys) if y >= 1.0), len(ys) - 1)
+    return max(start - 1, 0), end
+
+
 def _estimates(ax: Axes, names: Sequence[str], sides: Sequence[Side], measure: Measure, *, labelled: bool) -> None:
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
     points = [
         (i, iv)
@@ -340,6 +355,10 @@ def _estimates(ax: Axes, names: Sequence[str], sides: Sequence[Side], measure: M
         ax.axvline(points[0][1].estimate, color="grey", lw=0.8, ls=":")
     if measure.share:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    else:
+        # Dollars per call run to many decimals: a few ticks, in short form.
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax.grid(axis="x", alpha=0.3)
 
 

@@ -118,6 +118,7 @@ class Engine:
             call.finish_reason = _finish_reason(won.answer.finish_reason)
             async with won:
                 cost_usd = won.attempt.ok(won.answer.usage)
+            call.attempt_ms = won.attempt.elapsed() * 1000
             _count_usage(call, won.answer.usage, cost_usd)
         finally:
             _count_attempts(call, log)
@@ -168,7 +169,7 @@ class Engine:
                 attempt.failed(error)
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
             cost_usd = attempt.ok(finished.usage, first_token_s=stream.first_token_s)
-            call.ttft_ms = stream.first_token_s * 1000
+            call.ttft_ms, call.attempt_ms = stream.first_token_s * 1000, attempt.elapsed() * 1000
             call.finish_reason = _finish_reason(finished.finish_reason)
             _count_usage(call, finished.usage, cost_usd)
             yield responses.stream_end(finished, cost_usd, log.records)
@@ -392,7 +393,7 @@ def _count_attempts(call: Call, log: AttemptLog) -> None:
 def _note_decision(call: Call, decision: router_core.Decision, tokens: Estimate) -> None:
     call.model_group, call.policy, call.strategy = decision.model_group, decision.policy or "", decision.strategy
     call.experiment, call.variant = decision.experiment or ("", "")
-    if call.shadow is None:  # the first round's sample decides
+    if call.estimate is None:  # the first round's sample decides, whatever it drew
         call.shadow, call.estimate = decision.shadow, tokens
     call.candidates = [candidate.deployment for candidate in decision.candidates]
     call.rejected = [f"{rejection.deployment}: {rejection.filter}" for rejection in decision.rejected]

@@ -23,7 +23,7 @@ from typing import Any
 from service.access import Call
 from service.config.schema import LedgerSettings
 from service.store import StoreThread
-from service.store.records import CallRecord, FeedbackRecord
+from service.store.records import SHADOW_METHOD, CallRecord, FeedbackRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,18 @@ class Ledger:
                 policy=call.policy,
                 experiment=call.experiment,
                 variant=call.variant,
+                attempt_ms=None if call.attempt_ms is None else round(call.attempt_ms, 3),
             )
         )
 
     def add_record(self, record: CallRecord) -> None:
-        """Appends a call's record as it is (a shadow call's: service/shadows.py); never waits."""
+        """Appends a call's record as it is (a shadow call's: service/shadows.py); never waits.
+        A full buffer drops a shadow call's record rather than make room for it: the calls
+        callers made are what spending and budgets are read from."""
         if len(self._buffer) >= self._max:
+            if record.method == SHADOW_METHOD:
+                self._dropped(1)
+                return
             self._buffer.popleft()
             self._dropped(1)
         self._buffer.append(record)

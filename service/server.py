@@ -285,6 +285,7 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        self.shadows.close()
         await self.health.enter_graceful_shutdown()
         if drain_s > 0:
             await asyncio.sleep(drain_s)

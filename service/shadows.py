@@ -1,7 +1,10 @@
 """Shadow calls: a policy's copies of a sampled share of its requests (`shadow:` in a policy),
 sent to other deployments to measure them on real traffic.
 
-A copy starts once the caller's own call has ended, as a task of its own: the caller never
+Only a request the caller got an answer to is copied, and only to the shadow deployments the
+request itself could have gone to (the router filters them as it does the request's candidates;
+the caller's tenant must be allowed them too). A copy starts once the caller's own call has
+ended, as a task of its own: the caller never
 waits for it, never sees it, and its failures and slowness go nowhere but the ledger. It takes a
 shadow lease (`Router.reserve_shadow`), which reserves only the deployment's rate-limit budget
 and is refused while that budget is within the share kept for callers, so shadows are the first
@@ -16,6 +19,7 @@ from closing until it ends, and a gateway stopping cancels the copies still runn
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -36,9 +40,11 @@ from service.store.records import SHADOW_METHOD, CallRecord
 
 log = logging.getLogger(__name__)
 
-# The most text and tool-call pieces of a streamed answer kept to compare with a shadow's: the
-# answer's own size is bounded by the provider's max tokens, this bounds what is held for it.
+# The most of a streamed answer kept to compare with a shadow's (characters, each tool-call piece
+# counting one more), and the most tool calls: the answer's own size is the provider's to choose,
+# this bounds what is held for it. An answer past either is not compared.
 MAX_KEPT_CHARS = 200_000
+MAX_KEPT_TOOL_CALLS = 128
 # A shadow call, stream or not, ends after this many of its deployment's `timeout_s` in all.
 WHOLE_CALL_TIMEOUTS = 2
 
@@ -59,11 +65,14 @@ class PartialAnswer:
             self.text.append(delta.text)
             self.kept += len(delta.text)
         for piece in delta.tool_calls:
+            if piece.index not in self.tools and len(self.tools) >= MAX_KEPT_TOOL_CALLS:
+                self.kept = MAX_KEPT_CHARS + 1
+                return
             parts = self.tools.setdefault(piece.index, [""])
             if piece.name:
                 parts[0] = piece.name
             parts.append(piece.arguments)
-            self.kept += len(piece.arguments)
+            self.kept += len(piece.name) + len(piece.arguments) + 1
 
     def answer(self) -> Answer | None:
         """The whole answer; None unless the stream completed, and had it all kept."""
@@ -76,18 +85,20 @@ class PartialAnswer:
 class Primary:
     """What the caller got, collected while its call runs, when its request is to be copied."""
 
-    __slots__ = ("_call", "_partial", "answer")
+    __slots__ = ("_call", "_partial", "answer", "complete")
 
     def __init__(self, call: Call) -> None:
         self._call = call
         self._partial: PartialAnswer | None = None
-        self.answer: Answer | None = None
+        self.complete = False  # the caller got a whole answer
+        self.answer: Answer | None = None  # that answer, unless too large to keep
 
     def answered(self, response: pb.ChatResponse) -> None:
         if self._call.shadow is None:
             return
         calls = tuple(ToolUse(c.name, c.arguments) for c in response.message.tool_calls)
         self.answer = Answer("".join(part.text for part in response.message.content), calls)
+        self.complete = True
 
     def streamed(self, event: pb.ChatStreamResponse) -> None:
         if self._call.shadow is None:
@@ -98,7 +109,7 @@ class Primary:
         if kind == "delta":
             self._partial.add(event.delta)
         elif kind == "end":
-            self._partial.complete = True
+            self._partial.complete = self.complete = True
             self.answer = self._partial.answer()
 
 
@@ -122,17 +133,18 @@ class Shadows:
         self._clock = clock
         self._in_flight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.stats = ShadowStats()
 
     @contextmanager
     def mirroring(self, call: Call, request: pb.ChatRequest, runtime: Runtime, *, streaming: bool) -> Iterator[Primary]:
-        """The block in which the caller's call runs; when it ends, however it ends, a request
-        the router sampled for copying that reached a deployment is copied."""
+        """The block in which the caller's call runs; when it ends with an answer, a request the
+        router sampled for copying is copied."""
         primary = Primary(call)
         try:
             yield primary
         finally:
-            if call.shadow is not None and call.attempts > 0:
+            if call.shadow is not None and primary.complete and not self._closing:
                 self._start(call, request, runtime, primary.answer, streaming)
 
     def _start(
@@ -141,21 +153,28 @@ class Shadows:
         copy, policy = call.shadow, call.policy
         assert copy is not None
         for deployment in copy.deployments:
+            if call.caller is not None and not call.caller.allows(deployment):
+                continue
             if self._in_flight[policy] >= copy.max_in_flight:
                 self.stats.counts[policy, deployment, "busy"] += 1
                 continue
             held = ExitStack()
             # Held from now, not from when the task first runs: a reload meanwhile must not
-            # close the providers under it.
+            # close the providers under it. Let go when the task is done, even one cancelled
+            # before it ever ran.
             held.enter_context(self._runtimes.hold(runtime))
             self._in_flight[policy] += 1
-            task = asyncio.ensure_future(self._run(held, call, request, runtime, deployment, primary, streaming))
+            task = asyncio.ensure_future(self._run(call, request, runtime, deployment, primary, streaming))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._ended, held=held, policy=policy))
+
+    def _ended(self, task: asyncio.Task[None], *, held: ExitStack, policy: str) -> None:
+        self._tasks.discard(task)
+        self._in_flight[policy] -= 1
+        held.close()
 
     async def _run(
         self,
-        held: ExitStack,
         call: Call,
         request: pb.ChatRequest,
         runtime: Runtime,
@@ -163,21 +182,19 @@ class Shadows:
         primary: Answer | None,
         streaming: bool,
     ) -> None:
-        with held:
-            try:
-                done = await self._call(call, request, runtime, deployment, streaming)
-            except Exception:  # a shadow must never take anything else down with it
-                log.exception("a shadow call to %s failed unexpectedly", deployment)
-                return
-            finally:
-                self._in_flight[call.policy] -= 1
+        try:
+            done = await self._call(call, request, runtime, deployment, streaming)
+        except Exception:  # a shadow must never take anything else down with it
+            log.exception("a shadow call to %s failed unexpectedly", deployment)
+            return
         if done is None:
             self.stats.counts[call.policy, deployment, "refused"] += 1
             return
         record, answer = done
         self.stats.counts[call.policy, deployment, "ok" if record.status == "OK" else "failed"] += 1
         if primary is not None and answer is not None:
-            agreement = compare_answers(primary, answer)
+            # Bounded, but long answers take milliseconds: off the event loop the callers share.
+            agreement = await asyncio.to_thread(compare_answers, primary, answer)
             record = record._replace(similarity=round(agreement.similarity, 4), agrees=agreement.agrees)
         if self._ledger is not None:
             self._ledger.add_record(record)
@@ -194,8 +211,8 @@ class Shadows:
             lease = self._router.reserve_shadow(
                 deployment_id, tokens=tokens.input + tokens.max_output, input_tokens=tokens.input
             )
-        except router_core.DeploymentUnavailableError:
-            return None
+        except (router_core.DeploymentUnavailableError, router_core.UnknownDeploymentError):
+            return None  # out of rotation or budget; or gone in a reload since the decision
         attempt = Attempt(self._router, deployment, 0, lease, deployment.timeout_s, AttemptLog(), self._clock)
         usage, cost_usd, ttft_ms, answer = Usage(), 0.0, None, None
         outcome = "ok"
@@ -229,6 +246,7 @@ class Shadows:
         except TimeoutError:
             attempt.settle_on(UpstreamError(pb.OUTCOME_TIMEOUT, "the shadow call ran too long"))
             outcome = "timeout"
+        latency_ms = round(attempt.elapsed() * 1000, 3)
         record = CallRecord(
             time.time(),
             uuid.uuid4().hex,
@@ -242,12 +260,13 @@ class Shadows:
             usage.input_tokens,
             usage.output_tokens,
             cost_usd,
-            round(attempt.elapsed() * 1000, 3),
+            latency_ms,
             ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
             policy=call.policy,
             experiment=call.experiment,
             variant=call.variant,
             shadow_of=call.request_id,
+            attempt_ms=latency_ms,
         )
         return record, answer
 
@@ -256,8 +275,13 @@ class Shadows:
         """Shadow calls under way."""
         return len(self._tasks)
 
+    def close(self) -> None:
+        """Starts no more shadow calls (the gateway is stopping)."""
+        self._closing = True
+
     async def aclose(self) -> None:
-        """Cancels the shadow calls still running, and waits for them to give their leases back."""
+        """Starts no more, cancels those still running, and waits for them to give their leases back."""
+        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

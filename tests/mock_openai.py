@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import struct
@@ -123,16 +124,23 @@ class MockOpenAI(LoopbackServer):
         chunk_delay_s: float = 0.0,
         latency_s: float = 0.0,
         fail_every: int = 0,
+        latency_spread: float = 0.0,
+        reword_every: int = 0,
     ) -> None:
         super().__init__()
         self.api_key = api_key
         self.reply_prefix = reply_prefix
         self.chunk_delay_s = chunk_delay_s
-        # A known profile: each answer waits `latency_s` first, and every `fail_every`-th valid
-        # request (counted from 1) fails with a 500.
+        # A known profile: each answer waits `latency_s` first (times a log-normal factor of
+        # sigma `latency_spread`, drawn from a seeded generator), every `fail_every`-th valid
+        # request (counted from 1) fails with a 500, and every `reword_every`-th answer says
+        # something else than the question's echo.
         self.latency_s = latency_s
         self.fail_every = fail_every
+        self.latency_spread = latency_spread
+        self.reword_every = reword_every
         self.answered = 0
+        self._random = random.Random(0)
         self.fault: Fault | None = None
         self.requests: list[dict[str, Any]] = []
         self.tool_calls_made = 0
@@ -192,7 +200,7 @@ class MockOpenAI(LoopbackServer):
         self.answered += 1
         number = self.answered
         if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+            await asyncio.sleep(self.latency_s * self._random.lognormvariate(0, self.latency_spread))
         if self.fail_every and number % self.fail_every == 0:
             return _error(500, "the known profile's failure", "server_error")
         if fault and fault.hang_s:
@@ -207,6 +215,8 @@ class MockOpenAI(LoopbackServer):
         if tool is not None:
             return await self._tool_call(request, body, tool, max_tokens, fault)
         text, finish = _reply_text(body, self.reply_prefix)
+        if self.reword_every and number % self.reword_every == 0:
+            text = "I would put it quite differently."
         words = text.split(" ")
         if max_tokens and len(words) > max_tokens:
             words, finish = words[:max_tokens], "length"

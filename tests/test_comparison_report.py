@@ -109,7 +109,7 @@ def write_html(response: admin_pb2.CompareDeploymentsResponse, tmp_path: pathlib
 
 def test_html_shows_every_side_verdict_and_method(tmp_path: pathlib.Path) -> None:
     page = write_html(by_policy(), tmp_path)
-    for name in ("control", "candidate", "primary", "shadow", "anthropic-sonnet+bedrock-sonnet", "local-llama"):
+    for name in ("control", "candidate", "primary", "shadow: local-llama", "anthropic-sonnet+bedrock-sonnet"):
         assert f"<td>{name}</td>" in page
     for heading in ("experiment ab-1", "shadow b on policy p"):
         assert f"<h2>{heading}</h2>" in page

@@ -5,6 +5,7 @@ the comparison by policy recovers the profiles' known differences within its int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -19,8 +21,11 @@ import pytest
 from service.access import REQUEST_ID
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config.schema import LedgerSettings
+from service.ledger import Ledger
 from service.server import Gateway
-from service.store.records import CallRecord
+from service.store import StoreThread
+from service.store.records import SHADOW_METHOD, CallRecord
 from service.store.sqlite import open_sqlite
 from tests.conftest import StartServer
 from tests.mock_openai import MockOpenAI
@@ -124,12 +129,14 @@ async def test_shadow_calls_record_both_sides_and_never_slow_the_caller(
     assert copy.latency_p50_ms.estimate >= 1500 and primary.latency_p50_ms.estimate < 1000
     assert copy.HasField("ttft_p50_ms"), "the streamed copy measured its first token"
     assert any(clause.startswith("agreement 100%") for clause in copy.verdict)
-    store = open_sqlite(tmp_path / "ledger.db")
-    spend = store.spend(0)
-    store.close()
-    shadowed = [row for row in spend if row.shadow]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as channel:
+        spend = await admin_pb2_grpc.AdminStub(channel).GetSpend(admin_pb2.GetSpendRequest())
+    shadowed = [row for row in spend.rows if row.shadow]
     assert sum(row.calls for row in shadowed) == 24 and all(row.cost_usd > 0 for row in shadowed)
-    assert sum(row.calls for row in spend if not row.shadow) == 24
+    assert sum(row.calls for row in spend.rows if not row.shadow) == 24
+    own = sum(row.cost_usd for row in spend.rows if not row.shadow)
+    assert spend.total_cost_usd == pytest.approx(own), "the tenants' own calls, not the gateway's shadows"
+    assert spend.shadow_cost_usd == pytest.approx(sum(row.cost_usd for row in shadowed))
 
 
 async def test_shadow_failures_never_reach_the_caller(
@@ -144,6 +151,58 @@ async def test_shadow_failures_never_reach_the_caller(
     # Five failures in a row open b's breaker: the shadows after them are refused, not made.
     copy = (await shadows_done(gateway, 5)).sides[1]
     assert (copy.success_rate.estimate, copy.compared_answers) == (0.0, 0)
+
+
+async def test_only_requests_the_caller_got_an_answer_to_are_copied(
+    tmp_path: Path, start_server: StartServer, fast: MockOpenAI, slow: MockOpenAI
+) -> None:
+    fast.fail_every = 2  # every other primary fails: a copy of it would be spent on nothing the caller got
+    gateway = await start_server(config(tmp_path, fast, slow, SHADOW))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        for i in range(10):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.Chat(chat_request(text=f"q{i}"), timeout=5.0)
+    copy = (await shadows_done(gateway, 5)).sides[1]
+    await asyncio.sleep(0.3)
+    assert (fast.answered, slow.answered, copy.calls) == (10, 5, 5)
+
+
+def test_a_full_ledger_buffer_drops_shadow_records_first() -> None:
+    ledger = Ledger(cast(StoreThread, None), LedgerSettings(enabled=True, max_buffered=2))
+
+    def record(method: str, request_id: str) -> CallRecord:
+        return CallRecord(0.0, request_id, "t", "", method, "chat", "a", "OK", "ok", 1, 1, 0.1, 1.0)
+
+    ledger.add_record(record("Chat", "one"))
+    ledger.add_record(record(SHADOW_METHOD, "shadow"))
+    ledger.add_record(record(SHADOW_METHOD, "shadow-refused"))
+    ledger.add_record(record("Chat", "two"))
+    assert [r.request_id for r in ledger._buffer] == ["shadow", "two"]
+    assert ledger.dropped == 2
+
+
+def test_a_shadow_is_paired_once_with_the_latest_call_of_its_id_before_it(tmp_path: Path) -> None:
+    store = open_sqlite(tmp_path / "s.db")
+    now = time.time()
+
+    def call(at: float, request_id: str, latency_ms: float, **fields: Any) -> CallRecord:
+        base = CallRecord(at, request_id, "t", "", "Chat", "chat", "a", "OK", "ok", 1, 1, 0.1, latency_ms)
+        return base._replace(policy="p", **fields)
+
+    store.add_calls(
+        [
+            call(now - 3, "reused", 100.0, attempt_ms=90.0),
+            call(now - 2, "reused", 200.0, attempt_ms=180.0),
+            call(now - 1, "s1", 50.0, method=SHADOW_METHOD, deployment="b", shadow_of="reused", agrees=True),
+            call(now + 1, "reused", 300.0),  # after the shadow: not the call it copied
+        ]
+    )
+    pairs = store.shadow_pairs("p", "b", now - 60, 100)
+    store.close()
+    assert len(pairs) == 1
+    copied, shadow = pairs[0]
+    assert (copied[1], shadow[1], shadow[-1]) == (180.0, 50.0, 1), "the attempt's latency against the shadow's"
 
 
 async def test_hanging_shadows_hold_neither_callers_nor_a_stop(

@@ -221,7 +221,8 @@ impl Router {
             hedge: policy.and_then(|p| p.hedge),
             content_fallback: policy.map_or_else(ContentFallback::default, |p| p.content_fallback),
             experiment: assignment,
-            shadow: policy.and_then(|p| evaluation::shadow_copy(p, request, &mut rng)),
+            shadow: policy
+                .and_then(|p| evaluation::shadow_copy(p, &table, &query, request, &mut rng)),
         };
         if !request.dry_run {
             lease_first(

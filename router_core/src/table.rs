@@ -235,7 +235,8 @@ pub(crate) struct Experiment {
 
 #[derive(Debug)]
 pub(crate) struct Shadow {
-    pub(crate) deployments: Vec<Arc<str>>,
+    /// Indices into `Table::deployments`.
+    pub(crate) deployments: Vec<usize>,
     pub(crate) sample: f64,
     pub(crate) max_in_flight: u32,
 }
@@ -449,7 +450,11 @@ impl Table {
                     }),
                     arms,
                     shadow: p.shadow.as_ref().map(|s| Shadow {
-                        deployments: s.deployments.iter().map(|d| d.as_str().into()).collect(),
+                        deployments: s
+                            .deployments
+                            .iter()
+                            .map(|d| deployment_index[d.as_str()])
+                            .collect(),
                         sample: s.sample,
                         max_in_flight: s.max_in_flight,
                     }),

@@ -31,6 +31,9 @@ class CallRecord(NamedTuple):
     shadow_of: str = ""
     similarity: float | None = None
     agrees: bool | None = None
+    # The answering attempt's own latency, without what came before it (retries, fallbacks,
+    # waits) or after (a slow reader of a stream): what a shadow call's latency compares with.
+    attempt_ms: float | None = None
 
 
 # The method of the calls the gateway makes on its own: copies of a policy's requests to its

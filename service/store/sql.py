@@ -49,6 +49,7 @@ def added_call_columns(dialect: Dialect) -> list[tuple[str, str]]:
         ("shadow_of", text),
         ("similarity", dialect.real),
         ("agrees", "INTEGER"),
+        ("attempt_ms", dialect.real),
     ]
 
 
@@ -94,9 +95,9 @@ class SqlStore:
             for statement in schema(dialect):
                 cursor.execute(statement)
         self._add_columns("calls", added_call_columns(dialect))
+        for index in ("calls_by_request ON calls (request_id)", "calls_by_policy ON calls (policy, time)"):
+            self._create_index(index)
         with self._cursor() as cursor:
-            cursor.execute("CREATE INDEX IF NOT EXISTS calls_by_request ON calls (request_id)")
-            cursor.execute("CREATE INDEX IF NOT EXISTS calls_by_policy ON calls (policy, time)")
             # A ledger older than the totals is summed into them once, by whichever process
             # marks it first (the others wait for its transaction, then find it marked).
             cursor.execute(
@@ -115,6 +116,17 @@ class SqlStore:
         with self._cursor() as cursor:
             cursor.execute(self._dialect.columns_of, (table,))
             return {str(row[0]) for row in cursor.fetchall()}
+
+    def _create_index(self, index: str) -> None:
+        """Processes opening one store at once may race to make the same index (PostgreSQL
+        then fails the loser's statement): the loser's second try finds it made."""
+        statement = f"CREATE INDEX IF NOT EXISTS {index}"
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(statement)
+        except Exception:
+            with self._cursor() as cursor:
+                cursor.execute(statement)
 
     def _add_columns(self, table: str, columns: list[tuple[str, str]]) -> None:
         """Adds those of `columns` the table lacks. Processes opening one store at once may race
@@ -206,8 +218,7 @@ class SqlStore:
             # Shadow calls are the gateway's own: no budget of the tenant's counts them.
             if record.cost_usd > 0 and record.method != SHADOW_METHOD:
                 spent[record.tenant, record.key_id] += record.cost_usd
-        # A boolean goes in as 0 or 1: PostgreSQL would not take a boolean into the INTEGER column.
-        rows = [(*record[:-1], None if record.agrees is None else int(record.agrees)) for record in records]
+        rows = [_row(record) for record in records]
         with self._cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({self._places(len(CallRecord._fields))})", rows
@@ -248,25 +259,34 @@ class SqlStore:
 
     def shadow_pairs(self, policy: str, deployment: str, since: float, limit: int) -> list[tuple[ServedRow, ServedRow]]:
         """The latest `limit` shadow calls `policy` sent to `deployment` since `since`, each with
-        the call it copied: (that call, the shadow call)."""
+        the call it copied: (that call, the shadow call). The copied call's latency is its
+        answering attempt's, as the shadow's is. A client may reuse a request id: a shadow call
+        is paired with the latest call of that id and tenant that ended before it, once."""
         p = self._dialect.placeholder
         where = f"c.policy = {p} AND c.time >= {p} AND c.method = {p} AND c.deployment = {p}"
-        shadows = self._served(where, [policy, since, SHADOW_METHOD, deployment], limit, with_copied=True)
-        return [(row[len(SERVED_COLUMNS) :], row[: len(SERVED_COLUMNS)]) for row in shadows]
-
-    def _served(self, where: str, arguments: list[object], limit: int, *, with_copied: bool = False) -> list[Any]:
-        """Rows of SERVED_COLUMNS of the latest `limit` calls `where` selects (as `c`); with
-        `with_copied`, each followed by the same columns of the call it copied (as `o`)."""
-        p = self._dialect.placeholder
-        columns = ", ".join(_served_columns("c"))
-        joined = ""
-        if with_copied:
-            columns += ", " + ", ".join(_served_columns("o"))
-            joined = f" JOIN calls o ON o.request_id = c.shadow_of AND o.tenant = c.tenant AND o.method <> {p}"
-            arguments = [SHADOW_METHOD, *arguments]
+        arguments: list[object] = [SHADOW_METHOD, policy, since, SHADOW_METHOD, deployment]
+        joined = f" JOIN calls o ON o.request_id = c.shadow_of AND o.tenant = c.tenant AND o.method <> {p}"
+        columns = ", ".join([*_served_columns("c"), *_served_columns("o", attempt_latency=True), "c.request_id"])
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns} FROM calls c{joined} WHERE {where} ORDER BY c.time DESC LIMIT {p}",
+                f"SELECT {columns} FROM calls c{joined} WHERE {where} AND o.time <= c.time"
+                f" ORDER BY c.time DESC, o.time DESC LIMIT {p}",
+                [*arguments, limit],
+            )
+            rows = cursor.fetchall()
+        width, pairs, seen = len(SERVED_COLUMNS), [], set()
+        for row in rows:
+            if row[-1] not in seen:
+                seen.add(row[-1])
+                pairs.append((tuple(row[width : 2 * width]), tuple(row[:width])))
+        return pairs
+
+    def _served(self, where: str, arguments: list[object], limit: int) -> list[ServedRow]:
+        """Rows of SERVED_COLUMNS of the latest `limit` calls `where` selects (as `c`)."""
+        p = self._dialect.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(_served_columns('c'))} FROM calls c WHERE {where} ORDER BY c.time DESC LIMIT {p}",
                 [*arguments, limit],
             )
             return [tuple(row) for row in cursor.fetchall()]
@@ -300,12 +320,29 @@ SERVED_COLUMNS = ("status", "latency_ms", "cost_usd", "output_tokens", "ttft_ms"
 ServedRow = tuple[Any, ...]
 
 
-def _served_columns(alias: str) -> list[str]:
-    score = (
-        f"(SELECT avg(f.score) FROM feedback f WHERE f.request_id = {alias}.request_id"
-        f" AND f.tenant = {alias}.tenant AND f.score IS NOT NULL)"
-    )
-    return [score if name == "score" else f"{alias}.{name}" for name in SERVED_COLUMNS]
+def _served_columns(alias: str, *, attempt_latency: bool = False) -> list[str]:
+    """SERVED_COLUMNS of the call `alias`; with `attempt_latency`, its answering attempt's latency
+    where it has one (older records do not) for its latency."""
+    computed = {
+        "score": (
+            f"(SELECT avg(f.score) FROM feedback f WHERE f.request_id = {alias}.request_id"
+            f" AND f.tenant = {alias}.tenant AND f.score IS NOT NULL)"
+        ),
+        "latency_ms": f"coalesce({alias}.attempt_ms, {alias}.latency_ms)" if attempt_latency else f"{alias}.latency_ms",
+    }
+    return [computed.get(name, f"{alias}.{name}") for name in SERVED_COLUMNS]
+
+
+_AGREES = CallRecord._fields.index("agrees")
+
+
+def _row(record: CallRecord) -> tuple[object, ...]:
+    """The record as the calls table takes it: `agrees` as 0 or 1 (PostgreSQL would not take a
+    boolean into an INTEGER column)."""
+    row: list[object] = list(record)
+    if record.agrees is not None:
+        row[_AGREES] = int(record.agrees)
+    return tuple(row)
 
 
 def _key_row(record: KeyRecord) -> list[object]:

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use crate::config::StickyKey;
+use crate::filter::Query;
 use crate::strategy::SplitMix64;
-use crate::table::{Arm, Policy};
+use crate::table::{Arm, Policy, Table};
 
 use super::affinity::unit_hash;
 use super::RouteRequest;
@@ -27,8 +28,11 @@ pub struct ShadowCopy {
 }
 
 /// The arm that routes `request`: a plain policy's only one, or the variant
-/// its sticky key hashes to (the same on every process and host, in
-/// proportion to the weights); a request without a key is assigned at random.
+/// its sticky key picks by weighted rendezvous hashing of (key, variant): the
+/// same on every process and host, in proportion to the weights, and a key
+/// keeps its variant when another variant is added or left out (a host
+/// lacking one's credentials moves only that variant's keys). A request
+/// without a key is assigned at random.
 pub(super) fn arm_for<'p, S: AsRef<str>>(
     policy: &'p Policy,
     request: &RouteRequest<'_, S>,
@@ -38,20 +42,23 @@ pub(super) fn arm_for<'p, S: AsRef<str>>(
         return (&policy.arms[0], None);
     };
     let key = sticky_value(&experiment.sticky_by, request);
-    let unit = if key.is_empty() {
-        rng.next_unit()
-    } else {
-        unit_hash(key, &experiment.id)
-    };
-    let mut point = unit * experiment.total_weight;
-    let arm = policy
-        .arms
-        .iter()
-        .find(|arm| {
+    let arm = if key.is_empty() {
+        let mut point = rng.next_unit() * experiment.total_weight;
+        policy.arms.iter().find(|arm| {
             point -= arm.weight;
             point <= 0.0
         })
-        .unwrap_or_else(|| policy.arms.last().expect("an experiment has variants"));
+    } else {
+        policy.arms.iter().max_by(|a, b| {
+            let score = |arm: &Arm| {
+                let variant = arm.variant.as_deref().unwrap_or_default();
+                let u = unit_hash(key, &format!("{}\u{0}{variant}", experiment.id));
+                -arm.weight / u.ln()
+            };
+            score(a).total_cmp(&score(b))
+        })
+    }
+    .unwrap_or_else(|| policy.arms.last().expect("an experiment has variants"));
     let variant = arm
         .variant
         .clone()
@@ -72,9 +79,14 @@ fn sticky_value<'r, S: AsRef<str>>(key: &StickyKey, request: &'r RouteRequest<'r
 }
 
 /// The policy's shadow deployments for a sampled share of the requests that
-/// are served for real (never for a dry run, which calls nothing).
-pub(super) fn shadow_copy<S>(
+/// are served for real (never for a dry run, which calls nothing): those of
+/// them the request's own filters pass (its context window, capabilities,
+/// regions and cost ceiling, the policy's constraints included), so that a
+/// copy goes nowhere the request itself could not.
+pub(super) fn shadow_copy<S: AsRef<str>>(
     policy: &Policy,
+    table: &Table,
+    query: &Query<'_, S>,
     request: &RouteRequest<'_, S>,
     rng: &mut SplitMix64,
 ) -> Option<ShadowCopy> {
@@ -82,8 +94,13 @@ pub(super) fn shadow_copy<S>(
     if request.dry_run || rng.next_unit() > shadow.sample {
         return None;
     }
-    Some(ShadowCopy {
-        deployments: shadow.deployments.clone(),
+    let deployments: Vec<Arc<str>> = (shadow.deployments.iter())
+        .map(|&i| &table.deployments[i])
+        .filter(|deployment| query.reject(deployment).is_none())
+        .map(|deployment| Arc::clone(&deployment.id))
+        .collect();
+    (!deployments.is_empty()).then_some(ShadowCopy {
+        deployments,
         max_in_flight: shadow.max_in_flight,
     })
 }

@@ -245,3 +245,74 @@ fn shadow_leases_take_no_tenant_budget_and_leave_a_probe_to_callers() {
         "a caller probes it"
     );
 }
+
+#[test]
+fn a_key_keeps_its_variant_when_another_is_left_out() {
+    let three = |variants: Value| {
+        router_with(json!({"id": "p", "experiment": {"id": "ab-1", "variants": variants}}))
+    };
+    let all = three(json!([
+        {"name": "a", "deployments": ["a"]},
+        {"name": "b", "deployments": ["b"]},
+        {"name": "c", "deployments": ["c"]},
+    ]));
+    let without_a = three(json!([
+        {"name": "b", "deployments": ["b"]},
+        {"name": "c", "deployments": ["c"]},
+    ]));
+    let mut moved = 0;
+    for i in 0..600 {
+        let tenant = format!("t{i}");
+        let request = RouteRequest {
+            tenant: &tenant,
+            dry_run: true,
+            ..RouteRequest::new("chat")
+        };
+        let (before, _) = assigned(&all, &request);
+        let (after, _) = assigned(&without_a, &request);
+        if before == "a" {
+            moved += 1;
+        } else {
+            assert_eq!(before, after, "{tenant} was not a's and kept its variant");
+        }
+    }
+    assert!(
+        (140..=260).contains(&moved),
+        "a third of 600 keys were a's: {moved}"
+    );
+}
+
+#[test]
+fn a_copy_goes_nowhere_the_request_could_not() {
+    // "b" and "d" are in the us, "c" in the eu; "c" lacks tools.
+    let router = router_with(json!({
+        "id": "p",
+        "route_to": {"deployments": ["a"]},
+        "shadow": {"deployments": ["b", "c", "d"], "sample": 1.0},
+    }));
+    let copied = |request: &RouteRequest<'_>| -> Vec<String> {
+        let shadow = router.route(request).unwrap().shadow;
+        shadow.map_or_else(Vec::new, |s| {
+            s.deployments.iter().map(|d| d.to_string()).collect()
+        })
+    };
+    let eu = RouteRequest {
+        regions: &["eu"],
+        ..RouteRequest::new("chat")
+    };
+    assert_eq!(copied(&eu), ["c"], "the request's regions bind its copies");
+    let tools = RouteRequest {
+        capabilities: &["tools"],
+        ..RouteRequest::new("chat")
+    };
+    assert_eq!(copied(&tools), ["d"], "and its capabilities");
+    let neither = RouteRequest {
+        regions: &["eu"],
+        capabilities: &["tools"],
+        ..RouteRequest::new("chat")
+    };
+    assert!(
+        copied(&neither).is_empty(),
+        "no copy at all when none qualifies"
+    );
+}

@@ -252,12 +252,14 @@ class SpendRow(_message.Message):
     def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., key_id: _Optional[str] = ..., model_group: _Optional[str] = ..., calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class GetSpendResponse(_message.Message):
-    __slots__ = ("rows", "total_cost_usd")
+    __slots__ = ("rows", "total_cost_usd", "shadow_cost_usd")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COST_USD_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
     total_cost_usd: float
-    def __init__(self, rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...
+    shadow_cost_usd: float
+    def __init__(self, rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ..., shadow_cost_usd: _Optional[float] = ...) -> None: ...
 
 class CompareDeploymentsRequest(_message.Message):
     __slots__ = ("deployments", "since", "policy")
