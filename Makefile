@@ -99,6 +99,7 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.telemetry --quick
 	$(PY) -m benches.tenancy --quick
 	$(PY) -m benches.shadow --quick
+	$(PY) -m benches.evaluation --quick
 
 .PHONY: bench
 bench: install tools system-deps ## benchmarks: the Rust core (criterion), route() across PyO3, Route over gRPC vs the floor
@@ -114,6 +115,7 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.telemetry
 	$(PY) -m benches.tenancy
 	$(PY) -m benches.shadow
+	$(PY) -m benches.evaluation
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

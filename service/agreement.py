@@ -105,8 +105,24 @@ def _normalise(text: str) -> str:
     # NFKC folds compatibility variants (full-width letters, ligatures) into their plain forms,
     # and may lengthen the text: it is cut again afterwards.
     text = unicodedata.normalize("NFKC", text[:MAX_COMPARED_CHARS]).casefold()
-    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-    return " ".join(text.split())[:MAX_COMPARED_CHARS]
+    return " ".join(text.translate(_PUNCTUATION).split())[:MAX_COMPARED_CHARS]
+
+
+class _Punctuation(dict[int, int | None]):
+    """A `str.translate` table deleting punctuation (Unicode categories P*). A character's
+    category is looked up once and remembered, for the characters below REMEMBERED_BELOW (the
+    alphabets most text is in; the table's size stays bounded whatever an upstream sends), so
+    that most text is translated in C."""
+
+    def __missing__(self, code: int) -> int | None:
+        value = None if unicodedata.category(chr(code)).startswith("P") else code
+        if code < REMEMBERED_BELOW:
+            self[code] = value
+        return value
+
+
+REMEMBERED_BELOW = 0x3000
+_PUNCTUATION = _Punctuation()
 
 
 def _json_equal(a: str, b: str) -> bool | None:

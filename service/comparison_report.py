@@ -36,7 +36,7 @@ MAX_TEXT = 200
 MAX_METHOD = 1000
 MAX_LABEL = 60
 # Beyond this ratio of the largest bucket bound to the smallest, a linear axis crushes the fast calls.
-LOG_SPAN = 20.0
+LOG_SPAN = 50.0
 FIGURE_SIZE = (11.0, 6.5)
 # A fixed salt makes matplotlib's SVG ids, and so the file, the same for the same response.
 SVG_SALT = "switchboard-report"
@@ -353,13 +353,18 @@ def _estimates(ax: Axes, names: Sequence[str], sides: Sequence[Side], measure: M
             ax.plot([high], [i], marker=">", color=color)
     if points[0][0] == 0:
         ax.axvline(points[0][1].estimate, color="grey", lw=0.8, ls=":")
+    # A few ticks, so that long labels (dollars per call run to many decimals) never collide.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
     if measure.share:
-        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    else:
-        # Dollars per call run to many decimals: a few ticks, in short form.
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if _span(ax) > 0.03 else 1))
+    elif "usd" in measure.field:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax.grid(axis="x", alpha=0.3)
+
+
+def _span(ax: Axes) -> float:
+    low, high = ax.get_xlim()
+    return abs(high - low)
 
 
 def _clip_range(measure: Measure, intervals: Sequence[Interval]) -> tuple[float, float]:

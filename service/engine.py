@@ -43,7 +43,7 @@ from service.errors import (
     UpstreamFailed,
 )
 from service.identity import ANONYMOUS, BudgetExceeded, Caller, PermissionDenied
-from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage
+from service.outcomes import AttemptRecord, Delta, StreamFinished, UpstreamError, Usage, finish_reason_name
 from service.providers import Provider
 from service.tokens import estimate_input_tokens
 
@@ -115,7 +115,7 @@ class Engine:
         try:
             opening = Unary(self.providers, request)
             model_group, won = await self._first_answer(request, opening, log, time_remaining, call)
-            call.finish_reason = _finish_reason(won.answer.finish_reason)
+            call.finish_reason = finish_reason_name(won.answer.finish_reason)
             async with won:
                 cost_usd = won.attempt.ok(won.answer.usage)
             call.attempt_ms = won.attempt.elapsed() * 1000
@@ -170,7 +170,7 @@ class Engine:
                 raise StreamInterrupted(deployment.id, deltas_sent, error, log.records) from error
             cost_usd = attempt.ok(finished.usage, first_token_s=stream.first_token_s)
             call.ttft_ms, call.attempt_ms = stream.first_token_s * 1000, attempt.elapsed() * 1000
-            call.finish_reason = _finish_reason(finished.finish_reason)
+            call.finish_reason = finish_reason_name(finished.finish_reason)
             _count_usage(call, finished.usage, cost_usd)
             yield responses.stream_end(finished, cost_usd, log.records)
 
@@ -397,7 +397,3 @@ def _note_decision(call: Call, decision: router_core.Decision, tokens: Estimate)
         call.shadow, call.estimate = decision.shadow, tokens
     call.candidates = [candidate.deployment for candidate in decision.candidates]
     call.rejected = [f"{rejection.deployment}: {rejection.filter}" for rejection in decision.rejected]
-
-
-def _finish_reason(reason: pb.FinishReason) -> str:
-    return pb.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower()

@@ -73,6 +73,7 @@ class Ledger:
                 experiment=call.experiment,
                 variant=call.variant,
                 attempt_ms=None if call.attempt_ms is None else round(call.attempt_ms, 3),
+                finish_reason=call.finish_reason,
             )
         )
 

@@ -86,6 +86,11 @@ class AttemptRecord:
     error: str = ""
 
 
+def finish_reason_name(reason: pb.FinishReason) -> str:
+    """FINISH_REASON_TOOL_CALLS → tool_calls, as logs, traces and the ledger carry it."""
+    return pb.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower()
+
+
 def usage_with_cache(uncached_input: int, output: int, cache_read: int, cache_write: int) -> Usage:
     """Usage from providers that count prompt tokens read from and written to their cache apart
     from the rest (Anthropic, Bedrock): all of them are input, the reads are also cached."""

@@ -34,7 +34,15 @@ from service.agreement import Answer, ToolUse, compare_answers
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import SYSTEM_CLOCK, Attempt, AttemptLog, Clock, Estimate, Streaming, Unary, Won
 from service.ledger import Ledger
-from service.outcomes import OUTCOME_CLASSES, Completion, Delta, StreamFinished, UpstreamError, Usage
+from service.outcomes import (
+    OUTCOME_CLASSES,
+    Completion,
+    Delta,
+    StreamFinished,
+    UpstreamError,
+    Usage,
+    finish_reason_name,
+)
 from service.runtime import Runtime, Runtimes
 from service.store.records import SHADOW_METHOD, CallRecord
 
@@ -45,6 +53,9 @@ log = logging.getLogger(__name__)
 # this bounds what is held for it. An answer past either is not compared.
 MAX_KEPT_CHARS = 200_000
 MAX_KEPT_TOOL_CALLS = 128
+# Answers this short (both texts together) are compared on the event loop, in microseconds; longer
+# ones on a thread, which costs more than the comparison of short ones.
+INLINE_COMPARED_CHARS = 2000
 # A shadow call, stream or not, ends after this many of its deployment's `timeout_s` in all.
 WHOLE_CALL_TIMEOUTS = 2
 
@@ -193,8 +204,10 @@ class Shadows:
         record, answer = done
         self.stats.counts[call.policy, deployment, "ok" if record.status == "OK" else "failed"] += 1
         if primary is not None and answer is not None:
-            # Bounded, but long answers take milliseconds: off the event loop the callers share.
-            agreement = await asyncio.to_thread(compare_answers, primary, answer)
+            if len(primary.text) + len(answer.text) <= INLINE_COMPARED_CHARS:
+                agreement = compare_answers(primary, answer)
+            else:  # bounded, but long answers take milliseconds: off the event loop the callers share
+                agreement = await asyncio.to_thread(compare_answers, primary, answer)
             record = record._replace(similarity=round(agreement.similarity, 4), agrees=agreement.agrees)
         if self._ledger is not None:
             self._ledger.add_record(record)
@@ -214,7 +227,7 @@ class Shadows:
         except (router_core.DeploymentUnavailableError, router_core.UnknownDeploymentError):
             return None  # out of rotation or budget; or gone in a reload since the decision
         attempt = Attempt(self._router, deployment, 0, lease, deployment.timeout_s, AttemptLog(), self._clock)
-        usage, cost_usd, ttft_ms, answer = Usage(), 0.0, None, None
+        usage, cost_usd, ttft_ms, answer, finished = Usage(), 0.0, None, None, ""
         outcome = "ok"
         try:
             # An attempt's own timeouts bound its first answer; this bounds the whole of it.
@@ -230,6 +243,7 @@ class Shadows:
                                 partial.add(event)
                             elif isinstance(event, StreamFinished):
                                 partial.complete, usage = True, event.usage
+                                finished = finish_reason_name(event.finish_reason)
                         if not partial.complete:
                             raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, "the provider's stream ended unfinished")
                         cost_usd = attempt.ok(usage, first_token_s=stream.first_token_s)
@@ -239,7 +253,7 @@ class Shadows:
                     with attempt.until_answer():
                         completion: Completion = await unary.start(attempt)
                     cost_usd, usage = attempt.ok(completion.usage), completion.usage
-                    answer = Answer.of_completion(completion)
+                    answer, finished = Answer.of_completion(completion), finish_reason_name(completion.finish_reason)
         except UpstreamError as error:
             attempt.settle_on(error)
             outcome = OUTCOME_CLASSES.get(error.outcome, "error")
@@ -267,6 +281,7 @@ class Shadows:
             variant=call.variant,
             shadow_of=call.request_id,
             attempt_ms=latency_ms,
+            finish_reason=finished,
         )
         return record, answer
 

@@ -129,6 +129,14 @@ async def test_shadow_calls_record_both_sides_and_never_slow_the_caller(
     assert copy.latency_p50_ms.estimate >= 1500 and primary.latency_p50_ms.estimate < 1000
     assert copy.HasField("ttft_p50_ms"), "the streamed copy measured its first token"
     assert any(clause.startswith("agreement 100%") for clause in copy.verdict)
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        ended = db.execute("SELECT method, status, finish_reason, count(*) FROM calls GROUP BY 1, 2, 3").fetchall()
+    assert sorted(ended) == [
+        ("Chat", "OK", "stop", 20),
+        ("ChatStream", "OK", "stop", 4),
+        (SHADOW_METHOD, "FAILED", "", 4),
+        (SHADOW_METHOD, "OK", "stop", 20),
+    ], "both sides' finish reasons, and the shadows' failures"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.admin_port}") as channel:
         spend = await admin_pb2_grpc.AdminStub(channel).GetSpend(admin_pb2.GetSpendRequest())
     shadowed = [row for row in spend.rows if row.shadow]

@@ -49,7 +49,7 @@ def _policy(policy: dict[str, Any]) -> str:
     experiment = policy["experiment"]
     if experiment:
         variants = " or ".join(
-            f"{variant['name'] or index} {_target(variant)} weight {variant['weight']:g}"
+            f"variant {variant['name'] or index} {_target(variant)} weight {variant['weight']:g}"
             for index, variant in enumerate(experiment["variants"])
         )
         first = f"experiment {experiment['id']} by {experiment['sticky_by']}: {variants}"

@@ -34,6 +34,8 @@ class CallRecord(NamedTuple):
     # The answering attempt's own latency, without what came before it (retries, fallbacks,
     # waits) or after (a slow reader of a stream): what a shadow call's latency compares with.
     attempt_ms: float | None = None
+    # Why the answer ended (stop, length, tool_calls, content_filter); empty without an answer.
+    finish_reason: str = ""
 
 
 # The method of the calls the gateway makes on its own: copies of a policy's requests to its

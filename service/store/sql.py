@@ -50,6 +50,7 @@ def added_call_columns(dialect: Dialect) -> list[tuple[str, str]]:
         ("similarity", dialect.real),
         ("agrees", "INTEGER"),
         ("attempt_ms", dialect.real),
+        ("finish_reason", text),
     ]
 
 
