@@ -9,6 +9,8 @@ import contextlib
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -397,3 +399,25 @@ def test_a_ledger_from_before_evaluation_gains_its_columns(tmp_path: Path) -> No
         ("OK", 9.0, 0.5, 2, 3.0, None, None),
         ("OK", 9.0, 0.5, 2, 3.0, None, None),
     ]
+
+
+def test_check_config_shows_what_an_experiment_and_a_shadow_do(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    base = STICKY_ACROSS_WORKERS.replace("sticky_by: affinity_key", "sticky_by: tenant")
+    shadowed = base + "    shadow: {deployments: [echo-b], sample: 0.05}\n"
+    path.write_text(shadowed)
+    shown = subprocess.run(
+        [sys.executable, "-m", "service", "check-config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "split: when always → experiment ab-2 by tenant: variant control [echo-a] weight 1 ordered weighted"
+        " or variant candidate [echo-b] weight 1 ordered weighted, copies 5% to shadow echo-b"
+        " (at most 8 at once, leaving 20% of a deployment's rpm/tpm to callers)"
+    ) in shown.stdout
+    priorities = "rate_limits: {tenant_priorities: {a: high, b: low}, priority_reserve: 0.4}\n"
+    path.write_text(shadowed + priorities)
+    shown = subprocess.run(
+        [sys.executable, "-m", "service", "check-config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert "but never sends them" in shown.stdout, shown.stdout + shown.stderr

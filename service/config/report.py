@@ -49,14 +49,15 @@ def _policy(policy: dict[str, Any]) -> str:
     experiment = policy["experiment"]
     if experiment:
         variants = " or ".join(
-            f"variant {variant['name'] or index} {_target(variant)} weight {variant['weight']:g}"
-            for index, variant in enumerate(experiment["variants"])
+            f"variant {variant['name']} {_target(variant)} weight {variant['weight']:g} ordered {variant['strategy']}"
+            for variant in experiment["variants"]
         )
         first = f"experiment {experiment['id']} by {experiment['sticky_by']}: {variants}"
     else:
         first = _target(policy["route_to"])
     tiers = " then ".join([first, *(_target(target) for target in policy["fallback"])])
-    text = f"{policy['id']}: when {when} → {tiers}, ordered {policy['strategy']}"
+    text = f"{policy['id']}: when {when} → {tiers}"
+    text += "" if experiment else f", ordered {policy['strategy']}"
     constraints = {k: v for k, v in policy["constraints"].items() if v}
     if constraints:
         text += f", constraints {json.dumps(constraints)}"
@@ -66,8 +67,13 @@ def _policy(policy: dict[str, Any]) -> str:
     if shadow:
         text += (
             f", copies {shadow['sample']:.0%} to shadow {', '.join(shadow['deployments'])}"
-            f" (at most {shadow['max_in_flight']} at once)"
+            f" (at most {shadow['max_in_flight']} at once, "
         )
+        if shadow["keep_share"] >= 1:
+            text += "but never sends them: with these tenant priorities they would leave every deployment's whole"
+            text += " rate-limit budget to callers; lower rate_limits.priority_reserve)"
+        else:
+            text += f"leaving {shadow['keep_share']:.0%} of a deployment's rpm/tpm to callers)"
     if policy["content_fallback"] != "none":
         text += f", content refusals go on to the {policy['content_fallback'].replace('_', ' ')}"
     return text
