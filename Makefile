@@ -67,10 +67,15 @@ lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest router_core --allowlist router_core/stubtest-allowlist.txt
 	cd protos && $(BIN)/buf lint
+	cd protos && $(BIN)/buf breaking --against released.binpb
 	$(PY) protos/generate_python.py --check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --workspace --all-targets --features router_core/python -- -D warnings
+
+.PHONY: release-contract
+release-contract: tools ## record protos/ as the released contract (protos/released.binpb), which buf breaking holds later changes to
+	cd protos && $(BIN)/buf build -o released.binpb
 
 .PHONY: wheel
 wheel: $(PY) ## build a release wheel into dist/ and check it holds router_core (with stub) and service

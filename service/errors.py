@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -31,12 +31,17 @@ ERROR_DOMAIN = "switchboard.v1"
 
 
 class GatewayError(Exception):
-    """An error the client should see as a specific gRPC status."""
+    """An error the client should see as a specific gRPC status, with a google.rpc.ErrorInfo of
+    `reason` (a value of the contract's ErrorReason, without its prefix) in its details."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = ""
 
     def details(self) -> Sequence[Message]:
-        return ()
+        return [self.error_info()] if self.reason else []
+
+    def error_info(self, metadata: Mapping[str, str] | None = None) -> error_details_pb2.ErrorInfo:
+        return error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 
 # What one error may carry of what a client sent or an upstream said: a status's message and
@@ -77,12 +82,14 @@ class NotEnabled(GatewayError):
     """The call needs what this gateway's config leaves off."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NOT_ENABLED"
 
 
 class NoEligibleDeployment(GatewayError):
     """Routing filters removed every deployment of the model group."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NO_ELIGIBLE_DEPLOYMENT"
 
     def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]]) -> None:
         self.model_group = model_group
@@ -94,7 +101,7 @@ class NoEligibleDeployment(GatewayError):
     def details(self) -> Sequence[Message]:
         metadata = {"model_group": self.model_group}
         metadata.update({f"rejected.{dep}": f"{flt}: {detail}" for dep, flt, detail in self.rejections})
-        info = error_details_pb2.ErrorInfo(reason="NO_ELIGIBLE_DEPLOYMENT", domain=ERROR_DOMAIN, metadata=metadata)
+        info = self.error_info(metadata)
         # Attempts made before routing found nothing left (rounds of waiting for capacity).
         return [info, responses.attempt_log(self.attempts)] if self.attempts else [info]
 
@@ -104,18 +111,14 @@ class NoHealthyDeployment(NoEligibleDeployment):
     ejected as an outlier), with no time known when one returns."""
 
     code = grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> Sequence[Message]:
-        info, *log = super().details()
-        assert isinstance(info, error_details_pb2.ErrorInfo)
-        info.reason = "NO_HEALTHY_DEPLOYMENT"
-        return [info, *log]
+    reason = "NO_HEALTHY_DEPLOYMENT"
 
 
 class BudgetExhausted(NoEligibleDeployment):
     """Every candidate is out of rate-limit budget (its own, the tenant's or the key's) for now."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
 
     def __init__(self, model_group: str, rejections: Sequence[tuple[str, str, str]], retry_after_s: float) -> None:
         super().__init__(model_group, rejections)
@@ -123,8 +126,6 @@ class BudgetExhausted(NoEligibleDeployment):
 
     def details(self) -> Sequence[Message]:
         info, *log = super().details()
-        assert isinstance(info, error_details_pb2.ErrorInfo)
-        info.reason = "RATE_LIMITED"
         return [info, retry_info(self.retry_after_s), *log]
 
 
@@ -142,8 +143,7 @@ class TooManyCalls(GatewayError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"this client already has {limit} calls in progress, the most it may have at once")
 
-    def details(self) -> Sequence[Message]:
-        return [error_details_pb2.ErrorInfo(reason="TOO_MANY_CALLS", domain=ERROR_DOMAIN)]
+    reason = "TOO_MANY_CALLS"
 
 
 class ClientNotReading(GatewayError):
@@ -151,6 +151,7 @@ class ClientNotReading(GatewayError):
     request is closed and its lease given back."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "CLIENT_NOT_READING"
 
     def __init__(self, timeout_s: float) -> None:
         super().__init__(f"the client read nothing for {timeout_s:g}s; the stream was ended")
@@ -169,6 +170,8 @@ _STATUS_OF_OUTCOME = {
 
 class UpstreamFailed(GatewayError):
     """Every attempted deployment failed (or the deadline left no time for more)."""
+
+    reason = "UPSTREAM_FAILED"
 
     def __init__(
         self,
@@ -196,7 +199,7 @@ class UpstreamFailed(GatewayError):
     def details(self) -> Sequence[Message]:
         metadata = {f"attempt.{i}": f"{a.deployment} {pb.Outcome.Name(a.outcome)}" for i, a in enumerate(self.attempts)}
         details: list[Message] = [
-            error_details_pb2.ErrorInfo(reason="UPSTREAM_FAILED", domain=ERROR_DOMAIN, metadata=metadata),
+            self.error_info(metadata),
             responses.attempt_log(self.attempts),
         ]
         if self.retry_after_s is not None:
@@ -208,6 +211,7 @@ class StreamInterrupted(GatewayError):
     """A stream failed after content had been sent, so it cannot fall back."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "STREAM_INTERRUPTED"
 
     def __init__(
         self, deployment: str, deltas_sent: int, cause: BaseException, attempts: Sequence[AttemptRecord] = ()
@@ -220,7 +224,7 @@ class StreamInterrupted(GatewayError):
     def details(self) -> Sequence[Message]:
         metadata = {"deployment": self.deployment, "deltas_sent": str(self.deltas_sent)}
         return [
-            error_details_pb2.ErrorInfo(reason="STREAM_INTERRUPTED", domain=ERROR_DOMAIN, metadata=metadata),
+            self.error_info(metadata),
             responses.attempt_log(self.attempts),
         ]
 

@@ -10,42 +10,38 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 
 import router_core
-from service.errors import ERROR_DOMAIN, GatewayError, retry_info
+from service.errors import GatewayError, retry_info
 
 
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
-
-    def details(self) -> Sequence[Message]:
-        return [error_details_pb2.ErrorInfo(reason="UNAUTHENTICATED", domain=ERROR_DOMAIN)]
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(GatewayError):
     code = grpc.StatusCode.PERMISSION_DENIED
-
-    def details(self) -> Sequence[Message]:
-        return [error_details_pb2.ErrorInfo(reason="PERMISSION_DENIED", domain=ERROR_DOMAIN)]
+    reason = "PERMISSION_DENIED"
 
 
 class TooManyFailures(GatewayError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TOO_MANY_AUTH_FAILURES"
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
         super().__init__(f"too many failed authentications from this address; try again in {wait_s:.0f}s")
 
     def details(self) -> Sequence[Message]:
-        info = error_details_pb2.ErrorInfo(reason="TOO_MANY_AUTH_FAILURES", domain=ERROR_DOMAIN)
-        return [info, retry_info(self.wait_s)]
+        return [self.error_info(), retry_info(self.wait_s)]
 
 
 class BudgetExceeded(GatewayError):
     """A call whose estimated cost is more than a budget has left."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BUDGET_EXCEEDED"
 
     def __init__(self, owner: str, refusal: router_core.BudgetRefusal) -> None:
         self.owner = owner
@@ -68,9 +64,7 @@ class BudgetExceeded(GatewayError):
         }
         if refusal.resets_at_s is not None:
             metadata["resets_at"] = _utc(refusal.resets_at_s)
-        details: list[Message] = [
-            error_details_pb2.ErrorInfo(reason="BUDGET_EXCEEDED", domain=ERROR_DOMAIN, metadata=metadata)
-        ]
+        details: list[Message] = [self.error_info(metadata)]
         if refusal.resets_at_s is not None:
             details.append(retry_info(max(0.0, refusal.resets_at_s - time.time())))
         return details

@@ -63,6 +63,22 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_PROTOCOL_ERROR: _ClassVar[Outcome]
     OUTCOME_CANCELLED: _ClassVar[Outcome]
     OUTCOME_OUT_OF_ROTATION: _ClassVar[Outcome]
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAUTHENTICATED: _ClassVar[ErrorReason]
+    ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_TOO_MANY_AUTH_FAILURES: _ClassVar[ErrorReason]
+    ERROR_REASON_TOO_MANY_CALLS: _ClassVar[ErrorReason]
+    ERROR_REASON_BUDGET_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_ELIGIBLE_DEPLOYMENT: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_HEALTHY_DEPLOYMENT: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_STREAM_INTERRUPTED: _ClassVar[ErrorReason]
+    ERROR_REASON_CLIENT_NOT_READING: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_ENABLED: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -98,6 +114,19 @@ OUTCOME_BAD_REQUEST: Outcome
 OUTCOME_PROTOCOL_ERROR: Outcome
 OUTCOME_CANCELLED: Outcome
 OUTCOME_OUT_OF_ROTATION: Outcome
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_UNAUTHENTICATED: ErrorReason
+ERROR_REASON_PERMISSION_DENIED: ErrorReason
+ERROR_REASON_TOO_MANY_AUTH_FAILURES: ErrorReason
+ERROR_REASON_TOO_MANY_CALLS: ErrorReason
+ERROR_REASON_BUDGET_EXCEEDED: ErrorReason
+ERROR_REASON_RATE_LIMITED: ErrorReason
+ERROR_REASON_NO_ELIGIBLE_DEPLOYMENT: ErrorReason
+ERROR_REASON_NO_HEALTHY_DEPLOYMENT: ErrorReason
+ERROR_REASON_UPSTREAM_FAILED: ErrorReason
+ERROR_REASON_STREAM_INTERRUPTED: ErrorReason
+ERROR_REASON_CLIENT_NOT_READING: ErrorReason
+ERROR_REASON_NOT_ENABLED: ErrorReason
 
 class ContentPart(_message.Message):
     __slots__ = ("text", "image")
