@@ -8,6 +8,8 @@ BIN       := $(CURDIR)/.cache/bin
 GRPCURL_VERSION := v1.9.4
 BUF_VERSION     := v1.75.0
 GHZ_VERSION     := v0.120.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Go tools build inside the clone, so nothing outside it is needed or reused.
 GO_ENV    := GOPATH=$(CURDIR)/.cache/go GOBIN=$(BIN) GOFLAGS=-modcacherw
 LISTEN    ?= 127.0.0.1:50051
@@ -29,10 +31,16 @@ serve: install ## build, then start the gateway on the embedded default config (
 	$(VENV)/bin/switchboard serve --listen $(LISTEN)
 
 .PHONY: tools
-tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz $(BIN)/mockupstream $(BIN)/loadgen ## pinned grpcurl, buf, ghz, the benchmark upstream and load generator, in .cache/bin
+tools: $(BIN)/grpcurl $(BIN)/buf $(BIN)/ghz $(BIN)/mockupstream $(BIN)/loadgen $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## pinned grpcurl, buf, ghz, protoc-gen-go(-grpc), the benchmark upstream and load generator, in .cache/bin
 
 $(BIN)/grpcurl:
 	$(GO_ENV) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+$(BIN)/protoc-gen-go:
+	$(GO_ENV) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(BIN)/protoc-gen-go-grpc:
+	$(GO_ENV) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 $(BIN)/buf:
 	$(GO_ENV) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -72,6 +80,12 @@ lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --workspace --all-targets --features router_core/python -- -D warnings
+
+.PHONY: examples
+examples: tools ## generate the examples' code from protos/ and build them (examples/go into .cache/bin/example-go)
+	rm -rf examples/go/gen
+	cd examples/go && PATH=$(BIN):$$PATH $(BIN)/buf generate ../../protos --template buf.gen.yaml
+	cd examples/go && $(GO_ENV) go build -o $(BIN)/example-go .
 
 .PHONY: release-contract
 release-contract: tools ## record protos/ as the released contract (protos/released.binpb), which buf breaking holds later changes to

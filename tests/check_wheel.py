@@ -17,6 +17,7 @@ REQUIRED = [
     r"service/api/switchboard/v1/gateway_pb2\.py",
     r"service/api/switchboard/v1/gateway_pb2_grpc\.py",
     r"service/providers/openai_compat\.py",
+    r"switchboard/client\.py",
     r"switchboard-.*\.dist-info/entry_points\.txt",
 ]
 
