@@ -120,10 +120,27 @@ async def test_the_python_example_runs(start_server: StartServer) -> None:
     assert lines[2].startswith(expected[2])
 
 
+@pytest.fixture(scope="module")
+def built_examples() -> None:
+    """Generates the Go and TypeScript code from protos/ and builds both examples, once."""
+    done = subprocess.run(["make", "-s", "examples"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.usefixtures("built_examples")
 async def test_the_go_example_builds_from_the_protos_and_runs(start_server: StartServer) -> None:
-    await run(["make", "-s", "examples"])  # generates the Go code from protos/ and builds it
     gateway = await start_server(ECHO)
     lines = await run([str(BIN / "example-go"), "-target", f"127.0.0.1:{gateway.port}", "-model", "echo"])
     expected = [line.format(language="Go", code="InvalidArgument") for line in EXPECTED]
+    assert [lines[0], lines[1], *lines[3:]] == [expected[0], expected[1], *expected[3:]]
+    assert lines[2].startswith(expected[2])
+
+
+@pytest.mark.usefixtures("built_examples")
+async def test_the_node_example_builds_from_the_protos_and_runs(start_server: StartServer) -> None:
+    gateway = await start_server(ECHO)
+    example = str(ROOT / "examples" / "node" / "dist" / "example.js")
+    lines = await run(["node", example, "--target", f"127.0.0.1:{gateway.port}", "--model", "echo"])
+    expected = [line.format(language="Node", code="INVALID_ARGUMENT") for line in EXPECTED]
     assert [lines[0], lines[1], *lines[3:]] == [expected[0], expected[1], *expected[3:]]
     assert lines[2].startswith(expected[2])
