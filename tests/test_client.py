@@ -137,6 +137,18 @@ async def test_the_go_example_builds_from_the_protos_and_runs(start_server: Star
 
 
 @pytest.mark.usefixtures("built_examples")
+async def test_the_java_example_builds_from_the_protos_and_runs(start_server: StartServer) -> None:
+    gateway = await start_server(ECHO)
+    java = ROOT / "examples" / "java" / "target"
+    classpath = f"{java / 'classes'}:{java / 'lib'}/*"
+    target = f"127.0.0.1:{gateway.port}"
+    lines = await run(["java", "-cp", classpath, "dev.switchboard.example.Example", target, "echo"])
+    expected = [line.format(language="Java", code="INVALID_ARGUMENT") for line in EXPECTED]
+    assert [lines[0], lines[1], *lines[3:]] == [expected[0], expected[1], *expected[3:]]
+    assert lines[2].startswith(expected[2])
+
+
+@pytest.mark.usefixtures("built_examples")
 async def test_the_node_example_builds_from_the_protos_and_runs(start_server: StartServer) -> None:
     gateway = await start_server(ECHO)
     example = str(ROOT / "examples" / "node" / "dist" / "example.js")
