@@ -82,12 +82,13 @@ lint: install tools ## ruff, mypy, stubtest, buf lint, stub drift, cargo fmt and
 	cargo clippy --workspace --all-targets --features router_core/python -- -D warnings
 
 .PHONY: examples
-examples: tools ## generate the examples' code from protos/ and build them (Go into .cache/bin/example-go, Node into examples/node/dist, Java into examples/java/target)
-	rm -rf examples/go/gen examples/node/gen examples/node/dist examples/java/target
+examples: tools ## build the examples and the TypeScript client, their code generated from protos/ (Go into .cache/bin/example-go, the rest in place)
+	rm -rf examples/go/gen examples/node/gen examples/node/dist examples/java/target clients/typescript/dist
 	cd examples/go && PATH=$(BIN):$$PATH $(BIN)/buf generate ../../protos --template buf.gen.yaml
 	cd examples/go && $(GO_ENV) go build -o $(BIN)/example-go .
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 	cd examples/java && mvn -q -B -Dmaven.repo.local=$(CURDIR)/.cache/m2 package
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 .PHONY: release-contract
 release-contract: tools ## record protos/ as the released contract (protos/released.binpb), which buf breaking holds later changes to

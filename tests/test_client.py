@@ -5,6 +5,7 @@ each run as a user would run it, against a gateway this test started."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,24 @@ async def test_the_go_example_builds_from_the_protos_and_runs(start_server: Star
     expected = [line.format(language="Go", code="InvalidArgument") for line in EXPECTED]
     assert [lines[0], lines[1], *lines[3:]] == [expected[0], expected[1], *expected[3:]]
     assert lines[2].startswith(expected[2])
+
+
+@pytest.mark.usefixtures("built_examples")
+async def test_the_typescript_client_passes_its_own_tests(start_server: StartServer) -> None:
+    """clients/typescript's tests (node's test runner) against a gateway started here."""
+    gateway = await start_server(ECHO)
+    environment = {**os.environ, "SWITCHBOARD_TARGET": f"127.0.0.1:{gateway.port}"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["npm", "test", "--silent"],
+        cwd=ROOT / "clients" / "typescript",
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "# pass 5" in done.stdout and "# fail 0" in done.stdout
 
 
 @pytest.mark.usefixtures("built_examples")
