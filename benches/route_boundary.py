@@ -6,9 +6,11 @@ memory flat.
     .venv/bin/python -m benches.route_boundary --quick    # a smoke run (CI)
 
 Each call is a full decision (20 policies, the last one matching; filters; order; the first
-candidate's lease), then the lease is released; the median over several rounds is reported,
-for a router of its own and for one whose budgets, breakers and cool-downs are in a shared region
-(`shared_state`, what the workers of `serve --workers N` use).
+candidate's lease), then the lease is released; the median over several rounds is reported per
+strategy (weighted, priority, round_robin, balanced) at 4, 64 and 256 deployments in the group,
+and for weighted also for a router whose budgets, breakers and cool-downs are in a shared region
+(`shared_state`, what the workers of `serve --workers N` use). Results:
+benches/results/route_boundary.json (route_boundary-quick.json with --quick).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 import router_core
-from benches.harness import rss_mib
+from benches.harness import RESULTS, machine, rss_mib, timestamp
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.tokens import estimate_input_tokens
 
@@ -43,7 +45,7 @@ MISSES: list[dict[str, Any]] = [
 ] * 2
 
 
-def routing_config(deployments: int) -> str:
+def routing_config(deployments: int, strategy: str = "weighted") -> str:
     ids = [f"d{i}" for i in range(deployments)]
     policies = [{"id": f"miss-{i}", "when": when, "route_to": {"groups": ["g"]}} for i, when in enumerate(MISSES[:19])]
     policies.append({"id": "chat", "when": {"field": "task", "eq": "chat"}, "route_to": {"groups": ["g"]}})
@@ -64,10 +66,15 @@ def routing_config(deployments: int) -> str:
                 }
                 for i, dep in enumerate(ids)
             ],
-            "model_groups": [{"name": "g", "strategy": "weighted", "deployments": ids}],
+            "model_groups": [{"name": "g", "strategy": strategy, "deployments": ids}],
             "policies": policies,
         }
     )
+
+
+# The strategies the decision targets are set for, and the fleet sizes they are measured at.
+STRATEGIES = ("weighted", "priority", "round_robin", "balanced")
+SIZES = (4, 64, 256)
 
 
 def decide(router: router_core.Router) -> router_core.Decision:
@@ -143,17 +150,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few calls only (smoke test)")
     options = parser.parse_args()
     calls, rounds = (100, 3) if options.quick else (20_000, 15)
-    for deployments in (4, 64):
-        config = routing_config(deployments)
-        with tempfile.TemporaryDirectory() as shared:
-            local = router_core.Router(config)
-            sharing = router_core.Router(config, shared_state=Path(shared) / "state")
-            alone, together = median_call_us([local, sharing], calls, rounds)
-        print(
-            f"route+release from Python, {deployments:>2} deployments: {alone:6.2f} µs median,"
-            f" {together:6.2f} µs with its state in a shared region ({together - alone:+.2f})"
-        )
-    print(f"estimate_input_tokens, 4 messages and a tool: {median_estimate_us(calls, rounds):6.2f} µs median")
+    results: dict[str, Any] = {"date": timestamp(), "machine": machine(), "us_per_decision": {}}
+    for strategy in STRATEGIES:
+        for deployments in SIZES:
+            config = routing_config(deployments, strategy)
+            # About as long a round at every size: fewer calls where each takes longer.
+            sized = max(calls * 4 // deployments, min(calls, 200))
+            with tempfile.TemporaryDirectory() as shared:
+                routers = [router_core.Router(config)]
+                if strategy == "weighted":
+                    routers.append(router_core.Router(config, shared_state=Path(shared) / "state"))
+                medians = median_call_us(routers, sized, rounds)
+            results["us_per_decision"][f"{strategy}/{deployments}"] = [round(m, 3) for m in medians]
+            line = f"route+release from Python, {strategy:>11}, {deployments:>3} deployments:"
+            line += f" {medians[0]:7.2f} µs median"
+            if len(medians) > 1:
+                line += f", {medians[1]:7.2f} µs with its state in a shared region ({medians[1] - medians[0]:+.2f})"
+            print(line, flush=True)
+    estimate = median_estimate_us(calls, rounds)
+    results["estimate_input_tokens_us"] = round(estimate, 3)
+    print(f"estimate_input_tokens, 4 messages and a tool: {estimate:6.2f} µs median")
+    name = "route_boundary-quick.json" if options.quick else "route_boundary.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
     memory_check(1_000 if options.quick else 1_000_000)
 
 
