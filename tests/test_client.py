@@ -15,7 +15,9 @@ import pytest
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from switchboard import Client, SwitchboardError
 from tests.conftest import StartServer
+from tests.keyed import StartKeyed
 from tests.mock_openai import MockOpenAI
+from tests.test_auth import keyed
 
 ROOT = Path(__file__).parent.parent
 BIN = ROOT / ".cache" / "bin"
@@ -175,3 +177,18 @@ async def test_the_node_example_builds_from_the_protos_and_runs(start_server: St
     expected = [line.format(language="Node", code="INVALID_ARGUMENT") for line in EXPECTED]
     assert [lines[0], lines[1], *lines[3:]] == [expected[0], expected[1], *expected[3:]]
     assert lines[2].startswith(expected[2])
+
+
+async def test_the_api_key_is_sent_and_a_refusal_decoded(tmp_path: Path, start_keyed: StartKeyed) -> None:
+    gateway = await start_keyed(keyed(tmp_path))
+    made = await gateway.create_key("acme")
+    target = f"127.0.0.1:{gateway.gateway.port}"
+    async with Client(target, api_key=made.secret, timeout_s=5.0) as client:
+        assert (await client.chat("hello", model="chat")).deployment == "eu-echo", "acme's region is eu"
+        with pytest.raises(SwitchboardError) as other:
+            await client.chat("hello", model="other")
+        assert (other.value.code.name, other.value.reason) == ("PERMISSION_DENIED", "PERMISSION_DENIED")
+    async with Client(target, api_key="sb-not-a-key", timeout_s=5.0) as stranger:
+        with pytest.raises(SwitchboardError) as refused:
+            await stranger.chat("hello", model="chat")
+        assert (refused.value.code.name, refused.value.reason) == ("UNAUTHENTICATED", "UNAUTHENTICATED")
