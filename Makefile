@@ -11,7 +11,9 @@ GHZ_VERSION     := v0.120.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Go tools build inside the clone, so nothing outside it is needed or reused.
-GO_ENV    := GOPATH=$(CURDIR)/.cache/go GOBIN=$(BIN) GOFLAGS=-modcacherw
+GO_ENV    := GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build GOBIN=$(BIN) GOFLAGS=-modcacherw
+# npm's cache too stays in the clone.
+NPM_ENV   := npm_config_cache=$(CURDIR)/.cache/npm
 LISTEN    ?= 127.0.0.1:50051
 
 .PHONY: help
@@ -86,9 +88,9 @@ examples: tools ## build the examples and the TypeScript client, their code gene
 	rm -rf examples/go/gen examples/node/gen examples/node/dist examples/java/target clients/typescript/dist
 	cd examples/go && PATH=$(BIN):$$PATH $(BIN)/buf generate ../../protos --template buf.gen.yaml
 	cd examples/go && $(GO_ENV) go build -o $(BIN)/example-go .
-	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	cd examples/node && $(NPM_ENV) npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 	cd examples/java && mvn -q -B -Dmaven.repo.local=$(CURDIR)/.cache/m2 package
-	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	cd clients/typescript && $(NPM_ENV) npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 .PHONY: release-contract
 release-contract: tools ## record protos/ as the released contract (protos/released.binpb), which buf breaking holds later changes to
