@@ -123,11 +123,8 @@ class Engine:
         finally:
             _count_attempts(call, log)
             _settle_budget(call)
-        response = responses.chat_response(
-            call.request_id, model_group, won.attempt.deployment, won.answer, cost_usd, log.records
-        )
-        response.served.experiment, response.served.variant = call.experiment, call.variant
-        return response
+        served = responses.served(model_group, won.attempt.deployment, call.experiment, call.variant)
+        return responses.chat_response(call.request_id, served, won.answer, cost_usd, log.records)
 
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
@@ -151,9 +148,8 @@ class Engine:
         async with won:
             attempt, stream = won.attempt, won.answer
             deployment = attempt.deployment
-            start = responses.stream_start(call.request_id, model_group, deployment, log.records)
-            start.start.served.experiment, start.start.served.variant = call.experiment, call.variant
-            yield start
+            served = responses.served(model_group, deployment, call.experiment, call.variant)
+            yield responses.stream_start(call.request_id, served, log.records)
             finished: StreamFinished | None = None
             deltas_sent = 0
             try:

@@ -66,15 +66,14 @@ def route_response(
 
 def chat_response(
     request_id: str,
-    model_group: str,
-    deployment: Deployment,
+    served: pb.Served,
     completion: Completion,
     cost_usd: float,
     records: Sequence[AttemptRecord],
 ) -> pb.ChatResponse:
     return pb.ChatResponse(
         id=request_id,
-        served=served(model_group, deployment),
+        served=served,
         message=pb.Message(
             role=pb.ROLE_ASSISTANT,
             content=[pb.ContentPart(text=completion.text)] if completion.text or not completion.tool_calls else [],
@@ -88,12 +87,8 @@ def chat_response(
     )
 
 
-def stream_start(
-    request_id: str, model_group: str, deployment: Deployment, records: Sequence[AttemptRecord]
-) -> pb.ChatStreamResponse:
-    return pb.ChatStreamResponse(
-        start=pb.StreamStart(id=request_id, served=served(model_group, deployment), failed_attempts=attempts(records))
-    )
+def stream_start(request_id: str, served: pb.Served, records: Sequence[AttemptRecord]) -> pb.ChatStreamResponse:
+    return pb.ChatStreamResponse(start=pb.StreamStart(id=request_id, served=served, failed_attempts=attempts(records)))
 
 
 def stream_delta(delta: Delta) -> pb.ChatStreamResponse:
@@ -131,12 +126,15 @@ def attempt_log(records: Sequence[AttemptRecord]) -> pb.AttemptLog:
     return pb.AttemptLog(attempts=attempts(records))
 
 
-def served(model_group: str, deployment: Deployment) -> pb.Served:
+def served(model_group: str, deployment: Deployment, experiment: str = "", variant: str = "") -> pb.Served:
+    """Who answered: the group, the deployment, and the experiment variant the call was assigned."""
     return pb.Served(
         model_group=model_group,
         deployment=deployment.id,
         provider=deployment.type,
         provider_model=deployment.model,
+        experiment=experiment,
+        variant=variant,
     )
 
 
