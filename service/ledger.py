@@ -81,20 +81,21 @@ class Ledger:
         """Appends a call's record as it is (a shadow call's: service/shadows.py); never waits.
         A full buffer drops a shadow call's record rather than make room for it: the calls
         callers made are what spending and budgets are read from."""
-        if len(self._buffer) >= self._max:
-            if record.method == SHADOW_METHOD:
-                self._dropped(1)
-                return
-            self._buffer.popleft()
-            self._dropped(1)
-        self._buffer.append(record)
+        self._append(self._buffer, record, make_room=record.method != SHADOW_METHOD)
 
     def record_feedback(self, record: FeedbackRecord) -> None:
         """Appends a report on a call; never waits."""
-        if len(self._feedback) >= self._max:
-            self._feedback.popleft()
+        self._append(self._feedback, record)
+
+    def _append(self, buffer: deque[Any], record: Any, *, make_room: bool = True) -> None:
+        """Appends to a bounded buffer: a full one drops its oldest record, or without
+        `make_room` this one, counted either way."""
+        if len(buffer) >= self._max:
             self._dropped(1)
-        self._feedback.append(record)
+            if not make_room:
+                return
+            buffer.popleft()
+        buffer.append(record)
 
     @property
     def buffered(self) -> int:
