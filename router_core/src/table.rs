@@ -219,6 +219,9 @@ pub(crate) struct Policy {
 pub(crate) struct Arm {
     /// The experiment variant's name; `None` outside an experiment.
     pub(crate) variant: Option<Arc<str>>,
+    /// What a sticky key is hashed with to score this variant: the experiment's id and the
+    /// variant's name, joined once here rather than on every request. Empty outside one.
+    pub(crate) sticky_salt: Arc<str>,
     pub(crate) weight: f64,
     pub(crate) plan: Plan,
     /// The first group the arm routes to, reported as the decision's model group.
@@ -413,6 +416,7 @@ impl Table {
                 .fold(0, |m, b| m | b);
             Arm {
                 variant: None,
+                sticky_salt: "".into(),
                 weight: 1.0,
                 plan,
                 model_group: first.groups.first().map(|g| g.as_str().into()),
@@ -431,6 +435,7 @@ impl Table {
                             let name = v.display_name(j);
                             let arm = plan_of(p, &v.target(), format!("{rotation_name}/{name}"));
                             Arm {
+                                sticky_salt: format!("{}\u{0}{name}", experiment.id).into(),
                                 variant: Some(name.into()),
                                 weight: v.weight,
                                 ..arm

@@ -50,11 +50,7 @@ pub(super) fn arm_for<'p, S: AsRef<str>>(
         })
     } else {
         policy.arms.iter().max_by(|a, b| {
-            let score = |arm: &Arm| {
-                let variant = arm.variant.as_deref().unwrap_or_default();
-                let u = unit_hash(key, &format!("{}\u{0}{variant}", experiment.id));
-                -arm.weight / u.ln()
-            };
+            let score = |arm: &Arm| -arm.weight / unit_hash(key, &arm.sticky_salt).ln();
             score(a).total_cmp(&score(b))
         })
     }
