@@ -57,7 +57,7 @@ async def by_policy(spend: SpendReader, policy: Mapping[str, Any], since: float)
     comparisons: list[pb.Comparison] = []
     if experiment:
         variants = experiment["variants"]
-        names = [variant["name"] or str(index) for index, variant in enumerate(variants)]
+        names = [variant["name"] for variant in variants]  # the config's description names every one
         calls = await spend.variants_served(policy_id, experiment["id"], names, since)
         routes = ["+".join([*variant["groups"], *variant["deployments"]]) for variant in variants]
         compared = await asyncio.to_thread(compare, list(zip(names, calls, strict=True)))

@@ -217,9 +217,9 @@ class Shadows:
     ) -> tuple[CallRecord, Answer | None] | None:
         """Runs one copy to its end; None when it could not have a lease."""
         deployment = runtime.engine.deployments.get(deployment_id)
-        tokens = call.estimate or Estimate(0, 0)
         if deployment is None:
             return None
+        tokens = call.estimate or Estimate(0, 0)
         try:
             lease = self._router.reserve_shadow(
                 deployment_id, tokens=tokens.input + tokens.max_output, input_tokens=tokens.input
