@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,16 +128,17 @@ def admit(router: router_core.Router, deployment: str) -> bool:
     return True
 
 
+def per_round_ratio(values: Sequence[float], baseline: Sequence[float]) -> float:
+    """The median of each round's value over the same round's baseline. Each round runs every
+    mode once, in turns: a ratio within a round is spared the machine's drift between rounds."""
+    return statistics.median(value / base for value, base in zip(values, baseline, strict=True))
+
+
 def report_cpu_per_chat(costs: dict[str, list[float]], chats: int, name: str) -> None:
     """Prints each mode's median CPU per chat against "off" and writes the runs and medians to
     benches/results/`name`."""
     medians = {mode: statistics.median(values) for mode, values in costs.items()}
-    # Each round runs every mode once, in turns: a mode's ratio to "off" in the same round is
-    # spared the drift between rounds, so its median is the steadier figure.
-    paired = {
-        mode: statistics.median(v / off for v, off in zip(values, costs["off"], strict=True))
-        for mode, values in costs.items()
-    }
+    paired = {mode: per_round_ratio(values, costs["off"]) for mode, values in costs.items()}
     for mode, median in medians.items():
         print(
             f"worker CPU per chat, {mode}: {median:.3f} ms ({median / medians['off'] - 1:+.1%};"

@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from benches.chat import gateway_config, loadgen, request_bodies
-from benches.harness import BIN, RESULTS, cpu_seconds, free_port, gateway, machine, pinned, running, timestamp
+from benches.harness import (
+    BIN,
+    RESULTS,
+    cpu_seconds,
+    free_port,
+    gateway,
+    machine,
+    per_round_ratio,
+    pinned,
+    running,
+    timestamp,
+)
 
 CONCURRENCY = 4
 
@@ -80,17 +91,15 @@ def main() -> None:
 
 
 def report(results: dict[str, list[dict[str, float]]], total: int, name: str) -> None:
-    """Each mode's median p50, p99 and CPU per chat, and their per-round ratios to "off" (each
-    round runs every mode once, in turns, so a ratio within a round is spared the drift between
-    rounds)."""
+    """Each mode's median p50, p99 and CPU per chat, and their per-round ratios to "off"."""
     summary: dict[str, Any] = {}
     for mode, runs in results.items():
         row: dict[str, float] = {}
         for measure in ("p50_ms", "p99_ms", "cpu_per_chat_ms", "errors"):
             row[measure] = statistics.median(run[measure] for run in runs)
             if measure != "errors":
-                ratios = [run[measure] / off[measure] for run, off in zip(runs, results["off"], strict=True)]
-                row[f"{measure}_over_off_per_round"] = round(statistics.median(ratios), 4)
+                ratio = per_round_ratio([run[measure] for run in runs], [off[measure] for off in results["off"]])
+                row[f"{measure}_over_off_per_round"] = round(ratio, 4)
         summary[mode] = row
         print(
             f"shadow {mode}: p50 {row['p50_ms']:.3f} ms ({row['p50_ms_over_off_per_round'] - 1:+.1%}),"
