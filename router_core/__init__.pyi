@@ -3,7 +3,7 @@ route requests and record their outcomes from any thread."""
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Literal, Self, final
+from typing import Literal, Self, SupportsIndex, final, overload
 
 _HealthNewsKind = Literal["circuit_open", "circuit_closed", "cooling_down"]
 
@@ -16,6 +16,8 @@ __all__ = [
     "BudgetRefusal",
     "CallMeasures",
     "Candidate",
+    "Candidates",
+    "CandidatesIterator",
     "ConfigError",
     "Decision",
     "DeploymentMeasures",
@@ -280,10 +282,15 @@ class Decision:
         """weighted, priority, round_robin, least_in_flight, lowest_cost,
         lowest_latency, usage_headroom or balanced."""
     @property
-    def candidates(self) -> tuple[Candidate, ...]:
-        """Deployments to try, best first; empty when all were rejected."""
+    def candidates(self) -> Candidates:
+        """Deployments to try, best first; empty when all were rejected. Drawn as they
+        are asked for: the first when routed, the others as a fallback reaches them."""
     @property
-    def rejected(self) -> tuple[Rejection, ...]: ...
+    def rejected(self) -> tuple[Rejection, ...]:
+        """Every deployment left out, in the plan's order: reading it draws every candidate."""
+    @property
+    def drawn(self) -> tuple[tuple[Candidate, ...], tuple[Rejection, ...]]:
+        """The candidates drawn so far and the rejections met drawing them, drawing no more."""
     @property
     def lease(self) -> Lease | None:
         """Held for the first candidate; None for a dry run or when none could be leased."""
@@ -350,13 +357,34 @@ class Lease:
         """False once recorded or released."""
 
 @final
+class Candidates:
+    """A decision's candidates, best first, drawn as they are asked for: an index draws up
+    to it, iteration one at a time; len(), a negative index, a slice or repr() draw all."""
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    @overload
+    def __getitem__(self, key: SupportsIndex, /) -> Candidate: ...
+    @overload
+    def __getitem__(self, key: slice, /) -> tuple[Candidate, ...]: ...
+    def __iter__(self) -> CandidatesIterator: ...
+    @property
+    def drawn(self) -> tuple[Candidate, ...]:
+        """The candidates drawn so far, drawing no more."""
+
+@final
+class CandidatesIterator:
+    def __iter__(self) -> CandidatesIterator: ...
+    def __next__(self) -> Candidate: ...
+
+@final
 class Candidate:
     @property
     def deployment(self) -> str: ...
     @property
     def score(self) -> float:
-        """In [0, 1], higher is better. weighted: the random key u**(1/weight);
-        priority: 1 / (1 + priority)."""
+        """In [0, 1], higher is better. weighted: the share of the tier's weight not yet
+        drawn when it was drawn (1.0 for the first); priority: 1 / (1 + priority);
+        round_robin: 1 - (its position from the turn's start) / (members)."""
     @property
     def tier(self) -> int:
         """0 for the policy's (or model group's) own targets, n for its n-th fallback

@@ -76,8 +76,8 @@ class Call:
     finish_reason: str = ""
     policy: str = ""
     strategy: str = ""
-    candidates: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
+    # The call's (latest) routing decision, whose candidates are drawn as the call goes on.
+    decision: router_core.Decision | None = None
     # The matched policy's experiment and the variant the call was assigned, if any.
     experiment: str = ""
     variant: str = ""
@@ -85,6 +85,16 @@ class Call:
     # and the tokens its leases reserved, for the copies' own.
     shadow: router_core.ShadowCopy | None = None
     estimate: Estimate | None = None
+
+    @property
+    def candidates(self) -> list[str]:
+        """The deployments the call's decision drew, best first: those it tried or leased."""
+        return [] if self.decision is None else [c.deployment for c in self.decision.drawn[0]]
+
+    @property
+    def rejected(self) -> list[str]:
+        """The deployments its decision rejected on the way, with the filter that did."""
+        return [] if self.decision is None else [f"{r.deployment}: {r.filter}" for r in self.decision.drawn[1]]
 
     @property
     def shown_model(self) -> str:

@@ -391,5 +391,4 @@ def _note_decision(call: Call, decision: router_core.Decision, tokens: Estimate)
     call.experiment, call.variant = decision.experiment or ("", "")
     if call.estimate is None:  # the first round's sample decides, whatever it drew
         call.shadow, call.estimate = decision.shadow, tokens
-    call.candidates = [candidate.deployment for candidate in decision.candidates]
-    call.rejected = [f"{rejection.deployment}: {rejection.filter}" for rejection in decision.rejected]
+    call.decision = decision

@@ -93,8 +93,38 @@ def test_route_orders_candidates_and_explains_rejections(router: Router) -> None
 def test_capabilities_filter_and_unknown_names_match_nothing(router: Router) -> None:
     assert [c.deployment for c in router.route("chat", capabilities=("tools",)).candidates] == ["a"]
     decision = router.route("chat", capabilities=["telepathy"])
-    assert decision.candidates == ()
+    assert not decision.candidates and len(decision.candidates) == 0 and tuple(decision.candidates) == ()
     assert {r.filter for r in decision.rejected} == {"capabilities"}
+
+
+def test_candidates_are_drawn_as_they_are_asked_for(router: Router) -> None:
+    decision = router.route("auto", seed=3)
+    candidates = decision.candidates
+    assert len(candidates.drawn) == 1 and decision.lease is not None
+    assert decision.lease.deployment == candidates[0].deployment
+    assert len(decision.drawn[0]) == 1, "reading the first drew no more"
+    second = candidates[1]
+    assert [c.deployment for c in candidates.drawn] == [candidates[0].deployment, second.deployment]
+    everything = [c.deployment for c in candidates]
+    assert len(candidates) == len(everything) == 3 and len(set(everything)) == 3
+    assert [c.deployment for c in candidates[1:]] == everything[1:]
+    assert candidates[-1].deployment == everything[-1]
+    with pytest.raises(IndexError):
+        candidates[3]
+    with pytest.raises(IndexError):
+        candidates[-4]
+    router.release(decision.lease)
+
+
+def test_rejections_are_complete_once_read(router: Router) -> None:
+    decision = router.route("chat", regions=["eu"], seed=11)
+    first = decision.candidates[0].deployment
+    assert first in {"a", "c"}
+    assert len(decision.drawn[0]) == 1
+    assert [r.deployment for r in decision.rejected] == ["b"], "every rejection, once read"
+    assert {c.deployment for c in decision.candidates} == {"a", "c"}
+    assert decision.lease is not None
+    router.release(decision.lease)
 
 
 def test_priority_group_scores_by_tier(router: Router) -> None:

@@ -1,5 +1,5 @@
-//! Decision and record costs against issue #3's targets: a 20-rule policy set
-//! whose last rule matches, over 4, 64 and 256 candidate deployments.
+//! Decision and record costs: a 20-rule policy set whose last rule matches,
+//! over 4, 64 and 256 candidate deployments, per strategy.
 //!
 //!     cargo bench -p router_core --bench route
 
@@ -82,22 +82,27 @@ fn request() -> RouteRequest<'static> {
 
 fn route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
-    for (n, strategy) in [
-        (4, "weighted"),
-        (64, "weighted"),
-        (64, "balanced"),
-        (256, "weighted"),
-    ] {
-        let router = Router::new(&config(n, strategy, true)).unwrap();
-        // The full decision: policy match, filters, order, and the first
-        // candidate's lease, which is then given back.
-        group.bench_function(format!("{n}/{strategy}"), |b| {
-            b.iter(|| {
-                let decision = router.route(black_box(&request())).unwrap();
-                router.release(decision.lease.unwrap());
-            })
-        });
+    for strategy in ["weighted", "priority", "round_robin", "balanced"] {
+        for n in [4, 64, 256] {
+            let router = Router::new(&config(n, strategy, true)).unwrap();
+            // What the service does per request: policy match, the first
+            // candidate drawn and leased (then given back), the rest left undrawn.
+            group.bench_function(format!("{n}/{strategy}"), |b| {
+                b.iter(|| {
+                    let decision = router.decide(black_box(&request())).unwrap();
+                    router.release(decision.lease.unwrap());
+                })
+            });
+        }
     }
+    // Every candidate drawn: what a caller that lists them all pays.
+    let router = Router::new(&config(256, "weighted", true)).unwrap();
+    group.bench_function("256/weighted/all_drawn", |b| {
+        b.iter(|| {
+            let decision = router.route(black_box(&request())).unwrap();
+            router.release(decision.lease.unwrap());
+        })
+    });
     let router = Router::new(&config(64, "weighted", true)).unwrap();
     let explain = RouteRequest {
         dry_run: true,

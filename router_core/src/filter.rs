@@ -39,26 +39,36 @@ impl Filter {
 }
 
 /// A request resolved against one table and plan: names become bits once per
-/// request, so checking a deployment is a few comparisons and ANDs.
-pub(crate) struct Query<'r, S> {
-    request: &'r RouteRequest<'r, S>,
-    table: &'r Table,
+/// request, so checking a deployment is a few comparisons and ANDs. It owns
+/// what it keeps, so a decision can go on drawing candidates after the call
+/// that made it has returned.
+#[derive(Debug)]
+pub(crate) struct Query {
+    pub(crate) input_tokens: u32,
+    pub(crate) max_output_tokens: u32,
     required_capabilities: u64,
-    /// A capability no deployment has can never be satisfied.
-    unknown_capability: bool,
+    /// Capabilities the request names that no deployment has: none can be
+    /// satisfied (kept only to name them).
+    unknown_capabilities: Vec<Box<str>>,
+    /// A policy's constraint names a capability no deployment has.
+    impossible_capability: bool,
     /// `None` means any region.
     allowed_regions: Option<u64>,
     max_cost_usd: Option<f64>,
 }
 
-impl<'r, S: AsRef<str>> Query<'r, S> {
-    pub(crate) fn new(request: &'r RouteRequest<'r, S>, table: &'r Table, plan: &Plan) -> Self {
+impl Query {
+    pub(crate) fn new<S: AsRef<str>>(
+        request: &RouteRequest<'_, S>,
+        table: &Table,
+        plan: &Plan,
+    ) -> Self {
         let mut required_capabilities = plan.capabilities & !IMPOSSIBLE;
-        let mut unknown_capability = plan.capabilities & IMPOSSIBLE != 0;
+        let mut unknown_capabilities = Vec::new();
         for name in request.capabilities {
             match table.capabilities.bit(name.as_ref()) {
                 Some(bit) => required_capabilities |= bit,
-                None => unknown_capability = true,
+                None => unknown_capabilities.push(name.as_ref().into()),
             }
         }
         let requested_regions = (!request.regions.is_empty()).then(|| {
@@ -77,32 +87,37 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
             (a, b) => a.or(b),
         };
         Query {
-            request,
-            table,
+            input_tokens: request.input_tokens,
+            max_output_tokens: request.max_output_tokens,
             required_capabilities,
-            unknown_capability,
+            unknown_capabilities,
+            impossible_capability: plan.capabilities & IMPOSSIBLE != 0,
             allowed_regions,
             max_cost_usd,
         }
     }
 
-    /// `None` if `deployment` passes every filter.
-    pub(crate) fn reject(&self, deployment: &Deployment) -> Option<Rejection> {
+    /// `None` if `deployment` (of `table`) passes every filter.
+    pub(crate) fn reject(&self, table: &Table, deployment: &Deployment) -> Option<Rejection> {
         let ratio = deployment.calibration.ratio();
-        let input = scale(self.request.input_tokens, ratio);
-        let needed = u64::from(input) + u64::from(self.request.max_output_tokens);
+        let input = scale(self.input_tokens, ratio);
+        let needed = u64::from(input) + u64::from(self.max_output_tokens);
         let (filter, detail) = if u64::from(deployment.context_window) < needed {
             let detail = self.context_detail(deployment, input, ratio, needed);
             (Filter::ContextWindow, detail)
-        } else if self.unknown_capability
+        } else if self.impossible_capability
+            || !self.unknown_capabilities.is_empty()
             || deployment.capabilities & self.required_capabilities != self.required_capabilities
         {
-            (Filter::Capabilities, self.capabilities_detail(deployment))
+            (
+                Filter::Capabilities,
+                self.capabilities_detail(table, deployment),
+            )
         } else if self
             .allowed_regions
             .is_some_and(|allowed| deployment.region & allowed == 0)
         {
-            (Filter::Region, self.region_detail(deployment))
+            (Filter::Region, self.region_detail(table, deployment))
         } else if let Some(detail) = self.cost_detail(deployment) {
             (Filter::Cost, detail)
         } else {
@@ -117,7 +132,7 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
 
     /// The request's estimated cost on `deployment`, for the cost filter and strategies.
     pub(crate) fn cost_usd(&self, deployment: &Deployment) -> f64 {
-        deployment.cost_usd(self.request.input_tokens, self.request.max_output_tokens)
+        deployment.cost_usd(self.input_tokens, self.max_output_tokens)
     }
 
     fn cost_detail(&self, deployment: &Deployment) -> Option<String> {
@@ -134,7 +149,7 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
         ratio: f64,
         needed: u64,
     ) -> String {
-        let estimate = self.request.input_tokens;
+        let estimate = self.input_tokens;
         let input = if input == estimate {
             format!("{input} input")
         } else {
@@ -144,29 +159,23 @@ impl<'r, S: AsRef<str>> Query<'r, S> {
         };
         format!(
             "needs {needed} tokens ({input} + {} max output), context window is {}",
-            self.request.max_output_tokens, deployment.context_window
+            self.max_output_tokens, deployment.context_window
         )
     }
 
-    fn capabilities_detail(&self, deployment: &Deployment) -> String {
-        let missing = self.table.capabilities.names().filter(|&(_, bit)| {
+    fn capabilities_detail(&self, table: &Table, deployment: &Deployment) -> String {
+        let missing = table.capabilities.names().filter(|&(_, bit)| {
             self.required_capabilities & bit != 0 && deployment.capabilities & bit == 0
         });
-        let unknown = self
-            .request
-            .capabilities
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|name| self.table.capabilities.bit(name).is_none());
+        let unknown = self.unknown_capabilities.iter().map(AsRef::as_ref);
         let mut detail = String::from("missing ");
         push_joined(&mut detail, missing.map(|(name, _)| name).chain(unknown));
         detail
     }
 
-    fn region_detail(&self, deployment: &Deployment) -> String {
-        let region = self.table.regions.name(deployment.region);
-        let allowed = self
-            .table
+    fn region_detail(&self, table: &Table, deployment: &Deployment) -> String {
+        let region = table.regions.name(deployment.region);
+        let allowed = table
             .regions
             .names()
             .filter(|&(_, bit)| self.allowed_regions.is_some_and(|a| a & bit != 0));
@@ -205,7 +214,7 @@ mod tests {
         table
             .deployments
             .iter()
-            .filter_map(|d| query.reject(d))
+            .filter_map(|d| query.reject(&table, d))
             .map(|r| (r.deployment.to_string(), r.filter.as_str(), r.detail))
             .collect()
     }

@@ -24,6 +24,7 @@ mod table;
 #[cfg(test)]
 mod testing;
 mod tokens;
+mod weights;
 
 #[cfg(feature = "python")]
 mod python;
@@ -81,10 +82,10 @@ mod router_core {
     use crate::python::estimate_tokens;
     #[pymodule_export]
     use crate::python::{
-        PyBudgetHold, PyBudgetRefusal, PyCallMeasures, PyCandidate, PyDecision,
-        PyDeploymentMeasures, PyDeploymentStats, PyDeploymentUnavailableError, PyDistribution,
-        PyHedge, PyLease, PyPooledBudget, PyRejection, PyRouter, PyRouterError, PyShadowCopy,
-        PyUnknownDeploymentError, PyUnknownModelGroupError,
+        PyBudgetHold, PyBudgetRefusal, PyCallMeasures, PyCandidate, PyCandidates, PyCandidatesIter,
+        PyDecision, PyDeploymentMeasures, PyDeploymentStats, PyDeploymentUnavailableError,
+        PyDistribution, PyHedge, PyLease, PyPooledBudget, PyRejection, PyRouter, PyRouterError,
+        PyShadowCopy, PyUnknownDeploymentError, PyUnknownModelGroupError,
     };
 
     /// `ConfigError` has two bases, so it is a class built at import (see `python::config_error`).

@@ -12,7 +12,9 @@ mod stats;
 
 pub use budget::{PyBudgetHold, PyBudgetRefusal, PyPooledBudget};
 pub(crate) use decision::repr_option;
-pub use decision::{PyCandidate, PyDecision, PyHedge, PyRejection, PyShadowCopy};
+pub use decision::{
+    PyCandidate, PyCandidates, PyCandidatesIter, PyDecision, PyHedge, PyRejection, PyShadowCopy,
+};
 pub use errors::*;
 pub use stats::{PyCallMeasures, PyDeploymentMeasures, PyDeploymentStats, PyDistribution};
 
@@ -170,7 +172,7 @@ impl PyRouter {
             seed,
             dry_run,
         };
-        let decision = self.0.route(&request).map_err(|e| to_py_err(py, e))?;
+        let decision = self.0.decide(&request).map_err(|e| to_py_err(py, e))?;
         PyDecision::new(py, decision)
     }
 

@@ -2,14 +2,16 @@
 //! `record`, `stats` and `reload`. It is `Send + Sync`; routing and recording
 //! read the table through `ArcSwap`, which takes no lock.
 //!
-//! `route` is the loop over a plan's tiers; what it asks of each deployment
-//! (`signals`), how it keeps a session's deployment first (`affinity`) and how
-//! it leases the first candidate (`leasing`) live in the submodules.
+//! `decide` resolves the plan and leases the first candidate; drawing the
+//! candidates one at a time from the plan's tiers (`draw`), what it asks of
+//! each deployment (`signals`), how it keeps a session's deployment first
+//! (`affinity`) and how it leases (`leasing`) live in the submodules.
 
 mod affinity;
 mod budgets;
 mod cluster;
 mod decision;
+mod draw;
 mod evaluation;
 mod leasing;
 mod measures;
@@ -35,11 +37,10 @@ use crate::lease::Lease;
 use crate::ratelimit::Refill;
 use crate::state::Region;
 use crate::stats::{DeploymentStats, Outcome};
-use crate::strategy::{next_shared_seed, OrderContext, SplitMix64, Survivor};
+use crate::strategy::{next_shared_seed, SplitMix64};
 use crate::table::Table;
-use affinity::stick;
-use leasing::{earliest, lease_first, lease_on, LeaseFor};
-use signals::{signals, unavailable};
+use draw::{Drawing, PlanRef};
+use leasing::{lease_first, lease_on, LeaseFor};
 
 pub use decision::{Candidate, Decision, Preference, Rejection, RouteRequest};
 pub use evaluation::{Assignment, ShadowCopy};
@@ -131,111 +132,110 @@ impl Router {
     }
 
     /// Picks the plan (the first matching policy, else the requested model
-    /// group), filters each of its tiers and orders the survivors. Allocates
-    /// only the returned decision and one scratch list.
+    /// group), filters each of its tiers and orders the survivors: the whole
+    /// decision, every candidate drawn (see [`Router::decide`] for one that
+    /// draws them as they are needed).
     pub fn route<S: AsRef<str>>(
         &self,
         request: &RouteRequest<'_, S>,
     ) -> Result<Decision, RouterError> {
-        let table = self.table.load();
-        let requested = table.group(request.model);
+        let mut decision = self.decide(request)?;
+        decision.draw_all();
+        Ok(decision)
+    }
+
+    /// The decision with its first candidate drawn (and leased, unless a dry
+    /// run); [`Decision::draw`] draws the others when a fallback needs them,
+    /// so routing costs the same whatever the size of the groups. A dry run
+    /// draws every candidate at once.
+    pub fn decide<S: AsRef<str>>(
+        &self,
+        request: &RouteRequest<'_, S>,
+    ) -> Result<Decision, RouterError> {
+        let table = self.table.load_full();
         let mut rng = SplitMix64::new(
             request
                 .seed
                 .unwrap_or_else(|| next_shared_seed(&self.seeds)),
         );
-        let (policy, plan, model_group, assignment) = match table.policy_for(request) {
-            Some(policy) => {
+        let requested = table.group_position(request.model);
+        let (policy, plan_ref, model_group, assignment) = match table.policy_for(request) {
+            Some(index) => {
+                let policy = &table.policies[index];
                 let (arm, assignment) = evaluation::arm_for(policy, request, &mut rng);
-                let group = requested.map(|g| &g.name).or(arm.model_group.as_ref());
+                let group = requested
+                    .map(|g| &table.groups[g].name)
+                    .or(arm.model_group.as_ref());
+                let arm_index = (policy.arms.iter())
+                    .position(|a| std::ptr::eq(a, arm))
+                    .expect("the arm is the policy's");
                 (
                     Some(policy),
-                    &arm.plan,
+                    PlanRef::Arm {
+                        policy: index,
+                        arm: arm_index,
+                    },
                     group.cloned().unwrap_or_else(|| "".into()),
                     assignment,
                 )
             }
             None => {
-                let group = requested.ok_or_else(|| RouterError::UnknownModelGroup {
+                let index = requested.ok_or_else(|| RouterError::UnknownModelGroup {
                     name: request.model.to_owned(),
                     known: table.group_names(),
                 })?;
-                (None, &group.plan, group.name.clone(), None)
+                let group = &table.groups[index];
+                (None, PlanRef::Group(index), group.name.clone(), None)
             }
         };
+        let plan = plan_ref.resolve(&table);
         let query = Query::new(request, &table, plan);
-        let now = self.clock.now();
-        let mut candidates = Vec::with_capacity(plan.tiers.iter().map(Vec::len).sum());
-        let mut rejected = Vec::new();
-        let mut survivors = Vec::new();
-        // The earliest time a deployment that is only waiting on a budget or
-        // a provider's Retry-After could take the request.
-        let mut retry_at: Option<Nanos> = None;
+        let shadow =
+            policy.and_then(|p| evaluation::shadow_copy(p, &table, &query, request, &mut rng));
         // The caller's preference, when it has one, orders the candidates instead.
         let strategy = request
             .preference
             .map_or(plan.strategy, Preference::strategy);
-        let needs = strategy.needs();
-        let keep = table.keep_for(request.tenant);
-        for (tier_number, tier) in (0u32..).zip(&plan.tiers) {
-            survivors.clear();
-            for deployment in tier.iter().map(|&i| &table.deployments[i]) {
-                let rejection = query.reject(deployment).or_else(|| {
-                    let (rejection, until) = unavailable(deployment, request, keep, now)?;
-                    earliest(&mut retry_at, until);
-                    Some(rejection)
-                });
-                match rejection {
-                    Some(rejection) => rejected.push(rejection),
-                    None => survivors.push(Survivor {
-                        deployment,
-                        signals: signals(deployment, &query, needs, now),
-                    }),
-                }
-            }
-            let start = candidates.len();
-            let mut context = OrderContext {
-                rng: &mut rng,
-                rotation: &plan.rotation.0,
-                advance_rotation: !request.dry_run,
-                scoring: &table.scoring,
-            };
-            strategy.order(&survivors, &mut context, &mut candidates);
-            // Affinity applies to the primary candidates: a fallback tier is a
-            // different set, so keeping a session there has nothing to keep.
-            if start == 0 && !request.affinity_key.is_empty() {
-                stick(&mut candidates, &survivors, request.affinity_key);
-            }
-            for candidate in &mut candidates[start..] {
-                candidate.tier = tier_number;
-            }
-        }
         let mut decision = Decision {
             model_group,
             policy: policy.map(|p| p.id.clone()),
             strategy,
-            candidates,
-            rejected,
+            candidates: Vec::with_capacity(1),
+            rejected: Vec::new(),
             lease: None,
             retry_after: None,
             hedge: policy.and_then(|p| p.hedge),
             content_fallback: policy.map_or_else(ContentFallback::default, |p| p.content_fallback),
             experiment: assignment,
-            shadow: policy
-                .and_then(|p| evaluation::shadow_copy(p, &table, &query, request, &mut rng)),
+            shadow,
+            drawing: None,
         };
-        if !request.dry_run {
-            lease_first(
-                &table,
-                &mut decision,
-                request,
-                &self.clock,
-                now,
-                &mut retry_at,
-            );
+        let keep = table.keep_for(request.tenant);
+        let mut drawing = Drawing::new(
+            Arc::clone(&table),
+            plan_ref,
+            query,
+            rng,
+            strategy,
+            self.clock.clone(),
+            keep,
+            request.dry_run,
+        );
+        if let Some(sticky) = drawing.open(request.affinity_key, &mut decision.rejected) {
+            decision.candidates.push(sticky);
+        }
+        decision.drawing = Some(Box::new(drawing));
+        if request.dry_run {
+            decision.draw_all();
+        } else {
+            let now = self.clock.now();
+            lease_first(&table, &mut decision, request, &self.clock, now);
         }
         if decision.candidates.is_empty() {
-            decision.retry_after = retry_at.map(|at| Duration::from_nanos(at.saturating_sub(now)));
+            let now = self.clock.now();
+            decision.retry_after = decision
+                .retry_at()
+                .map(|at| Duration::from_nanos(at.saturating_sub(now)));
         }
         Ok(decision)
     }

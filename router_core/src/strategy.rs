@@ -1,13 +1,12 @@
 //! How a policy or model group orders the deployments that survived the filters.
 //!
-//! The random orders rest on Efraimidis–Spirakis weighted sampling without
-//! replacement: each candidate draws `u` uniform in (0, 1] and gets the key
-//! `u^(1/weight)`; sorting by key, descending, yields a weighted random order in
-//! which a deployment comes first with probability `weight / sum(weights)`.
-//! Keys are compared as `ln(u) / weight` (the same order, without `powf`
-//! underflowing to 0 for small weights). The measured strategies sort on what
-//! the router knows of each candidate ([`Signals`]) and break ties with that
-//! same weighted random key.
+//! `weighted`, `priority` and `round_robin` are drawn one candidate at a time
+//! (see `router::draw`). The measured strategies sort on what the router knows
+//! of each candidate ([`Signals`]) and break ties with an Efraimidis–Spirakis
+//! weighted random key: each candidate draws `u` uniform in (0, 1] and gets
+//! the key `ln(u) / weight` (the order of `u^(1/weight)`, without `powf`
+//! underflowing to 0 for small weights), so that among equals a deployment
+//! comes first with probability `weight / sum(weights)`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,7 +19,9 @@ use crate::table::Deployment;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Weighted random order; a candidate's score is its key `u^(1/weight)`.
+    /// Weighted random order: each candidate is drawn in proportion to its
+    /// weight among those not drawn yet. Its score is the share of the tier's
+    /// weight still undrawn when it was drawn (1.0 for the first, falling).
     #[default]
     Weighted,
     /// Ascending `priority`, ties broken by weighted random order; a
@@ -90,10 +91,6 @@ pub(crate) struct Survivor<'t> {
 /// Per-decision inputs of the ordering beyond the candidates themselves.
 pub(crate) struct OrderContext<'a> {
     pub(crate) rng: &'a mut SplitMix64,
-    /// The policy's round-robin position.
-    pub(crate) rotation: &'a AtomicU64,
-    /// False for explain-only decisions, which must not move the rotation.
-    pub(crate) advance_rotation: bool,
     pub(crate) scoring: &'a ScoringConfig,
 }
 
@@ -138,7 +135,7 @@ impl Strategy {
     }
 
     /// Candidates of equal rank are shuffled among themselves; lower ranks come first.
-    fn rank(self, deployment: &Deployment) -> u32 {
+    pub(crate) fn rank(self, deployment: &Deployment) -> u32 {
         match self {
             Strategy::Priority => deployment.priority,
             _ => 0,
@@ -151,9 +148,10 @@ impl Strategy {
         members.sort_by_key(|&i| self.rank(&deployments[i]));
     }
 
-    /// Appends `survivors` to `out`, best first. `survivors` must come in
-    /// `member_order`; random numbers are drawn in that order, so a fixed seed
-    /// gives a fixed decision.
+    /// Appends `survivors` to `out`, best first, for the measured strategies
+    /// (the others are drawn one at a time, never ordered whole). `survivors`
+    /// must come in `member_order`; random numbers are drawn in that order, so
+    /// a fixed seed gives a fixed decision.
     pub(crate) fn order(
         self,
         survivors: &[Survivor<'_>],
@@ -161,8 +159,9 @@ impl Strategy {
         out: &mut Vec<Candidate>,
     ) {
         match self {
-            Strategy::Weighted | Strategy::Priority => self.order_random(survivors, ctx.rng, out),
-            Strategy::RoundRobin => order_round_robin(survivors, ctx, out),
+            Strategy::Weighted | Strategy::Priority | Strategy::RoundRobin => {
+                unreachable!("{} is drawn one candidate at a time", self.as_str())
+            }
             Strategy::LeastInFlight => order_by(
                 survivors,
                 ctx.rng,
@@ -191,44 +190,6 @@ impl Strategy {
             Strategy::Balanced => order_balanced(survivors, ctx, out),
         }
     }
-
-    fn order_random(
-        self,
-        survivors: &[Survivor<'_>],
-        rng: &mut SplitMix64,
-        out: &mut Vec<Candidate>,
-    ) {
-        let mut run: Option<(usize, u32)> = None; // (start in `out`, rank)
-        for survivor in survivors {
-            let deployment = survivor.deployment;
-            let rank = self.rank(deployment);
-            match run {
-                Some((_, current)) if current == rank => {}
-                _ => {
-                    if let Some((start, current)) = run {
-                        self.finish_run(&mut out[start..], current);
-                    }
-                    run = Some((out.len(), rank));
-                }
-            }
-            out.push(candidate(deployment, random_key(rng, deployment)));
-        }
-        if let Some((start, rank)) = run {
-            self.finish_run(&mut out[start..], rank);
-        }
-    }
-
-    /// `run` holds one rank's candidates with their log keys as scores.
-    fn finish_run(self, run: &mut [Candidate], rank: u32) {
-        // Unstable: no scratch allocation, and still deterministic for a given input.
-        run.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
-        for candidate in run {
-            candidate.score = match self {
-                Strategy::Priority => 1.0 / (1.0 + f64::from(rank)),
-                _ => candidate.score.exp(),
-            };
-        }
-    }
 }
 
 /// A candidate in tier 0: the router numbers the tier once the tier is ordered.
@@ -251,29 +212,6 @@ fn ratio_score(best: f64, value: f64) -> f64 {
         1.0
     } else {
         best / value
-    }
-}
-
-fn order_round_robin(
-    survivors: &[Survivor<'_>],
-    ctx: &mut OrderContext<'_>,
-    out: &mut Vec<Candidate>,
-) {
-    let n = survivors.len();
-    if n == 0 {
-        return;
-    }
-    let turn = if ctx.advance_rotation {
-        ctx.rotation.fetch_add(1, Ordering::Relaxed)
-    } else {
-        ctx.rotation.load(Ordering::Relaxed)
-    };
-    let start = (turn % n as u64) as usize;
-    for position in 0..n {
-        out.push(candidate(
-            survivors[(start + position) % n].deployment,
-            1.0 - position as f64 / n as f64,
-        ));
     }
 }
 
@@ -399,63 +337,6 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::table::Table;
-    use crate::testing::{config, group, weighted};
-
-    /// Deployments "w1".."w4" with weights 1..4; priorities 1, 0, 1, 0.
-    fn table(strategy: &str) -> Table {
-        let deployments = (1..=4)
-            .map(|i| weighted(&format!("w{i}"), f64::from(i), i % 2))
-            .collect();
-        let json = config(
-            deployments,
-            vec![group("g", strategy, &["w1", "w2", "w3", "w4"])],
-        );
-        Table::compile(&Config::from_json(&json).unwrap(), None, 0)
-    }
-
-    fn order(table: &Table, seed: u64) -> Vec<Candidate> {
-        let group = table.group("g").unwrap();
-        let survivors: Vec<Survivor<'_>> = group
-            .members()
-            .iter()
-            .map(|&i| Survivor {
-                deployment: &table.deployments[i],
-                signals: Signals::default(),
-            })
-            .collect();
-        let mut out = Vec::new();
-        let mut context = OrderContext {
-            rng: &mut SplitMix64::new(seed),
-            rotation: &AtomicU64::new(0),
-            advance_rotation: true,
-            scoring: &ScoringConfig::default(),
-        };
-        group
-            .plan
-            .strategy
-            .order(&survivors, &mut context, &mut out);
-        out
-    }
-
-    fn ids(candidates: &[Candidate]) -> Vec<&str> {
-        candidates.iter().map(|c| &*c.deployment).collect()
-    }
-
-    /// How often each deployment came first, over `n` seeds.
-    fn first_shares(table: &Table, n: u64) -> Vec<(String, f64)> {
-        let mut counts = std::collections::BTreeMap::new();
-        for seed in 0..n {
-            *counts
-                .entry(order(table, seed)[0].deployment.to_string())
-                .or_insert(0) += 1;
-        }
-        counts
-            .into_iter()
-            .map(|(id, c)| (id, f64::from(c) / n as f64))
-            .collect()
-    }
 
     #[test]
     fn unit_draws_stay_in_half_open_interval() {
@@ -469,66 +350,5 @@ mod tests {
     fn shared_seeds_differ() {
         let state = AtomicU64::new(0);
         assert_ne!(next_shared_seed(&state), next_shared_seed(&state));
-    }
-
-    #[test]
-    fn weighted_is_deterministic_per_seed_and_varies_across_seeds() {
-        let table = table("weighted");
-        assert_eq!(order(&table, 42), order(&table, 42));
-        let distinct: std::collections::HashSet<Vec<String>> = (0..50)
-            .map(|seed| {
-                ids(&order(&table, seed))
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            })
-            .collect();
-        assert!(distinct.len() > 5);
-    }
-
-    #[test]
-    fn weighted_scores_are_descending_keys_in_unit_interval() {
-        let table = table("weighted");
-        for seed in 0..100 {
-            let candidates = order(&table, seed);
-            assert_eq!(candidates.len(), 4);
-            assert!(candidates.iter().all(|c| c.score > 0.0 && c.score <= 1.0));
-            assert!(candidates.windows(2).all(|w| w[0].score >= w[1].score));
-        }
-    }
-
-    #[test]
-    fn weighted_first_pick_is_proportional_to_weight() {
-        for (id, share) in first_shares(&table("weighted"), 20_000) {
-            let weight: f64 = id[1..].parse().unwrap();
-            assert!((share - weight / 10.0).abs() < 0.02, "{id}: {share}");
-        }
-    }
-
-    #[test]
-    fn priority_orders_tiers_and_scores_them() {
-        let table = table("priority");
-        for seed in 0..100 {
-            let candidates = order(&table, seed);
-            let tiers: Vec<_> = candidates.iter().map(|c| &*c.deployment).collect();
-            assert!(
-                matches!(tiers[..2], ["w2", "w4"] | ["w4", "w2"]),
-                "{tiers:?}"
-            );
-            assert!(
-                matches!(tiers[2..], ["w1", "w3"] | ["w3", "w1"]),
-                "{tiers:?}"
-            );
-            let scores: Vec<f64> = candidates.iter().map(|c| c.score).collect();
-            assert_eq!(scores, [1.0, 1.0, 0.5, 0.5]);
-        }
-    }
-
-    #[test]
-    fn priority_ties_are_broken_by_weight() {
-        // Tier 0 holds w2 (weight 2) and w4 (weight 4): w4 leads two times in three.
-        let shares = first_shares(&table("priority"), 20_000);
-        assert_eq!(shares.len(), 2);
-        assert!((shares[1].1 - 2.0 / 3.0).abs() < 0.02, "{shares:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! only string hashing per request is the model-group lookup.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::router::RouteRequest;
 use crate::state::{Payload, Place, Region};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
+use crate::weights::{integer_weights, WeightTree};
 
 /// Capabilities and regions each live in a `u64` bitmask (the top bit is kept for [`IMPOSSIBLE`]).
 pub const MAX_NAMES: usize = 63;
@@ -123,11 +125,9 @@ impl Prices {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) strategy: Strategy,
-    /// Indices into `Table::deployments`: the primary candidates, then each
-    /// fallback in turn, each tier in the order the strategy expects (see
-    /// [`Strategy::member_order`]). A deployment sits only in the first tier
-    /// that names it.
-    pub(crate) tiers: Vec<Vec<usize>>,
+    /// The primary candidates, then each fallback in turn. A deployment sits
+    /// only in the first tier that names it.
+    pub(crate) tiers: Vec<Tier>,
     pub(crate) max_cost_usd: Option<f64>,
     /// `None` allows any region.
     pub(crate) regions: Option<u64>,
@@ -153,6 +153,44 @@ fn rotation(strategy: Strategy, region: Option<&Arc<Region>>, key: &str) -> Rota
     Place::at(region.filter(|_| strategy == Strategy::RoundRobin), key)
 }
 
+/// One tier of a plan, with what drawing from it needs precomputed.
+#[derive(Debug)]
+pub(crate) struct Tier {
+    /// Indices into `Table::deployments`, in the order the strategy expects
+    /// (see [`Strategy::member_order`]).
+    pub(crate) members: Vec<usize>,
+    /// The members' weights, for weighted draws without replacement.
+    pub(crate) weights: WeightTree,
+    /// The members' total weight, in the tree's integer units.
+    pub(crate) total_weight: u64,
+    /// Ranges of `members` of equal rank (one range unless the strategy ranks).
+    pub(crate) runs: Vec<Range<usize>>,
+}
+
+impl Tier {
+    fn new(strategy: Strategy, members: Vec<usize>, deployments: &[Deployment]) -> Tier {
+        let weights = integer_weights(members.iter().map(|&i| deployments[i].weight));
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (position, &i) in members.iter().enumerate() {
+            match runs.last_mut() {
+                Some(run)
+                    if strategy.rank(&deployments[members[run.start]])
+                        == strategy.rank(&deployments[i]) =>
+                {
+                    run.end = position + 1;
+                }
+                _ => runs.push(position..position + 1),
+            }
+        }
+        Tier {
+            total_weight: weights.iter().sum(),
+            weights: WeightTree::new(&weights),
+            members,
+            runs,
+        }
+    }
+}
+
 impl Plan {
     fn new(
         strategy: Strategy,
@@ -169,7 +207,8 @@ impl Plan {
                 strategy.member_order(&mut members, deployments);
                 members
             })
-            .filter(|tier| !tier.is_empty())
+            .filter(|members| !members.is_empty())
+            .map(|members| Tier::new(strategy, members, deployments))
             .collect();
         Plan {
             strategy,
@@ -195,7 +234,7 @@ pub(crate) struct Group {
 
 impl Group {
     pub(crate) fn members(&self) -> &[usize] {
-        self.plan.tiers.first().map_or(&[], Vec::as_slice)
+        self.plan.tiers.first().map_or(&[], |tier| &tier.members)
     }
 }
 
@@ -515,13 +554,11 @@ impl Table {
     }
 
     /// The first policy whose condition matches, if any.
-    pub(crate) fn policy_for<S: AsRef<str>>(
-        &self,
-        request: &RouteRequest<'_, S>,
-    ) -> Option<&Policy> {
+    /// The index of the first policy that matches `request`.
+    pub(crate) fn policy_for<S: AsRef<str>>(&self, request: &RouteRequest<'_, S>) -> Option<usize> {
         self.policies
             .iter()
-            .find(|p| p.when.as_ref().is_none_or(|m| m.matches(request)))
+            .position(|p| p.when.as_ref().is_none_or(|m| m.matches(request)))
     }
 
     /// Resolves a requested model: a group name, or `"auto"` for the default group.
@@ -531,18 +568,28 @@ impl Table {
         self.keeps.get(tenant).copied().unwrap_or(self.normal_keep)
     }
 
+    #[cfg(test)]
     pub(crate) fn group(&self, model: &str) -> Option<&Group> {
-        let index = if model == AUTO_GROUP {
+        self.group_position(model).map(|i| &self.groups[i])
+    }
+
+    /// [`Table::group`]'s index in `groups`.
+    pub(crate) fn group_position(&self, model: &str) -> Option<usize> {
+        if model == AUTO_GROUP {
             self.default_group
         } else {
             self.group_index.get(model).copied()
-        };
-        index.map(|i| &self.groups[i])
+        }
     }
 
     /// The group called `name`, taking "auto" literally (see [`Table::group`]).
     pub(crate) fn group_named(&self, name: &str) -> Option<&Group> {
         self.group_index.get(name).map(|&i| &self.groups[i])
+    }
+
+    /// The index of deployment `id` in `deployments`.
+    pub(crate) fn deployment_index(&self, id: &str) -> Option<usize> {
+        self.deployment_index.get(id).copied()
     }
 
     pub(crate) fn deployment(&self, id: &str) -> Option<&Deployment> {

@@ -59,6 +59,7 @@ class Schedule:
         self.log = log
         self.deadline = deadline
         self.clock = clock
+        self._candidates = iter(decision.candidates)
         self._next = 0
         self._retried: dict[str, int] = {}  # retries in place so far, by deployment
         self._overflowed = 0  # the largest context window the prompt has overflowed so far
@@ -108,9 +109,11 @@ class Schedule:
     def next_candidate(self) -> Attempt | None:
         """The next candidate worth a call and able to take a lease, or None when none is left
         (or the deadline leaves no time for another attempt)."""
-        candidates = self.decision.candidates
-        while self._next < len(candidates) and not self.out_of_time:
-            candidate = candidates[self._next]
+        while not self.out_of_time:
+            # Drawn one at a time: a call served by its first candidate never orders the rest.
+            candidate = next(self._candidates, None)
+            if candidate is None:
+                break
             self._next += 1
             if not self.caller.allows(candidate.deployment):
                 continue  # not the caller's to use (a policy's target beyond its groups); not listed either

@@ -10,6 +10,7 @@ use crate::filter::Filter;
 use crate::lease::Lease;
 use crate::strategy::Strategy;
 
+use super::draw::Drawing;
 use super::{Assignment, ShadowCopy};
 
 /// What a caller wants routed: the request's routing features. `S` lets
@@ -104,6 +105,11 @@ impl Preference {
 }
 
 /// The router's answer: deployments to try in order, and why the others were left out.
+///
+/// A decision from [`crate::Router::decide`] holds its candidates as far as
+/// they have been drawn: [`Decision::draw`] draws more, [`Decision::draw_all`]
+/// the rest. `rejected` lists the deployments met and rejected so far; once
+/// every candidate is drawn it lists all of them, in the plan's order.
 #[derive(Debug)]
 pub struct Decision {
     /// The requested group, or the first group of the matched policy's target
@@ -113,7 +119,7 @@ pub struct Decision {
     /// group's own strategy applied.
     pub policy: Option<Arc<str>>,
     pub strategy: Strategy,
-    /// Best first; empty when every deployment was rejected.
+    /// Best first, as far as drawn; empty once drawn when every deployment was rejected.
     pub candidates: Vec<Candidate>,
     pub rejected: Vec<Rejection>,
     /// Budget and in-flight slot taken for the first candidate (none for a
@@ -131,6 +137,51 @@ pub struct Decision {
     /// Where to copy this request, when the matched policy shadows and this
     /// request was sampled.
     pub shadow: Option<ShadowCopy>,
+    /// What draws the candidates not drawn yet.
+    pub(super) drawing: Option<Box<Drawing>>,
+}
+
+impl Decision {
+    /// Draws candidates until `candidates[index]` exists or none are left;
+    /// whether it exists.
+    pub fn draw(&mut self, index: usize) -> bool {
+        while self.candidates.len() <= index {
+            let Some(drawing) = self.drawing.as_mut() else {
+                return false;
+            };
+            match drawing.next(&mut self.rejected) {
+                Some(candidate) => self.candidates.push(candidate),
+                None => {
+                    self.finish();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Draws every candidate left.
+    pub fn draw_all(&mut self) {
+        self.draw(usize::MAX);
+    }
+
+    /// Whether every candidate has been drawn.
+    pub fn is_complete(&self) -> bool {
+        self.drawing.as_ref().is_none_or(|d| d.is_done())
+    }
+
+    /// When the first of the deployments only waiting on a budget or a
+    /// provider's Retry-After could take the request, as far as met.
+    pub(super) fn retry_at(&self) -> Option<crate::clock::Nanos> {
+        self.drawing.as_ref().and_then(|d| d.retry_at)
+    }
+
+    /// Puts the rejections in the plan's order, now that all are known.
+    pub(super) fn finish(&mut self) {
+        if let Some(drawing) = &self.drawing {
+            drawing.sort(&mut self.rejected);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

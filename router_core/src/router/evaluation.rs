@@ -82,7 +82,7 @@ fn sticky_value<'r, S: AsRef<str>>(key: &StickyKey, request: &'r RouteRequest<'r
 pub(super) fn shadow_copy<S: AsRef<str>>(
     policy: &Policy,
     table: &Table,
-    query: &Query<'_, S>,
+    query: &Query,
     request: &RouteRequest<'_, S>,
     rng: &mut SplitMix64,
 ) -> Option<ShadowCopy> {
@@ -92,7 +92,7 @@ pub(super) fn shadow_copy<S: AsRef<str>>(
     }
     let deployments: Vec<Arc<str>> = (shadow.deployments.iter())
         .map(|&i| &table.deployments[i])
-        .filter(|deployment| query.reject(deployment).is_none())
+        .filter(|deployment| query.reject(table, deployment).is_none())
         .map(|deployment| Arc::clone(&deployment.id))
         .collect();
     (!deployments.is_empty()).then_some(ShadowCopy {

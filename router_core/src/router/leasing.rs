@@ -14,17 +14,17 @@ use crate::table::{Deployment, Table};
 use super::{Candidate, Decision, Rejection, RouteRequest};
 
 /// Leases the first candidate that can take the attempt now, rejecting those
-/// that cannot (a race with other requests, or a probe already claimed). A
-/// tenant or API key out of budget rejects every candidate.
+/// that cannot (a race with other requests, or a probe already claimed) and
+/// drawing the next. A tenant or API key out of budget rejects every candidate.
 pub(super) fn lease_first<S>(
     table: &Table,
     decision: &mut Decision,
     request: &RouteRequest<'_, S>,
     clock: &Clock,
     now: Nanos,
-    retry_at: &mut Option<Nanos>,
 ) {
-    while let Some(first) = decision.candidates.first() {
+    while decision.draw(0) {
+        let first = &decision.candidates[0];
         let deployment = table
             .deployment(&first.deployment)
             .expect("candidates come from this table");
@@ -44,8 +44,11 @@ pub(super) fn lease_first<S>(
                 return;
             }
             Err(denied) => {
-                earliest(retry_at, denied.retry_at);
+                if let Some(drawing) = decision.drawing.as_mut() {
+                    earliest(&mut drawing.retry_at, denied.retry_at);
+                }
                 let rejected: Vec<Candidate> = if denied.everyone {
+                    decision.draw_all();
                     decision.candidates.drain(..).collect()
                 } else {
                     vec![decision.candidates.remove(0)]
@@ -57,6 +60,9 @@ pub(super) fn lease_first<S>(
                         filter: denied.filter,
                         detail: denied.detail.clone(),
                     }));
+                if denied.everyone {
+                    decision.finish();
+                }
             }
         }
     }

@@ -11,16 +11,11 @@ use crate::strategy::{Needs, Signals};
 use crate::table::Deployment;
 
 use super::leasing::budget_denied;
-use super::{Rejection, RouteRequest};
+use super::Rejection;
 
 /// What the strategy needs to know of `deployment` for this request; the rest
 /// keeps its neutral default.
-pub(super) fn signals<S: AsRef<str>>(
-    deployment: &Deployment,
-    query: &Query<'_, S>,
-    needs: Needs,
-    now: Nanos,
-) -> Signals {
+pub(super) fn signals(deployment: &Deployment, query: &Query, needs: Needs, now: Nanos) -> Signals {
     let mut signals = Signals::default();
     if needs.cost {
         signals.cost_usd = query.cost_usd(deployment);
@@ -49,9 +44,10 @@ pub(super) fn signals<S: AsRef<str>>(
 /// higher priority) only when explaining (`dry_run`): a real decision
 /// reserves on its first candidates in turn, which checks exactly, and skips
 /// a lock per deployment it will never try.
-pub(super) fn unavailable<S>(
+pub(super) fn unavailable(
     deployment: &Deployment,
-    request: &RouteRequest<'_, S>,
+    query: &Query,
+    dry_run: bool,
     keep: Keep,
     now: Nanos,
 ) -> Option<(Rejection, Option<Nanos>)> {
@@ -61,10 +57,9 @@ pub(super) fn unavailable<S>(
             admission.explain(now).to_string(),
             admission.worth_waiting_until(),
         ),
-        _ if !request.dry_run => return None,
+        _ if !dry_run => return None,
         _ => {
-            let tokens =
-                deployment.reserved_tokens(request.input_tokens, request.max_output_tokens);
+            let tokens = deployment.reserved_tokens(query.input_tokens, query.max_output_tokens);
             match deployment.limit.check_keeping(tokens, now, keep) {
                 Ok(()) => return None,
                 Err(denied) => {

@@ -287,6 +287,7 @@ fn a_callers_preference_orders_the_candidates_instead_of_the_plan() {
     assert_eq!(plain.strategy, Strategy::Priority);
 }
 
+mod drawing;
 mod evaluation;
 mod measures;
 mod priorities;
