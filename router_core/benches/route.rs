@@ -82,7 +82,13 @@ fn request() -> RouteRequest<'static> {
 
 fn route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
-    for strategy in ["weighted", "priority", "round_robin", "balanced"] {
+    for strategy in [
+        "weighted",
+        "priority",
+        "round_robin",
+        "balanced",
+        "least_in_flight",
+    ] {
         for n in [4, 64, 256] {
             let router = Router::new(&config(n, strategy, true)).unwrap();
             // What the service does per request: policy match, the first

@@ -15,6 +15,7 @@ mod health;
 mod lease;
 mod matcher;
 mod measures;
+mod ranking;
 mod ratelimit;
 mod router;
 mod state;

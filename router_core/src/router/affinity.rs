@@ -1,36 +1,13 @@
 //! Session affinity: requests that share an affinity key keep the same
 //! deployment while it survives the filters.
 
-use crate::strategy::Survivor;
 use crate::table::Deployment;
 
-use super::Candidate;
-
-/// Moves the session's deployment to the front of `candidates`: weighted
-/// rendezvous hashing of (key, deployment) into (0, 1) picks the same one for
-/// the same key on every replica, for as long as it survives the filters,
-/// and spreads keys in proportion to weight.
-pub(super) fn stick(candidates: &mut [Candidate], survivors: &[Survivor<'_>], key: &str) {
-    let Some(chosen) = survivors
-        .iter()
-        .map(|s| {
-            let u = unit_hash(key, &s.deployment.id);
-            (-s.deployment.weight / u.ln(), &s.deployment.id)
-        })
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, id)| id)
-    else {
-        return;
-    };
-    if let Some(position) = candidates.iter().position(|c| &c.deployment == chosen) {
-        candidates[..=position].rotate_right(1);
-    }
-}
-
-/// Positions in `members` from the session key's favourite down, by the same
-/// weighted rendezvous hashing as [`stick`]: the first of them that survives
-/// the filters is the one `stick` would put first. Lazily: usually only the
-/// first is asked for.
+/// Positions in `members` from the session key's favourite down, by weighted
+/// rendezvous hashing of (key, deployment) into (0, 1): the first of them that
+/// survives the filters is the session's deployment, the same for the same key
+/// on every replica for as long as it survives, with keys spread in proportion
+/// to weight. Lazily: usually only the first is asked for.
 pub(super) fn rendezvous_order<'t>(
     key: &str,
     members: impl Iterator<Item = &'t Deployment>,

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, Nanos};
 use crate::filter::Query;
+use crate::ranking::{Entrant, Ranking};
 use crate::ratelimit::Keep;
-use crate::strategy::{OrderContext, SplitMix64, Strategy, Survivor};
+use crate::strategy::{SplitMix64, Strategy};
 use crate::table::{Deployment, Plan, Table, Tier};
 use crate::weights::{scaled_draw, WeightTree};
 
-use super::affinity::{rendezvous_order, stick};
+use super::affinity::rendezvous_order;
 use super::leasing::earliest;
 use super::signals::{signals, unavailable};
 use super::{Candidate, Rejection};
@@ -86,7 +87,7 @@ enum TierState {
         /// Members already settled by the session's affinity.
         settled: Vec<usize>,
     },
-    Ranked(std::vec::IntoIter<Candidate>),
+    Ranked(Ranking),
 }
 
 impl Drawing {
@@ -135,18 +136,13 @@ impl Drawing {
             return None;
         }
         match &mut self.state {
-            TierState::Ranked(ranked) => {
-                let mut ranked: Vec<Candidate> = std::mem::take(ranked).collect();
-                let survivors: Vec<Survivor<'_>> = (ranked.iter())
-                    .map(|c| Survivor {
-                        deployment: table
-                            .deployment(&c.deployment)
-                            .expect("ranked from this table"),
-                        signals: Default::default(),
-                    })
-                    .collect();
-                stick(&mut ranked, &survivors, affinity_key);
-                self.state = TierState::Ranked(ranked.into_iter());
+            TierState::Ranked(ranking) => {
+                // Every entrant survived the filters: the first in rendezvous order is the one.
+                let entrants = ranking.deployments().map(|i| &table.deployments[i]);
+                let favourite = rendezvous_order(affinity_key, entrants).next();
+                if let Some(position) = favourite {
+                    ranking.lead_with(position);
+                }
                 None
             }
             _ => self.stick_first(&table, tier, affinity_key, now, rejected),
@@ -196,23 +192,23 @@ impl Drawing {
             }
             strategy => {
                 let needs = strategy.needs();
-                let mut survivors = Vec::with_capacity(tier.members.len());
+                let mut entrants = Vec::with_capacity(tier.members.len());
                 for &i in &tier.members {
                     let deployment = &table.deployments[i];
                     if self.admits(table, deployment, now, rejected) {
-                        survivors.push(Survivor {
-                            deployment,
+                        entrants.push(Entrant {
+                            deployment: i,
+                            weight: deployment.weight,
                             signals: signals(deployment, &self.query, needs, now),
                         });
                     }
                 }
-                let mut ranked = Vec::with_capacity(survivors.len());
-                let mut context = OrderContext {
-                    rng: &mut self.rng,
-                    scoring: &table.scoring,
-                };
-                strategy.order(&survivors, &mut context, &mut ranked);
-                TierState::Ranked(ranked.into_iter())
+                TierState::Ranked(Ranking::new(
+                    strategy,
+                    &entrants,
+                    &mut self.rng,
+                    &table.scoring,
+                ))
             }
         };
     }
@@ -228,8 +224,12 @@ impl Drawing {
         loop {
             let (position, score) = match &mut self.state {
                 TierState::Closed => unreachable!("a tier is entered before it is drawn from"),
-                TierState::Ranked(ranked) => {
-                    return ranked.next().map(|c| Candidate { tier: number, ..c });
+                TierState::Ranked(ranking) => {
+                    return ranking.next().map(|(i, score)| Candidate {
+                        deployment: Arc::clone(&table.deployments[i].id),
+                        score,
+                        tier: number,
+                    });
                 }
                 TierState::RoundRobin {
                     start,
