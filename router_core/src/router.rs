@@ -221,18 +221,17 @@ impl Router {
             keep,
             request.dry_run,
         );
-        if let Some(sticky) = drawing.open(request.affinity_key, &mut decision.rejected) {
+        let now = self.clock.now();
+        if let Some(sticky) = drawing.open(request.affinity_key, now, &mut decision.rejected) {
             decision.candidates.push(sticky);
         }
         decision.drawing = Some(Box::new(drawing));
         if request.dry_run {
-            decision.draw_all();
+            decision.draw_at(usize::MAX, now);
         } else {
-            let now = self.clock.now();
             lease_first(&table, &mut decision, request, &self.clock, now);
         }
         if decision.candidates.is_empty() {
-            let now = self.clock.now();
             decision.retry_after = decision
                 .retry_at()
                 .map(|at| Duration::from_nanos(at.saturating_sub(now)));

@@ -145,11 +145,25 @@ impl Decision {
     /// Draws candidates until `candidates[index]` exists or none are left;
     /// whether it exists.
     pub fn draw(&mut self, index: usize) -> bool {
+        if self.candidates.len() > index {
+            return true;
+        }
+        match &self.drawing {
+            Some(drawing) => {
+                let now = drawing.clock.now();
+                self.draw_at(index, now)
+            }
+            None => false,
+        }
+    }
+
+    /// [`Decision::draw`], judging health and budgets at `now`.
+    pub(super) fn draw_at(&mut self, index: usize, now: crate::clock::Nanos) -> bool {
         while self.candidates.len() <= index {
-            let Some(drawing) = self.drawing.as_mut() else {
-                return false;
+            let Some(drawing) = self.drawing.as_mut().filter(|d| !d.is_done()) else {
+                return false; // finished (and sorted) when the last tier ran out
             };
-            match drawing.next(&mut self.rejected) {
+            match drawing.next(now, &mut self.rejected) {
                 Some(candidate) => self.candidates.push(candidate),
                 None => {
                     self.finish();

@@ -54,6 +54,7 @@ pub(crate) struct Drawing {
     pub(super) query: Query,
     pub(super) rng: SplitMix64,
     pub(super) strategy: Strategy,
+    /// Draws after the decision is made judge health and budgets at the time they are made.
     pub(super) clock: Clock,
     /// The budget share to leave for callers of higher priority (checked only
     /// when explaining).
@@ -126,11 +127,11 @@ impl Drawing {
     pub(super) fn open(
         &mut self,
         affinity_key: &str,
+        now: Nanos,
         rejected: &mut Vec<Rejection>,
     ) -> Option<Candidate> {
         let table = Arc::clone(&self.table);
         let tier = self.plan.resolve(&table).tiers.first()?;
-        let now = self.clock.now();
         self.enter(&table, tier, now, rejected);
         if affinity_key.is_empty() {
             return None;
@@ -149,12 +150,11 @@ impl Drawing {
         }
     }
 
-    /// The next candidate, best first; `None` when every tier is drawn. The
-    /// deployments the filters reject on the way go to `rejected`.
-    pub(super) fn next(&mut self, rejected: &mut Vec<Rejection>) -> Option<Candidate> {
+    /// The next candidate, best first, judged at `now`; `None` when every
+    /// tier is drawn. The deployments the filters reject on the way go to `rejected`.
+    pub(super) fn next(&mut self, now: Nanos, rejected: &mut Vec<Rejection>) -> Option<Candidate> {
         let table = Arc::clone(&self.table);
         let plan = self.plan.resolve(&table);
-        let now = self.clock.now();
         while let Some(tier) = plan.tiers.get(self.tier) {
             if matches!(self.state, TierState::Closed) {
                 self.enter(&table, tier, now, rejected);

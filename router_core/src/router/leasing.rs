@@ -23,7 +23,7 @@ pub(super) fn lease_first<S>(
     clock: &Clock,
     now: Nanos,
 ) {
-    while decision.draw(0) {
+    while decision.draw_at(0, now) {
         let first = &decision.candidates[0];
         let deployment = table
             .deployment(&first.deployment)
