@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import router_core
 from service import responses
-from service.access import Call
+from service.access import Call, new_request_id
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import (
     COOL_DOWN_SLACK_S,
@@ -110,7 +109,7 @@ class Engine:
     async def chat(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
     ) -> pb.ChatResponse:
-        call = call or Call("Chat", uuid.uuid4().hex)
+        call = call or Call("Chat", new_request_id())
         log = AttemptLog()
         try:
             opening = Unary(self.providers, request)
@@ -129,7 +128,7 @@ class Engine:
     async def chat_stream(
         self, request: pb.ChatRequest, time_remaining: TimeRemaining, call: Call | None = None
     ) -> AsyncGenerator[pb.ChatStreamResponse, None]:
-        call = call or Call("ChatStream", uuid.uuid4().hex)
+        call = call or Call("ChatStream", new_request_id())
         log = AttemptLog()
         try:
             # Closed with this generator, so that a reader that stops gives the lease back at once.

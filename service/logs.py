@@ -12,14 +12,17 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import multiprocessing
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from service.redaction import MAX_LOG_LINE_CHARS, RedactingFormatter, bounded, redact
+from service.redaction import MAX_LOG_LINE_CHARS, RedactingFormatter, bounded, bounded_lines, redact
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 LogFormat = Literal["auto", "json", "text"]
@@ -47,12 +50,7 @@ class JsonFormatter(logging.Formatter):
     fields when the record has them (`extra={"access": {...}}`), and the exception if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "process": record.processName,
-            "logger": record.name,
-        }
+        line = _json_head(record.created, record.levelname, record.processName, record.name)
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             line.update(access)
@@ -60,7 +58,21 @@ class JsonFormatter(logging.Formatter):
             line["message"] = bounded(redact(record.getMessage()), _MAX_MESSAGE_CHARS)
         if record.exc_info:
             line["exception"] = bounded(redact(self.formatException(record.exc_info)), _MAX_EXCEPTION_CHARS)
-        return redact(json.dumps(line, ensure_ascii=False, default=str))
+        return _json_line(line)
+
+
+def _json_head(created: float, level: str, process: str | None, logger: str) -> dict[str, Any]:
+    return {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "process": process,
+        "logger": logger,
+    }
+
+
+def _json_line(line: dict[str, Any]) -> str:
+    # The standard library's spacing, which readers of these lines may match on.
+    return redact(json.dumps(line, ensure_ascii=False, default=str))
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,10 @@ class _Queued(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self.queue(line)
+
+    def queue(self, line: str) -> None:
+        """Leaves a line already formatted (and redacted) for the writer."""
         if len(self._lines) < MAX_QUEUED_LINES:
             self._lines.append(line)
         else:
@@ -144,12 +160,37 @@ class _Writer(threading.Thread):
 
 
 _writer: _Writer | None = None
+# Where access lines go without a LogRecord, and in which format; None unless `configure_logging`
+# set up this process's logging (embedded, or under a test's capture, they take the usual path).
+_access_sink: tuple[_Queued, Literal["json", "text"]] | None = None
+
+
+def emit_access(fields: dict[str, Any], text: Callable[[], str]) -> bool:
+    """Formats an access line as the configured handler would (JSON from `fields`, or a text line
+    around `text()`) and queues it, skipping the logging machinery that one line per call would
+    otherwise pay for; False when this process's logging is not the one set up here (the caller
+    logs the usual way)."""
+    sink = _access_sink
+    if sink is None or logging.getLogger().handlers != [sink[0]]:
+        return False
+    queued, log_format = sink
+    now = time.time()
+    process = multiprocessing.current_process().name
+    if log_format == "json":
+        line = _json_head(now, "INFO", process, ACCESS_LOGGER)
+        line.update(fields)
+        queued.queue(_json_line(line))
+        return True
+    # `FORMAT` with logging's default time format: local time, then milliseconds after a comma.
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int((now - int(now)) * 1000):03d}"
+    queued.queue(bounded_lines(redact(f"{stamp} INFO {process} {ACCESS_LOGGER}: {text()}")))
+    return True
 
 
 def configure_logging(settings: LogSettings) -> None:
     """Logs to stderr (through the writer thread), every line redacted of the provider
     credentials the process holds."""
-    global _writer
+    global _writer, _access_sink
     if _writer is not None:
         _writer.stop()
     lines: deque[str] = deque()
@@ -160,6 +201,7 @@ def configure_logging(settings: LogSettings) -> None:
         queued.setFormatter(RedactingFormatter(FORMAT))
     _writer = _Writer(lines, queued)
     _writer.start()
+    _access_sink = (queued, settings.format)
     logging.basicConfig(level=settings.level, handlers=[queued], force=True)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if settings.access else logging.CRITICAL + 1)
 

@@ -59,7 +59,11 @@ class RedactingFormatter(logging.Formatter):
     every line is bounded: whatever a stranger got into a message, a log line stays a few KB."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record))
-        if len(text) <= MAX_LOG_LINE_CHARS:
-            return text
-        return "\n".join(bounded(line, MAX_LOG_LINE_CHARS) for line in text.split("\n"))
+        return bounded_lines(redact(super().format(record)))
+
+
+def bounded_lines(text: str) -> str:
+    """`text` with each of its lines bounded to a log line's size."""
+    if len(text) <= MAX_LOG_LINE_CHARS:
+        return text
+    return "\n".join(bounded(line, MAX_LOG_LINE_CHARS) for line in text.split("\n"))

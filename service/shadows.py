@@ -22,14 +22,13 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import router_core
-from service.access import Call
+from service.access import Call, new_request_id
 from service.agreement import Answer, ToolUse, compare_answers
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts import SYSTEM_CLOCK, Attempt, AttemptLog, Clock, Estimate, Streaming, Unary, Won
@@ -263,7 +262,7 @@ class Shadows:
         latency_ms = round(attempt.elapsed() * 1000, 3)
         record = CallRecord(
             time.time(),
-            uuid.uuid4().hex,
+            new_request_id(),
             call.tenant,
             call.key_id,
             SHADOW_METHOD,

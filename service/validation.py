@@ -103,7 +103,8 @@ def _check_limits(request: pb.ChatRequest | pb.RouteRequest, limits: RequestLimi
     if text_bytes > limits.max_text_bytes:
         violations.append(("messages", f"at most {limits.max_text_bytes} bytes of text, got {text_bytes}"))
     schemas = [(f"tools[{i}].parameters", tool.parameters) for i, tool in enumerate(request.tools)]
-    schemas.append(("response_format.schema", request.response_format.schema))
+    if request.HasField("response_format") and request.response_format.HasField("schema"):
+        schemas.append(("response_format.schema", request.response_format.schema))
     for field, schema in schemas:
         problem = _schema_too_large(schema, limits)
         if problem:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+from collections import deque
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
 
+from service import logs
 from service.access import REQUEST_ID
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
-from service.logs import JsonFormatter, resolved
-from service.redaction import SECRETS
+from service.logs import FORMAT, JsonFormatter, _Queued, emit_access, resolved
+from service.redaction import SECRETS, RedactingFormatter
 from tests.conftest import StartGateway
 from tests.mock_openai import Fault, MockOpenAI
 from tests.serving import Serve
@@ -130,6 +135,40 @@ def test_a_json_line_is_one_valid_object_redacted_and_bounded() -> None:
     access = logging.LogRecord("switchboard.access", logging.INFO, __file__, 1, "%s", ("x",), None)
     access.access = {"request_id": "r", "status": "OK"}
     assert json.loads(formatter.format(access))["request_id"] == "r"
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_access_line_written_directly_reads_as_the_handler_would_write_it(
+    monkeypatch: pytest.MonkeyPatch, log_format: Literal["json", "text"]
+) -> None:
+    """Access lines skip the logging machinery; what they come to must not differ."""
+    SECRETS.add(["sk-access-line-secret-5678"])
+    lines: deque[str] = deque()
+    queued = _Queued(lines)
+    queued.setFormatter(JsonFormatter() if log_format == "json" else RedactingFormatter(FORMAT))
+    monkeypatch.setattr(logs, "_access_sink", (queued, log_format))
+    monkeypatch.setattr(logging.getLogger(), "handlers", [queued])
+    fields = {"request_id": "r1", "status": "OK", "error": "bad key sk-access-line-secret-5678", "cost_usd": 0.5}
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    assert emit_access(fields, lambda: text)
+    record = logging.LogRecord("switchboard.access", logging.INFO, __file__, 1, "%s", (text,), None)
+    record.access = fields
+    queued.handle(record)
+    direct, usual = lines
+    assert "sk-access-line-secret-5678" not in direct and "[redacted]" in direct
+    if log_format == "json":
+        first, second = json.loads(direct), json.loads(usual)
+        assert abs(datetime.fromisoformat(first.pop("time")) - datetime.fromisoformat(second.pop("time"))) < timedelta(
+            seconds=1
+        )
+        assert first == second
+    else:
+        stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+        assert re.match(stamp, direct) and re.match(stamp, usual)
+        assert direct.split(" ", 2)[2] == usual.split(" ", 2)[2]
+    # Not this module's logging (a test's capture, an embedding application): the usual path.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
+    assert not emit_access(fields, lambda: text)
 
 
 def test_auto_is_text_on_a_terminal_and_json_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from service import telemetry
@@ -69,15 +69,14 @@ class HttpClient:
         """POST `body` as JSON: `async with client.post(...) as response`, a response that succeeded.
         Transport failures inside the block (reading the body included) are classified too."""
         headers = telemetry.with_trace_context(self._headers)
-        request = self._client().post(url, data=json.dumps(body).encode(), headers=headers)
-        return self._succeeded(request)
+        return _Exchange(self, self._client().post(url, data=orjson.dumps(body), headers=headers))
 
     def post_signed(
         self, url: URL, data: bytes, headers: Mapping[str, str]
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """POST these exact bytes with these headers too (a signature covers both); as `post`."""
         headers = telemetry.with_trace_context({**self._headers, **headers})
-        return self._succeeded(self._client().post(url, data=data, headers=headers))
+        return _Exchange(self, self._client().post(url, data=data, headers=headers))
 
     @contextlib.asynccontextmanager
     async def events(
@@ -102,8 +101,11 @@ class HttpClient:
         it, only the connection's read buffer fills before the upstream is paused."""
         return response.content.iter_chunked(STREAM_READ_BYTES)
 
-    @contextlib.asynccontextmanager
-    async def _succeeded(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _take_connection(self, request: aiohttp.client._RequestContextManager) -> None:
+        """One of the pool's connections, waiting for it at most pool_wait_s."""
+        if not self._connections.locked():
+            await self._connections.acquire()  # one is free: taken without waiting
+            return
         try:
             async with asyncio.timeout(self._pool_wait_s):
                 await self._connections.acquire()
@@ -116,30 +118,6 @@ class HttpClient:
                 f"every one of this gateway's connections to the deployment stayed busy for {self._pool_wait_s:g}s",
                 local=True,
             ) from None
-        try:
-            async with self._request(request) as response:
-                yield response
-        finally:
-            self._connections.release()
-
-    @contextlib.asynccontextmanager
-    async def _request(self, request: aiohttp.client._RequestContextManager) -> AsyncIterator[aiohttp.ClientResponse]:
-        with classified():
-            async with request as response:
-                if response.status >= 400:
-                    detail = (await _read_at_most(response.content, ERROR_BODY_BYTES))[:ERROR_BODY_BYTES]
-                    raise self._http_error(response.status, response.headers, detail.decode(errors="replace"))
-                try:
-                    yield response
-                except (UpstreamError, TimeoutError, aiohttp.ClientError) as error:
-                    # Whatever went wrong in the body of an answer that succeeded (an error event
-                    # in a stream, a body cut off or unreadable), the status the upstream sent
-                    # is this one.
-                    failure = error if isinstance(error, UpstreamError) else transport_failure(error)
-                    failure.status = response.status
-                    if failure is error:
-                        raise
-                    raise failure from error
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -158,6 +136,66 @@ class HttpClient:
         return self._session
 
 
+class _Exchange:
+    """One request's way through its client: a connection of the pool taken first, the request
+    sent, an error status read into the provider's failure, transport failures classified (those
+    while the caller reads an answer that succeeded carry the status the upstream sent), and the
+    connection given back whatever happened. A class rather than generator-based context
+    managers nested three deep: it is on every call's path."""
+
+    __slots__ = ("_client", "_request", "_status")
+
+    def __init__(self, client: HttpClient, request: aiohttp.client._RequestContextManager) -> None:
+        self._client = client
+        self._request = request
+        self._status = 0
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        await self._client._take_connection(self._request)
+        try:
+            try:
+                response = await self._request.__aenter__()
+            except (TimeoutError, aiohttp.ClientError) as error:
+                raise transport_failure(error) from error
+            if response.status >= 400:
+                try:
+                    try:
+                        detail = (await _read_at_most(response.content, ERROR_BODY_BYTES))[:ERROR_BODY_BYTES]
+                    except (TimeoutError, aiohttp.ClientError) as error:
+                        raise transport_failure(error) from error
+                    raise self._client._http_error(response.status, response.headers, detail.decode(errors="replace"))
+                except BaseException as failure:
+                    await self._close(failure)
+                    raise
+        except BaseException:
+            self._client._connections.release()
+            raise
+        self._status = response.status
+        return response
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        try:
+            if isinstance(error, (UpstreamError, TimeoutError, aiohttp.ClientError)):
+                # Whatever went wrong in the body of an answer that succeeded (an error event in
+                # a stream, a body cut off or unreadable), the status the upstream sent is this one.
+                failure = error if isinstance(error, UpstreamError) else transport_failure(error)
+                failure.status = self._status
+                await self._close(failure)
+                if failure is not error:
+                    raise failure from error
+            else:
+                await self._close(error)
+        finally:
+            self._client._connections.release()
+
+    async def _close(self, error: BaseException | None) -> None:
+        """Ends the request (the response released), told of the failure that ends it, if any."""
+        try:
+            await self._request.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None)
+        except (TimeoutError, aiohttp.ClientError) as failure:
+            raise transport_failure(failure) from failure
+
+
 async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
     """A body up to `limit` bytes and one more, which tells that there was more."""
     pieces: list[bytes] = []
@@ -166,15 +204,6 @@ async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
         pieces.append(piece)
         size += len(piece)
     return b"".join(pieces)
-
-
-@contextlib.contextmanager
-def classified() -> Iterator[None]:
-    """Turn the client's transport failures into classified UpstreamErrors."""
-    try:
-        yield
-    except (TimeoutError, aiohttp.ClientError) as error:
-        raise transport_failure(error) from error
 
 
 def transport_failure(error: TimeoutError | aiohttp.ClientError) -> UpstreamError:
@@ -245,7 +274,7 @@ def classified_error(
 def json_object(data: str | bytes, what: str) -> dict[str, Any]:
     """A JSON object from a stream, or a protocol error naming `what` it should have been."""
     try:
-        value = json.loads(data)
+        value = orjson.loads(data)
     except ValueError as error:
         raise UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"malformed {what}: {data[:200]!r}") from error
     if not isinstance(value, dict):
@@ -261,7 +290,7 @@ def check_event_stream(content_type: str) -> None:
 def error_body(text: str) -> Any:
     """The JSON an error response carries, or None when it is not JSON."""
     try:
-        return json.loads(text)
+        return orjson.loads(text)
     except ValueError:
         return None
 

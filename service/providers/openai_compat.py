@@ -9,10 +9,10 @@ chunk when `stream_options.include_usage` is set.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
 from yarl import URL
 
@@ -88,7 +88,7 @@ class OpenAICompatibleProvider:
         async with self._client.post(self._url, self._body(request, stream=False)) as response:
             raw = await self._client.body(response)
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             tool_calls = tuple(
