@@ -123,6 +123,8 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.telemetry --quick
 	$(PY) -m benches.tenancy --quick
 	$(PY) -m benches.shadow --quick
+	$(PY) -m benches.floor --quick
+	$(PY) -m benches.capacity --quick
 	$(PY) -m benches.evaluation --quick
 
 .PHONY: bench
@@ -140,6 +142,8 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.tenancy
 	$(PY) -m benches.shadow
 	$(PY) -m benches.evaluation
+	$(PY) -m benches.floor
+	$(PY) -m benches.capacity
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv and .cache)

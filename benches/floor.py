@@ -109,6 +109,8 @@ def served_cpu(pid: int, port: int, mode: str, body: Path, concurrency: int, tot
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="400 calls, one round (smoke test)")
+    parser.add_argument("--calls", type=int, help="calls per point (default 5 000, 400 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
     parser.add_argument("--aiohttp", nargs=5, metavar=("PORT", "BODY", "STREAM", "C", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.aiohttp:
@@ -117,6 +119,7 @@ def main() -> None:
         print(f"{cpu:.6f}")
         return
     total, rounds = (400, 1) if options.quick else (5_000, 3)
+    total, rounds = options.calls or total, options.rounds or rounds
     upstream_port = free_port()
     samples: dict[tuple[str, int, str], list[float]] = {}
     with (

@@ -7,7 +7,6 @@ reason, not UNKNOWN with an exception's name and a traceback in the log."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from service.shadows import Shadows
 from service.store.records import FeedbackRecord
 from service.telemetry import server_span
 from service.validation import OverLimits, validate_chat, validate_feedback, validate_route
+from service.watchdog import within
 
 Context: TypeAlias = grpc.aio.ServicerContext
 T = TypeVar("T")
@@ -62,8 +62,7 @@ def _validate(request: pb.ChatRequest, runtime: Runtime, caller: Caller) -> None
 
 async def _write(context: Context, event: pb.ChatStreamResponse, timeout_s: float) -> None:
     try:
-        async with asyncio.timeout(timeout_s):
-            await context.write(event)
+        await within(context.write(event), timeout_s)
     except TimeoutError:
         raise ClientNotReading(timeout_s) from None
 

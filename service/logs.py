@@ -10,7 +10,6 @@ queue are dropped, counted, and said so once stderr takes lines again."""
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import multiprocessing
 import sys
@@ -21,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from service.redaction import MAX_LOG_LINE_CHARS, RedactingFormatter, bounded, bounded_lines, redact
 
@@ -63,16 +64,41 @@ class JsonFormatter(logging.Formatter):
 
 def _json_head(created: float, level: str, process: str | None, logger: str) -> dict[str, Any]:
     return {
-        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "time": _utc_time(created),
         "level": level,
         "process": process,
         "logger": logger,
     }
 
 
+class _SecondStamp:
+    """A time's text up to its second, made once per second (a line per call would otherwise
+    format the same date and time again each time)."""
+
+    def __init__(self, render: Callable[[float], str]) -> None:
+        self._render = render
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, at: float) -> str:
+        second = int(at)
+        if second != self._second:
+            self._second, self._text = second, self._render(second)
+        return self._text
+
+
+_utc_second = _SecondStamp(lambda second: datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+_local_second = _SecondStamp(lambda second: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+
+
+def _utc_time(at: float) -> str:
+    """ISO 8601 in UTC to the millisecond, as `datetime.isoformat(timespec="milliseconds")` writes it."""
+    return f"{_utc_second(at)}.{int((at - int(at)) * 1000):03d}+00:00"
+
+
 def _json_line(line: dict[str, Any]) -> str:
-    # The standard library's spacing, which readers of these lines may match on.
-    return redact(json.dumps(line, ensure_ascii=False, default=str))
+    # Compact, and several times faster than the standard library's: one is written per call.
+    return redact(orjson.dumps(line, default=str).decode())
 
 
 @dataclass(frozen=True)
@@ -182,7 +208,7 @@ def emit_access(fields: dict[str, Any], text: Callable[[], str]) -> bool:
         queued.queue(_json_line(line))
         return True
     # `FORMAT` with logging's default time format: local time, then milliseconds after a comma.
-    stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int((now - int(now)) * 1000):03d}"
+    stamp = f"{_local_second(now)},{int((now - int(now)) * 1000):03d}"
     queued.queue(bounded_lines(redact(f"{stamp} INFO {process} {ACCESS_LOGGER}: {text()}")))
     return True
 

@@ -3,6 +3,7 @@ with a config file, its stderr read until it listens, stopped with SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -57,3 +58,9 @@ class Serve:
         _, rest = self.process.communicate(timeout=30)
         assert self.process.returncode == 0, "".join(self.lines) + rest
         return "".join(self.lines) + rest
+
+
+def json_access_lines(output: str) -> list[dict[str, object]]:
+    """The access-log lines of a gateway's JSON log, parsed."""
+    lines = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("logger") == "switchboard.access"]

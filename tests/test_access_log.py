@@ -23,7 +23,7 @@ from service.logs import FORMAT, JsonFormatter, _Queued, emit_access, resolved
 from service.redaction import SECRETS, RedactingFormatter
 from tests.conftest import StartGateway
 from tests.mock_openai import Fault, MockOpenAI
-from tests.serving import Serve
+from tests.serving import Serve, json_access_lines
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 from tests.test_workers import ECHO_ONLY
@@ -192,7 +192,7 @@ def test_the_access_log_has_a_switch_of_its_own(tmp_path: Path, arguments: tuple
         grpcurl("-d", json.dumps(request), f"127.0.0.1:{gateway.port}", "switchboard.v1.Gateway/Chat")
     finally:
         output = gateway.stop()
-    access = [json.loads(line) for line in output.splitlines() if '"logger": "switchboard.access"' in line]
+    access = json_access_lines(output)
     assert [line["method"] for line in access] == (["Chat"] if logged else [])
 
 
@@ -216,5 +216,5 @@ async def test_a_stderr_nobody_reads_holds_up_no_call_and_loses_no_line_within_t
             await asyncio.gather(*(chats(calls // 8) for _ in range(8)))
     finally:
         output = await asyncio.to_thread(gateway.stop)
-    access = [line for line in output.splitlines() if '"logger": "switchboard.access"' in line]
+    access = json_access_lines(output)
     assert len(access) == calls

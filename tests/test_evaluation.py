@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import sqlite3
 import subprocess
@@ -31,6 +30,7 @@ from service.store.records import SHADOW_METHOD, CallRecord
 from service.store.sqlite import open_sqlite
 from tests.conftest import StartServer
 from tests.mock_openai import MockOpenAI
+from tests.serving import json_access_lines
 from tests.test_e2e import chat_request
 from tests.test_workers import Workers
 
@@ -347,8 +347,8 @@ async def test_sticky_assignment_holds_across_workers(tmp_path: Path) -> None:
         log = await asyncio.to_thread(workers.stop)
     assert all(len(seen) == 1 for seen in variants.values()), variants
     assert {variant for seen in variants.values() for variant in seen} == {"control", "candidate"}
-    access = [json.loads(line) for line in log.splitlines() if '"logger": "switchboard.access"' in line]
-    served_by = {line["process"] for line in access if re.fullmatch(r"u\d+-c\d+", line["request_id"])}
+    access = json_access_lines(log)
+    served_by = {line["process"] for line in access if re.fullmatch(r"u\d+-c\d+", str(line["request_id"]))}
     assert len(served_by) == 2, f"both workers served some of the calls: {served_by}"
 
 

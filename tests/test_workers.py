@@ -26,7 +26,7 @@ from service.config import parse_config
 from tests.conftest import status_details
 from tests.loopback import free_port
 from tests.mock_openai import Fault, MockOpenAI
-from tests.serving import Serve
+from tests.serving import Serve, json_access_lines
 from tests.test_cli import grpcurl
 from tests.test_e2e import chat_request, config
 
@@ -275,6 +275,6 @@ async def test_one_worker_serves_the_hosts_metrics_and_admin_api(tmp_path: Path)
     ]
     assert sum(calls) == chats, scraped
     assert stats["deployments"][0]["requests"] == str(chats)
-    access = [json.loads(line) for line in rest.splitlines() if '"logger": "switchboard.access"' in line]
+    access = json_access_lines(rest)
     served_by = [line["process"] for line in access if line["method"] == "Chat"]
     assert len(served_by) == chats and len(set(served_by)) == 2, "both workers served some"

@@ -14,6 +14,7 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.attempts.attempt import Attempt
 from service.outcomes import Completion, StreamEvent, StreamFinished, UpstreamError
 from service.providers import Provider
+from service.watchdog import within
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -56,9 +57,9 @@ class Unary:
 
     async def start(self, attempt: Attempt) -> Completion:
         try:
+            # Exact, unlike `within`: an attempt's budget may end a few ms before the client's deadline.
             async with asyncio.timeout(attempt.budget):
-                with telemetry.within(attempt.span):
-                    completion = await self.providers[attempt.deployment.id].complete(self.request)
+                completion = await self._complete(attempt)
         except TimeoutError as error:
             raise no_answer_within(attempt.budget) from error
         if completion.finish_reason == pb.FINISH_REASON_CONTENT_FILTER and not (
@@ -66,6 +67,10 @@ class Unary:
         ):
             raise withheld()
         return completion
+
+    async def _complete(self, attempt: Attempt) -> Completion:
+        with telemetry.within(attempt.span):
+            return await self.providers[attempt.deployment.id].complete(self.request)
 
     async def discard(self, answer: Completion) -> None:
         """A whole answer holds nothing open."""
@@ -85,9 +90,7 @@ class Streaming:
         budget = min(attempt.budget, attempt.deployment.first_token_timeout_s or attempt.budget)
         try:
             async with asyncio.timeout(budget):
-                # The request goes out here: it carries the attempt's trace context.
-                with telemetry.within(attempt.span):
-                    first = await anext(events)
+                first = await _first_event(events, attempt)
         except BaseException as raised:
             await events.aclose()
             if isinstance(raised, StopAsyncIteration):
@@ -112,6 +115,12 @@ def withheld() -> UpstreamError:
     return UpstreamError(pb.OUTCOME_CONTENT_FILTERED, "the provider's content filter withheld the whole answer")
 
 
+async def _first_event(events: AsyncIterator[StreamEvent], attempt: Attempt) -> StreamEvent:
+    # The request goes out here: it carries the attempt's trace context.
+    with telemetry.within(attempt.span):
+        return await anext(events)
+
+
 def no_answer_within(budget: float) -> UpstreamError:
     return UpstreamError(pb.OUTCOME_TIMEOUT, f"no answer within {budget:.3f}s")
 
@@ -127,8 +136,7 @@ async def stalling(first: T, rest: AsyncIterator[T], stall_s: float | None) -> A
         return
     while True:
         try:
-            async with asyncio.timeout(stall_s):
-                item = await anext(rest)
+            item = await within(anext(rest), stall_s)
         except StopAsyncIteration:
             return
         except TimeoutError as error:
