@@ -141,6 +141,10 @@ class Gateway:
             options=[
                 ("grpc.so_reuseport", int(sibling is not None)),
                 ("grpc.max_concurrent_streams", config.server.clients.max_streams_per_connection),
+                # Count the streams open on the connection, as HTTP/2 does and as clients that keep
+                # to the limit count them, not those whose memory grpc has not freed yet: a busy
+                # worker frees them late, and would refuse (REFUSED_STREAM) streams within the limit.
+                ("grpc.http.overload_protection", 0),
             ]
         )
         tls = None if config.server.tls is None else ServerTls(TlsFiles.read(config.server.tls, self.config_dir))

@@ -17,6 +17,7 @@ from service.server import Gateway
 from tests.conftest import status_details
 from tests.mock_openai import MockOpenAI
 from tests.test_e2e import chat_request, config
+from tests.test_workers import ECHO_ONLY
 
 
 async def test_a_client_that_stops_reading_loses_its_stream_and_holds_nothing(upstream: MockOpenAI) -> None:
@@ -100,5 +101,35 @@ async def test_a_full_connection_pool_is_the_gateways_limit_not_the_deployments_
             while await holder.read() != grpc.aio.EOF:
                 pass
             assert (await stub.Chat(chat_request())).served.deployment == "mock-0"
+    finally:
+        await gateway.stop(0)
+
+
+async def test_a_client_within_the_stream_limit_is_never_refused() -> None:
+    """A connection may carry max_streams_per_connection calls at once, and a client that keeps
+    to that limit (grpc queues its calls beyond it) must get every call through. grpc's default
+    counted streams until their memory was freed, which a busy worker does late, and refused
+    (REFUSED_STREAM, UNAVAILABLE) calls within the limit."""
+    text = "server: {clients: {max_streams_per_connection: 4}}\n" + ECHO_ONLY
+    gateway = Gateway(parse_config(text), "127.0.0.1:0", environ={})
+    await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            request = pb.RouteRequest(model="echo", input_tokens=10)
+
+            async def calls(count: int) -> list[grpc.StatusCode]:
+                codes = []
+                for _ in range(count):
+                    try:
+                        await stub.Route(request, timeout=10)
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.aio.AioRpcError as error:
+                        codes.append(error.code())
+                return codes
+
+            results = await asyncio.gather(*(calls(100) for _ in range(16)))
+        codes = [code for codes in results for code in codes]
+        assert codes.count(grpc.StatusCode.OK) == len(codes) == 1600, {c: codes.count(c) for c in set(codes)}
     finally:
         await gateway.stop(0)
