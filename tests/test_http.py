@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -62,6 +63,27 @@ async def test_events_completed_by_one_read_come_as_one_batch() -> None:
 
     batches = [[e.data for e in events] async for events in server_sent_events(source(), max_event_bytes=LIMIT)]
     assert batches == [["1", "2"], ["3"]]
+
+
+async def test_a_batch_handed_on_leaves_nothing_of_its_read_behind() -> None:
+    """A caller may take as long as its client takes to read to pass a batch on (a client that
+    stops reading holds the write): meanwhile the decoder keeps neither the read, nor its lines,
+    nor the events it handed on, only the line not yet ended."""
+    reads = [(b"data: " + b"x" * 200 + b"\n\n") * 2000 + b"data: not yet ended"]
+
+    async def source() -> AsyncIterator[bytes]:
+        while reads:
+            yield reads.pop()
+
+    batches = server_sent_events(source(), max_event_bytes=LIMIT)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert len(await anext(batches)) == 2000  # taken, and let go at once
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 4096
 
 
 async def test_lines_that_are_no_field_can_be_kept() -> None:

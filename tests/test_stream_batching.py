@@ -3,6 +3,7 @@ that arrived in one read goes on as one Delta, and content read before a failure
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import pytest
@@ -83,6 +84,26 @@ def test_argument_pieces_join_only_the_last_piece_of_the_same_call() -> None:
         pb.ToolCallDelta(index=1, arguments="c"),
         pb.ToolCallDelta(index=0, arguments="d"),
     ]
+
+
+async def test_a_batch_is_let_go_before_its_delta_is_handed_on() -> None:
+    """Handing a delta on may take as long as the client takes to read (a client that stops
+    reading holds the write): the events it was made of are not held meanwhile."""
+
+    class Batch(list[Event]):
+        """A list that can be referred to weakly."""
+
+    batches = [Batch(["a", "b"]), Batch(["c"])]
+    first = weakref.ref(batches[0])
+
+    async def source() -> AsyncIterator[list[Event]]:
+        while batches:
+            yield batches.pop(0)
+
+    deltas = batched_deltas(source(), take)
+    assert await anext(deltas) == Delta("ab")
+    assert first() is None
+    assert [delta async for delta in deltas] == [Delta("c")]
 
 
 async def test_content_before_a_failure_in_the_same_batch_goes_on_first() -> None:

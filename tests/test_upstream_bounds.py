@@ -5,15 +5,25 @@ held its call (and memory) as long as the upstream kept sending."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import gzip
+import socket
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import grpc
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
+from service.config import OpenAICompatibleDeployment
+from service.outcomes import UpstreamError
+from service.providers.events import server_sent_events
+from service.providers.http import CONNECTION_READ_BYTES, STREAM_READ_BYTES, HttpClient
 from tests.conftest import StartGateway, status_details
 from tests.test_e2e import chat_request
 
@@ -154,3 +164,74 @@ async def test_an_endless_error_answer_is_read_only_so_far(
     async with asyncio.timeout(10):
         await upstream.ended.wait()
     assert upstream.sent < ENDLESS_BYTES
+
+
+class Firehose(asyncio.Protocol):
+    """An upstream that answers with a whole stream at once, as fast as TCP takes it."""
+
+    HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    EVENT = b'data: {"choices": [{"delta": {"content": "' + b"token " * 20 + b'"}}]}\n\n'
+    ANSWER = HEAD + EVENT * 40_000  # some 6 MB
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, though not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if not self.transport.get_write_buffer_size():  # the request: answer it once
+            self.transport.write(self.ANSWER)
+
+    def taken(self, client: socket.socket) -> int:
+        """What the client has read of the answer: written, less what waits in this end's buffer,
+        in its kernel's send queue and in the client's receive queue."""
+        server = self.transport.get_extra_info("socket")
+        waiting = self.transport.get_write_buffer_size() + _queued(server, termios.TIOCOUTQ)
+        return len(self.ANSWER) - waiting - _queued(client, termios.FIONREAD)
+
+
+async def settled(measure: Callable[[], int]) -> int:
+    """`measure()` once it has stayed the same for a tenth of a second."""
+    last, unchanged = measure(), 0
+    while unchanged < 5:
+        await asyncio.sleep(0.02)
+        now = measure()
+        unchanged = unchanged + 1 if now == last else 0
+        last = now
+    return last
+
+
+def _queued(sock: socket.socket, request: int) -> int:
+    queued = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), request, queued)
+    return queued[0]
+
+
+async def test_a_stream_not_taken_holds_only_a_bounded_part_of_what_the_upstream_sends() -> None:
+    """A caller that takes one batch of a fast upstream's stream and then nothing more (its client
+    stopped reading) leaves the gateway holding only the reader's buffer, filled past
+    STREAM_READ_BYTES by at most one read of the connection, and the line the decoder has not
+    seen end. Before, the event loop read up to 256 kB at once whatever aiohttp's buffer, and
+    its parser kept the rest of such a read: a held stream held up to that much more."""
+    upstream = Firehose()
+    server = await asyncio.get_running_loop().create_server(lambda: upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    deployment = OpenAICompatibleDeployment.model_validate(
+        {"type": "openai_compatible", "model": "m", "base_url": f"http://127.0.0.1:{port}/v1"}
+    )
+    client = HttpClient(
+        deployment, headers={}, http_error=lambda status, headers, text: UpstreamError(pb.OUTCOME_SERVER_ERROR, text)
+    )
+    try:
+        async with client.post(URL(f"http://127.0.0.1:{port}/v1/chat/completions"), {}) as response:
+            batches = server_sent_events(client.chunks(response), max_event_bytes=LIMIT)
+            handed = len(Firehose.HEAD) + len(await anext(batches)) * len(Firehose.EVENT)
+            assert response.connection is not None and response.connection.transport is not None
+            sock = response.connection.transport.get_extra_info("socket")
+            async with asyncio.timeout(10):
+                taken = await settled(lambda: upstream.taken(sock))
+            assert handed < taken < len(Firehose.ANSWER) // 4
+            assert taken - handed <= STREAM_READ_BYTES + CONNECTION_READ_BYTES + len(Firehose.EVENT)
+    finally:
+        await client.aclose()
+        server.close()

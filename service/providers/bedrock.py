@@ -243,6 +243,9 @@ async def _frames(
     async for chunk in chunks:
         buffer.add_data(chunk)
         unparsed.bytes += len(chunk)
+        # The buffer keeps what of it is not parsed yet; the read itself is not held while its
+        # frames are handed on, which may take as long as the client takes to read.
+        del chunk
         yield _completed(buffer, unparsed, max_frame_bytes)
 
 

@@ -24,7 +24,7 @@ class ServerSentEvent:
     id: str | None = None
 
 
-async def server_sent_events(
+def server_sent_events(
     chunks: AsyncIterable[bytes], stray: list[str] | None = None, *, max_event_bytes: int
 ) -> AsyncIterator[list[ServerSentEvent]]:
     """Decode an event stream as the HTML standard specifies: lines end in CR, LF or CRLF;
@@ -38,26 +38,63 @@ async def server_sent_events(
 
     An event, an unfinished line or the stray lines larger than `max_event_bytes` are a
     protocol error: what an upstream sends is held only so long."""
-    decoder = _EventDecoder(stray, max_event_bytes)
-    # The line not yet ended, in the pieces it came in: joined only once it ends, so that a
-    # long line costs its length, not its length times the chunks it spans.
-    unfinished: list[bytes] = []
-    unfinished_bytes = 0
-    async for chunk in chunks:
+    return _EventBatches(chunks, _EventDecoder(stray, max_event_bytes), max_event_bytes)
+
+
+class _EventBatches:
+    """`server_sent_events`' iterator. Between two batches it keeps only the line not yet
+    ended: neither the chunk read nor its lines nor the batch handed on, which an async
+    generator's frame would hold for as long as its caller takes to pass the batch on (a
+    client that stops reading keeps a write to it pending indefinitely)."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], decoder: _EventDecoder, max_event_bytes: int) -> None:
+        self._chunks = aiter(chunks)
+        self._decoder = decoder
+        self._max_event_bytes = max_event_bytes
+        # The line not yet ended, in the pieces it came in: joined only once it ends, so that
+        # a long line costs its length, not its length times the chunks it spans.
+        self._unfinished: list[bytes] = []
+        self._unfinished_bytes = 0
+        self._ended = False
+
+    def __aiter__(self) -> _EventBatches:
+        return self
+
+    async def __anext__(self) -> list[ServerSentEvent]:
+        while True:
+            # Checked once the events before it are handed on: what was read before the
+            # bound was passed still reaches the caller.
+            if self._unfinished_bytes > self._max_event_bytes:
+                raise too_large("a line of the event stream", self._max_event_bytes)
+            if self._ended:
+                raise StopAsyncIteration
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._ended = True
+                return self._last()
+            if completed := self._read(chunk):
+                return completed
+
+    def _read(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events that `chunk` completed."""
+        unfinished = self._unfinished
         # A line ends at a CR or LF; a CR ending the last piece may be half of a CRLF.
         if b"\n" in chunk or b"\r" in chunk or (unfinished and unfinished[-1].endswith(b"\r")):
             lines = b"".join((*unfinished, chunk)).splitlines(keepends=True)
             last = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-            unfinished, unfinished_bytes = ([last], len(last)) if last else ([], 0)
-            if completed := [event for line in lines if (event := decoder.feed(line)) is not None]:
-                yield completed
-        else:
-            unfinished.append(chunk)
-            unfinished_bytes += len(chunk)
-        if unfinished_bytes > max_event_bytes:
-            raise too_large("a line of the event stream", max_event_bytes)
-    if unfinished and unfinished[-1].endswith(b"\r") and (event := decoder.feed(b"".join(unfinished))) is not None:
-        yield [event]
+            self._unfinished, self._unfinished_bytes = ([last], len(last)) if last else ([], 0)
+            return [event for line in lines if (event := self._decoder.feed(line)) is not None]
+        unfinished.append(chunk)
+        self._unfinished_bytes += len(chunk)
+        return []
+
+    def _last(self) -> list[ServerSentEvent]:
+        """At the end of the stream, the event that a last line ended by a lone CR completes."""
+        unfinished = self._unfinished
+        if unfinished and unfinished[-1].endswith(b"\r") and (event := self._decoder.feed(b"".join(unfinished))):
+            return [event]
+        raise StopAsyncIteration
 
 
 class _EventDecoder:
@@ -137,15 +174,27 @@ async def batched_deltas(
     content the batch gathered before it goes on first, then the failure: what was read before
     an error still reaches the client."""
     async for batch in batches:
-        pending = PendingDelta()
-        try:
-            for event in batch:
-                take(event, pending)
-        except UpstreamError:
-            if (delta := pending.delta()) is not None:
-                yield delta
-            raise
-        if (delta := pending.delta()) is not None:
+        delta, failure = _gathered(batch, take)
+        # Only the batch's content goes on: its events are let go before the delta is handed
+        # on, which may take as long as the client takes to read.
+        del batch
+        if delta is not None:
             yield delta
+        if failure is not None:
+            raise failure
         if stop():
             return
+
+
+def _gathered(
+    batch: Iterable[_Event], take: Callable[[_Event, PendingDelta], None]
+) -> tuple[Delta | None, UpstreamError | None]:
+    """The content of a batch as one Delta (None without content), and the failure of the
+    event that failed (the content before it gathered)."""
+    pending = PendingDelta()
+    try:
+        for event in batch:
+            take(event, pending)
+    except UpstreamError as error:
+        return pending.delta(), error
+    return pending.delta(), None

@@ -26,9 +26,13 @@ from service.config import PooledDeployment
 from service.outcomes import UpstreamError
 from service.providers.events import ServerSentEvent, server_sent_events, too_large
 
-# The most of a stream read at once, and the connection's read buffer (aiohttp pauses the
-# upstream at twice this): what a stream holds while its client is slow to take it.
+# What a response's reader holds before the upstream is paused (twice aiohttp's read_bufsize),
+# and so the most of a stream handed on at once: one batch of events, one delta.
 STREAM_READ_BYTES = 16 * 1024
+# The most that one read of a connection hands aiohttp. While a client is slow to take a
+# stream, its upstream connection holds the reader's buffer and the rest of the read that filled
+# it, which the event loop would otherwise make up to 256 kB.
+CONNECTION_READ_BYTES = 8 * 1024
 # The most of an error answer read: its first part says what went wrong.
 ERROR_BODY_BYTES = 64 * 1024
 
@@ -96,10 +100,13 @@ class HttpClient:
 
     @staticmethod
     def chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """A streamed body as it arrives, at most STREAM_READ_BYTES at a time: what one read
-        passes on (a batch of events, one delta) is bounded, and while a client is slow to take
-        it, only the connection's read buffer fills before the upstream is paused."""
-        return response.content.iter_chunked(STREAM_READ_BYTES)
+        """A streamed body as it arrives, all that the reader holds at a time: about
+        STREAM_READ_BYTES at most once the connection's reads are bounded (the read that brought
+        the answer's head may bring more). What one read passes on (a batch of events, one
+        delta) is bounded, and while a client is slow to take it, only the reader's buffer
+        fills before the upstream is paused. (`iter_chunked(n)` would raise that buffer to
+        twice `n`.)"""
+        return response.content.iter_any()
 
     async def _take_connection(self, request: aiohttp.client._RequestContextManager) -> None:
         """One of the pool's connections, waiting for it at most pool_wait_s."""
@@ -131,7 +138,7 @@ class HttpClient:
                 timeout=self._timeout,
                 # Nothing here needs cookies; the default jar costs time on every response.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                read_bufsize=STREAM_READ_BYTES,
+                read_bufsize=STREAM_READ_BYTES // 2,
             )
         return self._session
 
@@ -157,6 +164,8 @@ class _Exchange:
                 response = await self._request.__aenter__()
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise transport_failure(error) from error
+            if response.connection is not None:
+                _read_in_bounds(response.connection.transport)
             if response.status >= 400:
                 try:
                     try:
@@ -194,6 +203,60 @@ class _Exchange:
             await self._request.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None)
         except (TimeoutError, aiohttp.ClientError) as failure:
             raise transport_failure(failure) from failure
+
+
+def _read_in_bounds(transport: asyncio.Transport | None) -> None:
+    """Has the connection's reads handed to aiohttp at most CONNECTION_READ_BYTES at a time.
+
+    The event loop reads up to 256 kB at once from a socket that has that much, as it does
+    behind a fast upstream; aiohttp's parser feeds its buffer until the buffer is full and keeps
+    the rest of the read, whatever its read_bufsize. A protocol that gives the loop its own
+    buffer (asyncio's BufferedProtocol) decides how much one read brings: this one gives
+    CONNECTION_READ_BYTES and passes what arrives on to aiohttp's protocol, which stays the
+    connection's in every other respect. Over TLS it bounds the reads of decrypted data, and
+    the TLS layer's own buffer is bounded too. Once a connection: a pooled one keeps it."""
+    if transport is None or isinstance(protocol := transport.get_protocol(), _BoundedReads):
+        return
+    assert isinstance(protocol, asyncio.Protocol), protocol
+    transport.set_protocol(_BoundedReads(protocol))
+    # Over TLS, what the socket brought waits to be decrypted as it is read, in the TLS layer's
+    # buffer, which by default takes up to 256 kB before the socket is paused.
+    if (limit_reads := getattr(transport, "set_read_buffer_limits", None)) is not None:
+        limit_reads(high=CONNECTION_READ_BYTES)
+
+
+class _BoundedReads(asyncio.BufferedProtocol):
+    """`protocol`, handed what the connection receives at most CONNECTION_READ_BYTES at a time."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        self.protocol = protocol
+        # The loop reads into it at once after asking for it: a buffer only for that moment,
+        # not one held by every pooled connection.
+        self._buffer = _NO_BUFFER
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        self._buffer = memoryview(bytearray(CONNECTION_READ_BYTES))
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(self._buffer[:nbytes])
+        self._buffer = _NO_BUFFER
+        self.protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
+
+_NO_BUFFER = memoryview(b"")
 
 
 async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
