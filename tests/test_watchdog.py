@@ -14,12 +14,14 @@ async def test_a_wait_that_ends_in_time_returns_its_result() -> None:
     assert await within(asyncio.sleep(0.01, result="done"), 1.0) == "done"
 
 
-async def test_a_wait_past_its_deadline_times_out_within_a_tick_or_two() -> None:
+async def test_a_wait_past_its_deadline_times_out_about_then() -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         await within(asyncio.sleep(10), 0.1)
     waited = time.monotonic() - started
-    assert 0.1 <= waited < 0.1 + 3 * TICK_S + 0.05
+    # Not before the deadline (give or take the loop clock's granularity), not long after it: a
+    # tick or so late, and a loaded machine's scheduling.
+    assert 0.09 <= waited < 1.0, waited
     # The task's cancellation was taken back: it goes on awaiting as usual.
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     await asyncio.sleep(0.01)
