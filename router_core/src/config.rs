@@ -134,6 +134,13 @@ pub struct ScoringConfig {
     pub exploration: f64,
 }
 
+impl ScoringConfig {
+    /// The weights' sum: a penalty over it is a share in [0, 1].
+    pub fn total(&self) -> f64 {
+        self.cost + self.latency + self.errors + self.load + self.headroom
+    }
+}
+
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {

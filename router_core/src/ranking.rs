@@ -1,7 +1,9 @@
 //! The measured strategies' order, made as lazily as it can be: every
-//! survivor's signals are read and its random tie-break drawn when the tier is
-//! reached, but only the leader is found then (one pass, or one selection for
-//! `balanced`); the rest are sorted when a fallback asks past it.
+//! survivor's random tie-break is drawn when the tier is reached, but only the
+//! leader is found then; the rest are sorted when a fallback asks past it.
+//! `balanced` reads the signals that take a lock (error rate, headroom) only of
+//! the two survivors its power of two choices draws, and of the others when a
+//! fallback asks for them: its normalisation needs only the lock-free ones.
 //!
 //! Ties between equal measures fall to an Efraimidis–Spirakis weighted random
 //! key: each survivor draws `u` uniform in (0, 1] and gets the key
@@ -34,7 +36,14 @@ struct Entry {
     score: f64,
     /// The uniform draw behind its tie-break key.
     draw: u64,
+    /// `balanced` only: the weighted penalty of its lock-free signals, until
+    /// the others are read and `value` and `score` are known.
+    pending: Option<f64>,
 }
+
+/// Reads a survivor's error rate and headroom (the signals that take a lock),
+/// by its index in the table's deployments.
+pub(crate) type ReadLocked<'a> = &'a mut dyn FnMut(usize) -> (f64, f64);
 
 impl Entry {
     fn key(&self) -> f64 {
@@ -68,6 +77,7 @@ fn rank(a: &Entry, b: &Entry) -> Ordering {
 #[derive(Debug)]
 pub(crate) struct Ranking {
     entries: Vec<Entry>,
+    scoring: ScoringConfig,
     /// Entries that come first, in order: the session's deployment, the strategy's leader.
     heads: Vec<usize>,
     emitted_heads: usize,
@@ -83,41 +93,69 @@ impl Ranking {
         entrants: &[Entrant],
         rng: &mut SplitMix64,
         scoring: &ScoringConfig,
+        read_locked: ReadLocked<'_>,
     ) -> Ranking {
-        let (values, scores) = measure(strategy, entrants, scoring);
-        let entries: Vec<Entry> = (entrants.iter().zip(values).zip(scores))
-            .map(|((entrant, value), score)| Entry {
+        let (values, scores, pending) = measure(strategy, entrants, scoring);
+        let entries: Vec<Entry> = (entrants.iter().enumerate())
+            .map(|(i, entrant)| Entry {
                 deployment: entrant.deployment,
                 weight: entrant.weight,
-                value,
-                score,
+                value: values[i],
+                score: scores[i],
                 draw: rng.next_u64(),
+                pending: pending.as_ref().map(|p| p[i]),
             })
             .collect();
-        let leader = match (strategy, entries.len()) {
-            (_, 0) => None,
-            (Strategy::Balanced, n) if n >= 2 => {
-                // The better of two distinct ranks drawn at random (power of two
-                // choices), or for an exploration share any rank.
-                let chosen = if rng.next_unit() <= scoring.exploration {
+        let mut ranking = Ranking {
+            entries,
+            scoring: scoring.clone(),
+            heads: Vec::with_capacity(2),
+            emitted_heads: 0,
+            rest: None,
+        };
+        let n = ranking.entries.len();
+        let leader = match strategy {
+            _ if n == 0 => None,
+            Strategy::Balanced if n >= 2 => {
+                // The better of two distinct survivors drawn at random (power of
+                // two choices), or for an exploration share any survivor.
+                Some(if rng.next_unit() <= scoring.exploration {
                     rng.next_u64() as usize % n
                 } else {
                     let a = rng.next_u64() as usize % n;
                     let b = (a + 1 + rng.next_u64() as usize % (n - 1)) % n;
-                    a.min(b)
-                };
-                let mut order: Vec<usize> = (0..n).collect();
-                order.select_nth_unstable_by(chosen, |&a, &b| rank(&entries[a], &entries[b]));
-                Some(order[chosen])
+                    ranking.settle(a, read_locked);
+                    ranking.settle(b, read_locked);
+                    match rank(&ranking.entries[a], &ranking.entries[b]) {
+                        Ordering::Greater => b,
+                        _ => a,
+                    }
+                })
             }
-            _ => (0..entries.len()).min_by(|&a, &b| rank(&entries[a], &entries[b])),
+            Strategy::Balanced => Some(0),
+            _ => (0..n).min_by(|&a, &b| rank(&ranking.entries[a], &ranking.entries[b])),
         };
-        Ranking {
-            entries,
-            heads: leader.into_iter().collect(),
-            emitted_heads: 0,
-            rest: None,
-        }
+        ranking.heads.extend(leader);
+        ranking
+    }
+
+    /// Completes a `balanced` entry's score with the signals that take a lock.
+    fn settle(&mut self, position: usize, read_locked: ReadLocked<'_>) {
+        let entry = &mut self.entries[position];
+        let Some(partial) = entry.pending.take() else {
+            return;
+        };
+        let (error_rate, headroom) = read_locked(entry.deployment);
+        let weights = &self.scoring;
+        let penalty = partial + weights.errors * error_rate + weights.headroom * (1.0 - headroom);
+        let total = weights.total();
+        let score = if total > 0.0 {
+            1.0 - penalty / total
+        } else {
+            1.0
+        };
+        entry.value = -score;
+        entry.score = score.clamp(0.0, 1.0);
     }
 
     /// The deployment indices of the entrants, in member order.
@@ -132,11 +170,16 @@ impl Ranking {
     }
 
     /// The next deployment index and its score, best first.
-    pub(crate) fn next(&mut self) -> Option<(usize, f64)> {
+    pub(crate) fn next(&mut self, read_locked: ReadLocked<'_>) -> Option<(usize, f64)> {
         let position = if let Some(&head) = self.heads.get(self.emitted_heads) {
             self.emitted_heads += 1;
             head
         } else {
+            if self.rest.is_none() {
+                for position in 0..self.entries.len() {
+                    self.settle(position, read_locked);
+                }
+            }
             let rest = self.rest.get_or_insert_with(|| {
                 let keys: Vec<f64> = self.entries.iter().map(Entry::key).collect();
                 let mut order: Vec<usize> = (0..self.entries.len())
@@ -152,17 +195,19 @@ impl Ranking {
             });
             rest.next()?
         };
+        self.settle(position, read_locked);
         let entry = &self.entries[position];
         Some((entry.deployment, entry.score))
     }
 }
 
-/// Each entrant's rank value (lower first) and score (in [0, 1], higher better).
+/// Each entrant's rank value (lower first) and score (in [0, 1], higher
+/// better); for `balanced`, the partial penalties the rest completes (`settle`).
 fn measure(
     strategy: Strategy,
     entrants: &[Entrant],
     scoring: &ScoringConfig,
-) -> (Vec<f64>, Vec<f64>) {
+) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
     let signals = entrants.iter().map(|e| &e.signals);
     let values: Vec<f64> = match strategy {
         Strategy::LeastInFlight => signals.map(|s| s.in_flight as f64).collect(),
@@ -179,10 +224,12 @@ fn measure(
         }
         Strategy::UsageHeadroom => signals.map(|s| -s.headroom).collect(),
         Strategy::Balanced => {
-            let scores = balanced_scores(entrants, scoring);
-            let values = scores.iter().map(|s| -s).collect();
-            let scores = scores.into_iter().map(|s| s.clamp(0.0, 1.0)).collect();
-            return (values, scores);
+            let unknown = vec![f64::NAN; entrants.len()];
+            return (
+                unknown.clone(),
+                unknown,
+                Some(balanced_penalties(entrants, scoring)),
+            );
         }
         Strategy::Weighted | Strategy::Priority | Strategy::RoundRobin => {
             unreachable!("{} is drawn one candidate at a time", strategy.as_str())
@@ -199,14 +246,14 @@ fn measure(
             _ => best / value,
         })
         .collect();
-    (values, scores)
+    (values, scores, None)
 }
 
-/// `balanced`: one minus the weighted blend of the entrant's penalties (cost,
-/// tail latency and load as shares of the largest among the entrants, error
-/// rate, headroom used).
-fn balanced_scores(entrants: &[Entrant], weights: &ScoringConfig) -> Vec<f64> {
-    let total = weights.cost + weights.latency + weights.errors + weights.load + weights.headroom;
+/// `balanced`'s penalty from the signals read without a lock: cost, tail
+/// latency and load, each weighted as a share of the largest among the
+/// entrants. Its score is one minus the whole weighted blend (error rate and
+/// headroom used added, see `Ranking::settle`) over the weights' total.
+fn balanced_penalties(entrants: &[Entrant], weights: &ScoringConfig) -> Vec<f64> {
     let max_of =
         |f: &dyn Fn(&Signals) -> f64| (entrants.iter()).map(|e| f(&e.signals)).fold(0.0, f64::max);
     let max_cost = max_of(&|s| s.cost_usd);
@@ -216,16 +263,9 @@ fn balanced_scores(entrants: &[Entrant], weights: &ScoringConfig) -> Vec<f64> {
     (entrants.iter())
         .map(|e| {
             let s = &e.signals;
-            let penalty = weights.cost * share(s.cost_usd, max_cost)
+            weights.cost * share(s.cost_usd, max_cost)
                 + weights.latency * share(s.tail_latency_ms.unwrap_or(0.0), max_latency)
-                + weights.errors * s.error_rate
                 + weights.load * share(s.in_flight as f64, max_load)
-                + weights.headroom * (1.0 - s.headroom);
-            if total > 0.0 {
-                1.0 - penalty / total
-            } else {
-                1.0
-            }
         })
         .collect()
 }
@@ -267,8 +307,27 @@ mod tests {
             })
     }
 
-    /// The reference: every entrant's key computed, all sorted at once, the
-    /// balanced leader rotated to the front by the same draws, the session's first.
+    /// `balanced`'s score from all five signals at once, written out plainly.
+    fn balanced_score(entrants: &[Entrant], i: usize, w: &ScoringConfig) -> f64 {
+        let max =
+            |f: fn(&Signals) -> f64| entrants.iter().map(|e| f(&e.signals)).fold(0.0, f64::max);
+        let share = |v: f64, m: f64| if m > 0.0 { v / m } else { 0.0 };
+        let s = &entrants[i].signals;
+        let penalty = w.cost * share(s.cost_usd, max(|s| s.cost_usd))
+            + w.latency
+                * share(
+                    s.tail_latency_ms.unwrap_or(0.0),
+                    max(|s| s.tail_latency_ms.unwrap_or(0.0)),
+                )
+            + w.errors * s.error_rate
+            + w.load * share(s.in_flight as f64, max(|s| s.in_flight as f64))
+            + w.headroom * (1.0 - s.headroom);
+        1.0 - penalty / w.total()
+    }
+
+    /// The reference: every entrant's signals read and key computed, all sorted
+    /// at once; for `balanced` the better of the two survivors the same draws
+    /// pick (or the explored one) moved to the front; the session's first.
     fn reference(
         strategy: Strategy,
         entrants: &[Entrant],
@@ -277,30 +336,47 @@ mod tests {
     ) -> Vec<(usize, f64)> {
         let scoring = ScoringConfig::default();
         let mut rng = SplitMix64::new(seed);
-        let (values, scores) = measure(strategy, entrants, &scoring);
+        let n = entrants.len();
+        let (values, scores): (Vec<f64>, Vec<f64>) = if strategy == Strategy::Balanced {
+            let raw: Vec<f64> = (0..n)
+                .map(|i| balanced_score(entrants, i, &scoring))
+                .collect();
+            (
+                raw.iter().map(|s| -s).collect(),
+                raw.iter().map(|s| s.clamp(0.0, 1.0)).collect(),
+            )
+        } else {
+            let (values, scores, _) = measure(strategy, entrants, &scoring);
+            (values, scores)
+        };
         let keys: Vec<f64> = (entrants.iter())
             .map(|e| unit(rng.next_u64()).ln() / e.weight)
             .collect();
-        let mut order: Vec<usize> = (0..entrants.len()).collect();
-        order.sort_by(|&a, &b| {
+        let before = |a: usize, b: usize| {
             (values[a].total_cmp(&values[b]))
                 .then(keys[b].total_cmp(&keys[a]))
                 .then(a.cmp(&b))
-        });
-        let n = order.len();
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| before(a, b));
         if strategy == Strategy::Balanced && n >= 2 {
             let chosen = if rng.next_unit() <= scoring.exploration {
                 rng.next_u64() as usize % n
             } else {
                 let a = rng.next_u64() as usize % n;
                 let b = (a + 1 + rng.next_u64() as usize % (n - 1)) % n;
-                a.min(b)
+                if before(a, b) == Ordering::Greater {
+                    b
+                } else {
+                    a
+                }
             };
-            order[..=chosen].rotate_right(1);
+            order.retain(|&p| p != chosen);
+            order.insert(0, chosen);
         }
         if let Some(lead) = lead {
-            let at = order.iter().position(|&p| p == lead).unwrap();
-            order[..=at].rotate_right(1);
+            order.retain(|&p| p != lead);
+            order.insert(0, lead);
         }
         order.into_iter().map(|p| (p, scores[p])).collect()
     }
@@ -323,11 +399,14 @@ mod tests {
                 entrant.deployment = i;
             }
             let lead = lead.filter(|_| !entrants.is_empty()).map(|l| l.index(entrants.len()));
-            let mut ranking = Ranking::new(strategy, &entrants, &mut SplitMix64::new(seed), &ScoringConfig::default());
+            let mut locked = |i: usize| (entrants[i].signals.error_rate, entrants[i].signals.headroom);
+            let mut ranking = Ranking::new(
+                strategy, &entrants, &mut SplitMix64::new(seed), &ScoringConfig::default(), &mut locked,
+            );
             if let Some(lead) = lead {
                 ranking.lead_with(lead);
             }
-            let drawn: Vec<(usize, f64)> = std::iter::from_fn(|| ranking.next()).collect();
+            let drawn: Vec<(usize, f64)> = std::iter::from_fn(|| ranking.next(&mut locked)).collect();
             prop_assert_eq!(drawn, reference(strategy, &entrants, seed, lead));
         }
     }

@@ -30,6 +30,15 @@ use super::leasing::earliest;
 use super::signals::{signals, unavailable};
 use super::{Candidate, Rejection};
 
+/// A deployment's error rate and headroom, the signals that take a lock, by its index in `table`.
+fn locked_signals(table: &Table, now: Nanos) -> impl FnMut(usize) -> (f64, f64) + '_ {
+    move |i| {
+        let deployment = &table.deployments[i];
+        let error_rate = deployment.health.error_rate(now).unwrap_or(0.0);
+        (error_rate, deployment.limit.headroom(now))
+    }
+}
+
 /// Where in its table a decision's plan lives.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum PlanRef {
@@ -191,7 +200,11 @@ impl Drawing {
                 }
             }
             strategy => {
-                let needs = strategy.needs();
+                let mut needs = strategy.needs();
+                if strategy == Strategy::Balanced {
+                    // Read of the few it compares (see `ranking`).
+                    (needs.errors, needs.headroom) = (false, false);
+                }
                 let mut entrants = Vec::with_capacity(tier.members.len());
                 for &i in &tier.members {
                     let deployment = &table.deployments[i];
@@ -208,6 +221,7 @@ impl Drawing {
                     &entrants,
                     &mut self.rng,
                     &table.scoring,
+                    &mut locked_signals(table, now),
                 ))
             }
         };
@@ -225,11 +239,13 @@ impl Drawing {
             let (position, score) = match &mut self.state {
                 TierState::Closed => unreachable!("a tier is entered before it is drawn from"),
                 TierState::Ranked(ranking) => {
-                    return ranking.next().map(|(i, score)| Candidate {
-                        deployment: Arc::clone(&table.deployments[i].id),
-                        score,
-                        tier: number,
-                    });
+                    return ranking
+                        .next(&mut locked_signals(table, now))
+                        .map(|(i, score)| Candidate {
+                            deployment: Arc::clone(&table.deployments[i].id),
+                            score,
+                            tier: number,
+                        });
                 }
                 TierState::RoundRobin {
                     start,
