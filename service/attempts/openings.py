@@ -59,7 +59,8 @@ class Unary:
         try:
             # Exact, unlike `within`: an attempt's budget may end a few ms before the client's deadline.
             async with asyncio.timeout(attempt.budget):
-                completion = await self._complete(attempt)
+                with telemetry.within(attempt.span):
+                    completion = await self.providers[attempt.deployment.id].complete(self.request)
         except TimeoutError as error:
             raise no_answer_within(attempt.budget) from error
         if completion.finish_reason == pb.FINISH_REASON_CONTENT_FILTER and not (
@@ -67,10 +68,6 @@ class Unary:
         ):
             raise withheld()
         return completion
-
-    async def _complete(self, attempt: Attempt) -> Completion:
-        with telemetry.within(attempt.span):
-            return await self.providers[attempt.deployment.id].complete(self.request)
 
     async def discard(self, answer: Completion) -> None:
         """A whole answer holds nothing open."""
@@ -90,7 +87,9 @@ class Streaming:
         budget = min(attempt.budget, attempt.deployment.first_token_timeout_s or attempt.budget)
         try:
             async with asyncio.timeout(budget):
-                first = await _first_event(events, attempt)
+                # The request goes out here: it carries the attempt's trace context.
+                with telemetry.within(attempt.span):
+                    first = await anext(events)
         except BaseException as raised:
             await events.aclose()
             if isinstance(raised, StopAsyncIteration):
@@ -113,12 +112,6 @@ def withheld() -> UpstreamError:
     """An answer the provider's content filter withheld whole: nothing reached the client, so it
     is a refusal like any other, whatever the provider's way of saying it."""
     return UpstreamError(pb.OUTCOME_CONTENT_FILTERED, "the provider's content filter withheld the whole answer")
-
-
-async def _first_event(events: AsyncIterator[StreamEvent], attempt: Attempt) -> StreamEvent:
-    # The request goes out here: it carries the attempt's trace context.
-    with telemetry.within(attempt.span):
-        return await anext(events)
 
 
 def no_answer_within(budget: float) -> UpstreamError:

@@ -30,6 +30,21 @@ use super::leasing::earliest;
 use super::signals::{signals, unavailable};
 use super::{Candidate, Rejection};
 
+/// A drawn candidate's score: `priority`'s rank score, else the share of the
+/// tier's weight still undrawn (`tree`, before the candidate is taken out of
+/// it): 1.0 for the first.
+fn drawn_score(strategy: Strategy, deployment: &Deployment, tree: &WeightTree, tier: &Tier) -> f64 {
+    match strategy {
+        Strategy::Priority => 1.0 / (1.0 + f64::from(strategy.rank(deployment))),
+        _ => tree.prefix(tier.members.len()) as f64 / tier.total_weight as f64,
+    }
+}
+
+/// A round-robin candidate's score: `offset` members on from the turn's start, of `n`.
+fn turn_score(offset: usize, n: usize) -> f64 {
+    1.0 - offset as f64 / n as f64
+}
+
 /// A deployment's error rate and headroom, the signals that take a lock, by its index in `table`.
 fn locked_signals(table: &Table, now: Nanos) -> impl FnMut(usize) -> (f64, f64) + '_ {
     move |i| {
@@ -257,7 +272,7 @@ impl Drawing {
                         return None;
                     }
                     let position = (*start + *offset) % n;
-                    let score = 1.0 - *offset as f64 / n as f64;
+                    let score = turn_score(*offset, n);
                     *offset += 1;
                     if settled.contains(&position) {
                         continue;
@@ -284,17 +299,8 @@ impl Drawing {
                     }
                     let position = tree.find(base + scaled_draw(self.rng.next_u64(), total));
                     *drawn = Some(position);
-                    let score = match self.strategy {
-                        Strategy::Priority => {
-                            let rank = self
-                                .strategy
-                                .rank(&table.deployments[tier.members[position]]);
-                            1.0 / (1.0 + f64::from(rank))
-                        }
-                        // The share of the tier's weight still undrawn: 1.0 for the first.
-                        _ => tree.prefix(tier.members.len()) as f64 / tier.total_weight as f64,
-                    };
-                    (position, score)
+                    let deployment = &table.deployments[tier.members[position]];
+                    (position, drawn_score(self.strategy, deployment, tree, tier))
                 }
             };
             let deployment = &table.deployments[tier.members[position]];
@@ -325,17 +331,14 @@ impl Drawing {
             let score = match &mut self.state {
                 TierState::Random { weights, .. } => {
                     let tree = weights.get_or_insert_with(|| tier.weights.clone());
-                    let score = match self.strategy {
-                        Strategy::Priority => 1.0 / (1.0 + f64::from(deployment.priority)),
-                        _ => tree.prefix(tier.members.len()) as f64 / tier.total_weight as f64,
-                    };
+                    let score = drawn_score(self.strategy, deployment, tree, tier);
                     tree.remove(position);
                     score
                 }
                 TierState::RoundRobin { start, settled, .. } => {
                     settled.push(position);
                     let n = tier.members.len();
-                    1.0 - ((position + n - *start) % n) as f64 / n as f64
+                    turn_score((position + n - *start) % n, n)
                 }
                 TierState::Closed | TierState::Ranked(_) => {
                     unreachable!("ranked tiers stick by rank")
