@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from typing import Any
 
@@ -91,12 +92,11 @@ def capacity(load: Results) -> str:
         average = millions * 1e6 / 86_400
         peak = average * PEAK_TO_AVERAGE
         cores = peak / (streams * UTILISATION)
+        workers = max(1, math.ceil(cores))
         open_streams = peak * STREAM_SECONDS
-        memory_gib = (
-            max(1, round(cores + 0.5)) * measured["worker_mib"] + open_streams * measured["stream_kib"] / 1024
-        ) / 1024
+        memory_gib = (workers * measured["worker_mib"] + open_streams * measured["stream_kib"] / 1024) / 1024
         lines.append(
-            f"| {millions} million | {average:,.0f} | {peak:,.0f} | {cores:.1f} ({max(1, round(cores + 0.5))}) "
+            f"| {millions} million | {average:,.0f} | {peak:,.0f} | {cores:.1f} ({workers}) "
             f"| {open_streams:,.0f} | {memory_gib:.1f} GiB |"
         )
     dates = measured["dates"]
