@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -144,6 +146,44 @@ async def test_the_bound_is_on_what_is_held_not_on_the_whole_stream() -> None:
 async def test_invalid_utf8_is_replaced_not_fatal() -> None:
     (event,) = await decode(b"data: \xff ok\n\n")
     assert event.data == "\ufffd ok"
+
+
+def reference_events(stream: bytes) -> list[ServerSentEvent]:
+    """The HTML standard's event-stream interpretation, line by line and as plainly as it reads."""
+    events: list[ServerSentEvent] = []
+    data: list[str] = []
+    name, last_id = "", None
+    *lines, _unfinished = re.split(r"\r\n|\r|\n", stream.decode(errors="replace"))
+    for line in lines:
+        if not line:
+            if data:
+                events.append(ServerSentEvent(name or "message", "\n".join(data), last_id))
+            data, name = [], ""
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+        elif field == "id" and "\0" not in value:
+            last_id = value
+    return events
+
+
+_LINES = ["data: a", "data:b", "data", 'data: {"x": 1}', "event: e", "id: 7", "id", ": note", "retry: 5", "f: v", ""]
+
+
+@pytest.mark.parametrize("endings", [("\n",), ("\n", "\r\n", "\r")])
+async def test_random_streams_decode_as_the_standard_says(endings: tuple[str, ...]) -> None:
+    """Against `reference_events` on random streams cut into random reads: LF alone takes the
+    decoder's fast way for single data lines, mixed endings its line-by-line one."""
+    rng = random.Random(7)
+    for _ in range(400):
+        stream = "".join(rng.choice(_LINES) + rng.choice(endings) for _ in range(rng.randrange(1, 30))).encode()
+        cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randrange(0, 6))))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        assert await decode(*chunks) == reference_events(stream), stream
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,7 @@ events that arrived together batched into one delta."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.outcomes import Delta, UpstreamError
@@ -17,8 +16,8 @@ def too_large(what: str, limit: int) -> UpstreamError:
     return UpstreamError(pb.OUTCOME_PROTOCOL_ERROR, f"{what} is larger than max_response_bytes ({limit})")
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
+class ServerSentEvent(NamedTuple):
+    # A tuple: one is made for every event of every stream.
     event: str
     data: str
     id: str | None = None
@@ -81,10 +80,17 @@ class _EventBatches:
         unfinished = self._unfinished
         # A line ends at a CR or LF; a CR ending the last piece may be half of a CRLF.
         if b"\n" in chunk or b"\r" in chunk or (unfinished and unfinished[-1].endswith(b"\r")):
-            lines = b"".join((*unfinished, chunk)).splitlines(keepends=True)
-            last = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+            text = b"".join((*unfinished, chunk))
+            if b"\r" in text:
+                lines = text.splitlines(keepends=True)
+                last = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+                events = self._decoder.feed(lines)
+            else:  # lines ended by LF alone, as nearly every server writes them
+                end = text.rfind(b"\n") + 1
+                last = text[end:]
+                events = self._decoder.feed_blocks(text[:end])
             self._unfinished, self._unfinished_bytes = ([last], len(last)) if last else ([], 0)
-            return [event for line in lines if (event := self._decoder.feed(line)) is not None]
+            return events
         unfinished.append(chunk)
         self._unfinished_bytes += len(chunk)
         return []
@@ -92,8 +98,8 @@ class _EventBatches:
     def _last(self) -> list[ServerSentEvent]:
         """At the end of the stream, the event that a last line ended by a lone CR completes."""
         unfinished = self._unfinished
-        if unfinished and unfinished[-1].endswith(b"\r") and (event := self._decoder.feed(b"".join(unfinished))):
-            return [event]
+        if unfinished and unfinished[-1].endswith(b"\r") and (events := self._decoder.feed([b"".join(unfinished)])):
+            return events
         raise StopAsyncIteration
 
 
@@ -107,28 +113,65 @@ class _EventDecoder:
         # What `_data` and `stray` hold, together.
         self._held = 0
 
-    def feed(self, raw: bytes) -> ServerSentEvent | None:
-        """Take one line (with or without its ending); return the event a blank line completes."""
-        line = raw.rstrip(b"\r\n").decode(errors="replace")
-        if not line:
-            event = ServerSentEvent(self._event or "message", "\n".join(self._data), self._last_id)
-            dispatch = bool(self._data)
-            self._held -= sum(map(len, self._data))
-            self._event, self._data = "", []
-            return event if dispatch else None
+    def feed(self, lines: list[bytes]) -> list[ServerSentEvent]:
+        """Take whole lines (with or without their endings); return the events blank lines complete.
+
+        `data` lines, most of any stream, are read as bytes up to their value, and decoded
+        alone; other lines are decoded whole first."""
+        events: list[ServerSentEvent] = []
+        for raw in lines:
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                if self._data:
+                    events.append(ServerSentEvent(self._event or "message", "\n".join(self._data), self._last_id))
+                    self._held -= sum(map(len, self._data))
+                    self._data = []
+                self._event = ""
+            elif line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b" ", 5) else line[5:]
+                text = value.decode(errors="replace")
+                self._hold(text)
+                self._data.append(text)
+            else:
+                self._field(line.decode(errors="replace"))
+        return events
+
+    def feed_blocks(self, text: bytes) -> list[ServerSentEvent]:
+        """Take whole lines ended by LF alone; return the events they complete. Blank lines part
+        them into blocks, and a block of one data line, with nothing before it pending, is an
+        event at once: most events of most streams. The rest go through `feed`."""
+        *blocks, pending = text.split(b"\n\n")
+        events: list[ServerSentEvent] = []
+        event = ServerSentEvent._make  # tuple's own constructor: no Python frame per event
+        room = self._max_bytes - self._held
+        # Nothing pending from an earlier read; after a block's blank line, never.
+        idle = not self._data and not self._event
+        for block in blocks:
+            if idle and block.startswith(b"data:") and b"\n" not in block:
+                data = (block[6:] if block.startswith(b" ", 5) else block[5:]).decode(errors="replace")
+                if len(data) > room:
+                    raise too_large("an event of the stream", self._max_bytes)
+                events.append(event(("message", data, self._last_id)))
+            else:
+                events += self.feed([*block.split(b"\n"), b""])
+                room, idle = self._max_bytes - self._held, True
+        if pending:  # lines after the last blank one, each ended by its LF
+            events += self.feed(pending.split(b"\n")[:-1])
+        return events
+
+    def _field(self, line: str) -> None:
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
-        if name == "data":
-            self._hold(value)
-            self._data.append(value)
-        elif name == "event":
+        if name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
             self._last_id = value
+        elif name == "data":  # a line of "data" alone: `feed` reads the others
+            self._hold(value)
+            self._data.append(value)
         elif self._stray is not None and name not in ("", "retry"):
             self._hold(line)
             self._stray.append(line)
-        return None
 
     def _hold(self, text: str) -> None:
         self._held += len(text)

@@ -251,19 +251,20 @@ class _StreamState:
             self.done = True
             return
         chunk = _parse_chunk(event.data)
-        self.request_id = self.request_id or str(chunk.get("id") or "")
-        if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
+        if not self.request_id:
+            self.request_id = str(chunk.get("id") or "")
+        if usage := chunk.get("usage"):
+            self.usage = _usage(usage)
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if text := delta.get("content"):
-                pending.texts.append(text)
-            for call in delta.get("tool_calls") or ():
-                piece = _tool_call_delta(call)
-                if piece.id or piece.name:
-                    pending.calls.append(piece)
-                else:
-                    pending.add_arguments(piece.index, piece.arguments)
+            if delta := choice.get("delta"):
+                if text := delta.get("content"):
+                    pending.texts.append(text)
+                for call in delta.get("tool_calls") or ():
+                    piece = _tool_call_delta(call)
+                    if piece.id or piece.name:
+                        pending.calls.append(piece)
+                    else:
+                        pending.add_arguments(piece.index, piece.arguments)
             if reason := choice.get("finish_reason"):
                 self.finish_reason = _FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
 
