@@ -4,7 +4,7 @@
     .venv/bin/python -m benches.floor --quick    # 400 calls, 1 round (CI)
 
 A call through the gateway is a gRPC call served by grpc.aio plus an HTTP call to the upstream
-made with aiohttp; what the gateway adds of its own is the rest. Three processes are measured
+made with aiohttp; what the gateway adds of its own is the rest. Four processes are measured
 the same way, each on CPU 0 with benches/mockupstream (Go, answering at once; streams of 50
 chunks) and the load generator on CPU 1, and each one's CPU time per call read from /proc:
 
@@ -12,6 +12,9 @@ chunks) and the load generator on CPU 1, and each one's CPU time per call read f
   gateway's own answer to the same request, recorded byte for byte (benches/loadgen drives it);
 - a bare aiohttp client (a session set up as the gateway's), POSTing the same request to the same
   upstream at the same concurrency and reading the whole answer;
+- both floors in one process: benches/floor_server.py given the upstream, making the gateway's
+  upstream call with aiohttp before each answer. Apart, each floor has the core's caches to
+  itself; together they share them, as the gateway's two halves do, and cost more than the sum;
 - one gateway worker, driven by benches/loadgen.
 
 The target: gateway ≤ floor + aiohttp + 0.15 ms per call. Rounds are taken in turn and each
@@ -42,6 +45,8 @@ from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 
 CONCURRENCY = (1, 16)
+# What is measured: the two floors apart, the two in one process, and the gateway.
+MEASURED = ("grpc floor", "aiohttp", "both in one", "gateway")
 # Per call beyond the two floors, the target for the gateway's own work.
 ALLOWANCE_MS = 0.15
 
@@ -138,13 +143,15 @@ def main() -> None:
                     for c in CONCURRENCY:
                         run = served_cpu(worker, port, f"grpc-{mode}", bodies["grpc"], c, total)
                         samples.setdefault((mode, c, "gateway"), []).append(run["cpu_per_call_ms"])
-            port = free_port()
-            floor = pinned([sys.executable, "-m", "benches.floor_server", str(port), str(recorded)], 0)
-            with running(floor, "floor listening", port) as pid:
-                for mode in ("unary", "stream"):
-                    for c in CONCURRENCY:
-                        run = served_cpu(pid, port, f"grpc-{mode}", bodies["grpc"], c, total)
-                        samples.setdefault((mode, c, "grpc floor"), []).append(run["cpu_per_call_ms"])
+            relay = [str(upstream_port), str(bodies["http-unary"]), str(bodies["http-stream"])]
+            for who, upstream in (("grpc floor", []), ("both in one", relay)):
+                port = free_port()
+                floor = pinned([sys.executable, "-m", "benches.floor_server", str(port), str(recorded), *upstream], 0)
+                with running(floor, "floor listening", port) as pid:
+                    for mode in ("unary", "stream"):
+                        for c in CONCURRENCY:
+                            run = served_cpu(pid, port, f"grpc-{mode}", bodies["grpc"], c, total)
+                            samples.setdefault((mode, c, who), []).append(run["cpu_per_call_ms"])
             for mode in ("unary", "stream"):
                 for c in CONCURRENCY:
                     cpu = aiohttp_cpu(upstream_port, bodies[f"http-{mode}"], mode == "stream", c, total)
@@ -159,9 +166,7 @@ def summarise(samples: dict[tuple[str, int, str], list[float]]) -> list[dict[str
     rows = []
     for mode in ("unary", "stream"):
         for c in CONCURRENCY:
-            grpc_floor, bare, worker = (
-                statistics.median(samples[(mode, c, who)]) for who in ("grpc floor", "aiohttp", "gateway")
-            )
+            grpc_floor, bare, both, worker = (statistics.median(samples[(mode, c, who)]) for who in MEASURED)
             floor = grpc_floor + bare
             row = {
                 "mode": mode,
@@ -170,16 +175,19 @@ def summarise(samples: dict[tuple[str, int, str], list[float]]) -> list[dict[str
                 "aiohttp_ms": round(bare, 4),
                 "gateway_ms": round(worker, 4),
                 "ours_ms": round(worker - floor, 4),
+                "both_in_one_ms": round(both, 4),
+                "ours_over_both_ms": round(worker - both, 4),
                 "gateway_over_floor": round(worker / floor, 3),
                 "target_ms": round(floor + ALLOWANCE_MS, 4),
                 "met": worker <= floor + ALLOWANCE_MS,
-                "samples": {who: samples[(mode, c, who)] for who in ("grpc floor", "aiohttp", "gateway")},
+                "samples": {who: samples[(mode, c, who)] for who in MEASURED},
             }
             rows.append(row)
             print(
                 f"{mode:6} c={c:<3} worker CPU per call: gRPC floor {grpc_floor:.3f} ms + aiohttp {bare:.3f} ms"
                 f" = {floor:.3f} ms; gateway {worker:.3f} ms ({worker / floor:.2f}x, ours {worker - floor:+.3f} ms;"
-                f" target ≤ {floor + ALLOWANCE_MS:.3f} ms: {'met' if row['met'] else 'NOT met'})",
+                f" target ≤ {floor + ALLOWANCE_MS:.3f} ms: {'met' if row['met'] else 'NOT met'});"
+                f" both floors in one process {both:.3f} ms (ours {worker - both:+.3f} ms)",
                 flush=True,
             )
     return rows

@@ -1,13 +1,21 @@
 """The floor of the stack: a grpc.aio server whose handlers do nothing but return prebuilt
 answers of the same size as the gateway's, on the same service.
 
-    .venv/bin/python -m benches.floor_server PORT [RECORDED]
+    .venv/bin/python -m benches.floor_server PORT [RECORDED [UPSTREAM_PORT UNARY_BODY STREAM_BODY]]
 
 Benchmarks compare the gateway against it: the difference is what the gateway's own work
 (validation, the router call, the upstream call, building the answer) costs. Route answers a
 fixed RouteResponse; Chat and ChatStream answer what RECORDED holds (a file of length-prefixed
 messages: one ChatResponse, then a stream's ChatStreamResponses, as benches/floor.py records
 them from the gateway), so their messages are the gateway's own, byte for byte.
+
+Given an upstream, it is the floor of the whole stack in one process: Chat and ChatStream first
+POST the upstream's request (UNARY_BODY, STREAM_BODY: the gateway's, as JSON) with an aiohttp
+session set up as the gateway's and read its whole answer, then answer the same recorded
+messages (a stream's as the upstream's reads arrive, one message a read, as the gateway
+forwards a read's batch of deltas). Measured apart, the grpc.aio server and the aiohttp client
+each run with the core's caches to themselves; in one process they share them, as the
+gateway's two halves do.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import uvloop
 
@@ -65,10 +75,56 @@ class Floor(pb_grpc.GatewayServicer):
             yield event
 
 
-async def main(port: int, recorded: Path | None) -> None:
-    chat, stream = read_recorded(recorded) if recorded else (pb.ChatResponse(), [])
+@dataclass(frozen=True)
+class Upstream:
+    """Where the relay sends the gateway's upstream requests, and the requests."""
+
+    port: int
+    unary: bytes
+    streamed: bytes
+
+
+class Relay(Floor):
+    """The floor, with the upstream call the gateway makes for each chat."""
+
+    def __init__(self, chat: pb.ChatResponse, stream: list[pb.ChatStreamResponse], upstream: Upstream) -> None:
+        super().__init__(chat, stream)
+        self.url = f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
+        self.unary, self.streamed = upstream.unary, upstream.streamed
+        self.headers = {"Content-Type": "application/json"}
+        self.session: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self.session is None:  # made on the loop that serves
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=None, connect=60, sock_connect=10, sock_read=60),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=8 * 1024,
+            )
+        return self.session
+
+    async def Chat(self, request: pb.ChatRequest, context: Any) -> pb.ChatResponse:  # noqa: N802
+        async with self.client().post(self.url, data=self.unary, headers=self.headers) as response:
+            await response.read()
+        return self.chat
+
+    async def ChatStream(self, request: pb.ChatRequest, context: Any) -> AsyncIterator[pb.ChatStreamResponse]:  # noqa: N802
+        events = iter(self.stream)
+        async with self.client().post(self.url, data=self.streamed, headers=self.headers) as response:
+            async for _ in response.content.iter_any():
+                if (event := next(events, None)) is not None:
+                    yield event
+        for event in events:
+            yield event
+
+
+async def main(
+    port: int, recorded: tuple[pb.ChatResponse, list[pb.ChatStreamResponse]], upstream: Upstream | None
+) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_GatewayServicer_to_server(Floor(chat, stream), server)
+    floor = Floor(*recorded) if upstream is None else Relay(*recorded, upstream)
+    pb_grpc.add_GatewayServicer_to_server(floor, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"floor listening on {port}", flush=True)
@@ -76,4 +132,9 @@ async def main(port: int, recorded: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None))  # the gateway's loop
+    arguments = sys.argv[1:]
+    recorded = read_recorded(Path(arguments[1])) if len(arguments) > 1 else (pb.ChatResponse(), [])
+    upstream = None
+    if len(arguments) > 2:
+        upstream = Upstream(int(arguments[2]), Path(arguments[3]).read_bytes(), Path(arguments[4]).read_bytes())
+    uvloop.run(main(int(arguments[0]), recorded, upstream))  # the gateway's loop
