@@ -9,6 +9,7 @@ call's shape: models, deployments, outcomes, token counts, cost)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,9 @@ PROVIDER_NAMES = {
 MAX_LISTED = 16
 
 _tracer: trace.Tracer | None = None
+# What a call enters for its spans when there are none: one shared block that does nothing,
+# rather than a generator made and run on every call.
+_UNTRACED = contextlib.nullcontext()
 
 
 class Tracing:
@@ -69,17 +73,22 @@ class Tracing:
             self._provider.shutdown()
 
 
-@contextmanager
-def server_span(call: Call, context: grpc.aio.ServicerContext, operation: str) -> Iterator[None]:
+def server_span(
+    call: Call, context: grpc.aio.ServicerContext, operation: str
+) -> contextlib.AbstractContextManager[None]:
     """The call's span, a child of the caller's trace context when it sent one; what the call
     came to is set on it as it ends."""
     if _tracer is None:
-        yield
-        return
+        return _UNTRACED
+    return _server_span(_tracer, call, context, operation)
+
+
+@contextmanager
+def _server_span(tracer: trace.Tracer, call: Call, context: grpc.aio.ServicerContext, operation: str) -> Iterator[None]:
     metadata = context.invocation_metadata() or ()
     parent = propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
     name = f"{operation} {call.shown_model}" if call.model else operation
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         name, context=parent, kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False
     ) as span:
         try:
@@ -109,12 +118,13 @@ def attempt_span(attempt: Attempt) -> Span | None:
     )
 
 
-@contextmanager
-def within(span: Span | None) -> Iterator[None]:
+def within(span: Span | None) -> contextlib.AbstractContextManager[None]:
     """Makes `span` the current one (so that requests made here carry it upstream)."""
-    if span is None:
-        yield
-        return
+    return _UNTRACED if span is None else _current(span)
+
+
+@contextmanager
+def _current(span: Span) -> Iterator[None]:
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield

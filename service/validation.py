@@ -3,6 +3,7 @@ every problem names its field."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -155,9 +156,15 @@ _DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/]*={0,
 def _known_enum(field: str, value: int, enum: EnumTypeWrapper) -> Violations:
     """A number proto3 decodes into an enum field but the enum does not name (a newer client's
     value, or garbage) would otherwise be acted on as if it meant something."""
-    if value in enum.values():
+    if value in _enum_values(enum):
         return []
     return [(field, f"unknown value {value}; known: {', '.join(enum.keys())}")]
+
+
+@functools.cache
+def _enum_values(enum: EnumTypeWrapper) -> frozenset[int]:
+    # `values()` makes a new list on each call; a request checks several enums.
+    return frozenset(enum.values())
 
 
 def _messages(messages: Sequence[pb.Message]) -> Violations:
