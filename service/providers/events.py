@@ -142,7 +142,7 @@ class _EventDecoder:
         event at once: most events of most streams. The rest go through `feed`."""
         *blocks, pending = text.split(b"\n\n")
         events: list[ServerSentEvent] = []
-        event = ServerSentEvent._make  # tuple's own constructor: no Python frame per event
+        new = tuple.__new__  # a named tuple's own constructor and `_make` are Python functions
         room = self._max_bytes - self._held
         # Nothing pending from an earlier read; after a block's blank line, never.
         idle = not self._data and not self._event
@@ -151,7 +151,7 @@ class _EventDecoder:
                 data = (block[6:] if block.startswith(b" ", 5) else block[5:]).decode(errors="replace")
                 if len(data) > room:
                     raise too_large("an event of the stream", self._max_bytes)
-                events.append(event(("message", data, self._last_id)))
+                events.append(new(ServerSentEvent, ("message", data, self._last_id)))
             else:
                 events += self.feed([*block.split(b"\n"), b""])
                 room, idle = self._max_bytes - self._held, True
