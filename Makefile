@@ -124,6 +124,7 @@ bench-quick: install tools system-deps ## the Python and gRPC benchmarks in seco
 	$(PY) -m benches.tenancy --quick
 	$(PY) -m benches.shadow --quick
 	$(PY) -m benches.floor --quick
+	$(PY) -m benches.servicer --quick
 	$(PY) -m benches.readme_tables --quick
 	$(PY) -m benches.evaluation --quick
 
@@ -143,6 +144,7 @@ bench: install tools system-deps ## benchmarks: the Rust core (criterion), route
 	$(PY) -m benches.shadow
 	$(PY) -m benches.evaluation
 	$(PY) -m benches.floor
+	$(PY) -m benches.servicer
 	$(PY) -m benches.readme_tables
 
 .PHONY: clean

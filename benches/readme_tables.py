@@ -8,7 +8,8 @@ and what a given traffic needs, with the inputs and the arithmetic shown.
 Each section sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in README.md. Inputs:
 route_boundary.json (decisions from Python per strategy and size), rpc.json (Route against the
 floor), chat.json (overhead against a direct call, and a worker's RSS), floor.json (a worker's
-CPU per call against grpc.aio's and aiohttp's), held_streams.json (memory per held-open stream).
+CPU per call against grpc.aio's and aiohttp's), servicer.json (the service's Python alone),
+held_streams.json (memory per held-open stream).
 `make bench` runs them all, then this.
 """
 
@@ -152,9 +153,17 @@ def floor(load: Results) -> str:
             f"| {row['ours_ms']:+.3f} ms | {row['target_ms']:.3f} ms: {verdict} "
             f"| {row['both_in_one_ms']:.3f} ms | {row['ours_over_both_ms']:+.3f} ms |"
         )
+    alone = load("servicer")
+    worker = {row["mode"]: row["ours_over_both_ms"] * 1000 for row in data["rows"] if row["concurrency"] == 16}
     return "\n".join(lines) + (
         f"\n\n(`benches.floor`, {data['date']}, {data['calls_per_round']} calls per point, "
-        f"median of {data['rounds']} rounds.)"
+        f"median of {data['rounds']} rounds.)\n\n"
+        f"The gateway's own Python alone, in one process without gRPC or HTTP (`benches.servicer`, "
+        f"{alone['date']}): {alone['chat_us']:.0f} µs per unary call and {alone['stream_us']:.0f} µs per "
+        f"stream, against {worker['unary']:.0f} µs and {worker['stream']:.0f} µs in the worker above both "
+        f"floors in one process at concurrency 16 ({worker['unary'] / alone['chat_us']:.1f}x and "
+        f"{worker['stream'] / alone['stream_us']:.1f}x): between grpc's and aiohttp's work, the same code "
+        f"costs more."
     )
 
 
