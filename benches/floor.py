@@ -13,8 +13,9 @@ chunks) and the load generator on CPU 1, and each one's CPU time per call read f
 - a bare aiohttp client (a session set up as the gateway's), POSTing the same request to the same
   upstream at the same concurrency and reading the whole answer;
 - both floors in one process: benches/floor_server.py given the upstream, making the gateway's
-  upstream call with aiohttp before each answer. Apart, each floor has the core's caches to
-  itself; together they share them, as the gateway's two halves do, and cost more than the sum;
+  upstream call with aiohttp before each answer, its threads other than the event loop's
+  lowered as a worker's are by default (service/threads.py). Apart, each floor has the core's
+  caches to itself; together they share them, as the gateway's two halves do;
 - one gateway worker, driven by benches/loadgen.
 
 The target: gateway ≤ floor + aiohttp + 0.15 ms per call. Rounds are taken in turn and each
@@ -43,10 +44,13 @@ from benches.floor_server import write_recorded
 from benches.harness import BIN, RESULTS, cpu_seconds, free_port, gateway, machine, pinned, running, timestamp
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
+from service.config.schema import ServerSettings
 
 CONCURRENCY = (1, 16)
 # What is measured: the two floors apart, the two in one process, and the gateway.
 MEASURED = ("grpc floor", "aiohttp", "both in one", "gateway")
+# Both floors in one process lower their helper threads as a gateway worker does by default.
+HELPER_NICE: int = ServerSettings.model_fields["helper_thread_nice"].default
 # Per call beyond the two floors, the target for the gateway's own work.
 ALLOWANCE_MS = 0.15
 
@@ -144,6 +148,7 @@ def main() -> None:
                         run = served_cpu(worker, port, f"grpc-{mode}", bodies["grpc"], c, total)
                         samples.setdefault((mode, c, "gateway"), []).append(run["cpu_per_call_ms"])
             relay = [str(upstream_port), str(bodies["http-unary"]), str(bodies["http-stream"])]
+            relay += ["--helper-nice", str(HELPER_NICE)]
             for who, upstream in (("grpc floor", []), ("both in one", relay)):
                 port = free_port()
                 floor = pinned([sys.executable, "-m", "benches.floor_server", str(port), str(recorded), *upstream], 0)

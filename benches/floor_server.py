@@ -2,6 +2,7 @@
 answers of the same size as the gateway's, on the same service.
 
     .venv/bin/python -m benches.floor_server PORT [RECORDED [UPSTREAM_PORT UNARY_BODY STREAM_BODY]]
+        [--helper-nice N]
 
 Benchmarks compare the gateway against it: the difference is what the gateway's own work
 (validation, the router call, the upstream call, building the answer) costs. Route answers a
@@ -20,8 +21,9 @@ gateway's two halves do.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import struct
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import aiohttp
 import grpc
 import uvloop
 
+from service import threads
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -120,7 +123,7 @@ class Relay(Floor):
 
 
 async def main(
-    port: int, recorded: tuple[pb.ChatResponse, list[pb.ChatStreamResponse]], upstream: Upstream | None
+    port: int, recorded: tuple[pb.ChatResponse, list[pb.ChatStreamResponse]], upstream: Upstream | None, nice: int
 ) -> None:
     server = grpc.aio.server()
     floor = Floor(*recorded) if upstream is None else Relay(*recorded, upstream)
@@ -128,13 +131,23 @@ async def main(
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"floor listening on {port}", flush=True)
+    lowering = asyncio.ensure_future(threads.keep_lowered(nice))
     await server.wait_for_termination()
+    lowering.cancel()
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:]
-    recorded = read_recorded(Path(arguments[1])) if len(arguments) > 1 else (pb.ChatResponse(), [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("port", type=int)
+    parser.add_argument("recorded", type=Path, nargs="?")
+    parser.add_argument("upstream", nargs="*", metavar="UPSTREAM_PORT UNARY_BODY STREAM_BODY")
+    parser.add_argument(
+        "--helper-nice", type=int, default=0, help="lower grpc's threads as a worker does (service/threads.py)"
+    )
+    options = parser.parse_args()
+    recorded = read_recorded(options.recorded) if options.recorded else (pb.ChatResponse(), [])
     upstream = None
-    if len(arguments) > 2:
-        upstream = Upstream(int(arguments[2]), Path(arguments[3]).read_bytes(), Path(arguments[4]).read_bytes())
-    uvloop.run(main(int(arguments[0]), recorded, upstream))  # the gateway's loop
+    if options.upstream:
+        port, unary, streamed = options.upstream
+        upstream = Upstream(int(port), Path(unary).read_bytes(), Path(streamed).read_bytes())
+    uvloop.run(main(options.port, recorded, upstream, options.helper_nice))  # the gateway's loop

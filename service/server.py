@@ -16,6 +16,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from service import threads
 from service.admin import ADMIN_SERVICE, AdminServicer, Reloaded
 from service.admin_keys import AdminCredential, KeyAdmin, SpendReader
 from service.api.switchboard.admin.v1 import admin_pb2_grpc
@@ -337,8 +338,10 @@ async def serve(
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
     watching = asyncio.ensure_future(gateway.watch_config(config.server.watch_interval_s))
+    lowering = asyncio.ensure_future(threads.keep_lowered(config.server.helper_thread_nice))
     received = await stopped
     watching.cancel()
+    lowering.cancel()
     settings = gateway.config.server
     # Ctrl-C is someone at a terminal, not a load balancer that needs time to notice.
     drain_s = settings.drain_delay_s if received == signal.SIGTERM else 0.0

@@ -81,6 +81,10 @@ class ServerSettings(_Strict):
     # How often the config file is looked at for changes, which reload it (SIGHUP always does);
     # 0: never.
     watch_interval_s: NonNegativeFloat = 1.0
+    # The nice value a worker gives its threads other than the event loop's (grpc's, the log
+    # writer's, ...), so that on a busy core they wait for the loop rather than preempt it
+    # (service/threads.py); 0: leave them as they are. Read at start.
+    helper_thread_nice: Annotated[int, Field(ge=0, le=19)] = 10
     limits: RequestLimits = RequestLimits()
     clients: ClientLimits = ClientLimits()
     # host:port of the Admin API (switchboard.admin.v1), a gRPC server apart from the data plane;
