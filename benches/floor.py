@@ -14,7 +14,7 @@ chunks) and the load generator on CPU 1, and each one's CPU time per call read f
   upstream at the same concurrency and reading the whole answer;
 - both floors in one process: benches/floor_server.py given the upstream, making the gateway's
   upstream call with aiohttp before each answer, its threads other than the event loop's
-  lowered as a worker's are by default (service/threads.py). Apart, each floor has the core's
+  scheduled as a worker's are by default (service/threads.py). Apart, each floor has the core's
   caches to itself; together they share them, as the gateway's two halves do;
 - one gateway worker, driven by benches/loadgen.
 
@@ -49,8 +49,8 @@ from service.config.schema import ServerSettings
 CONCURRENCY = (1, 16)
 # What is measured: the two floors apart, the two in one process, and the gateway.
 MEASURED = ("grpc floor", "aiohttp", "both in one", "gateway")
-# Both floors in one process lower their helper threads as a gateway worker does by default.
-HELPER_NICE: int = ServerSettings.model_fields["helper_thread_nice"].default
+# Both floors in one process schedule their helper threads as a gateway worker does by default.
+HELPERS: str = ServerSettings.model_fields["helper_thread_policy"].default
 # Per call beyond the two floors, the target for the gateway's own work.
 ALLOWANCE_MS = 0.15
 
@@ -148,7 +148,7 @@ def main() -> None:
                         run = served_cpu(worker, port, f"grpc-{mode}", bodies["grpc"], c, total)
                         samples.setdefault((mode, c, "gateway"), []).append(run["cpu_per_call_ms"])
             relay = [str(upstream_port), str(bodies["http-unary"]), str(bodies["http-stream"])]
-            relay += ["--helper-nice", str(HELPER_NICE)]
+            relay += ["--helper-policy", HELPERS]
             for who, upstream in (("grpc floor", []), ("both in one", relay)):
                 port = free_port()
                 floor = pinned([sys.executable, "-m", "benches.floor_server", str(port), str(recorded), *upstream], 0)

@@ -2,7 +2,7 @@
 answers of the same size as the gateway's, on the same service.
 
     .venv/bin/python -m benches.floor_server PORT [RECORDED [UPSTREAM_PORT UNARY_BODY STREAM_BODY]]
-        [--helper-nice N]
+        [--helper-policy batch]
 
 Benchmarks compare the gateway against it: the difference is what the gateway's own work
 (validation, the router call, the upstream call, building the answer) costs. Route answers a
@@ -123,7 +123,10 @@ class Relay(Floor):
 
 
 async def main(
-    port: int, recorded: tuple[pb.ChatResponse, list[pb.ChatStreamResponse]], upstream: Upstream | None, nice: int
+    port: int,
+    recorded: tuple[pb.ChatResponse, list[pb.ChatStreamResponse]],
+    upstream: Upstream | None,
+    helpers: threads.HelperPolicy,
 ) -> None:
     server = grpc.aio.server()
     floor = Floor(*recorded) if upstream is None else Relay(*recorded, upstream)
@@ -131,9 +134,9 @@ async def main(
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"floor listening on {port}", flush=True)
-    lowering = asyncio.ensure_future(threads.keep_lowered(nice))
+    batching = asyncio.ensure_future(threads.keep_batched(helpers))
     await server.wait_for_termination()
-    lowering.cancel()
+    batching.cancel()
 
 
 if __name__ == "__main__":
@@ -142,7 +145,10 @@ if __name__ == "__main__":
     parser.add_argument("recorded", type=Path, nargs="?")
     parser.add_argument("upstream", nargs="*", metavar="UPSTREAM_PORT UNARY_BODY STREAM_BODY")
     parser.add_argument(
-        "--helper-nice", type=int, default=0, help="lower grpc's threads as a worker does (service/threads.py)"
+        "--helper-policy",
+        choices=["batch", "normal"],
+        default="normal",
+        help="schedule grpc's threads as a worker does (service/threads.py)",
     )
     options = parser.parse_args()
     recorded = read_recorded(options.recorded) if options.recorded else (pb.ChatResponse(), [])
@@ -150,4 +156,4 @@ if __name__ == "__main__":
     if options.upstream:
         port, unary, streamed = options.upstream
         upstream = Upstream(int(port), Path(unary).read_bytes(), Path(streamed).read_bytes())
-    uvloop.run(main(options.port, recorded, upstream, options.helper_nice))  # the gateway's loop
+    uvloop.run(main(options.port, recorded, upstream, options.helper_policy))  # the gateway's loop

@@ -338,10 +338,10 @@ async def serve(
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
     watching = asyncio.ensure_future(gateway.watch_config(config.server.watch_interval_s))
-    lowering = asyncio.ensure_future(threads.keep_lowered(config.server.helper_thread_nice))
+    batching = asyncio.ensure_future(threads.keep_batched(config.server.helper_thread_policy))
     received = await stopped
     watching.cancel()
-    lowering.cancel()
+    batching.cancel()
     settings = gateway.config.server
     # Ctrl-C is someone at a terminal, not a load balancer that needs time to notice.
     drain_s = settings.drain_delay_s if received == signal.SIGTERM else 0.0

@@ -20,6 +20,8 @@ from pydantic import (
     TypeAdapter,
 )
 
+from service.threads import HelperPolicy
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # What goes into an HTTP header: a token for its name; no line break or NUL in its value, which
 # would otherwise pass the config and fail every call.
@@ -81,10 +83,10 @@ class ServerSettings(_Strict):
     # How often the config file is looked at for changes, which reload it (SIGHUP always does);
     # 0: never.
     watch_interval_s: NonNegativeFloat = 1.0
-    # The nice value a worker gives its threads other than the event loop's (grpc's, the log
-    # writer's, ...), so that on a busy core they wait for the loop rather than preempt it
-    # (service/threads.py); 0: leave them as they are. Read at start.
-    helper_thread_nice: Annotated[int, Field(ge=0, le=19)] = 10
+    # How a worker's threads other than its event loop's (grpc's, the log writer's, ...) are
+    # scheduled: `batch` (Linux's SCHED_BATCH), so that on a busy core they wait for the loop
+    # rather than preempt it (service/threads.py), or `normal`. Read at start.
+    helper_thread_policy: HelperPolicy = "batch"
     limits: RequestLimits = RequestLimits()
     clients: ClientLimits = ClientLimits()
     # host:port of the Admin API (switchboard.admin.v1), a gRPC server apart from the data plane;
