@@ -97,7 +97,7 @@ def capacity(load: Results) -> str:
         open_streams = peak * STREAM_SECONDS
         memory_gib = (workers * measured["worker_mib"] + open_streams * measured["stream_kib"] / 1024) / 1024
         lines.append(
-            f"| {millions} million | {average:,.0f} | {peak:,.0f} | {cores:.1f} ({workers}) "
+            f"| {millions} million | {average:,.0f} | {peak:,.0f} | {cores:.2g} ({workers}) "
             f"| {open_streams:,.0f} | {memory_gib:.1f} GiB |"
         )
     dates = measured["dates"]
