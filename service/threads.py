@@ -61,7 +61,7 @@ async def keep_batched(policy: HelperPolicy) -> None:
     while True:
         try:
             batch_others()
-        except PermissionError as error:  # not permitted here (a sandbox): all run as they would
+        except OSError as error:  # not permitted here (a sandbox, say): all run as they would
             log.warning("could not change how the worker's other threads are scheduled: %s", error)
             return
         await asyncio.sleep(RECHECK_S)

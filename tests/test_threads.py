@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from service.threads import RECHECK_S
+from service.threads import RECHECK_S, keep_batched
 from tests.serving import Serve
 from tests.test_workers import ECHO_ONLY
 
@@ -89,3 +91,23 @@ def test_a_worker_leaves_its_threads_alone_when_told_to(tmp_path: Path) -> None:
     own, others = served_policies(tmp_path, ", helper_thread_policy: normal", after_s=2 * RECHECK_S)
     assert own == os.SCHED_OTHER
     assert set(others.values()) == {os.SCHED_OTHER}
+
+
+async def test_a_worker_not_allowed_to_batch_says_so_once_and_serves_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        await asyncio.wait_for(keep_batched("batch"), timeout=RECHECK_S / 2)
+    finally:
+        stop.set()
+        other.join()
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not change how the worker's other threads are scheduled: [Errno 1] Operation not permitted"
+    ]
