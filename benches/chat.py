@@ -23,7 +23,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benches.harness import BIN, RESULTS, ROOT, free_port, gateway, machine, pinned, rss_mib, running, timestamp
+from benches.harness import (
+    BIN,
+    RESULTS,
+    ROOT,
+    free_port,
+    gateway,
+    machine,
+    mock_upstream,
+    pinned,
+    rss_mib,
+    timestamp,
+)
 from service.api.switchboard.v1 import gateway_pb2 as pb
 
 CONCURRENCY = (1, 16, 64)
@@ -134,12 +145,7 @@ def main() -> None:
     upstream_port, gateway_port = free_port(), free_port()
     with (
         request_bodies() as bodies,
-        running(
-            pinned([str(BIN / "mockupstream"), str(upstream_port)], 1),
-            "mock listening",
-            upstream_port,
-            grpc_ready=False,
-        ),
+        mock_upstream(upstream_port),
         gateway(gateway_config(upstream_port), gateway_port) as worker,
     ):
         idle = rss_mib(worker)

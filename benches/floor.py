@@ -41,7 +41,17 @@ import uvloop
 
 from benches.chat import gateway_config, loadgen, request_bodies
 from benches.floor_server import write_recorded
-from benches.harness import BIN, RESULTS, cpu_seconds, free_port, gateway, machine, pinned, running, timestamp
+from benches.harness import (
+    RESULTS,
+    cpu_seconds,
+    free_port,
+    gateway,
+    machine,
+    mock_upstream,
+    pinned,
+    running,
+    timestamp,
+)
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
 from service.config.schema import ServerSettings
@@ -134,9 +144,8 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as folder,
         request_bodies() as bodies,
-        running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
-                grpc_ready=False),
-    ):  # fmt: skip
+        mock_upstream(upstream_port),
+    ):
         recorded = Path(folder) / "recorded.bin"
         for _ in range(rounds):
             port = free_port()

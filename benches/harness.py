@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,12 @@ def running(command: list[str], ready: str, port: int, processes: int = 1, *, gr
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def mock_upstream(port: int, cpu: int | None = 1) -> AbstractContextManager[int]:
+    """benches/mockupstream answering on `port` until the block ends, on `cpu` (by default the
+    load generator's, away from the server under test); yields its pid."""
+    return running(pinned([str(BIN / "mockupstream"), str(port)], cpu), "mock listening", port, grpc_ready=False)
 
 
 @contextmanager

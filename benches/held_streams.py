@@ -24,7 +24,15 @@ from typing import Any
 
 import grpc
 
-from benches.harness import BIN, RESULTS, free_port, gateway, machine, pinned, rss_mib, running, timestamp
+from benches.harness import (
+    RESULTS,
+    free_port,
+    gateway,
+    machine,
+    mock_upstream,
+    rss_mib,
+    timestamp,
+)
 from benches.mock_upstreams import deployments_yaml
 from service.api.switchboard.v1 import gateway_pb2 as pb
 from service.api.switchboard.v1 import gateway_pb2_grpc as pb_grpc
@@ -107,8 +115,7 @@ def main() -> None:
     counts = [20] if args.quick else [100, 200]
     results = []
     upstream_port = free_port()
-    upstream = pinned([str(BIN / "mockupstream"), str(upstream_port)], 1)
-    with running(upstream, "mock listening", upstream_port, grpc_ready=False):
+    with mock_upstream(upstream_port):
         for streams in counts:
             port = free_port()
             with gateway(config_yaml(upstream_port, streams), port) as pid:

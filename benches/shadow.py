@@ -23,15 +23,13 @@ from typing import Any
 
 from benches.chat import gateway_config, loadgen, request_bodies
 from benches.harness import (
-    BIN,
     RESULTS,
     cpu_seconds,
     free_port,
     gateway,
     machine,
+    mock_upstream,
     per_round_ratio,
-    pinned,
-    running,
     timestamp,
 )
 
@@ -71,9 +69,8 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as folder,
         request_bodies() as bodies,
-        running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
-                grpc_ready=False),
-    ):  # fmt: skip
+        mock_upstream(upstream_port),
+    ):
         configs = modes(Path(folder), upstream_port)
         results = {mode: [] for mode in configs}
         for _ in range(runs):

@@ -29,7 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benches.chat import gateway_config, request_bodies
-from benches.harness import BIN, ROOT, cpu_seconds, free_port, gateway, pinned, report_cpu_per_chat, running
+from benches.harness import (
+    BIN,
+    ROOT,
+    cpu_seconds,
+    free_port,
+    gateway,
+    mock_upstream,
+    pinned,
+    report_cpu_per_chat,
+)
 
 RECEIVER = """
 import asyncio, sys
@@ -90,9 +99,8 @@ def main() -> None:
         costs: dict[str, list[float]] = {mode: [] for mode in modes}
         with (
             request_bodies() as bodies,
-            running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
-                    grpc_ready=False),
-        ):  # fmt: skip
+            mock_upstream(upstream_port),
+        ):
             for _ in range(runs):
                 for mode, telemetry in modes.items():
                     scrape = metrics_port if "metrics_listen" in telemetry else None

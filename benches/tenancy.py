@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from benches.chat import gateway_config, request_bodies
-from benches.harness import BIN, free_port, gateway, pinned, report_cpu_per_chat, running
+from benches.harness import free_port, gateway, mock_upstream, report_cpu_per_chat
 from benches.telemetry import cpu_per_chat_ms
 from service.api.switchboard.admin.v1 import admin_pb2, admin_pb2_grpc
 
@@ -68,9 +68,8 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as folder,
         request_bodies() as bodies,
-        running(pinned([str(BIN / "mockupstream"), str(upstream_port)], 1), "mock listening", upstream_port,
-                grpc_ready=False),
-    ):  # fmt: skip
+        mock_upstream(upstream_port),
+    ):
         configs = modes(Path(folder), admin_port)
         costs: dict[str, list[float]] = {mode: [] for mode in configs}
         for _ in range(runs):

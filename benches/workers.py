@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benches.chat import gateway_config, request_bodies
-from benches.harness import BIN, RESULTS, ROOT, free_port, machine, running, timestamp
+from benches.harness import BIN, RESULTS, ROOT, free_port, machine, mock_upstream, running, timestamp
 
 CONCURRENCY = 64
 CONNECTIONS = 8
@@ -57,7 +57,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with (
         request_bodies() as bodies,
-        running([str(BIN / "mockupstream"), str(upstream_port)], "mock listening", upstream_port, grpc_ready=False),
+        mock_upstream(upstream_port, cpu=None),
     ):
         for workers in (1, 2):
             rates = measure(workers, upstream_port, bodies["grpc"], total, runs)
